@@ -1,0 +1,497 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bounded metadata table cache: a fixed set of slots, each holding one
+ * cluster-sized table (an L2 table or a refcount block) in its on-disk,
+ * big-endian form, found by host offset through a small hash.
+ *
+ * Everything is allocated when the cache is created, so serving a request
+ * never allocates memory: a miss takes an empty slot or evicts the least
+ * recently used slot that is neither pinned nor being loaded. When every
+ * slot is in use the request fails with -ENOMEM instead of growing.
+ *
+ * A dirty L2 table may only reach the disk after the data and refcount
+ * increments it depends on are durable (ordering rules 1-2 in internal.h),
+ * so writing one back always goes through qcow_prepare_l2_writeback() first.
+ * Every table write is checked against the fixed metadata areas.
+ *
+ * An asynchronous caller loads tables itself: qcow_cache_get_nowait() hands
+ * out the slot's buffer in state "loading", and qcow_cache_load_done() makes
+ * it usable. A loading slot is never evicted, written or handed to anyone.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Fewest slots a cache gets: table copy-on-write pins two L2 tables at once
+ * and the allocator may pin several refcount blocks. */
+#define QCOW_CACHE_MIN_SLOTS 4
+
+enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
+
+struct cache_slot {
+	uint64_t offset;              /* host offset of the table */
+	uint64_t last_used;           /* cache clock at the latest pin */
+	uint32_t pins;
+	int32_t hash_next;            /* next slot in the bucket, -1: end */
+	uint8_t state;                /* enum slot_state */
+	bool dirty;
+	bool hashed;                  /* reachable by offset */
+	bool orphan;                  /* forgotten while in use: empty it when released */
+};
+
+struct qcow_cache {
+	struct qcow_image *img;
+	enum qcow_cache_kind kind;
+	unsigned nb_slots;
+	size_t table_size;
+	uint8_t *tables;              /* nb_slots * table_size, page aligned */
+	struct cache_slot *slots;
+	int32_t *buckets;             /* first slot of each hash chain, -1: none */
+	uint32_t bucket_mask;
+	uint64_t clock;
+	unsigned nb_dirty;
+};
+
+static const char *cache_name(const struct qcow_cache *c)
+{
+	return c->kind == QCOW_CACHE_L2 ? "L2 table" : "refcount block";
+}
+
+static void *slot_table(const struct qcow_cache *c, unsigned idx)
+{
+	return c->tables + (size_t)idx * c->table_size;
+}
+
+static uint32_t hash_offset(const struct qcow_cache *c, uint64_t offset)
+{
+	return (uint32_t)(((offset >> 9) * 0x9e3779b97f4a7c15ULL) >> 32) & c->bucket_mask;
+}
+
+static int slot_find(const struct qcow_cache *c, uint64_t offset)
+{
+	int32_t i = c->buckets[hash_offset(c, offset)];
+
+	while (i >= 0) {
+		if (c->slots[i].offset == offset)
+			return i;
+		i = c->slots[i].hash_next;
+	}
+	return -1;
+}
+
+static void hash_insert(struct qcow_cache *c, unsigned idx)
+{
+	uint32_t b = hash_offset(c, c->slots[idx].offset);
+
+	c->slots[idx].hash_next = c->buckets[b];
+	c->buckets[b] = (int32_t)idx;
+	c->slots[idx].hashed = true;
+}
+
+static void hash_remove(struct qcow_cache *c, unsigned idx)
+{
+	int32_t *link = &c->buckets[hash_offset(c, c->slots[idx].offset)];
+
+	if (!c->slots[idx].hashed)
+		return;
+	while (*link >= 0) {
+		if (*link == (int32_t)idx) {
+			*link = c->slots[idx].hash_next;
+			break;
+		}
+		link = &c->slots[*link].hash_next;
+	}
+	c->slots[idx].hashed = false;
+	c->slots[idx].hash_next = -1;
+}
+
+static void slot_clear_dirty(struct qcow_cache *c, unsigned idx)
+{
+	if (c->slots[idx].dirty) {
+		c->slots[idx].dirty = false;
+		c->nb_dirty--;
+	}
+}
+
+/* Return a slot to the empty state (it must not be pinned). */
+static void slot_empty(struct qcow_cache *c, unsigned idx)
+{
+	hash_remove(c, idx);
+	slot_clear_dirty(c, idx);
+	c->slots[idx].state = SLOT_EMPTY;
+	c->slots[idx].orphan = false;
+	c->slots[idx].pins = 0;
+	c->slots[idx].offset = 0;
+}
+
+/* Index of the slot whose buffer is table, or -1 for a foreign pointer. */
+static int slot_of_table(const struct qcow_cache *c, const void *table)
+{
+	const uint8_t *p = table;
+	size_t delta;
+
+	if (!p || p < c->tables || p >= c->tables + (size_t)c->nb_slots * c->table_size)
+		return -1;
+	delta = (size_t)(p - c->tables);
+	if (delta % c->table_size)
+		return -1;
+	return (int)(delta / c->table_size);
+}
+
+static unsigned bucket_count(unsigned nb_slots)
+{
+	unsigned n = 16;
+
+	while (n < 2 * nb_slots)
+		n <<= 1;
+	return n;
+}
+
+struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind kind,
+				  unsigned nb_slots, size_t table_size)
+{
+	struct qcow_cache *c;
+	unsigned nb_buckets, i;
+	void *mem = NULL;
+
+	if (nb_slots < QCOW_CACHE_MIN_SLOTS)
+		nb_slots = QCOW_CACHE_MIN_SLOTS;
+	if (nb_slots > (1U << 24) || table_size < 512 || (table_size & (table_size - 1)) ||
+	    (size_t)nb_slots > SIZE_MAX / table_size)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	nb_buckets = bucket_count(nb_slots);
+	c->slots = calloc(nb_slots, sizeof(*c->slots));
+	c->buckets = malloc(nb_buckets * sizeof(*c->buckets));
+	/* page aligned so a caller may read tables with O_DIRECT */
+	if (!c->slots || !c->buckets ||
+	    posix_memalign(&mem, 4096, (size_t)nb_slots * table_size)) {
+		free(c->slots);
+		free(c->buckets);
+		free(c);
+		return NULL;
+	}
+	c->tables = mem;
+	c->img = img;
+	c->kind = kind;
+	c->nb_slots = nb_slots;
+	c->table_size = table_size;
+	c->bucket_mask = nb_buckets - 1;
+	for (i = 0; i < nb_buckets; i++)
+		c->buckets[i] = -1;
+	for (i = 0; i < nb_slots; i++)
+		c->slots[i].hash_next = -1;
+	return c;
+}
+
+void qcow_cache_free(struct qcow_cache *c)
+{
+	if (!c)
+		return;
+	free(c->tables);
+	free(c->slots);
+	free(c->buckets);
+	free(c);
+}
+
+/* Write one dirty table (the caller has done any ordering work). */
+static int slot_write(struct qcow_cache *c, unsigned idx)
+{
+	struct cache_slot *s = &c->slots[idx];
+	int ret;
+
+	ret = qcow_check_metadata_overlap(c->img, s->offset, c->table_size);
+	if (ret < 0)
+		return ret;
+	ret = qcow_pwrite(c->img, slot_table(c, idx), c->table_size, s->offset);
+	if (ret < 0)
+		return ret;
+	slot_clear_dirty(c, idx);
+	return 0;
+}
+
+/* Write back a dirty table that is about to be evicted. */
+static int slot_evict_write(struct qcow_cache *c, unsigned idx)
+{
+	int ret;
+
+	if (c->kind == QCOW_CACHE_L2) {
+		ret = qcow_prepare_l2_writeback(c->img);
+		if (ret < 0)
+			return ret;
+	}
+	/* the hook must leave this cache alone; refuse rather than evict a slot in use */
+	if (c->slots[idx].pins || c->slots[idx].state != SLOT_READY)
+		return qcow_set_error(c->img, -EBUSY, "%s cache changed during writeback",
+				      cache_name(c));
+	if (!c->slots[idx].dirty)
+		return 0;
+	return slot_write(c, idx);
+}
+
+/*
+ * Least recently used evictable slot: an empty one first, else a ready
+ * unpinned one (among the clean ones first when prefer_clean).
+ */
+static int pick_victim(const struct qcow_cache *c, bool prefer_clean)
+{
+	int best = -1, best_clean = -1;
+	unsigned i;
+
+	for (i = 0; i < c->nb_slots; i++) {
+		const struct cache_slot *s = &c->slots[i];
+
+		if (s->state == SLOT_EMPTY)
+			return (int)i;
+		if (s->state != SLOT_READY || s->pins)
+			continue;
+		if (best < 0 || s->last_used < c->slots[best].last_used)
+			best = (int)i;
+		if (!s->dirty && (best_clean < 0 || s->last_used < c->slots[best_clean].last_used))
+			best_clean = (int)i;
+	}
+	if (prefer_clean && best_clean >= 0)
+		return best_clean;
+	return best;
+}
+
+/* Free a slot for offset (not present in the cache) and give it that offset. */
+static int slot_claim(struct qcow_cache *c, uint64_t offset, bool prefer_clean)
+{
+	int idx, ret;
+
+	idx = pick_victim(c, prefer_clean);
+	if (idx < 0)
+		return qcow_set_error(c->img, -ENOMEM,
+				      "%s cache full: all %u slots pinned or loading",
+				      cache_name(c), c->nb_slots);
+	if (c->slots[idx].dirty) {
+		ret = slot_evict_write(c, (unsigned)idx);
+		if (ret < 0)
+			return ret;
+	}
+	slot_empty(c, (unsigned)idx);
+	c->slots[idx].offset = offset;
+	hash_insert(c, (unsigned)idx);
+	return idx;
+}
+
+static void slot_pin(struct qcow_cache *c, unsigned idx)
+{
+	c->slots[idx].pins++;
+	c->slots[idx].last_used = ++c->clock;
+}
+
+static int check_offset(struct qcow_cache *c, uint64_t offset)
+{
+	if (offset == 0 || (offset & (c->table_size - 1)) || offset >= QCOW_MAX_HOST_OFFSET)
+		return qcow_set_error(c->img, -EIO, "invalid %s offset 0x%llx",
+				      cache_name(c), (unsigned long long)offset);
+	return 0;
+}
+
+/* Look offset up; -EBUSY for a slot another caller is loading. */
+static int lookup(struct qcow_cache *c, uint64_t offset)
+{
+	int idx = slot_find(c, offset);
+
+	if (idx >= 0 && c->slots[idx].state == SLOT_LOADING)
+		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx is being loaded",
+				      cache_name(c), (unsigned long long)offset);
+	return idx;
+}
+
+int qcow_cache_get(struct qcow_cache *c, uint64_t offset, void **table)
+{
+	int idx, ret;
+
+	ret = check_offset(c, offset);
+	if (ret < 0)
+		return ret;
+	idx = lookup(c, offset);
+	if (idx == -EBUSY)
+		return idx;
+	if (idx < 0) {
+		idx = slot_claim(c, offset, false);
+		if (idx < 0)
+			return idx;
+		ret = qcow_pread(c->img, slot_table(c, (unsigned)idx), c->table_size, offset);
+		if (ret < 0) {
+			slot_empty(c, (unsigned)idx);
+			return ret;
+		}
+		c->slots[idx].state = SLOT_READY;
+	}
+	slot_pin(c, (unsigned)idx);
+	*table = slot_table(c, (unsigned)idx);
+	return 0;
+}
+
+int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table)
+{
+	int idx, ret;
+
+	ret = check_offset(c, offset);
+	if (ret < 0)
+		return ret;
+	idx = lookup(c, offset);
+	if (idx == -EBUSY)
+		return idx;
+	if (idx >= 0 && c->slots[idx].pins)
+		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx reused while still in use",
+				      cache_name(c), (unsigned long long)offset);
+	if (idx < 0) {
+		idx = slot_claim(c, offset, false);
+		if (idx < 0)
+			return idx;
+	}
+	memset(slot_table(c, (unsigned)idx), 0, c->table_size);
+	c->slots[idx].state = SLOT_READY;
+	if (!c->slots[idx].dirty) {
+		c->slots[idx].dirty = true;
+		c->nb_dirty++;
+	}
+	slot_pin(c, (unsigned)idx);
+	*table = slot_table(c, (unsigned)idx);
+	return 0;
+}
+
+int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
+			  struct qcow_meta_read *need)
+{
+	int idx, ret;
+
+	ret = check_offset(c, offset);
+	if (ret < 0)
+		return ret;
+	idx = lookup(c, offset);
+	if (idx == -EBUSY)
+		return idx;
+	if (idx >= 0) {
+		slot_pin(c, (unsigned)idx);
+		*table = slot_table(c, (unsigned)idx);
+		return 0;
+	}
+	/* a clean victim avoids a synchronous write in the caller's fast path */
+	idx = slot_claim(c, offset, true);
+	if (idx < 0)
+		return idx;
+	c->slots[idx].state = SLOT_LOADING;
+	need->offset = offset;
+	need->len = c->table_size;
+	need->buf = slot_table(c, (unsigned)idx);
+	need->slot = (uint32_t)idx;
+	return -EAGAIN;
+}
+
+int qcow_cache_load_done(struct qcow_cache *c, const struct qcow_meta_read *done, int result)
+{
+	struct cache_slot *s;
+
+	if (!done || done->slot >= c->nb_slots)
+		return qcow_set_error(c->img, -EINVAL, "%s load completion for unknown slot",
+				      cache_name(c));
+	s = &c->slots[done->slot];
+	if (s->state != SLOT_LOADING || s->offset != done->offset ||
+	    done->buf != slot_table(c, done->slot) || done->len != c->table_size)
+		return qcow_set_error(c->img, -EINVAL,
+				      "%s load completion does not match a load in flight",
+				      cache_name(c));
+	if (result < 0 || s->orphan) {
+		slot_empty(c, done->slot);
+		if (result < 0)
+			return qcow_set_error(c->img, result, "reading %s at 0x%llx: %s",
+					      cache_name(c), (unsigned long long)done->offset,
+					      strerror(-result));
+		return 0;
+	}
+	s->state = SLOT_READY;
+	s->last_used = ++c->clock;
+	return 0;
+}
+
+void qcow_cache_put(struct qcow_cache *c, void *table)
+{
+	int idx = slot_of_table(c, table);
+
+	if (idx < 0 || !c->slots[idx].pins)
+		return;
+	if (--c->slots[idx].pins == 0 && c->slots[idx].orphan)
+		slot_empty(c, (unsigned)idx);
+}
+
+void qcow_cache_mark_dirty(struct qcow_cache *c, void *table)
+{
+	int idx = slot_of_table(c, table);
+
+	if (idx < 0 || c->slots[idx].state != SLOT_READY || c->slots[idx].orphan ||
+	    c->slots[idx].dirty)
+		return;
+	c->slots[idx].dirty = true;
+	c->nb_dirty++;
+}
+
+int qcow_cache_writeback(struct qcow_cache *c)
+{
+	unsigned i;
+	int ret;
+
+	if (!c || !c->nb_dirty)
+		return 0;
+	if (c->kind == QCOW_CACHE_L2) {
+		ret = qcow_prepare_l2_writeback(c->img);
+		if (ret < 0)
+			return ret;
+	}
+	for (i = 0; i < c->nb_slots && c->nb_dirty; i++) {
+		if (!c->slots[i].dirty || c->slots[i].state != SLOT_READY)
+			continue;
+		ret = slot_write(c, i);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+bool qcow_cache_has_dirty(const struct qcow_cache *c)
+{
+	return c && c->nb_dirty > 0;
+}
+
+void qcow_cache_forget(struct qcow_cache *c, uint64_t offset)
+{
+	int idx;
+
+	if (!c)
+		return;
+	idx = slot_find(c, offset);
+	if (idx < 0)
+		return;
+	/* the table is gone: its contents must never be written back */
+	slot_clear_dirty(c, (unsigned)idx);
+	if (c->slots[idx].pins || c->slots[idx].state == SLOT_LOADING) {
+		hash_remove(c, (unsigned)idx);
+		c->slots[idx].orphan = true;
+		return;
+	}
+	slot_empty(c, (unsigned)idx);
+}
+
+int qcow_cache_invalidate(struct qcow_cache *c)
+{
+	unsigned i;
+
+	if (!c)
+		return 0;
+	for (i = 0; i < c->nb_slots; i++) {
+		if (c->slots[i].dirty || c->slots[i].pins || c->slots[i].state == SLOT_LOADING)
+			return qcow_set_error(c->img, -EBUSY,
+					      "%s cache still has tables in use or unwritten",
+					      cache_name(c));
+	}
+	for (i = 0; i < c->nb_slots; i++)
+		slot_empty(c, i);
+	return 0;
+}

@@ -1,0 +1,1033 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest-to-host map: the L1 table (whole, in memory, host byte order)
+ * and the L2 tables (through the L2 cache, in on-disk byte order), and every
+ * change to it: allocation for writes with copy-on-write, zeroing, discard,
+ * and growing or shrinking the L1 table.
+ *
+ * Entries come from the file, so each one is validated when it is used:
+ * reserved bits, alignment, a host offset of 0 with flags set, data inside
+ * the header cluster. A bad entry marks the image corrupt (qcow_signal_
+ * corruption) and fails the request; it is not rejected at open, because
+ * images with such entries elsewhere are still readable and check reports them.
+ *
+ * The ordering rules of internal.h shape the code:
+ *  - a new mapping is published (qcow_write_end) only after the guest data
+ *    and the copy-on-write fill are written; before that the new clusters are
+ *    referenced by nothing but their refcount, so a crash merely leaks them;
+ *  - host clusters that lose a reference are released with
+ *    qcow_free_deferred(), applied after the new tables are durable;
+ *  - a table shared with a snapshot (no COPIED flag) is never modified: the
+ *    L1 entry gets a private copy first.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* One L2 entry, validated and decoded. */
+struct l2_info {
+	enum qcow_extent_kind kind;
+	uint64_t host;                /* DATA, ZERO: host cluster (0: none); COMPRESSED: byte offset */
+	uint64_t clen;                /* COMPRESSED: bytes that may hold the stream */
+	bool copied;
+};
+
+enum clear_mode {
+	CLEAR_DEALLOC,                /* entry 0: unallocated */
+	CLEAR_ZERO,                   /* zero flag, a private host cluster stays preallocated */
+	CLEAR_ZERO_UNMAP,             /* zero flag, host cluster released */
+};
+
+#define ULL(x) ((unsigned long long)(x))
+
+/* ------------------------------------------------------------ validation */
+
+static int check_writable(struct qcow_image *img)
+{
+	if (img->read_only)
+		return qcow_set_error(img, -EROFS, "image is opened read-only");
+	if (img->incompatible_features & QCOW_INCOMPAT_CORRUPT)
+		return qcow_set_error(img, -EIO, "image is marked corrupt; writes are refused");
+	return 0;
+}
+
+static int check_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
+{
+	if (off > img->size || len > img->size - off)
+		return qcow_set_error(img, -EINVAL,
+				      "%s of %llu bytes at offset %llu is past the virtual size %llu",
+				      what, ULL(len), ULL(off), ULL(img->size));
+	return 0;
+}
+
+/* Writable image and a range inside the disk. */
+static int check_write(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
+{
+	int ret = check_writable(img);
+
+	return ret < 0 ? ret : check_range(img, off, len, what);
+}
+
+/* Host offset of the L2 table of L1 entry l1i (0: none), or -EIO if the entry is bad. */
+static int l1_lookup(struct qcow_image *img, uint64_t l1i, uint64_t *l2_offset)
+{
+	uint64_t e, off;
+
+	*l2_offset = 0;
+	if (l1i >= img->l1_size)
+		return 0;
+	e = img->l1_table[l1i];
+	off = e & QCOW_L1E_OFFSET_MASK;
+	if (e & QCOW_L1E_RESERVED_MASK)
+		return qcow_signal_corruption(img, "L1 entry %llu (0x%llx) has reserved bits set",
+					      ULL(l1i), ULL(e));
+	if (off & (img->cluster_size - 1))
+		return qcow_signal_corruption(img, "L1 entry %llu: L2 table offset 0x%llx is not "
+					      "cluster aligned", ULL(l1i), ULL(off));
+	if (!off && e)
+		return qcow_signal_corruption(img, "L1 entry %llu (0x%llx) has flags but no L2 table",
+					      ULL(l1i), ULL(e));
+	*l2_offset = off;
+	return 0;
+}
+
+/* Decode an L2 entry; returns what is wrong with it, or NULL. */
+static const char *l2_parse(const struct qcow_image *img, uint64_t e, struct l2_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	if (e & QCOW_OFLAG_COMPRESSED) {
+		if (e & QCOW_OFLAG_COPIED)
+			return "compressed cluster with the COPIED flag";
+		qcow_decode_compressed(img, e, &info->host, &info->clen);
+		if (info->host < img->cluster_size)
+			return "compressed data inside the header cluster";
+		info->kind = QCOW_EXTENT_COMPRESSED;
+		return NULL;
+	}
+	if (e & QCOW_L2E_RESERVED_MASK)
+		return "reserved bits set";
+	info->host = e & QCOW_L2E_OFFSET_MASK;
+	info->copied = !!(e & QCOW_OFLAG_COPIED);
+	if (info->host & (img->cluster_size - 1))
+		return "host offset not cluster aligned";
+	if (!info->host && info->copied)
+		return "COPIED flag without a host cluster";
+	if (e & QCOW_OFLAG_ZERO)
+		info->kind = QCOW_EXTENT_ZERO;
+	else
+		info->kind = info->host ? QCOW_EXTENT_DATA : QCOW_EXTENT_UNALLOCATED;
+	return NULL;
+}
+
+/* Decode entry l2i of table, the one of guest cluster gc; bad entries are corruption. */
+static int l2_get(struct qcow_image *img, const uint64_t *table, uint64_t l2i, uint64_t gc,
+		  struct l2_info *info)
+{
+	uint64_t e = be64toh(table[l2i]);
+	const char *why = l2_parse(img, e, info);
+
+	if (why)
+		return qcow_signal_corruption(img, "L2 entry of guest offset 0x%llx (0x%llx): %s",
+					      ULL(gc << img->cluster_bits), ULL(e), why);
+	return 0;
+}
+
+/* ------------------------------------------------------------- L1 table */
+
+static void l1_mark_dirty(struct qcow_image *img, uint64_t l1i)
+{
+	img->l1_dirty[l1i] = 1;
+	img->l1_any_dirty = true;
+}
+
+int qcow_l1_init(struct qcow_image *img)
+{
+	uint64_t need = qcow_l1_entries_for(img, img->size);
+	uint64_t bytes = (uint64_t)img->l1_size * sizeof(uint64_t), i;
+	int ret;
+
+	if (bytes > QCOW_MAX_L1_BYTES)
+		return qcow_set_error(img, -EFBIG, "L1 table of %u entries is larger than %llu bytes",
+				      img->l1_size, ULL(QCOW_MAX_L1_BYTES));
+	if (img->l1_size < need)
+		return qcow_set_error(img, -EINVAL, "L1 table has %u entries, the virtual size "
+				      "needs %llu", img->l1_size, ULL(need));
+	if (img->l1_size && (img->l1_table_offset < img->cluster_size ||
+			     (img->l1_table_offset & (img->cluster_size - 1)) ||
+			     img->l1_table_offset > QCOW_MAX_HOST_OFFSET - bytes))
+		return qcow_set_error(img, -EINVAL, "invalid L1 table offset 0x%llx",
+				      ULL(img->l1_table_offset));
+	img->l1_table = calloc(img->l1_size ? img->l1_size : 1, sizeof(uint64_t));
+	img->l1_dirty = calloc(img->l1_size ? img->l1_size : 1, 1);
+	img->l1_any_dirty = false;
+	if (!img->l1_table || !img->l1_dirty) {
+		qcow_l1_free(img);
+		return qcow_set_error(img, -ENOMEM, "no memory for the L1 table");
+	}
+	ret = bytes ? qcow_pread(img, img->l1_table, bytes, img->l1_table_offset) : 0;
+	if (ret < 0) {
+		qcow_l1_free(img);
+		return ret;
+	}
+	for (i = 0; i < img->l1_size; i++)
+		img->l1_table[i] = be64toh(img->l1_table[i]);
+	return 0;
+}
+
+void qcow_l1_free(struct qcow_image *img)
+{
+	free(img->l1_table);
+	free(img->l1_dirty);
+	img->l1_table = NULL;
+	img->l1_dirty = NULL;
+	img->l1_any_dirty = false;
+}
+
+#define L1_PER_SECTOR 64U             /* entries in one 512-byte sector */
+#define L1_WRITE_SECTORS 8U           /* sectors per write: a 4 KiB stack buffer */
+
+static bool l1_sector_dirty(const struct qcow_image *img, uint64_t sector)
+{
+	uint64_t i = sector * L1_PER_SECTOR;
+	uint64_t end = QCOW_MIN(i + L1_PER_SECTOR, (uint64_t)img->l1_size);
+
+	for (; i < end; i++)
+		if (img->l1_dirty[i])
+			return true;
+	return false;
+}
+
+/* Write entries [from, to) of the L1 table, big-endian. */
+static int l1_write_range(struct qcow_image *img, uint64_t from, uint64_t to)
+{
+	uint64_t buf[L1_PER_SECTOR * L1_WRITE_SECTORS], i;
+	int ret;
+
+	for (i = from; i < to; i++)
+		buf[i - from] = htobe64(img->l1_table[i]);
+	ret = qcow_pwrite(img, buf, (to - from) * sizeof(uint64_t),
+			  img->l1_table_offset + from * sizeof(uint64_t));
+	if (ret < 0)
+		return ret;
+	memset(img->l1_dirty + from, 0, to - from);
+	return 0;
+}
+
+int qcow_write_l1(struct qcow_image *img)
+{
+	uint64_t nb_sectors = QCOW_DIV_ROUND_UP((uint64_t)img->l1_size, L1_PER_SECTOR);
+	uint64_t s = 0, run;
+	int ret;
+
+	if (!img->l1_any_dirty)
+		return 0;
+	/* whole sectors, so a torn write cannot mix old and new halves of one */
+	while (s < nb_sectors) {
+		if (!l1_sector_dirty(img, s)) {
+			s++;
+			continue;
+		}
+		run = s + 1;
+		while (run < nb_sectors && run - s < L1_WRITE_SECTORS && l1_sector_dirty(img, run))
+			run++;
+		ret = l1_write_range(img, s * L1_PER_SECTOR,
+				     QCOW_MIN(run * L1_PER_SECTOR, (uint64_t)img->l1_size));
+		if (ret < 0)
+			return ret;
+		s = run;
+	}
+	img->l1_any_dirty = false;
+	return 0;
+}
+
+/* Write a whole L1 table (host order) to len bytes at off, zero padded. */
+static int l1_write_new(struct qcow_image *img, const uint64_t *table, uint64_t entries,
+			uint64_t off, uint64_t len)
+{
+	uint64_t buf[L1_PER_SECTOR * L1_WRITE_SECTORS], pos, n, i;
+	int ret;
+
+	for (pos = 0; pos < len; pos += n * sizeof(uint64_t)) {
+		n = QCOW_MIN((uint64_t)(sizeof(buf) / sizeof(buf[0])), (len - pos) / sizeof(uint64_t));
+		for (i = 0; i < n; i++) {
+			uint64_t idx = pos / sizeof(uint64_t) + i;
+
+			buf[i] = idx < entries ? htobe64(table[idx]) : 0;
+		}
+		ret = qcow_pwrite(img, buf, n * sizeof(uint64_t), off + pos);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* Drop one reference to host bytes [off, off+len) once the metadata that
+ * stopped using them is durable. Failing only leaks the clusters. */
+static void release(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	int ret = qcow_free_deferred(img, off, len);
+
+	if (ret < 0)
+		qcow_set_error(img, ret, "leaking host clusters at 0x%llx: %s", ULL(off),
+			       strerror(-ret));
+}
+
+/*
+ * Install a new, larger L1 table (already written and durable at off). On
+ * failure before the header is written nothing changes and the caller
+ * releases the new table; once the header is written the switch stands
+ * (*committed), even if the final fsync fails, and the old table leaks.
+ */
+static int l1_switch(struct qcow_image *img, uint64_t *table, uint8_t *dirty,
+		     uint64_t entries, uint64_t off, bool *committed)
+{
+	uint64_t *old_table = img->l1_table, old_off = img->l1_table_offset;
+	uint8_t *old_dirty = img->l1_dirty;
+	uint32_t old_size = img->l1_size;
+	int ret;
+
+	img->l1_table = table;
+	img->l1_dirty = dirty;
+	img->l1_size = (uint32_t)entries;
+	img->l1_table_offset = off;
+	ret = qcow_header_write(img);
+	if (ret < 0) {
+		img->l1_table = old_table;
+		img->l1_dirty = old_dirty;
+		img->l1_size = old_size;
+		img->l1_table_offset = old_off;
+		return ret;
+	}
+	*committed = true;
+	free(old_table);
+	free(old_dirty);
+	ret = qcow_fsync(img);
+	if (ret == 0 && old_off && old_size)
+		release(img, old_off, (uint64_t)old_size * sizeof(uint64_t));
+	return ret;
+}
+
+int qcow_l1_grow(struct qcow_image *img, uint64_t new_size)
+{
+	uint64_t need = qcow_l1_entries_for(img, new_size), bytes;
+	uint64_t *table;
+	uint8_t *dirty;
+	bool committed = false;
+	int64_t off;
+	int ret;
+
+	if (need <= img->l1_size)
+		return 0;
+	if (need > QCOW_MAX_L1_BYTES / sizeof(uint64_t))
+		return qcow_set_error(img, -EFBIG, "size %llu needs an L1 table larger than %llu bytes",
+				      ULL(new_size), ULL(QCOW_MAX_L1_BYTES));
+	/* every L2 table the copied entries point at must be durable first */
+	ret = qcow_flush(img);
+	if (ret < 0)
+		return ret;
+	bytes = QCOW_ALIGN_UP(need * sizeof(uint64_t), img->cluster_size);
+	table = calloc(need, sizeof(uint64_t));
+	dirty = calloc(need, 1);
+	if (!table || !dirty) {
+		ret = qcow_set_error(img, -ENOMEM, "no memory for a new L1 table");
+		goto fail;
+	}
+	memcpy(table, img->l1_table, (size_t)img->l1_size * sizeof(uint64_t));
+	off = qcow_alloc_clusters(img, bytes >> img->cluster_bits);
+	if (off < 0) {
+		ret = (int)off;
+		goto fail;
+	}
+	/* table and its refcounts durable before the header points at it */
+	ret = l1_write_new(img, table, need, (uint64_t)off, bytes);
+	if (ret == 0)
+		ret = qcow_prepare_l2_writeback(img);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret == 0)
+		ret = l1_switch(img, table, dirty, need, (uint64_t)off, &committed);
+	if (committed)
+		return ret;
+	release(img, (uint64_t)off, bytes);
+fail:
+	free(table);
+	free(dirty);
+	return ret;
+}
+
+int qcow_range_has_allocation(struct qcow_image *img, uint64_t from, bool *allocated)
+{
+	uint64_t first = QCOW_DIV_ROUND_UP(from, img->cluster_size);
+	uint64_t l1i = first >> img->l2_bits, i, *table;
+	int ret;
+
+	*allocated = false;
+	for (; l1i < img->l1_size && !*allocated; l1i++) {
+		uint64_t e = img->l1_table[l1i], off = e & QCOW_L1E_OFFSET_MASK;
+
+		if (!e)
+			continue;
+		/* a bad entry may hide anything: count it as allocated */
+		if (!off || (e & QCOW_L1E_RESERVED_MASK) || (off & (img->cluster_size - 1))) {
+			*allocated = true;
+			break;
+		}
+		ret = qcow_cache_get(img->l2_cache, off, (void **)&table);
+		if (ret < 0)
+			return ret;
+		i = (l1i == first >> img->l2_bits) ? first & (img->l2_size - 1) : 0;
+		for (; i < img->l2_size; i++) {
+			/* only a plain zero flag leaves nothing behind */
+			if (be64toh(table[i]) & ~QCOW_OFLAG_ZERO) {
+				*allocated = true;
+				break;
+			}
+		}
+		qcow_cache_put(img->l2_cache, table);
+	}
+	return 0;
+}
+
+int qcow_l1_shrink(struct qcow_image *img, uint64_t new_size)
+{
+	uint64_t i = qcow_l1_entries_for(img, new_size);
+
+	for (; i < img->l1_size; i++) {
+		uint64_t e = img->l1_table[i], off = e & QCOW_L1E_OFFSET_MASK;
+
+		if (!e)
+			continue;
+		img->l1_table[i] = 0;
+		l1_mark_dirty(img, i);
+		/* a malformed entry is dropped without touching refcounts */
+		if (!off || (e & QCOW_L1E_RESERVED_MASK) || (off & (img->cluster_size - 1)))
+			continue;
+		qcow_cache_forget(img->l2_cache, off);
+		release(img, off, img->cluster_size);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------- mapping */
+
+/* Describe the run of same-kind clusters at off (max bytes, inside the table). */
+static int map_run(struct qcow_image *img, const uint64_t *table, uint64_t off, uint64_t max,
+		   struct qcow_extent *ext)
+{
+	uint64_t cs = img->cluster_size, in = off & (cs - 1);
+	uint64_t l2i = qcow_offset_to_l2_index(img, off);
+	uint64_t n = QCOW_DIV_ROUND_UP(in + max, cs), i;
+	struct l2_info first, next;
+	int ret;
+
+	ret = l2_get(img, table, l2i, off >> img->cluster_bits, &first);
+	if (ret < 0)
+		return ret;
+	ext->kind = first.kind;
+	if (first.kind == QCOW_EXTENT_COMPRESSED) {
+		ext->compressed_offset = first.host;
+		ext->compressed_length = first.clen;
+		ext->length = QCOW_MIN(max, cs - in);
+		return 0;
+	}
+	/* a bad entry ends the run; it is reported when a request starts there */
+	for (i = 1; i < n; i++) {
+		if (l2_parse(img, be64toh(table[l2i + i]), &next) || next.kind != first.kind)
+			break;
+		if (first.kind == QCOW_EXTENT_DATA && next.host != first.host + i * cs)
+			break;
+	}
+	ext->length = QCOW_MIN(max, i * cs - in);
+	if (first.kind == QCOW_EXTENT_DATA)
+		ext->host_offset = first.host + in;
+	else if (first.kind == QCOW_EXTENT_ZERO)
+		ext->host_offset = first.host;
+	return 0;
+}
+
+static int map_common(struct qcow_image *img, uint64_t off, uint64_t len,
+		      struct qcow_extent *ext, struct qcow_meta_read *need)
+{
+	uint64_t l2_offset, max, *table;
+	uint64_t in_table = img->l2_size - qcow_offset_to_l2_index(img, off);
+	int ret;
+
+	if (!len || off >= img->size)
+		return qcow_set_error(img, -EINVAL, "map of %llu bytes at offset %llu: outside the "
+				      "virtual size %llu", ULL(len), ULL(off), ULL(img->size));
+	max = QCOW_MIN(len, img->size - off);
+	max = QCOW_MIN(max, (in_table << img->cluster_bits) - (off & (img->cluster_size - 1)));
+	ret = l1_lookup(img, qcow_offset_to_l1_index(img, off), &l2_offset);
+	if (ret < 0)
+		return ret;
+	memset(ext, 0, sizeof(*ext));
+	ext->guest_offset = off;
+	if (!l2_offset) {
+		ext->kind = QCOW_EXTENT_UNALLOCATED;
+		ext->length = max;
+		return 0;
+	}
+	if (need)
+		ret = qcow_cache_get_nowait(img->l2_cache, l2_offset, (void **)&table, need);
+	else
+		ret = qcow_cache_get(img->l2_cache, l2_offset, (void **)&table);
+	if (ret < 0)
+		return ret;
+	ret = map_run(img, table, off, max, ext);
+	qcow_cache_put(img->l2_cache, table);
+	return ret;
+}
+
+int qcow_map(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext)
+{
+	return map_common(img, off, len, ext, NULL);
+}
+
+int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+		    struct qcow_extent *ext, struct qcow_meta_read *need)
+{
+	if (!need)
+		return qcow_set_error(img, -EINVAL, "qcow_map_nowait needs a qcow_meta_read");
+	return map_common(img, off, len, ext, need);
+}
+
+int qcow_meta_read_done(struct qcow_image *img, const struct qcow_meta_read *done, int result)
+{
+	return qcow_cache_load_done(img->l2_cache, done, result);
+}
+
+/* ------------------------------------------------- in-flight allocations */
+
+/* Clusters at the start of [first, first+nb) that no in-flight allocation touches. */
+static uint64_t inflight_free_prefix(const struct qcow_image *img, uint64_t first, uint64_t nb)
+{
+	unsigned i;
+
+	for (i = 0; i < QCOW_MAX_INFLIGHT; i++) {
+		const struct qcow_inflight *f = &img->inflight[i];
+
+		if (!f->used)
+			continue;
+		if (f->first_cluster <= first && first < f->first_cluster + f->nb_clusters)
+			return 0;
+		if (f->first_cluster > first && f->first_cluster < first + nb)
+			nb = f->first_cluster - first;
+	}
+	return nb;
+}
+
+static int inflight_reserve(struct qcow_image *img, uint64_t first, uint64_t nb)
+{
+	unsigned i;
+
+	for (i = 0; i < QCOW_MAX_INFLIGHT; i++) {
+		if (!img->inflight[i].used) {
+			img->inflight[i].first_cluster = first;
+			img->inflight[i].nb_clusters = nb;
+			img->inflight[i].used = true;
+			return (int)i;
+		}
+	}
+	return qcow_set_error(img, -EBUSY, "%u cluster allocations in flight already",
+			      QCOW_MAX_INFLIGHT);
+}
+
+static struct qcow_inflight *inflight_of_plan(struct qcow_image *img,
+					      const struct qcow_write_plan *plan)
+{
+	struct qcow_inflight *f;
+
+	if (plan->inflight_slot >= QCOW_MAX_INFLIGHT)
+		return NULL;
+	f = &img->inflight[plan->inflight_slot];
+	if (!f->used || f->first_cluster != plan->first_cluster ||
+	    f->nb_clusters != plan->nb_clusters)
+		return NULL;
+	return f;
+}
+
+static int busy(struct qcow_image *img, uint64_t first)
+{
+	return qcow_set_error(img, -EBUSY, "guest offset 0x%llx: cluster allocation in flight",
+			      ULL(first << img->cluster_bits));
+}
+
+/* ------------------------------------------------- L2 tables for writing */
+
+/* Give L1 entry l1i a table of its own: empty, or a copy of the shared one at old. */
+static int l2_table_new(struct qcow_image *img, uint64_t l1i, uint64_t old, uint64_t **table)
+{
+	struct qcow_cache *c = img->l2_cache;
+	void *src;
+	int64_t off;
+	int ret;
+
+	off = qcow_alloc_clusters(img, 1);
+	if (off < 0)
+		return (int)off;
+	ret = qcow_cache_get_empty(c, (uint64_t)off, (void **)table);
+	if (ret == 0 && old) {
+		ret = qcow_cache_get(c, old, &src);
+		if (ret == 0) {
+			memcpy(*table, src, img->cluster_size);
+			qcow_cache_put(c, src);
+		} else {
+			qcow_cache_put(c, *table);
+		}
+	}
+	if (ret < 0) {
+		qcow_cache_forget(c, (uint64_t)off);
+		release(img, (uint64_t)off, img->cluster_size);
+		return ret;
+	}
+	img->l1_table[l1i] = (uint64_t)off | QCOW_OFLAG_COPIED;
+	l1_mark_dirty(img, l1i);
+	if (old) {
+		/* the snapshot keeps the old table; our cached copy must not outlive
+		 * its last reference */
+		qcow_cache_forget(c, old);
+		release(img, old, img->cluster_size);
+	}
+	return 0;
+}
+
+/* Pin the L2 table of L1 entry l1i for modification, creating or unsharing it. */
+static int l2_get_writable(struct qcow_image *img, uint64_t l1i, uint64_t **table)
+{
+	uint64_t off;
+	int ret;
+
+	if (l1i >= img->l1_size)
+		return qcow_set_error(img, -EIO, "L1 index %llu past the L1 table (%u entries)",
+				      ULL(l1i), img->l1_size);
+	ret = l1_lookup(img, l1i, &off);
+	if (ret < 0)
+		return ret;
+	if (off && (img->l1_table[l1i] & QCOW_OFLAG_COPIED))
+		return qcow_cache_get(img->l2_cache, off, (void **)table);
+	return l2_table_new(img, l1i, off, table);
+}
+
+/* ------------------------------------------------------- copy-on-write */
+
+/* Old contents of one guest cluster, bytes [from, from+len), into buf+from. */
+static int cow_read(struct qcow_image *img, const struct l2_info *old, uint8_t *buf,
+		    uint64_t from, uint64_t len)
+{
+	if (!len)
+		return 0;
+	if (old->kind == QCOW_EXTENT_DATA)
+		return qcow_pread(img, buf + from, len, old->host + from);
+	memset(buf + from, 0, len);
+	return 0;
+}
+
+/* Copy the old contents of guest cluster gc, except [skip_start, skip_end),
+ * into the new host cluster dst. */
+static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t gc,
+		       uint64_t dst, uint64_t skip_start, uint64_t skip_end)
+{
+	uint64_t cs = img->cluster_size;
+	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED };
+	struct l2_info old;
+	uint8_t *buf;
+	int ret;
+
+	if (skip_start == 0 && skip_end == cs)
+		return 0;
+	ret = l2_get(img, table, gc & (img->l2_size - 1), gc, &old);
+	if (ret < 0)
+		return ret;
+	buf = malloc(cs);
+	if (!buf)
+		return qcow_set_error(img, -ENOMEM, "no memory for copy-on-write");
+	if (old.kind == QCOW_EXTENT_COMPRESSED) {
+		ext.compressed_offset = old.host;
+		ext.compressed_length = old.clen;
+		ret = qcow_read_compressed_cluster(img, &ext, buf);
+	} else {
+		ret = cow_read(img, &old, buf, 0, skip_start);
+		if (ret == 0)
+			ret = cow_read(img, &old, buf, skip_end, cs - skip_end);
+	}
+	if (ret == 0 && skip_start)
+		ret = qcow_pwrite(img, buf, skip_start, dst);
+	if (ret == 0 && skip_end < cs)
+		ret = qcow_pwrite(img, buf + skip_end, cs - skip_end, dst + skip_end);
+	free(buf);
+	return ret;
+}
+
+/* Fill what the guest write [off, end) leaves of the n new clusters at dst. */
+static int cow_fill(struct qcow_image *img, const uint64_t *table, uint64_t off, uint64_t end,
+		    uint64_t n, uint64_t dst)
+{
+	uint64_t cs = img->cluster_size, first = off >> img->cluster_bits;
+	uint64_t last = first + n - 1;
+	uint64_t head = off & (cs - 1), tail = end - (last << img->cluster_bits);
+	int ret;
+
+	if (n == 1)
+		return cow_cluster(img, table, first, dst, head, tail);
+	ret = cow_cluster(img, table, first, dst, head, cs);
+	if (ret == 0)
+		ret = cow_cluster(img, table, last, dst + (n - 1) * cs, 0, tail);
+	return ret;
+}
+
+/* ------------------------------------------------------------- writes */
+
+static void plan_set(struct qcow_write_plan *plan, uint64_t off, uint64_t len, uint64_t host,
+		     uint64_t first, uint64_t nb)
+{
+	plan->guest_offset = off;
+	plan->length = len;
+	plan->host_offset = host;
+	plan->first_cluster = first;
+	plan->nb_clusters = nb;
+	plan->new_host_cluster = 0;
+	plan->inflight_slot = UINT32_MAX;
+}
+
+/* The run starting at a COPIED data cluster: written where it is. */
+static int plan_in_place(struct qcow_image *img, const uint64_t *table, uint64_t off,
+			 uint64_t len, uint64_t nb, const struct l2_info *first,
+			 struct qcow_write_plan *plan)
+{
+	uint64_t cs = img->cluster_size, in = off & (cs - 1);
+	uint64_t l2i = qcow_offset_to_l2_index(img, off), i;
+	struct l2_info next;
+
+	for (i = 1; i < nb; i++) {
+		if (l2_parse(img, be64toh(table[l2i + i]), &next) ||
+		    next.kind != QCOW_EXTENT_DATA || !next.copied || next.host != first->host + i * cs)
+			break;
+	}
+	plan_set(plan, off, QCOW_MIN(len, i * cs - in), first->host + in,
+		 off >> img->cluster_bits, i);
+	return qcow_check_metadata_overlap(img, plan->host_offset, plan->length);
+}
+
+/* The run of clusters that need new host clusters: allocate, fill around. */
+static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t off,
+		      uint64_t len, uint64_t nb, struct qcow_write_plan *plan)
+{
+	uint64_t cs = img->cluster_size, first = off >> img->cluster_bits;
+	uint64_t l2i = qcow_offset_to_l2_index(img, off), n, end;
+	struct l2_info next;
+	int64_t host;
+	int slot, ret;
+
+	for (n = 1; n < nb; n++) {
+		if (l2_parse(img, be64toh(table[l2i + n]), &next) ||
+		    (next.kind == QCOW_EXTENT_DATA && next.copied))
+			break;
+	}
+	slot = inflight_reserve(img, first, n);
+	if (slot < 0)
+		return slot;
+	host = qcow_alloc_clusters(img, n);
+	if (host < 0) {
+		img->inflight[slot].used = false;
+		return (int)host;
+	}
+	end = QCOW_MIN(off + len, (first + n) << img->cluster_bits);
+	ret = qcow_check_metadata_overlap(img, (uint64_t)host, n * cs);
+	if (ret == 0)
+		ret = cow_fill(img, table, off, end, n, (uint64_t)host);
+	if (ret < 0) {
+		release(img, (uint64_t)host, n * cs);
+		img->inflight[slot].used = false;
+		return ret;
+	}
+	img->data_unsynced = true;
+	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
+	plan->new_host_cluster = (uint64_t)host;
+	plan->inflight_slot = (uint32_t)slot;
+	return 0;
+}
+
+/* Clusters of [off, off+len) inside the L2 table of off. */
+static uint64_t clusters_in_table(const struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	uint64_t first = off >> img->cluster_bits;
+	uint64_t last = (off + len - 1) >> img->cluster_bits;
+	uint64_t table_left = img->l2_size - (first & (img->l2_size - 1));
+
+	return QCOW_MIN(last - first + 1, table_left);
+}
+
+int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
+		     struct qcow_write_plan *plan)
+{
+	uint64_t first = off >> img->cluster_bits, nb, *table;
+	struct l2_info info;
+	int ret;
+
+	ret = check_write(img, off, len, "write");
+	if (ret < 0)
+		return ret;
+	if (!len)
+		return qcow_set_error(img, -EINVAL, "empty write at offset %llu", ULL(off));
+	nb = inflight_free_prefix(img, first, clusters_in_table(img, off, len));
+	if (!nb)
+		return busy(img, first);
+	ret = l2_get_writable(img, qcow_offset_to_l1_index(img, off), &table);
+	if (ret < 0)
+		return ret;
+	ret = l2_get(img, table, qcow_offset_to_l2_index(img, off), first, &info);
+	if (ret == 0 && info.kind == QCOW_EXTENT_DATA && info.copied)
+		ret = plan_in_place(img, table, off, len, nb, &info, plan);
+	else if (ret == 0)
+		ret = plan_alloc(img, table, off, len, nb, plan);
+	qcow_cache_put(img->l2_cache, table);
+	return ret;
+}
+
+/* Point the planned clusters at their new host clusters, releasing the old ones. */
+static void publish(struct qcow_image *img, uint64_t *table, const struct qcow_write_plan *plan)
+{
+	uint64_t l2i = plan->first_cluster & (img->l2_size - 1), i;
+	struct l2_info old;
+
+	for (i = 0; i < plan->nb_clusters; i++) {
+		/* validated at write_begin; a malformed entry is leaked, never freed */
+		bool bad = l2_parse(img, be64toh(table[l2i + i]), &old) != NULL;
+
+		table[l2i + i] = htobe64((plan->new_host_cluster + i * img->cluster_size) |
+					 QCOW_OFLAG_COPIED);
+		if (bad)
+			continue;
+		if (old.kind == QCOW_EXTENT_COMPRESSED)
+			release(img, old.host, old.clen);
+		else if (old.host)
+			release(img, old.host, img->cluster_size);
+	}
+	qcow_cache_mark_dirty(img->l2_cache, table);
+}
+
+int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int result)
+{
+	struct qcow_inflight *f;
+	uint64_t *table;
+	int ret;
+
+	if (!plan->new_host_cluster) {
+		if (result == 0)
+			img->data_unsynced = true;
+		return result;
+	}
+	f = inflight_of_plan(img, plan);
+	if (!f)
+		return qcow_set_error(img, -EINVAL, "write completion for an unknown allocation");
+	if (result == 0) {
+		ret = l2_get_writable(img, plan->first_cluster >> img->l2_bits, &table);
+		if (ret == 0) {
+			publish(img, table, plan);
+			qcow_cache_put(img->l2_cache, table);
+			img->data_unsynced = true;
+		}
+		result = ret;
+	}
+	if (result < 0)
+		release(img, plan->new_host_cluster, plan->nb_clusters * img->cluster_size);
+	f->used = false;
+	plan->new_host_cluster = 0;
+	return result;
+}
+
+/* ------------------------------------------------------ zero and discard */
+
+/* Without a backing file an unallocated cluster already reads as zero, so
+ * unmapping zero writes leave it alone (no L2 table gets allocated for it). */
+static bool unalloc_reads_zero(const struct qcow_image *img, enum clear_mode mode)
+{
+	return mode == CLEAR_DEALLOC || (mode == CLEAR_ZERO_UNMAP && !img->backing_file);
+}
+
+/* The entry a cleared cluster gets; *drop: its old host bytes lose a reference. */
+static uint64_t clear_entry(const struct qcow_image *img, enum clear_mode mode,
+			    uint64_t e, const struct l2_info *old, bool *drop)
+{
+	*drop = old->kind == QCOW_EXTENT_COMPRESSED || old->host;
+	if (mode == CLEAR_DEALLOC || (e == 0 && unalloc_reads_zero(img, mode)))
+		return 0;
+	if (mode == CLEAR_ZERO && old->kind != QCOW_EXTENT_COMPRESSED && old->host &&
+	    old->copied) {
+		*drop = false;
+		return old->host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO;
+	}
+	return QCOW_OFLAG_ZERO;
+}
+
+/* Validate the entries of [first, first+nb) and tell whether any would change. */
+static int clear_scan(struct qcow_image *img, const uint64_t *table, uint64_t first,
+		      uint64_t nb, enum clear_mode mode, bool *changes)
+{
+	uint64_t l2i = first & (img->l2_size - 1), i;
+	struct l2_info old;
+	bool drop;
+	int ret;
+
+	*changes = false;
+	for (i = 0; i < nb; i++) {
+		ret = l2_get(img, table, l2i + i, first + i, &old);
+		if (ret < 0)
+			return ret;
+		if (clear_entry(img, mode, be64toh(table[l2i + i]), &old, &drop) !=
+		    be64toh(table[l2i + i]))
+			*changes = true;
+	}
+	return 0;
+}
+
+static void clear_apply(struct qcow_image *img, uint64_t *table, uint64_t first, uint64_t nb,
+			enum clear_mode mode)
+{
+	uint64_t l2i = first & (img->l2_size - 1), i, e, ne;
+	struct l2_info old;
+	bool drop, changed = false;
+
+	for (i = 0; i < nb; i++) {
+		e = be64toh(table[l2i + i]);
+		if (l2_parse(img, e, &old))
+			continue;
+		ne = clear_entry(img, mode, e, &old, &drop);
+		if (ne == e)
+			continue;
+		table[l2i + i] = htobe64(ne);
+		changed = true;
+		if (drop && old.kind == QCOW_EXTENT_COMPRESSED)
+			release(img, old.host, old.clen);
+		else if (drop)
+			release(img, old.host, img->cluster_size);
+	}
+	if (changed)
+		qcow_cache_mark_dirty(img->l2_cache, table);
+}
+
+/* Clear nb whole clusters from guest cluster first, all in one L2 table. */
+static int clear_in_table(struct qcow_image *img, uint64_t first, uint64_t nb,
+			  enum clear_mode mode)
+{
+	uint64_t l1i = first >> img->l2_bits, l2_offset, *table;
+	bool changes = true;
+	int ret;
+
+	if (inflight_free_prefix(img, first, nb) < nb)
+		return busy(img, first);
+	ret = l1_lookup(img, l1i, &l2_offset);
+	if (ret < 0)
+		return ret;
+	if (!l2_offset && unalloc_reads_zero(img, mode))
+		return 0;
+	if (l2_offset) {
+		/* look first: unsharing or allocating a table for no change is waste */
+		ret = qcow_cache_get(img->l2_cache, l2_offset, (void **)&table);
+		if (ret < 0)
+			return ret;
+		ret = clear_scan(img, table, first, nb, mode, &changes);
+		qcow_cache_put(img->l2_cache, table);
+		if (ret < 0 || !changes)
+			return ret;
+	}
+	ret = l2_get_writable(img, l1i, &table);
+	if (ret < 0)
+		return ret;
+	clear_apply(img, table, first, nb, mode);
+	qcow_cache_put(img->l2_cache, table);
+	return 0;
+}
+
+static int clear_clusters(struct qcow_image *img, uint64_t first, uint64_t end,
+			  enum clear_mode mode)
+{
+	uint64_t nb;
+	int ret;
+
+	while (first < end) {
+		nb = QCOW_MIN(end - first, img->l2_size - (first & (img->l2_size - 1)));
+		ret = clear_in_table(img, first, nb, mode);
+		if (ret < 0)
+			return ret;
+		first += nb;
+	}
+	return 0;
+}
+
+/* Whole clusters of [off, end): a cluster cut by the end of the disk counts
+ * as whole when the range reaches the end. */
+static void whole_clusters(const struct qcow_image *img, uint64_t off, uint64_t end,
+			   uint64_t *first, uint64_t *last_end)
+{
+	*first = QCOW_DIV_ROUND_UP(off, img->cluster_size);
+	if (end == img->size)
+		*last_end = QCOW_DIV_ROUND_UP(end, img->cluster_size);
+	else
+		*last_end = end >> img->cluster_bits;
+}
+
+/* Explicit zeros for [from, to), skipping clusters that already read as zero. */
+static int zero_partial(struct qcow_image *img, uint64_t from, uint64_t to)
+{
+	struct qcow_extent ext;
+	uint8_t *zeros = NULL;
+	uint64_t n;
+	int ret = 0;
+
+	for (; from < to && ret == 0; from += n) {
+		n = QCOW_MIN(to, QCOW_ALIGN_DOWN(from, img->cluster_size) + img->cluster_size) - from;
+		ret = qcow_map(img, from, n, &ext);
+		if (ret < 0)
+			break;
+		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
+			continue;
+		if (!zeros)
+			zeros = calloc(1, img->cluster_size);
+		if (!zeros)
+			ret = qcow_set_error(img, -ENOMEM, "no memory for zero data");
+		else
+			ret = qcow_write(img, zeros, from, n);
+	}
+	free(zeros);
+	return ret;
+}
+
+int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+	uint64_t end = off + len, first, last_end;
+	enum clear_mode mode;
+	int ret;
+
+	ret = check_write(img, off, len, "write zeroes");
+	if (ret < 0 || !len)
+		return ret;
+	/* v2 has no zero flag; without a backing file unallocated reads as zero */
+	if (img->version < 3)
+		mode = CLEAR_DEALLOC;
+	else
+		mode = (flags & QCOW_ZERO_MAY_UNMAP) ? CLEAR_ZERO_UNMAP : CLEAR_ZERO;
+	whole_clusters(img, off, end, &first, &last_end);
+	if (first >= last_end)
+		return zero_partial(img, off, end);
+	ret = zero_partial(img, off, first << img->cluster_bits);
+	if (ret == 0)
+		ret = clear_clusters(img, first, last_end, mode);
+	if (ret == 0 && (last_end << img->cluster_bits) < end)
+		ret = zero_partial(img, last_end << img->cluster_bits, end);
+	return ret;
+}
+
+int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	uint64_t first, last_end;
+	int ret;
+
+	ret = check_write(img, off, len, "discard");
+	if (ret < 0 || !len)
+		return ret;
+	whole_clusters(img, off, off + len, &first, &last_end);
+	if (first >= last_end)
+		return 0;
+	return clear_clusters(img, first, last_end, CLEAR_DEALLOC);
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Synchronous guest IO on top of the mapping (cluster.c): qcow_read walks
+ * the extents qcow_map reports, qcow_write drives the same split
+ * write_begin / data write / write_end sequence an asynchronous caller uses,
+ * so both paths share one allocation and publication logic.
+ *
+ * Compressed clusters are raw deflate streams (no zlib header, 4 KiB
+ * window) that must inflate to exactly one cluster. Their stored length is
+ * only known to 512-byte precision, so trailing input is allowed; missing
+ * output is not.
+ */
+#include <stdlib.h>
+#include <zlib.h>
+
+#include "internal.h"
+
+#define ULL(x) ((unsigned long long)(x))
+
+/* Raw deflate with the 4 KiB window qcow2 writers use. */
+#define QCOW_DEFLATE_WINDOW_BITS (-12)
+
+static int data_check_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
+{
+	if (off > img->size || len > img->size - off)
+		return qcow_set_error(img, -EINVAL,
+				      "%s of %llu bytes at offset %llu is past the virtual size %llu",
+				      what, ULL(len), ULL(off), ULL(img->size));
+	return 0;
+}
+
+int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
+			    void *out, size_t out_len)
+{
+	z_stream zs;
+	int zr;
+	bool ok;
+
+	memset(&zs, 0, sizeof(zs));
+	if (in_len > UINT32_MAX || out_len > UINT32_MAX)
+		return qcow_set_error(img, -EINVAL, "compressed cluster too large");
+	if (inflateInit2(&zs, QCOW_DEFLATE_WINDOW_BITS) != Z_OK)
+		return qcow_set_error(img, -ENOMEM, "cannot initialise zlib");
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)in_len;
+	zs.next_out = out;
+	zs.avail_out = (uInt)out_len;
+	zr = inflate(&zs, Z_FINISH);
+	/* input may run on past the stream (sector granularity): only a full
+	 * output buffer counts */
+	ok = (zr == Z_STREAM_END || zr == Z_BUF_ERROR || zr == Z_OK) && zs.avail_out == 0;
+	inflateEnd(&zs);
+	if (!ok)
+		return qcow_set_error(img, -EIO, "corrupt compressed cluster: inflates to %zu of "
+				      "%zu bytes (zlib %d)", out_len - zs.avail_out, out_len, zr);
+	return 0;
+}
+
+int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
+				 void *out)
+{
+	uint64_t off = ext->compressed_offset, len = ext->compressed_length, file_size;
+	void *in;
+	int ret;
+
+	if (ext->kind != QCOW_EXTENT_COMPRESSED)
+		return qcow_set_error(img, -EINVAL, "extent at guest offset 0x%llx is not compressed",
+				      ULL(ext->guest_offset));
+	ret = img->file.ops->get_size(img->file.ctx, &file_size);
+	if (ret < 0)
+		return qcow_set_error(img, ret, "cannot get the file size: %s", strerror(-ret));
+	if (off < img->cluster_size || off >= file_size || !len)
+		return qcow_set_error(img, -EIO, "compressed cluster of guest offset 0x%llx: data "
+				      "at 0x%llx is outside the file", ULL(ext->guest_offset),
+				      ULL(off));
+	/* the entry format cannot describe more than two clusters of input */
+	len = QCOW_MIN(len, 2 * img->cluster_size);
+	len = QCOW_MIN(len, file_size - off);
+	in = malloc(len);
+	if (!in)
+		return qcow_set_error(img, -ENOMEM, "no memory for a compressed cluster");
+	ret = qcow_pread(img, in, len, off);
+	if (ret == 0)
+		ret = qcow_decompress_cluster(img, in, len, out, img->cluster_size);
+	free(in);
+	return ret;
+}
+
+/* Copy one extent of guest data into p (ext->length bytes). */
+static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p,
+		       uint8_t **cbuf)
+{
+	int ret;
+
+	switch (ext->kind) {
+	case QCOW_EXTENT_DATA:
+		return qcow_pread(img, p, ext->length, ext->host_offset);
+	case QCOW_EXTENT_COMPRESSED:
+		if (!*cbuf)
+			*cbuf = malloc(img->cluster_size);
+		if (!*cbuf)
+			return qcow_set_error(img, -ENOMEM, "no memory for a compressed cluster");
+		ret = qcow_read_compressed_cluster(img, ext, *cbuf);
+		if (ret < 0)
+			return ret;
+		memcpy(p, *cbuf + (ext->guest_offset & (img->cluster_size - 1)), ext->length);
+		return 0;
+	default:
+		/* zero flag, preallocated zero and unallocated all read as zeros */
+		memset(p, 0, ext->length);
+		return 0;
+	}
+}
+
+int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len)
+{
+	struct qcow_extent ext;
+	uint8_t *p = buf, *cbuf = NULL;
+	int ret;
+
+	ret = data_check_range(img, off, len, "read");
+	while (ret == 0 && len) {
+		ret = qcow_map(img, off, len, &ext);
+		if (ret == 0)
+			ret = read_extent(img, &ext, p, &cbuf);
+		if (ret == 0) {
+			p += ext.length;
+			off += ext.length;
+			len -= ext.length;
+		}
+	}
+	free(cbuf);
+	return ret;
+}
+
+int qcow_write(struct qcow_image *img, const void *buf, uint64_t off, size_t len)
+{
+	struct qcow_write_plan plan;
+	const uint8_t *p = buf;
+	int ret;
+
+	if (img->read_only)
+		return qcow_set_error(img, -EROFS, "image is opened read-only");
+	ret = data_check_range(img, off, len, "write");
+	while (ret == 0 && len) {
+		ret = qcow_write_begin(img, off, len, &plan);
+		if (ret < 0)
+			break;
+		ret = qcow_check_metadata_overlap(img, plan.host_offset, plan.length);
+		if (ret == 0)
+			ret = qcow_pwrite(img, p, plan.length, plan.host_offset);
+		ret = qcow_write_end(img, &plan, ret);
+		if (ret == 0) {
+			p += plan.length;
+			off += plan.length;
+			len -= plan.length;
+		}
+	}
+	return ret;
+}

@@ -1,0 +1,527 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The image header and its extensions: parse and validate everything the
+ * first cluster says before any of it is used, and write it back.
+ *
+ * Every number read here comes from a file we do not trust, so each one is
+ * checked against the format's limits and against the file itself, and
+ * every refusal names the field and the value.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define V2_HEADER_LEN   ((uint32_t)sizeof(struct qcow_header_v2))
+#define V3_HEADER_LEN   ((uint32_t)sizeof(struct qcow_header_v3))
+
+/* The feature name table we write for v3 images, as qemu-img does. */
+static const struct {
+	uint8_t type;
+	uint8_t bit;
+	const char *name;
+} our_features[] = {
+	{ QCOW_FEAT_TYPE_INCOMPAT, 0, "dirty bit" },
+	{ QCOW_FEAT_TYPE_INCOMPAT, 1, "corrupt bit" },
+	{ QCOW_FEAT_TYPE_INCOMPAT, 2, "external data file" },
+	{ QCOW_FEAT_TYPE_INCOMPAT, 3, "compression type" },
+	{ QCOW_FEAT_TYPE_INCOMPAT, 4, "extended L2 entries" },
+	{ QCOW_FEAT_TYPE_COMPAT, 0, "lazy refcounts" },
+	{ QCOW_FEAT_TYPE_AUTOCLEAR, 0, "bitmaps" },
+	{ QCOW_FEAT_TYPE_AUTOCLEAR, 1, "raw external data" },
+};
+#define NB_OUR_FEATURES (sizeof(our_features) / sizeof(our_features[0]))
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return be32toh(v);
+}
+
+const char *qcow_incompat_feature_name(const struct qcow_image *img, unsigned bit)
+{
+	/* The table's names are not NUL terminated; copy into our own buffer. */
+	static __thread char name[sizeof(((struct qcow_feature_name *)0)->name) + 1];
+	uint32_t i;
+
+	for (i = 0; i < NB_OUR_FEATURES; i++) {
+		if (our_features[i].type == QCOW_FEAT_TYPE_INCOMPAT && our_features[i].bit == bit)
+			return our_features[i].name;
+	}
+	for (i = 0; img && i < img->nb_feature_names; i++) {
+		const struct qcow_feature_name *f = &img->feature_table[i];
+
+		if (f->type == QCOW_FEAT_TYPE_INCOMPAT && f->bit == bit) {
+			memcpy(name, f->name, sizeof(f->name));
+			name[sizeof(f->name)] = '\0';
+			return name;
+		}
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+static int parse_basic(struct qcow_image *img, const struct qcow_header_v2 *h)
+{
+	uint32_t magic = be32toh(h->magic);
+	uint32_t version = be32toh(h->version);
+	uint32_t cbits = be32toh(h->cluster_bits);
+
+	if (magic != QCOW_MAGIC)
+		return qcow_set_error(img, -EINVAL, "not a qcow2 image (bad magic 0x%08x)", magic);
+	if (version != 2 && version != 3)
+		return qcow_set_error(img, -ENOTSUP,
+				      "unsupported qcow2 version %u (only 2 and 3)", version);
+	if (cbits < QCOW_MIN_CLUSTER_BITS || cbits > QCOW_MAX_CLUSTER_BITS)
+		return qcow_set_error(img, -EINVAL, "invalid cluster_bits %u (must be %d..%d)",
+				      cbits, QCOW_MIN_CLUSTER_BITS, QCOW_MAX_CLUSTER_BITS);
+	img->version = version;
+	img->cluster_bits = cbits;
+	img->cluster_size = 1ULL << cbits;
+	img->l2_bits = cbits - 3;
+	img->l2_size = 1ULL << img->l2_bits;
+	img->size = be64toh(h->size);
+	img->l1_size = be32toh(h->l1_size);
+	img->l1_table_offset = be64toh(h->l1_table_offset);
+	img->refcount_table_offset = be64toh(h->refcount_table_offset);
+	img->refcount_table_clusters = be32toh(h->refcount_table_clusters);
+	img->nb_snapshots = be32toh(h->nb_snapshots);
+	img->snapshots_offset = be64toh(h->snapshots_offset);
+	img->backing_file_offset = be64toh(h->backing_file_offset);
+	img->backing_file_size = be32toh(h->backing_file_size);
+	return 0;
+}
+
+/* v3 fields; v2 gets their implied values. *compression_type is returned
+ * separately because the image struct has no field for it (only 0 is kept). */
+static int parse_v3(struct qcow_image *img, const uint8_t *buf, size_t len,
+		    uint8_t *compression_type)
+{
+	struct qcow_header_v3 h;
+	uint32_t hlen;
+
+	*compression_type = 0;
+	if (img->version == 2) {
+		img->header_length = V2_HEADER_LEN;
+		img->refcount_order = 4;
+		img->incompatible_features = 0;
+		img->compatible_features = 0;
+		img->autoclear_features = 0;
+		goto derived;
+	}
+	if (len < QCOW_V3_MIN_HEADER_LENGTH)
+		return qcow_set_error(img, -EINVAL, "not a qcow2 image (file too short for a v3 header)");
+	hlen = get_be32(buf + offsetof(struct qcow_header_v3, header_length));
+	if (hlen < QCOW_V3_MIN_HEADER_LENGTH || hlen % 8 != 0 || hlen > img->cluster_size)
+		return qcow_set_error(img, -EINVAL,
+				      "invalid header_length %u (must be a multiple of 8, %d..%" PRIu64 ")",
+				      hlen, QCOW_V3_MIN_HEADER_LENGTH, img->cluster_size);
+	if (hlen > len)
+		return qcow_set_error(img, -EINVAL, "header_length %u runs past the end of the file", hlen);
+	/* Fields past header_length read as zero. */
+	memset(&h, 0, sizeof(h));
+	memcpy(&h, buf, QCOW_MIN(hlen, V3_HEADER_LEN));
+	img->header_length = hlen;
+	img->incompatible_features = be64toh(h.incompatible_features);
+	img->compatible_features = be64toh(h.compatible_features);
+	img->autoclear_features = be64toh(h.autoclear_features);
+	img->refcount_order = be32toh(h.refcount_order);
+	*compression_type = h.compression_type;
+	if (img->refcount_order > QCOW_MAX_REFCOUNT_ORDER)
+		return qcow_set_error(img, -EINVAL, "invalid refcount_order %u (must be 0..%d)",
+				      img->refcount_order, QCOW_MAX_REFCOUNT_ORDER);
+derived:
+	img->refcount_bits = 1U << img->refcount_order;
+	img->refcount_block_bits = img->cluster_bits + 3 - img->refcount_order;
+	return 0;
+}
+
+static int keep_unknown_ext(struct qcow_image *img, uint32_t type, const uint8_t *data,
+			    uint32_t length)
+{
+	struct qcow_raw_ext *exts, *e;
+
+	exts = realloc(img->unknown_exts, (img->nb_unknown_exts + 1) * sizeof(*exts));
+	if (!exts)
+		return -ENOMEM;
+	img->unknown_exts = exts;
+	e = &exts[img->nb_unknown_exts];
+	e->type = type;
+	e->length = length;
+	e->data = malloc(length ? length : 1);
+	if (!e->data)
+		return -ENOMEM;
+	memcpy(e->data, data, length);
+	img->nb_unknown_exts++;
+	return 0;
+}
+
+static int parse_one_ext(struct qcow_image *img, uint32_t type, const uint8_t *data,
+			 uint32_t length)
+{
+	switch (type) {
+	case QCOW_EXT_BACKING_FORMAT:
+		if (length >= sizeof(((struct qcow_info *)0)->backing_format))
+			return qcow_set_error(img, -EINVAL,
+					      "backing format extension too long (%u bytes)", length);
+		free(img->backing_format);
+		img->backing_format = strndup((const char *)data, length);
+		return img->backing_format ? 0 : -ENOMEM;
+	case QCOW_EXT_FEATURE_TABLE: {
+		uint32_t n = length / sizeof(struct qcow_feature_name);
+
+		free(img->feature_table);
+		img->nb_feature_names = 0;
+		img->feature_table = malloc(n ? n * sizeof(struct qcow_feature_name) : 1);
+		if (!img->feature_table)
+			return -ENOMEM;
+		memcpy(img->feature_table, data, n * sizeof(struct qcow_feature_name));
+		img->nb_feature_names = n;
+		return 0;
+	}
+	case QCOW_EXT_CRYPTO:
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: encryption");
+	case QCOW_EXT_DATA_FILE:
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: external data file");
+	default:
+		/* Bitmaps and extensions we do not know: kept verbatim. */
+		return keep_unknown_ext(img, type, data, length);
+	}
+}
+
+static int parse_extensions(struct qcow_image *img, const uint8_t *buf, size_t len)
+{
+	uint64_t limit = QCOW_MIN((uint64_t)len, img->cluster_size);
+	uint64_t off = img->header_length;
+	int ret;
+
+	/* The backing file name, when present, follows the extension area. */
+	if (img->backing_file_offset && img->backing_file_offset < limit)
+		limit = img->backing_file_offset;
+	while (off + sizeof(struct qcow_ext_header) <= limit) {
+		uint32_t type = get_be32(buf + off);
+		uint32_t length = get_be32(buf + off + 4);
+
+		off += sizeof(struct qcow_ext_header);
+		if (type == QCOW_EXT_END)
+			return 0;
+		if (length > limit - off)
+			return qcow_set_error(img, -EINVAL,
+					      "header extension 0x%08x at offset %" PRIu64
+					      ": length %u runs past the header area",
+					      type, off - sizeof(struct qcow_ext_header), length);
+		ret = parse_one_ext(img, type, buf + off, length);
+		if (ret < 0)
+			return ret;
+		off += QCOW_ALIGN_UP((uint64_t)length, 8);
+	}
+	return 0;
+}
+
+static int refuse_feature(struct qcow_image *img, const char *what)
+{
+	return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", what);
+}
+
+static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t ctype)
+{
+	uint64_t unknown = img->incompatible_features & ~QCOW_INCOMPAT_KNOWN;
+
+	if (crypt_method != QCOW_CRYPT_NONE)
+		return refuse_feature(img, "encryption");
+	if (unknown) {
+		unsigned bit = (unsigned)__builtin_ctzll(unknown);
+		const char *name = qcow_incompat_feature_name(img, bit);
+
+		if (name && name[0])
+			return qcow_set_error(img, -ENOTSUP,
+					      "unsupported feature: unknown incompatible feature bit %u (%s)",
+					      bit, name);
+		return qcow_set_error(img, -ENOTSUP,
+				      "unsupported feature: unknown incompatible feature bit %u", bit);
+	}
+	if (img->incompatible_features & QCOW_INCOMPAT_EXTL2)
+		return refuse_feature(img, "extended L2 entries");
+	if (img->incompatible_features & QCOW_INCOMPAT_DATA_FILE)
+		return refuse_feature(img, "external data file");
+	if (ctype != QCOW_COMPRESSION_ZLIB) {
+		if (!(img->incompatible_features & QCOW_INCOMPAT_COMPRESSION))
+			return qcow_set_error(img, -EINVAL,
+					      "compression_type %u without the compression type feature bit",
+					      ctype);
+		if (ctype == QCOW_COMPRESSION_ZSTD)
+			return refuse_feature(img, "compression type zstd");
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: compression type %u", ctype);
+	}
+	return 0;
+}
+
+/* A table of len bytes at off: cluster aligned, past the header, inside the file. */
+static int check_table(struct qcow_image *img, const char *what, uint64_t off, uint64_t len,
+		       uint64_t file_size)
+{
+	if (off & (img->cluster_size - 1))
+		return qcow_set_error(img, -EINVAL, "%s offset 0x%" PRIx64 " is not cluster aligned",
+				      what, off);
+	if (off == 0)
+		return qcow_set_error(img, -EINVAL, "%s offset 0 overlaps the header", what);
+	if (off >= QCOW_MAX_HOST_OFFSET || off >= file_size ||
+	    len > QCOW_ALIGN_UP(file_size, img->cluster_size) - off)
+		return qcow_set_error(img, -EINVAL,
+				      "%s at offset 0x%" PRIx64 " (%" PRIu64 " bytes) lies outside the file (%"
+				      PRIu64 " bytes)", what, off, len, file_size);
+	return 0;
+}
+
+static int check_sizes(struct qcow_image *img)
+{
+	uint64_t need;
+
+	if ((uint64_t)img->l1_size * 8 > QCOW_MAX_L1_BYTES)
+		return qcow_set_error(img, -EINVAL, "l1_size %u too large (at most %llu entries)",
+				      img->l1_size, QCOW_MAX_L1_BYTES / 8);
+	if (img->size > (uint64_t)INT64_MAX)
+		return qcow_set_error(img, -EINVAL, "virtual size %" PRIu64 " too large", img->size);
+	need = qcow_l1_entries_for(img, img->size);
+	if (need > img->l1_size)
+		return qcow_set_error(img, -EINVAL,
+				      "l1_size %u too small for virtual size %" PRIu64 " (needs %" PRIu64 ")",
+				      img->l1_size, img->size, need);
+	if (img->refcount_table_clusters == 0)
+		return qcow_set_error(img, -EINVAL, "refcount_table_clusters is 0");
+	if ((uint64_t)img->refcount_table_clusters * img->cluster_size > QCOW_MAX_REFTABLE_BYTES)
+		return qcow_set_error(img, -EINVAL, "refcount_table_clusters %u too large",
+				      img->refcount_table_clusters);
+	if (img->nb_snapshots > QCOW_MAX_SNAPSHOTS)
+		return qcow_set_error(img, -EINVAL, "nb_snapshots %u too large (at most %d)",
+				      img->nb_snapshots, QCOW_MAX_SNAPSHOTS);
+	img->refcount_table_size = (uint64_t)img->refcount_table_clusters * img->cluster_size / 8;
+	return 0;
+}
+
+static int check_tables(struct qcow_image *img, uint64_t file_size)
+{
+	uint64_t l1_bytes = (uint64_t)img->l1_size * 8;
+	uint64_t rt_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
+	int ret = check_sizes(img);
+
+	if (ret < 0)
+		return ret;
+	if (img->l1_size) {
+		ret = check_table(img, "L1 table", img->l1_table_offset, l1_bytes, file_size);
+	} else if (img->l1_table_offset & (img->cluster_size - 1)) {
+		ret = qcow_set_error(img, -EINVAL, "L1 table offset 0x%" PRIx64 " is not cluster aligned",
+				     img->l1_table_offset);
+	}
+	if (ret < 0)
+		return ret;
+	ret = check_table(img, "refcount table", img->refcount_table_offset, rt_bytes, file_size);
+	if (ret < 0)
+		return ret;
+	if (img->l1_size && img->l1_table_offset < img->refcount_table_offset + rt_bytes &&
+	    img->refcount_table_offset < img->l1_table_offset + l1_bytes)
+		return qcow_set_error(img, -EINVAL, "L1 table and refcount table overlap");
+	if (img->nb_snapshots)
+		return check_table(img, "snapshot table", img->snapshots_offset, 0, file_size);
+	if (img->snapshots_offset & (img->cluster_size - 1))
+		return qcow_set_error(img, -EINVAL, "snapshots_offset 0x%" PRIx64 " is not cluster aligned",
+				      img->snapshots_offset);
+	return 0;
+}
+
+static int read_backing_name(struct qcow_image *img, const uint8_t *buf, size_t len)
+{
+	uint64_t limit = QCOW_MIN((uint64_t)len, img->cluster_size);
+	uint64_t off = img->backing_file_offset;
+	uint32_t size = img->backing_file_size;
+
+	if (off == 0 || size == 0) {
+		img->backing_file_offset = 0;
+		img->backing_file_size = 0;
+		return 0;
+	}
+	if (size > QCOW_MAX_BACKING_FILE_NAME)
+		return qcow_set_error(img, -EINVAL, "backing_file_size %u too large (at most %d)",
+				      size, QCOW_MAX_BACKING_FILE_NAME);
+	if (off < img->header_length || off >= limit || size > limit - off)
+		return qcow_set_error(img, -EINVAL,
+				      "backing file name at offset %" PRIu64 " (%u bytes) lies outside the header cluster",
+				      off, size);
+	free(img->backing_file);
+	img->backing_file = strndup((const char *)buf + off, size);
+	return img->backing_file ? 0 : -ENOMEM;
+}
+
+int qcow_header_parse(struct qcow_image *img, const uint8_t *buf, size_t len,
+		      uint64_t file_size)
+{
+	struct qcow_header_v2 h;
+	uint8_t ctype;
+	int ret;
+
+	if (len < V2_HEADER_LEN)
+		return qcow_set_error(img, -EINVAL, "not a qcow2 image (file too short)");
+	memcpy(&h, buf, sizeof(h));
+	ret = parse_basic(img, &h);
+	if (ret < 0)
+		return ret;
+	ret = parse_v3(img, buf, len, &ctype);
+	if (ret < 0)
+		return ret;
+	if (img->version == 2 && img->refcount_order != 4)
+		return qcow_set_error(img, -EINVAL, "version 2 image with refcount_order %u",
+				      img->refcount_order);
+	ret = parse_extensions(img, buf, len);
+	if (ret < 0)
+		return ret;
+	ret = check_features(img, be32toh(h.crypt_method), ctype);
+	if (ret < 0)
+		return ret;
+	ret = check_tables(img, file_size);
+	if (ret < 0)
+		return ret;
+	return read_backing_name(img, buf, len);
+}
+
+/* ---------------------------------------------------------------- writing */
+
+struct hbuf {
+	uint8_t *buf;
+	size_t cap;
+	size_t off;
+};
+
+static bool put_bytes(struct hbuf *b, const void *data, size_t len, size_t align)
+{
+	size_t padded = QCOW_ALIGN_UP(len, align);
+
+	if (padded > b->cap - b->off)
+		return false;
+	memcpy(b->buf + b->off, data, len);
+	memset(b->buf + b->off + len, 0, padded - len);
+	b->off += padded;
+	return true;
+}
+
+static bool put_ext(struct hbuf *b, uint32_t type, const void *data, uint32_t len)
+{
+	struct qcow_ext_header e = { htobe32(type), htobe32(len) };
+
+	if (sizeof(e) + QCOW_ALIGN_UP((uint64_t)len, 8) > b->cap - b->off)
+		return false;
+	put_bytes(b, &e, sizeof(e), 1);
+	return put_bytes(b, data, len, 8);
+}
+
+static bool put_feature_table(struct hbuf *b)
+{
+	struct qcow_feature_name t[NB_OUR_FEATURES];
+	size_t i;
+
+	memset(t, 0, sizeof(t));
+	for (i = 0; i < NB_OUR_FEATURES; i++) {
+		t[i].type = our_features[i].type;
+		t[i].bit = our_features[i].bit;
+		strncpy(t[i].name, our_features[i].name, sizeof(t[i].name));
+	}
+	return put_ext(b, QCOW_EXT_FEATURE_TABLE, t, sizeof(t));
+}
+
+static void fill_header(const struct qcow_image *img, struct qcow_header_v3 *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->v2.magic = htobe32(QCOW_MAGIC);
+	h->v2.version = htobe32(img->version);
+	h->v2.cluster_bits = htobe32(img->cluster_bits);
+	h->v2.size = htobe64(img->size);
+	h->v2.crypt_method = htobe32(QCOW_CRYPT_NONE);
+	h->v2.l1_size = htobe32(img->l1_size);
+	h->v2.l1_table_offset = htobe64(img->l1_table_offset);
+	h->v2.refcount_table_offset = htobe64(img->refcount_table_offset);
+	h->v2.refcount_table_clusters = htobe32(img->refcount_table_clusters);
+	h->v2.nb_snapshots = htobe32(img->nb_snapshots);
+	h->v2.snapshots_offset = htobe64(img->snapshots_offset);
+	h->incompatible_features = htobe64(img->incompatible_features);
+	h->compatible_features = htobe64(img->compatible_features);
+	h->autoclear_features = htobe64(img->autoclear_features);
+	h->refcount_order = htobe32(img->refcount_order);
+	h->header_length = htobe32(V3_HEADER_LEN);
+	h->compression_type = QCOW_COMPRESSION_ZLIB;
+}
+
+/* Lay out the whole header cluster; false if it does not fit. */
+static bool serialise(const struct qcow_image *img, struct hbuf *b, bool feature_table,
+		      uint64_t *backing_off)
+{
+	static const uint8_t end[8];
+	struct qcow_header_v3 h;
+	uint32_t i;
+
+	fill_header(img, &h);
+	memset(b->buf, 0, b->cap);
+	b->off = 0;
+	if (!put_bytes(b, &h, img->version == 2 ? V2_HEADER_LEN : V3_HEADER_LEN, 8))
+		return false;
+	if (img->backing_format &&
+	    !put_ext(b, QCOW_EXT_BACKING_FORMAT, img->backing_format,
+		     (uint32_t)strlen(img->backing_format)))
+		return false;
+	if (feature_table && !put_feature_table(b))
+		return false;
+	for (i = 0; i < img->nb_unknown_exts; i++) {
+		const struct qcow_raw_ext *e = &img->unknown_exts[i];
+
+		if (!put_ext(b, e->type, e->data, e->length))
+			return false;
+	}
+	if (!put_bytes(b, end, sizeof(end), 8))
+		return false;
+	*backing_off = b->off;
+	if (img->backing_file &&
+	    !put_bytes(b, img->backing_file, strlen(img->backing_file), 1))
+		return false;
+	return true;
+}
+
+int qcow_header_write(struct qcow_image *img)
+{
+	struct hbuf b = { .cap = img->cluster_size };
+	bool table = img->version >= 3;
+	uint64_t backing_off = 0;
+	int ret;
+
+	b.buf = malloc(b.cap);
+	if (!b.buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory writing the header");
+	/* The feature name table is only informational: drop it if space is short. */
+	while (!serialise(img, &b, table, &backing_off)) {
+		if (!table) {
+			free(b.buf);
+			return qcow_set_error(img, -ENOSPC,
+					      "header and extensions do not fit in the first cluster");
+		}
+		table = false;
+	}
+	if (img->backing_file) {
+		uint64_t boff = htobe64(backing_off);
+		uint32_t bsize = htobe32((uint32_t)strlen(img->backing_file));
+
+		memcpy(b.buf + offsetof(struct qcow_header_v2, backing_file_offset), &boff, 8);
+		memcpy(b.buf + offsetof(struct qcow_header_v2, backing_file_size), &bsize, 4);
+	}
+	ret = qcow_pwrite(img, b.buf, b.cap, 0);
+	free(b.buf);
+	if (ret < 0)
+		return ret;
+	if (img->version >= 3)
+		img->header_length = V3_HEADER_LEN;
+	if (img->backing_file) {
+		img->backing_file_offset = backing_off;
+		img->backing_file_size = (uint32_t)strlen(img->backing_file);
+	}
+	return 0;
+}

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal interfaces of the metadata engine, shared by the files of format/:
+ *
+ *   file_posix.c  the POSIX qcow_file backend
+ *   header.c      header + extensions: parse, validate, write back
+ *   image.c       open/create/close, flush ordering, resize, info, errors
+ *   refcount.c    refcount table and blocks, the cluster allocator, deferred frees
+ *   cache.c       the bounded metadata table cache (L2 tables, refcount blocks)
+ *   cluster.c     L1/L2 mapping, allocation for writes, copy-on-write, zero, discard
+ *   data.c        synchronous guest read/write, compressed clusters
+ *   check.c       consistency check, leak repair, refcount rebuild
+ *
+ * Write ordering (the crash-safety contract, see doc/design.md):
+ *   1. guest data and COW fills are written to newly allocated clusters
+ *      before any L2 entry points at them, and are made durable (fsync)
+ *      before that L2 table is written;
+ *   2. refcount increments are written and made durable before an L2 table
+ *      or L1 entry that depends on them is written;
+ *   3. an L2 table is durable before the L1 entry that points at it;
+ *   4. refcount decrements (frees) are applied only after the metadata that
+ *      stopped referencing the cluster is durable, and a freed cluster is not
+ *      reused before its decrement is applied; a crash in between leaks it.
+ * qcow_flush() performs the whole sequence; evicting a dirty L2 table from the
+ * cache performs steps 1-2 first.
+ */
+#ifndef QCOW_INTERNAL_H
+#define QCOW_INTERNAL_H
+
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "qcow/engine.h"
+#include "qcow/format.h"
+
+#define QCOW_ALIGN_UP(x, a)   (((x) + (a) - 1) & ~((uint64_t)(a) - 1))
+#define QCOW_ALIGN_DOWN(x, a) ((x) & ~((uint64_t)(a) - 1))
+#define QCOW_DIV_ROUND_UP(x, y) (((x) + (y) - 1) / (y))
+#define QCOW_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define QCOW_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---------------------------------------------------------------- cache.c */
+
+/*
+ * A fixed number of slots, each holding one table (an L2 table or a refcount
+ * block) of entry_size bytes, looked up by host offset. Tables are pinned
+ * while a caller holds them (get/put). Dirty tables are written back by
+ * qcow_cache_writeback(); when a dirty table must be evicted, the cache calls
+ * its before_writeback hook first (which enforces the ordering rules above).
+ */
+struct qcow_cache;
+
+enum qcow_cache_kind { QCOW_CACHE_L2, QCOW_CACHE_REFCOUNT };
+
+struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind kind,
+				  unsigned nb_slots, size_t table_size);
+void qcow_cache_free(struct qcow_cache *c);
+/* Load (reading the file if needed) and pin the table at offset. */
+int qcow_cache_get(struct qcow_cache *c, uint64_t offset, void **table);
+/* Pin a table at offset without reading it: contents zero-filled, marked dirty. */
+int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table);
+/* Non-blocking get: -EAGAIN + *need (slot reserved, state loading), -EBUSY if
+ * that table is loading already, 0 + *table pinned on a hit. */
+int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
+			  struct qcow_meta_read *need);
+/* Finish a load started by get_nowait; on error the slot is freed. */
+int qcow_cache_load_done(struct qcow_cache *c, const struct qcow_meta_read *done, int result);
+void qcow_cache_put(struct qcow_cache *c, void *table);
+void qcow_cache_mark_dirty(struct qcow_cache *c, void *table);
+/* Write every dirty table (no fsync). */
+int qcow_cache_writeback(struct qcow_cache *c);
+bool qcow_cache_has_dirty(const struct qcow_cache *c);
+/* Forget the table at offset (it was freed); must not be pinned. */
+void qcow_cache_forget(struct qcow_cache *c, uint64_t offset);
+/* Drop everything (after a refcount rebuild); fails if anything is dirty/pinned. */
+int qcow_cache_invalidate(struct qcow_cache *c);
+
+/* --------------------------------------------------------------- image.c */
+
+/* An unknown header extension kept verbatim so a header rewrite preserves it. */
+struct qcow_raw_ext {
+	uint32_t type;
+	uint32_t length;
+	uint8_t *data;
+};
+
+/* A guest range whose allocation is between write_begin and write_end. */
+struct qcow_inflight {
+	uint64_t first_cluster;
+	uint64_t nb_clusters;
+	bool used;
+};
+#define QCOW_MAX_INFLIGHT 256
+
+struct qcow_image {
+	struct qcow_file file;
+	char *name;                   /* path, for messages */
+	bool read_only;
+	bool for_check;
+	char errmsg[512];
+
+	/* header, host byte order */
+	unsigned version;
+	unsigned cluster_bits;
+	uint64_t cluster_size;
+	unsigned l2_bits;             /* entries per L2 table = 1 << l2_bits */
+	uint64_t l2_size;             /* entries per L2 table */
+	unsigned refcount_order;
+	unsigned refcount_bits;
+	unsigned refcount_block_bits; /* entries per refcount block = 1 << this */
+	uint64_t size;                /* virtual size */
+	uint64_t incompatible_features;
+	uint64_t compatible_features;
+	uint64_t autoclear_features;
+	uint32_t header_length;       /* v3: bytes of header proper */
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	char *backing_file;           /* NULL when none */
+	char *backing_format;         /* NULL when none */
+	struct qcow_feature_name *feature_table;
+	uint32_t nb_feature_names;
+	struct qcow_raw_ext *unknown_exts;
+	uint32_t nb_unknown_exts;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+
+	/* L1 table, host byte order, whole table in memory */
+	uint64_t l1_table_offset;
+	uint32_t l1_size;             /* entries */
+	uint64_t *l1_table;
+	uint8_t *l1_dirty;            /* one byte per L1 entry: needs writing */
+	bool l1_any_dirty;
+
+	/* refcount table, host byte order, whole table in memory */
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	uint64_t refcount_table_size; /* entries = clusters * cluster_size / 8 */
+	uint64_t *refcount_table;
+
+	struct qcow_cache *l2_cache;
+	struct qcow_cache *refcount_cache;
+
+	/* allocator state */
+	uint64_t free_cluster_index;  /* lowest host cluster that may be free */
+	uint64_t *pending_free;       /* host cluster offsets whose refcount drops at flush */
+	size_t nb_pending_free, pending_free_cap;
+
+	/* data clusters were written since the last fsync */
+	bool data_unsynced;
+
+	struct qcow_inflight inflight[QCOW_MAX_INFLIGHT];
+};
+
+/* Record a message for qcow_error() and return err (a -errno) unchanged.
+ * The message gets the image name prefixed. */
+int qcow_set_error(struct qcow_image *img, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Mark the image corrupt (sets the header's corrupt bit if writable) after a
+ * metadata inconsistency; returns -EIO. Further writes fail. */
+int qcow_signal_corruption(struct qcow_image *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* File IO on the image with errors recorded in img->errmsg. */
+int qcow_pread(struct qcow_image *img, void *buf, size_t len, uint64_t off);
+int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off);
+int qcow_fsync(struct qcow_image *img);
+
+/* Steps 1-2 of the ordering: fsync data, write refcount blocks, fsync.
+ * Called by the L2 cache before it writes a dirty L2 table. */
+int qcow_prepare_l2_writeback(struct qcow_image *img);
+
+/* Refuse (-EIO, image marked corrupt) a write of [off, off+len) that would
+ * land on the header, the L1 table, the refcount table or the snapshot table:
+ * called before every data and L2 table write. */
+int qcow_check_metadata_overlap(struct qcow_image *img, uint64_t off, uint64_t len);
+
+/* -------------------------------------------------------------- header.c */
+
+/* Parse and validate the header cluster (buf holds min(cluster, file) bytes,
+ * at least 72). Fills img's header fields, extensions included. */
+int qcow_header_parse(struct qcow_image *img, const uint8_t *buf, size_t len,
+		      uint64_t file_size);
+/* Serialise the header and extensions into the first cluster and write it.
+ * Fails with -ENOSPC if they do not fit. */
+int qcow_header_write(struct qcow_image *img);
+/* Human name of an incompatible feature bit ("external data file", ...). */
+const char *qcow_incompat_feature_name(const struct qcow_image *img, unsigned bit);
+
+/* ------------------------------------------------------------ refcount.c */
+
+/* Load the refcount table into memory (header fields already parsed). */
+int qcow_refcount_init(struct qcow_image *img);
+void qcow_refcount_free(struct qcow_image *img);
+/* Refcount of one host cluster (by index); 0 for clusters past the table. */
+int qcow_refcount_get(struct qcow_image *img, uint64_t cluster_index, uint64_t *refcount);
+/* Add addend to the refcount of every cluster touching [offset, offset+length).
+ * Allocates refcount blocks/grows the table as needed. Increments only reach
+ * the cache here; decrements should normally go through qcow_free_deferred. */
+int qcow_refcount_update(struct qcow_image *img, uint64_t offset, uint64_t length,
+			 int64_t addend);
+/* Allocate nb contiguous free clusters (refcount 0 -> 1); returns the host
+ * offset or -errno. Never returns clusters with a pending free. */
+int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb);
+/* Queue a refcount decrement of each cluster touching [offset, offset+length)
+ * for the next flush (after the metadata that dropped the reference is durable). */
+int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length);
+/* Apply queued decrements (called by qcow_flush after L1/L2 are durable). */
+int qcow_apply_deferred_frees(struct qcow_image *img);
+/* Decode / encode one refcount entry of a refcount block. */
+uint64_t qcow_refblock_get(const struct qcow_image *img, const void *block, uint64_t index);
+void qcow_refblock_set(const struct qcow_image *img, void *block, uint64_t index, uint64_t value);
+uint64_t qcow_refcount_max(const struct qcow_image *img);
+
+/* ------------------------------------------------------------- cluster.c */
+
+/* Load the L1 table into memory. */
+int qcow_l1_init(struct qcow_image *img);
+/* Write dirty L1 entries (the L2 tables they point at must be durable). */
+int qcow_write_l1(struct qcow_image *img);
+void qcow_l1_free(struct qcow_image *img);
+/* Grow the L1 table to cover new_size (used by resize): writes the new table
+ * to fresh clusters, updates the header, frees the old one deferred. */
+int qcow_l1_grow(struct qcow_image *img, uint64_t new_size);
+/* Is any guest cluster at or past guest offset from allocated (or zero with
+ * a host cluster)? Used by resize shrink. */
+int qcow_range_has_allocation(struct qcow_image *img, uint64_t from, bool *allocated);
+/* Drop L2 entries past new_size (shrink after qcow_range_has_allocation
+ * said nothing is there) and L1 entries past it. */
+int qcow_l1_shrink(struct qcow_image *img, uint64_t new_size);
+
+/* ---------------------------------------------------------------- data.c */
+
+/* Inflate one compressed cluster stream (raw deflate, no zlib header). */
+int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
+			    void *out, size_t out_len);
+
+/* ------------------------------------------------------------- helpers */
+
+static inline uint64_t qcow_offset_to_l1_index(const struct qcow_image *img, uint64_t off)
+{
+	return off >> (img->l2_bits + img->cluster_bits);
+}
+
+static inline uint64_t qcow_offset_to_l2_index(const struct qcow_image *img, uint64_t off)
+{
+	return (off >> img->cluster_bits) & (img->l2_size - 1);
+}
+
+static inline uint64_t qcow_l1_entries_for(const struct qcow_image *img, uint64_t size)
+{
+	uint64_t per_l2_bytes = 1ULL << (img->l2_bits + img->cluster_bits);
+	return QCOW_DIV_ROUND_UP(size, per_l2_bytes);
+}
+
+/* Decode a compressed L2 entry into host offset and byte length that may hold the data. */
+static inline void qcow_decode_compressed(const struct qcow_image *img, uint64_t l2e,
+					  uint64_t *offset, uint64_t *length)
+{
+	unsigned x = 62 - (img->cluster_bits - 8);
+	uint64_t off = l2e & ((1ULL << x) - 1);
+	uint64_t nb_sectors = ((l2e & ~QCOW_OFLAG_COPIED & ~QCOW_OFLAG_COMPRESSED) >> x) + 1;
+	*offset = off;
+	*length = nb_sectors * QCOW_COMPRESSED_SECTOR_SIZE - (off & (QCOW_COMPRESSED_SECTOR_SIZE - 1));
+}
+
+#endif /* QCOW_INTERNAL_H */

@@ -1,0 +1,759 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Refcounts and the cluster allocator.
+ *
+ * The refcount table lives in memory (host order); refcount blocks go
+ * through img->refcount_cache in their on-disk form. A cluster whose
+ * refcount block does not exist yet has refcount 0.
+ *
+ * Ordering rules kept here (see internal.h):
+ *  - a new refcount block is written and made durable before the table
+ *    entry that points at it is written;
+ *  - a grown refcount table (with the blocks that describe it) is written
+ *    and made durable before the header points at it, and the header is
+ *    durable before the old table is freed (deferred, at the next flush);
+ *  - decrements normally arrive through qcow_free_deferred() and are only
+ *    applied by qcow_flush() once the metadata that dropped the reference
+ *    is durable. Until then the cluster keeps a non-zero refcount, which is
+ *    what stops the allocator from handing it out again.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Table indices whose entries were set in memory but not yet written. */
+struct new_blocks {
+	uint64_t *ti;
+	size_t n, cap;
+};
+
+static uint64_t blk_entries(const struct qcow_image *img)
+{
+	return 1ULL << img->refcount_block_bits;
+}
+
+static uint64_t max_clusters(const struct qcow_image *img)
+{
+	return QCOW_MAX_HOST_OFFSET >> img->cluster_bits;
+}
+
+uint64_t qcow_refcount_max(const struct qcow_image *img)
+{
+	if (img->refcount_bits >= 64)
+		return UINT64_MAX;
+	return (1ULL << img->refcount_bits) - 1;
+}
+
+uint64_t qcow_refblock_get(const struct qcow_image *img, const void *block, uint64_t index)
+{
+	const uint8_t *b = block;
+	uint16_t v16;
+	uint32_t v32;
+	uint64_t v64;
+
+	switch (img->refcount_order) {
+	case 0: case 1: case 2: {
+		/* Sub-byte widths are packed from the least significant bit. */
+		uint64_t bit = index << img->refcount_order;
+
+		return (b[bit / 8] >> (bit % 8)) & ((1U << img->refcount_bits) - 1);
+	}
+	case 3:
+		return b[index];
+	case 4:
+		memcpy(&v16, b + index * 2, 2);
+		return be16toh(v16);
+	case 5:
+		memcpy(&v32, b + index * 4, 4);
+		return be32toh(v32);
+	default:
+		memcpy(&v64, b + index * 8, 8);
+		return be64toh(v64);
+	}
+}
+
+void qcow_refblock_set(const struct qcow_image *img, void *block, uint64_t index, uint64_t value)
+{
+	uint8_t *b = block;
+	uint16_t v16;
+	uint32_t v32;
+	uint64_t v64;
+
+	switch (img->refcount_order) {
+	case 0: case 1: case 2: {
+		uint64_t bit = index << img->refcount_order;
+		unsigned mask = ((1U << img->refcount_bits) - 1) << (bit % 8);
+
+		b[bit / 8] = (uint8_t)((b[bit / 8] & ~mask) | (((unsigned)value << (bit % 8)) & mask));
+		return;
+	}
+	case 3:
+		b[index] = (uint8_t)value;
+		return;
+	case 4:
+		v16 = htobe16((uint16_t)value);
+		memcpy(b + index * 2, &v16, 2);
+		return;
+	case 5:
+		v32 = htobe32((uint32_t)value);
+		memcpy(b + index * 4, &v32, 4);
+		return;
+	default:
+		v64 = htobe64(value);
+		memcpy(b + index * 8, &v64, 8);
+		return;
+	}
+}
+
+/* ------------------------------------------------------------ the table */
+
+int qcow_refcount_init(struct qcow_image *img)
+{
+	uint64_t bytes = img->refcount_table_size * 8;
+	uint64_t i;
+	int ret;
+
+	img->refcount_table = calloc(img->refcount_table_size ? img->refcount_table_size : 1, 8);
+	if (!img->refcount_table)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the refcount table");
+	ret = qcow_pread(img, img->refcount_table, bytes, img->refcount_table_offset);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < img->refcount_table_size; i++)
+		img->refcount_table[i] = be64toh(img->refcount_table[i]);
+	img->free_cluster_index = 0;
+	return 0;
+}
+
+void qcow_refcount_free(struct qcow_image *img)
+{
+	free(img->refcount_table);
+	img->refcount_table = NULL;
+	free(img->pending_free);
+	img->pending_free = NULL;
+	img->nb_pending_free = 0;
+	img->pending_free_cap = 0;
+}
+
+/* Offset of the refcount block for table index ti: 0 when there is none,
+ * -EIO when the entry is not a valid offset (checked before any use). */
+static int64_t refblock_offset(struct qcow_image *img, uint64_t ti)
+{
+	uint64_t e;
+
+	if (ti >= img->refcount_table_size)
+		return 0;
+	e = img->refcount_table[ti];
+	if (!e)
+		return 0;
+	if ((e & QCOW_REFT_RESERVED_MASK) || e >= QCOW_MAX_HOST_OFFSET ||
+	    (e & (img->cluster_size - 1)))
+		return qcow_signal_corruption(img, "refcount table entry %" PRIu64
+					      " holds an invalid offset 0x%" PRIx64, ti, e);
+	return (int64_t)e;
+}
+
+int qcow_refcount_get(struct qcow_image *img, uint64_t cluster_index, uint64_t *refcount)
+{
+	uint64_t ti = cluster_index >> img->refcount_block_bits;
+	int64_t off = refblock_offset(img, ti);
+	void *blk;
+	int ret;
+
+	*refcount = 0;
+	if (off <= 0)
+		return (int)off;
+	ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
+	if (ret < 0)
+		return ret;
+	*refcount = qcow_refblock_get(img, blk, cluster_index & (blk_entries(img) - 1));
+	qcow_cache_put(img->refcount_cache, blk);
+	return 0;
+}
+
+/* ------------------------------------------------------- free space search */
+
+/*
+ * Find nb contiguous clusters with refcount 0 at or after start. Clusters
+ * without a refcount block count as free. *first_free gets the first free
+ * cluster seen (so the caller can keep free_cluster_index tight).
+ */
+static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
+			   uint64_t *out, uint64_t *first_free)
+{
+	uint64_t ci = start, run_start = start, run = 0, limit = max_clusters(img);
+	uint64_t mask = blk_entries(img) - 1;
+	int ret = 0;
+
+	*first_free = UINT64_MAX;
+	while (run < nb) {
+		uint64_t ti = ci >> img->refcount_block_bits, blk_end, n;
+		int64_t off;
+		void *blk;
+
+		if (ci >= limit || nb - run > limit - ci)
+			return qcow_set_error(img, -ENOSPC, "no room for %" PRIu64
+					      " clusters below the maximum host offset", nb);
+		off = refblock_offset(img, ti);
+		if (off < 0)
+			return (int)off;
+		blk_end = (ti + 1) << img->refcount_block_bits;
+		n = QCOW_MIN(blk_end - ci, nb - run);
+		if (off == 0) {
+			/* No block: everything it would describe is free. */
+			if (*first_free == UINT64_MAX)
+				*first_free = ci;
+			run += n;
+			ci += n;
+			continue;
+		}
+		ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
+		if (ret < 0)
+			return ret;
+		for (; n > 0 && run < nb; n--, ci++) {
+			if (qcow_refblock_get(img, blk, ci & mask) == 0) {
+				if (*first_free == UINT64_MAX)
+					*first_free = ci;
+				run++;
+			} else {
+				run = 0;
+				run_start = ci + 1;
+			}
+		}
+		qcow_cache_put(img->refcount_cache, blk);
+	}
+	*out = run_start;
+	return 0;
+}
+
+/* --------------------------------------------------------- table growth */
+
+/* Clusters for a table of entries entries and the blocks covering
+ * [first, first + table + blocks): the blocks are part of what they cover. */
+static void growth_layout(const struct qcow_image *img, uint64_t entries,
+			  uint64_t *t_clusters, uint64_t *b_clusters)
+{
+	uint64_t pb = blk_entries(img), t, b = 0, nb;
+
+	t = QCOW_DIV_ROUND_UP(entries * 8, img->cluster_size);
+	for (;;) {
+		nb = QCOW_DIV_ROUND_UP(t + b, pb);
+		if (nb == b)
+			break;
+		b = nb;
+	}
+	*t_clusters = t;
+	*b_clusters = b;
+}
+
+/* Size a new table with at least want entries that also has entries for its
+ * own blocks starting at index first_ti. Returns entries, 0 if too large. */
+static uint64_t growth_size(const struct qcow_image *img, uint64_t want, uint64_t first_ti,
+			    uint64_t *t, uint64_t *b)
+{
+	uint64_t max_entries = QCOW_MAX_REFTABLE_BYTES / 8;
+
+	for (;;) {
+		if (want > max_entries)
+			return 0;
+		growth_layout(img, want, t, b);
+		if (first_ti + *b <= *t * img->cluster_size / 8)
+			return *t * img->cluster_size / 8;
+		want = first_ti + *b;
+	}
+}
+
+/* The new table (old entries + entries for the new blocks) and the new
+ * blocks, laid out contiguously from cluster p. */
+static void build_growth(struct qcow_image *img, uint8_t *buf, uint64_t p, uint64_t t,
+			 uint64_t b)
+{
+	uint64_t pb = blk_entries(img), first_ti = p >> img->refcount_block_bits, i;
+	uint64_t *table = (uint64_t *)buf;
+
+	for (i = 0; i < img->refcount_table_size; i++)
+		table[i] = htobe64(img->refcount_table[i]);
+	for (i = 0; i < b; i++)
+		table[first_ti + i] = htobe64((p + t + i) << img->cluster_bits);
+	for (i = 0; i < t + b; i++) {
+		uint8_t *blk = buf + (t + i / pb) * img->cluster_size;
+
+		qcow_refblock_set(img, blk, i % pb, 1);
+	}
+}
+
+static int write_reftable_header(struct qcow_image *img, uint64_t offset, uint32_t clusters)
+{
+	uint8_t buf[12];
+	uint64_t o = htobe64(offset);
+	uint32_t c = htobe32(clusters);
+
+	memcpy(buf, &o, 8);
+	memcpy(buf + 8, &c, 4);
+	/* One small write inside the first sector: atomic on any disk. */
+	return qcow_pwrite(img, buf, sizeof(buf),
+			   offsetof(struct qcow_header_v2, refcount_table_offset));
+}
+
+/* Switch to the new table in memory; the old table's clusters are freed at
+ * the next flush, once the header pointing away from them is durable. */
+static int install_table(struct qcow_image *img, uint64_t p, uint64_t t, uint64_t b,
+			 uint64_t entries)
+{
+	uint64_t first_ti = p >> img->refcount_block_bits, i;
+	uint64_t old_off = img->refcount_table_offset;
+	uint64_t old_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
+	uint64_t *nt = realloc(img->refcount_table, entries * 8);
+
+	if (!nt)
+		return -ENOMEM;
+	memset(nt + img->refcount_table_size, 0, (entries - img->refcount_table_size) * 8);
+	for (i = 0; i < b; i++)
+		nt[first_ti + i] = (p + t + i) << img->cluster_bits;
+	img->refcount_table = nt;
+	img->refcount_table_size = entries;
+	img->refcount_table_offset = p << img->cluster_bits;
+	img->refcount_table_clusters = (uint32_t)t;
+	return qcow_free_deferred(img, old_off, old_bytes);
+}
+
+/*
+ * Grow the refcount table so it has an entry need_ti. The new table and the
+ * blocks describing it go to fresh clusters past everything the current table
+ * can describe (and past min_cluster), so nothing in use can be there.
+ */
+static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_cluster)
+{
+	uint64_t pb = blk_entries(img), t, b, entries, want, p;
+	uint8_t *buf;
+	int ret;
+
+	p = QCOW_MAX(img->refcount_table_size << img->refcount_block_bits,
+		     QCOW_ALIGN_UP(min_cluster, pb));
+	if (p >= max_clusters(img) || need_ti >= max_clusters(img))
+		return qcow_set_error(img, -ENOSPC, "image too large for its refcount table");
+	want = QCOW_MAX(need_ti + 1, img->refcount_table_size + img->refcount_table_size / 2);
+	entries = growth_size(img, want, p >> img->refcount_block_bits, &t, &b);
+	if (!entries)
+		entries = growth_size(img, need_ti + 1, p >> img->refcount_block_bits, &t, &b);
+	if (!entries || p + t + b > max_clusters(img))
+		return qcow_set_error(img, -EFBIG, "refcount table would exceed %llu bytes",
+				      QCOW_MAX_REFTABLE_BYTES);
+	buf = calloc(t + b, img->cluster_size);
+	if (!buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory growing the refcount table");
+	build_growth(img, buf, p, t, b);
+	ret = qcow_pwrite(img, buf, (t + b) * img->cluster_size, p << img->cluster_bits);
+	free(buf);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret == 0)
+		ret = write_reftable_header(img, p << img->cluster_bits, (uint32_t)t);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret < 0)
+		return ret;
+	return install_table(img, p, t, b, entries);
+}
+
+/* ------------------------------------------------------ new refcount blocks */
+
+static int record_new(struct new_blocks *nbk, uint64_t ti)
+{
+	if (nbk->n == nbk->cap) {
+		size_t cap = nbk->cap ? nbk->cap * 2 : 8;
+		uint64_t *p = realloc(nbk->ti, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		nbk->ti = p;
+		nbk->cap = cap;
+	}
+	nbk->ti[nbk->n++] = ti;
+	return 0;
+}
+
+/* Undo the in-memory side of blocks whose table entries never got written.
+ * Increments they caused in other blocks stay: leaked clusters, not errors. */
+static void revert_new(struct qcow_image *img, struct new_blocks *nbk)
+{
+	size_t i;
+
+	for (i = 0; i < nbk->n; i++) {
+		uint64_t off = img->refcount_table[nbk->ti[i]];
+
+		img->refcount_table[nbk->ti[i]] = 0;
+		qcow_cache_forget(img->refcount_cache, off);
+	}
+	nbk->n = 0;
+}
+
+/* Blocks durable first, then the table entries pointing at them. */
+static int commit_new(struct qcow_image *img, struct new_blocks *nbk)
+{
+	size_t i;
+	int ret;
+
+	if (!nbk->n)
+		return 0;
+	ret = qcow_cache_writeback(img->refcount_cache);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	for (i = 0; ret == 0 && i < nbk->n; i++) {
+		uint64_t ti = nbk->ti[i];
+		uint64_t e = htobe64(img->refcount_table[ti]);
+
+		ret = qcow_pwrite(img, &e, 8, img->refcount_table_offset + ti * 8);
+	}
+	if (ret < 0) {
+		revert_new(img, nbk);
+		return ret;
+	}
+	/* The entries become durable with the fsync that precedes any L2 write. */
+	img->data_unsynced = true;
+	nbk->n = 0;
+	return 0;
+}
+
+/* Put a block for table index ti at cluster c (self: c is covered by it). */
+static int new_block(struct qcow_image *img, uint64_t ti, uint64_t c, bool self,
+		     struct new_blocks *nbk)
+{
+	uint64_t off = c << img->cluster_bits;
+	void *blk;
+	int ret;
+
+	ret = record_new(nbk, ti);
+	if (ret < 0)
+		return qcow_set_error(img, ret, "out of memory allocating a refcount block");
+	ret = qcow_cache_get_empty(img->refcount_cache, off, &blk);
+	if (ret < 0) {
+		nbk->n--;
+		return ret;
+	}
+	if (self)
+		qcow_refblock_set(img, blk, c & (blk_entries(img) - 1), 1);
+	qcow_cache_mark_dirty(img->refcount_cache, blk);
+	qcow_cache_put(img->refcount_cache, blk);
+	img->refcount_table[ti] = off;
+	if (c == img->free_cluster_index)
+		img->free_cluster_index = c + 1;
+	return 0;
+}
+
+static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend,
+			uint64_t avoid_lo, uint64_t avoid_hi);
+
+/*
+ * Find a home for the block of table index ti, never inside [lo, hi) (the
+ * clusters the caller is about to use). Returns -EAGAIN with *grow_ti set
+ * when the only free cluster is beyond the table: the caller grows it.
+ */
+static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_t hi,
+		       struct new_blocks *nbk, uint64_t *grow_ti)
+{
+	for (;;) {
+		uint64_t c, ff, tj;
+		int64_t off;
+		int ret;
+
+		ret = find_free_range(img, img->free_cluster_index, 1, &c, &ff);
+		if (ret == 0 && c >= lo && c < hi)
+			ret = find_free_range(img, hi, 1, &c, &ff);
+		if (ret < 0)
+			return ret;
+		tj = c >> img->refcount_block_bits;
+		if (tj >= img->refcount_table_size) {
+			*grow_ti = tj;
+			return -EAGAIN;
+		}
+		off = refblock_offset(img, tj);
+		if (off < 0)
+			return (int)off;
+		if (off == 0) {
+			/* c is not covered yet: a block for its own range goes there. */
+			ret = new_block(img, tj, c, true, nbk);
+			if (ret < 0 || tj == ti)
+				return ret;
+			continue;
+		}
+		ret = update_range(img, c, 1, 1, 0, 0);
+		if (ret < 0)
+			return ret;
+		return new_block(img, ti, c, false, nbk);
+	}
+}
+
+/* Make sure table indices first..last (all inside the table) have blocks. */
+static int create_blocks(struct qcow_image *img, uint64_t first, uint64_t last,
+			 uint64_t lo, uint64_t hi)
+{
+	struct new_blocks nbk = { 0 };
+	uint64_t ti = first, grow_ti = 0;
+	int ret = 0;
+
+	while (ti <= last) {
+		int64_t off = refblock_offset(img, ti);
+
+		if (off < 0) {
+			ret = (int)off;
+			break;
+		}
+		if (off > 0) {
+			ti++;
+			continue;
+		}
+		ret = place_block(img, ti, lo, hi, &nbk, &grow_ti);
+		if (ret == -EAGAIN) {
+			/* The new table must not reference blocks not yet on disk. */
+			ret = commit_new(img, &nbk);
+			if (ret == 0)
+				ret = grow_reftable(img, grow_ti, hi);
+		}
+		if (ret < 0)
+			break;
+	}
+	if (ret == 0)
+		ret = commit_new(img, &nbk);
+	else
+		revert_new(img, &nbk);
+	free(nbk.ti);
+	return ret;
+}
+
+/* --------------------------------------------------------------- updates */
+
+/* A cluster's refcount reached 0: forget any cached L2 table there and let
+ * the allocator look at it again. */
+static void cluster_freed(struct qcow_image *img, uint64_t ci)
+{
+	if (img->l2_cache)
+		qcow_cache_forget(img->l2_cache, ci << img->cluster_bits);
+	if (ci < img->free_cluster_index)
+		img->free_cluster_index = ci;
+}
+
+/* Apply addend to the entries of one block; stops at the first entry that
+ * would overflow/underflow. Returns entries done, and *err. */
+static uint64_t update_block(struct qcow_image *img, void *blk, uint64_t ci, uint64_t n,
+			     int64_t addend, int *err)
+{
+	uint64_t mask = blk_entries(img) - 1, max = qcow_refcount_max(img);
+	uint64_t mag = addend < 0 ? -(uint64_t)addend : (uint64_t)addend, i;
+
+	*err = 0;
+	for (i = 0; i < n; i++) {
+		uint64_t old = qcow_refblock_get(img, blk, (ci + i) & mask), val;
+
+		if (addend > 0 && old > max - mag) {
+			*err = qcow_set_error(img, -ERANGE, "refcount of cluster %" PRIu64
+					      " would exceed %" PRIu64, ci + i, max);
+			break;
+		}
+		if (addend < 0 && old < mag) {
+			*err = qcow_signal_corruption(img, "refcount of cluster %" PRIu64
+						      " would drop below 0 (is %" PRIu64 ")",
+						      ci + i, old);
+			break;
+		}
+		val = addend > 0 ? old + mag : old - mag;
+		qcow_refblock_set(img, blk, (ci + i) & mask, val);
+		if (val == 0)
+			cluster_freed(img, ci + i);
+	}
+	if (i > 0)
+		qcow_cache_mark_dirty(img->refcount_cache, blk);
+	return i;
+}
+
+/* A block for table index ti, never placed inside [lo, hi). */
+static int ensure_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_t hi)
+{
+	int ret;
+
+	if (ti >= img->refcount_table_size) {
+		ret = grow_reftable(img, ti, hi);
+		if (ret < 0)
+			return ret;
+	}
+	return create_blocks(img, ti, ti, lo, hi);
+}
+
+/*
+ * Add addend to the refcounts of clusters [start, start + nb). All or
+ * nothing: on failure the part already done is undone.
+ */
+static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend,
+			uint64_t avoid_lo, uint64_t avoid_hi)
+{
+	uint64_t ci = start, end = start + nb;
+	int ret = 0;
+
+	while (ci < end) {
+		uint64_t ti = ci >> img->refcount_block_bits;
+		int64_t off = refblock_offset(img, ti);
+		uint64_t n, done;
+		void *blk;
+
+		if (off == 0 && addend < 0) {
+			ret = qcow_signal_corruption(img, "refcount of cluster %" PRIu64
+						     " would drop below 0 (no refcount block)", ci);
+			break;
+		}
+		if (off == 0) {
+			ret = ensure_block(img, ti, QCOW_MIN(avoid_lo, start), QCOW_MAX(avoid_hi, end));
+			if (ret < 0)
+				break;
+			continue;
+		}
+		if (off < 0) {
+			ret = (int)off;
+			break;
+		}
+		ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
+		if (ret < 0)
+			break;
+		n = QCOW_MIN(end, (ti + 1) << img->refcount_block_bits) - ci;
+		done = update_block(img, blk, ci, n, addend, &ret);
+		qcow_cache_put(img->refcount_cache, blk);
+		ci += done;
+		if (ret < 0)
+			break;
+	}
+	if (ret < 0 && ci > start)
+		update_range(img, start, ci - start, -addend, 0, 0);
+	return ret;
+}
+
+/* Cluster range touching [offset, offset + length), checked for overflow. */
+static int byte_range(struct qcow_image *img, uint64_t offset, uint64_t length,
+		      uint64_t *first, uint64_t *nb)
+{
+	if (offset >= QCOW_MAX_HOST_OFFSET || length > QCOW_MAX_HOST_OFFSET - offset)
+		return qcow_set_error(img, -EINVAL, "refcount update of %" PRIu64
+				      " bytes at offset 0x%" PRIx64 " is out of range", length, offset);
+	*first = offset >> img->cluster_bits;
+	*nb = QCOW_DIV_ROUND_UP(offset + length, img->cluster_size) - *first;
+	return 0;
+}
+
+int qcow_refcount_update(struct qcow_image *img, uint64_t offset, uint64_t length,
+			 int64_t addend)
+{
+	uint64_t first = 0, nb = 0;
+	int ret;
+
+	if (length == 0 || addend == 0)
+		return 0;
+	ret = byte_range(img, offset, length, &first, &nb);
+	if (ret < 0)
+		return ret;
+	return update_range(img, first, nb, addend, first, first + nb);
+}
+
+/* ------------------------------------------------------------ allocation */
+
+/* Blocks for every cluster of [c, c + nb). *changed: new clusters were taken
+ * (for blocks or a table), so the caller must search again. */
+static int cover_range(struct qcow_image *img, uint64_t c, uint64_t nb, bool *changed)
+{
+	uint64_t first = c >> img->refcount_block_bits;
+	uint64_t last = (c + nb - 1) >> img->refcount_block_bits, ti;
+	int ret;
+
+	*changed = false;
+	if (last >= img->refcount_table_size) {
+		*changed = true;
+		return grow_reftable(img, last, 0);
+	}
+	for (ti = first; ti <= last; ti++) {
+		int64_t off = refblock_offset(img, ti);
+
+		if (off < 0)
+			return (int)off;
+		if (off == 0)
+			break;
+	}
+	if (ti > last)
+		return 0;
+	*changed = true;
+	ret = create_blocks(img, ti, last, 0, 0);
+	return ret;
+}
+
+int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb)
+{
+	uint64_t c = 0, ff = 0;
+	unsigned tries;
+	bool changed = true;
+	int ret;
+
+	if (nb == 0 || nb > max_clusters(img))
+		return qcow_set_error(img, -EINVAL, "cannot allocate %" PRIu64 " clusters", nb);
+	/* Each round adds blocks or table space, which only shrinks what the
+	 * next round can need; a handful of rounds always suffices. */
+	for (tries = 0; changed; tries++) {
+		if (tries > 1000)
+			return qcow_set_error(img, -EIO, "cluster allocator did not converge");
+		ret = find_free_range(img, img->free_cluster_index, nb, &c, &ff);
+		if (ret == 0)
+			ret = cover_range(img, c, nb, &changed);
+		if (ret < 0)
+			return ret;
+	}
+	ret = update_range(img, c, nb, 1, c, c + nb);
+	if (ret < 0)
+		return ret;
+	img->free_cluster_index = ff == c ? c + nb : ff;
+	return (int64_t)(c << img->cluster_bits);
+}
+
+/* -------------------------------------------------------- deferred frees */
+
+int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length)
+{
+	uint64_t first = 0, nb = 0, i;
+	int ret;
+
+	if (length == 0)
+		return 0;
+	ret = byte_range(img, offset, length, &first, &nb);
+	if (ret < 0)
+		return ret;
+	if (nb > SIZE_MAX / 16 - img->nb_pending_free)
+		return qcow_set_error(img, -ENOMEM, "too many pending frees");
+	if (img->nb_pending_free + nb > img->pending_free_cap) {
+		size_t cap = QCOW_MAX(img->pending_free_cap * 2, img->nb_pending_free + nb);
+		uint64_t *p = realloc(img->pending_free, cap * sizeof(*p));
+
+		if (!p)
+			return qcow_set_error(img, -ENOMEM, "out of memory queueing frees");
+		img->pending_free = p;
+		img->pending_free_cap = cap;
+	}
+	for (i = 0; i < nb; i++)
+		img->pending_free[img->nb_pending_free++] = (first + i) << img->cluster_bits;
+	return 0;
+}
+
+int qcow_apply_deferred_frees(struct qcow_image *img)
+{
+	size_t i = 0, j, n = img->nb_pending_free;
+	int ret = 0;
+
+	while (i < n) {
+		/* Consecutive clusters go in one update. */
+		for (j = i + 1; j < n && img->pending_free[j] ==
+		     img->pending_free[j - 1] + img->cluster_size; j++)
+			;
+		ret = update_range(img, img->pending_free[i] >> img->cluster_bits, j - i, -1, 0, 0);
+		if (ret < 0)
+			break;
+		i = j;
+	}
+	/* Keep what was not applied for the next try. */
+	memmove(img->pending_free, img->pending_free + i, (n - i) * sizeof(uint64_t));
+	img->nb_pending_free = n - i;
+	return ret;
+}

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libqcowfmt: the qcow2-lite metadata engine. It maps guest offsets to host
+ * offsets in an image file, allocates clusters, keeps refcounts, and orders
+ * its metadata writes so that a crash at any point leaves a consistent image
+ * (at worst with leaked clusters).
+ *
+ * Two ways in:
+ *  - the synchronous calls (qcow_read, qcow_write, ...) used by qcow-tool;
+ *  - the split calls (qcow_map_nowait, qcow_write_begin/end, ...) used by an
+ *    asynchronous server: the engine tells the caller which metadata it must
+ *    read, or where the guest data goes, and the caller moves the bytes with
+ *    its own IO machinery (io_uring) without blocking other requests.
+ *
+ * Every call returns 0 (or a non-negative count) on success and -errno on
+ * failure; qcow_error(img) then describes the failure in words.
+ * An image handle is not thread safe: one thread drives it at a time.
+ */
+#ifndef QCOW_ENGINE_H
+#define QCOW_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct qcow_image;
+
+/* ------------------------------------------------------------------------
+ * The narrow file interface. All engine IO on the image file goes through
+ * one of these, so tests can record, drop, tear or fail individual writes.
+ * ------------------------------------------------------------------------ */
+struct qcow_file_ops {
+	/* Read len bytes at off. Bytes past end of file read as zero. 0 or -errno. */
+	int (*pread)(void *ctx, void *buf, size_t len, uint64_t off);
+	/* Write all len bytes at off (extending the file as needed). 0 or -errno. */
+	int (*pwrite)(void *ctx, const void *buf, size_t len, uint64_t off);
+	/* Make every completed write durable (fdatasync). 0 or -errno. */
+	int (*flush)(void *ctx);
+	/* Set the file size. 0 or -errno. */
+	int (*truncate)(void *ctx, uint64_t size);
+	/* Current file size in bytes. 0 or -errno. */
+	int (*get_size)(void *ctx, uint64_t *size);
+	/* Release ctx. May be NULL. */
+	void (*close)(void *ctx);
+};
+
+struct qcow_file {
+	const struct qcow_file_ops *ops;
+	void *ctx;
+	int fd;         /* the POSIX descriptor when there is one (for io_uring), else -1 */
+};
+
+/* Open path as a POSIX file backend. flags: O_RDONLY or O_RDWR, optionally O_CREAT|O_EXCL. */
+int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out);
+
+/* ------------------------------------------------------------------------
+ * Open, create, close
+ * ------------------------------------------------------------------------ */
+
+#define QCOW_DEFAULT_L2_CACHE_BYTES       (1ULL << 20)  /* 1 MiB: 8 GiB of disk at 64 KiB clusters */
+#define QCOW_DEFAULT_REFCOUNT_CACHE_BYTES (256ULL << 10)
+
+struct qcow_open_opts {
+	bool read_only;
+	/* Bytes of L2 tables kept in memory; 0 means QCOW_DEFAULT_L2_CACHE_BYTES. */
+	uint64_t l2_cache_bytes;
+	/* Bytes of refcount blocks kept in memory; 0 means the default. */
+	uint64_t refcount_cache_bytes;
+	/*
+	 * For check: open without repairing a dirty image, without clearing
+	 * autoclear bits and without refusing a corrupt one; writes still refused
+	 * unless read_only is false and the caller repairs.
+	 */
+	bool for_check;
+};
+
+/*
+ * Open an image file. On failure *out is NULL, -errno is returned and err
+ * (if not NULL) holds a message that names the file and the problem, e.g.
+ * "vm.img: unsupported feature: external data file".
+ */
+int qcow_open(const char *path, const struct qcow_open_opts *opts,
+	      struct qcow_image **out, char *err, size_t errlen);
+
+/* The same over an already opened file; the image owns file afterwards. */
+int qcow_open_file(struct qcow_file *file, const char *name,
+		   const struct qcow_open_opts *opts, struct qcow_image **out,
+		   char *err, size_t errlen);
+
+struct qcow_create_opts {
+	uint64_t size;             /* virtual size in bytes, rounded up to 512 */
+	unsigned cluster_bits;     /* 0: QCOW_DEFAULT_CLUSTER_BITS */
+	unsigned refcount_bits;    /* 0: 16; else a power of two 1..64 */
+	int version;               /* 0: 3 (compat 1.1); or 2 (compat 0.10) */
+	bool lazy_refcounts;       /* refused for now; kept for the option parser */
+};
+
+/* Create a new image at path (refuses to overwrite unless the file is empty
+ * or truncate is true). */
+int qcow_create(const char *path, const struct qcow_create_opts *opts, bool truncate,
+		char *err, size_t errlen);
+/* The same onto an open, empty file (used by crash tests). */
+int qcow_create_file(struct qcow_file *file, const char *name,
+		     const struct qcow_create_opts *opts, char *err, size_t errlen);
+
+/* Flush (if writable) and free everything. Returns the flush result. */
+int qcow_close(struct qcow_image *img);
+
+/* Message describing the most recent failure on img ("" if none). */
+const char *qcow_error(const struct qcow_image *img);
+
+/* ------------------------------------------------------------------------
+ * Information
+ * ------------------------------------------------------------------------ */
+struct qcow_info {
+	uint64_t virtual_size;
+	uint64_t cluster_size;
+	unsigned cluster_bits;
+	unsigned version;             /* 2 or 3 */
+	unsigned refcount_bits;
+	uint64_t file_size;           /* bytes of the image file */
+	uint64_t incompatible_features;
+	uint64_t compatible_features;
+	uint64_t autoclear_features;
+	uint32_t nb_snapshots;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	bool dirty;
+	bool corrupt;
+	bool read_only;
+	char backing_file[1024];      /* "" when none */
+	char backing_format[64];      /* "" when none */
+};
+void qcow_get_info(const struct qcow_image *img, struct qcow_info *info);
+
+/* ------------------------------------------------------------------------
+ * Mapping: what is at a guest offset
+ * ------------------------------------------------------------------------ */
+enum qcow_extent_kind {
+	QCOW_EXTENT_UNALLOCATED = 0,  /* not allocated here: reads as zero (no backing yet) */
+	QCOW_EXTENT_ZERO,             /* zero cluster (v3 flag); host_offset set if preallocated */
+	QCOW_EXTENT_DATA,             /* data at host_offset.. (contiguous for length bytes) */
+	QCOW_EXTENT_COMPRESSED,       /* one compressed cluster; see compressed_* */
+};
+
+struct qcow_extent {
+	uint64_t guest_offset;
+	uint64_t length;              /* > 0; never crosses an L2 table boundary */
+	enum qcow_extent_kind kind;
+	uint64_t host_offset;         /* DATA: host byte of guest_offset; ZERO: cluster or 0 */
+	uint64_t compressed_offset;   /* COMPRESSED: host byte where the deflate stream starts */
+	uint64_t compressed_length;   /* COMPRESSED: bytes that may hold it */
+};
+
+/*
+ * Describe the longest run starting at off (up to len bytes, clipped to the
+ * virtual size) whose clusters share one kind and, for DATA, are contiguous
+ * on the host. Loads L2 tables synchronously.
+ */
+int qcow_map(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext);
+
+/*
+ * A metadata read the caller must perform before the engine can go on.
+ * The caller reads len bytes at offset of the image file into buf, then
+ * reports the result with qcow_meta_read_done(). buf belongs to the engine's
+ * cache and stays valid until then.
+ */
+struct qcow_meta_read {
+	uint64_t offset;
+	size_t len;
+	void *buf;
+	uint32_t slot;                /* engine's cookie */
+};
+
+/*
+ * Non-blocking qcow_map: returns -EAGAIN with *need filled when the L2 table
+ * is not cached (a read the caller must issue), -EBUSY when a read of it is
+ * already in flight (retry after any qcow_meta_read_done), else as qcow_map.
+ */
+int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+		    struct qcow_extent *ext, struct qcow_meta_read *need);
+/* result: 0 when all len bytes were read, else -errno. */
+int qcow_meta_read_done(struct qcow_image *img, const struct qcow_meta_read *done, int result);
+
+/* ------------------------------------------------------------------------
+ * Guest IO, synchronous
+ * ------------------------------------------------------------------------ */
+int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len);
+int qcow_write(struct qcow_image *img, const void *buf, uint64_t off, size_t len);
+
+#define QCOW_ZERO_MAY_UNMAP  (1U << 0)  /* zeroed clusters may be deallocated */
+/* Make [off, off+len) read as zero: zero flag (v3), deallocation (MAY_UNMAP,
+ * no backing) or explicit zero data for partial clusters. */
+int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsigned flags);
+/* Deallocate whole clusters in [off, off+len); partial clusters are left as
+ * they are. Discarded ranges read as zero. */
+int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
+
+/* Write back all dirty metadata in dependency order and make it durable. */
+int qcow_flush(struct qcow_image *img);
+
+/* Grow the virtual size; shrinking is refused (-ENOTSUP) unless every
+ * cluster past the new end is unallocated. */
+int qcow_resize(struct qcow_image *img, uint64_t new_size);
+
+/* ------------------------------------------------------------------------
+ * Guest writes, split for an asynchronous caller
+ *
+ *   qcow_write_begin()  allocates (and copy-on-write fills) the clusters for
+ *                       the first run of the range and says where its bytes go;
+ *   the caller writes plan.length bytes at plan.host_offset;
+ *   qcow_write_end()    publishes the new mapping (or rolls it back on error).
+ *
+ * Only a prefix of [off, off+len) may be covered; call again for the rest.
+ * Returns -EBUSY when an overlapping allocation is in flight: retry after
+ * any qcow_write_end().
+ * ------------------------------------------------------------------------ */
+struct qcow_write_plan {
+	uint64_t guest_offset;
+	uint64_t length;
+	uint64_t host_offset;
+	/* engine-private */
+	uint64_t first_cluster;       /* guest cluster index */
+	uint64_t nb_clusters;
+	uint64_t new_host_cluster;    /* 0: written in place, nothing to publish */
+	uint32_t inflight_slot;
+};
+int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
+		     struct qcow_write_plan *plan);
+/* result: 0 if the data write succeeded, else its -errno. */
+int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int result);
+
+/* The image file, for a caller that moves data itself (io_uring). */
+const struct qcow_file *qcow_get_file(const struct qcow_image *img);
+
+/* Read one compressed cluster's data: out gets cluster_size bytes. */
+int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
+				 void *out);
+
+/* ------------------------------------------------------------------------
+ * Consistency check and repair (format/check.c)
+ * ------------------------------------------------------------------------ */
+#define QCOW_CHECK_REPAIR_LEAKS  (1U << 0)
+#define QCOW_CHECK_REPAIR_ERRORS (1U << 1)
+#define QCOW_CHECK_REPAIR_ALL    (QCOW_CHECK_REPAIR_LEAKS | QCOW_CHECK_REPAIR_ERRORS)
+
+struct qcow_check_result {
+	uint64_t corruptions;         /* errors left after any repair */
+	uint64_t leaks;               /* leaked clusters left after any repair */
+	uint64_t check_errors;        /* internal failures (IO errors) */
+	uint64_t corruptions_fixed;
+	uint64_t leaks_fixed;
+	uint64_t allocated_clusters;  /* guest clusters with data */
+	uint64_t total_clusters;      /* guest clusters in the virtual disk */
+	uint64_t fragmented_clusters;
+	uint64_t compressed_clusters;
+	uint64_t image_end_offset;    /* highest used host byte + 1 */
+};
+
+/*
+ * Report callback for each problem found: level "ERROR" or "Leaked cluster" etc.
+ * as one human-readable line without trailing newline. May be NULL.
+ */
+typedef void (*qcow_check_report_fn)(void *opaque, const char *line);
+
+/* Open the image for checking (opts.for_check) before calling this. With
+ * repair flags the image must be writable. */
+int qcow_check(struct qcow_image *img, unsigned repair_flags,
+	       struct qcow_check_result *res, qcow_check_report_fn report, void *opaque);
+
+/* Rebuild every refcount from the metadata (used for dirty images and -r all). */
+int qcow_rebuild_refcounts(struct qcow_image *img);
+
+#endif /* QCOW_ENGINE_H */
