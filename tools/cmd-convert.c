@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qcow-tool convert: copy an image between raw and qcow2, as
+ * `qemu-img convert`. Ranges that read as zero are not written: unallocated
+ * and zero extents of the source are skipped without reading them, and data
+ * is scanned for all-zero blocks (4 KiB by default, -S) that are skipped too.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "disk.h"
+#include "options.h"
+#include "tool.h"
+
+#define CONVERT_CHUNK (2U << 20)         /* bytes read per step */
+#define CONVERT_DEFAULT_SPARSE 4096U
+
+static void convert_usage(void)
+{
+	printf("Usage: " TOOL_NAME " convert [-p] [-q] [-n] [-f FMT] [-O FMT] [-o OPTIONS]\n"
+	       "                         [-S SIZE] SRC DST\n\n"
+	       "Copy the guest data of SRC into DST (created or overwritten), converting\n"
+	       "between raw and qcow2. Ranges that read as zero are not written, so DST\n"
+	       "is sparse.\n\n"
+	       "  -f FMT      source format: raw or qcow2 (detected by default)\n"
+	       "  -O FMT      destination format: raw (default) or qcow2\n"
+	       "  -o OPTIONS  creation options for DST, as for create; may be repeated\n"
+	       "  -S SIZE     zero detection granularity, a multiple of 512 up to 2M\n"
+	       "              (default 4k); 0 writes every byte\n"
+	       "  -n          do not create DST: write into the existing image, zeroing\n"
+	       "              ranges that are zero in SRC\n"
+	       "  -p          show progress on stderr\n"
+	       "  -q          quiet\n"
+	       "  -h, --help  this text\n\n"
+	       "Exit status: 0 success, 1 error.\n");
+}
+
+struct convert_args {
+	enum disk_format src_fmt, dst_fmt;
+	const char **olists;
+	int nb_olists;
+	uint64_t sparse;          /* zero detection block; 0: off */
+	bool progress, quiet, no_create;
+	const char *src, *dst;
+};
+
+struct convert_state {
+	struct disk src, dst;
+	const struct convert_args *a;
+	char *buf;
+	double shown;             /* last progress percentage printed */
+};
+
+static void progress_show(struct convert_state *s, uint64_t done, bool force)
+{
+	double pct;
+
+	if (!s->a->progress || s->a->quiet)
+		return;
+	pct = s->src.size ? (double)done * 100.0 / (double)s->src.size : 100.0;
+	/* Redraw in steps of 1% at most, like qemu-img. */
+	if (!force && pct < s->shown + 1.0)
+		return;
+	s->shown = pct;
+	fprintf(stderr, "    (%3.2f/100%%)\r", pct);
+	fflush(stderr);
+}
+
+static bool is_zero(const char *p, size_t len)
+{
+	return !len || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
+}
+
+/* Zero ranges of SRC: nothing to do on a fresh DST, explicit zeroes with -n. */
+static int convert_zero(struct convert_state *s, uint64_t off, uint64_t len)
+{
+	if (!s->a->no_create)
+		return 0;
+	return disk_write_zeroes(&s->dst, off, len, 0);
+}
+
+/* Write out the run [start, start + len) of buf (guest bytes at off). */
+static int convert_flush_run(struct convert_state *s, uint64_t off, size_t start,
+			     size_t len, bool zero)
+{
+	if (!len)
+		return 0;
+	if (zero)
+		return convert_zero(s, off + start, len);
+	return disk_write(&s->dst, s->buf + start, off + start, len);
+}
+
+/*
+ * Write buf (guest bytes at off) to DST, leaving out all-zero blocks of the
+ * -S size; neighbouring blocks of the same kind go out as one request.
+ */
+static int convert_write(struct convert_state *s, uint64_t off, size_t len)
+{
+	uint64_t g = s->a->sparse;
+	size_t pos = 0, start = 0;
+	bool run_zero = false;
+	int ret;
+
+	if (!g)
+		return disk_write(&s->dst, s->buf, off, len);
+	while (pos < len) {
+		uint64_t to_blk_end = g - (off + pos) % g;
+		size_t n = to_blk_end < len - pos ? (size_t)to_blk_end : len - pos;
+		bool zero = is_zero(s->buf + pos, n);
+
+		if (pos > start && zero != run_zero) {
+			ret = convert_flush_run(s, off, start, pos - start, run_zero);
+			if (ret < 0)
+				return ret;
+			start = pos;
+		}
+		run_zero = zero;
+		pos += n;
+	}
+	return convert_flush_run(s, off, start, pos - start, run_zero);
+}
+
+static int convert_data(struct convert_state *s, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int ret;
+
+	while (off < end) {
+		size_t n = end - off < CONVERT_CHUNK ? (size_t)(end - off) : CONVERT_CHUNK;
+
+		ret = disk_read(&s->src, s->buf, off, n);
+		if (ret >= 0)
+			ret = convert_write(s, off, n);
+		if (ret < 0)
+			return ret;
+		off += n;
+		progress_show(s, off, false);
+	}
+	return 0;
+}
+
+static int convert_copy(struct convert_state *s)
+{
+	struct qcow_extent ext;
+	uint64_t off = 0;
+	int ret;
+
+	progress_show(s, 0, true);
+	while (off < s->src.size) {
+		ret = disk_map(&s->src, off, s->src.size - off, &ext);
+		if (ret < 0)
+			return ret;
+		/* -S 0: no zero detection at all, DST ends up fully allocated. */
+		if (s->a->sparse && (ext.kind == QCOW_EXTENT_UNALLOCATED ||
+				     ext.kind == QCOW_EXTENT_ZERO))
+			ret = convert_zero(s, off, ext.length);
+		else
+			ret = convert_data(s, off, ext.length);
+		if (ret < 0)
+			return ret;
+		off += ext.length;
+		progress_show(s, off, false);
+	}
+	if (s->shown < 100.0)
+		progress_show(s, off, true);
+	if (s->a->progress && !s->a->quiet)
+		fprintf(stderr, "\n");
+	return disk_flush(&s->dst);
+}
+
+static int convert_parse_sparse(const char *arg, uint64_t *out)
+{
+	if (parse_size(arg, false, out) || *out % 512 || *out > CONVERT_CHUNK)
+		return tool_usage_error("convert", "-S: invalid sparse size '%s' (a multiple "
+					"of 512 up to 2M, or 0)", arg);
+	return 0;
+}
+
+static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h': convert_usage(); return 1;
+		case 'p': a->progress = true; break;
+		case 'q': a->quiet = true; break;
+		case 'n': a->no_create = true; break;
+		case 'f':
+			if (disk_parse_format(optarg, &a->src_fmt))
+				return -1;
+			break;
+		case 'O':
+			if (disk_parse_format(optarg, &a->dst_fmt))
+				return -1;
+			break;
+		case 'o': a->olists[a->nb_olists++] = optarg; break;
+		case 'S':
+			if (convert_parse_sparse(optarg, &a->sparse))
+				return -1;
+			break;
+		default:
+			tool_getopt_error("convert", c, argv);
+			return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		tool_usage_error("convert", "%s", argc - optind < 2 ?
+				 "expecting source and destination file names" :
+				 "too many arguments");
+		return -1;
+	}
+	a->src = argv[optind];
+	a->dst = argv[optind + 1];
+	return 0;
+}
+
+/* Truncating DST must never destroy SRC. */
+static int convert_same_file(const char *src, const char *dst)
+{
+	struct stat a, b;
+
+	if (stat(src, &a) < 0 || stat(dst, &b) < 0)
+		return 0;
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return 0;
+	tool_error("%s: source and destination are the same file", dst);
+	return -1;
+}
+
+static int convert_create_dst(const struct convert_args *a, uint64_t size)
+{
+	struct create_request req;
+	char err[512] = "";
+	int i, ret;
+
+	create_request_init(&req, a->dst_fmt == DISK_FMT_QCOW2);
+	for (i = 0; i < a->nb_olists; i++) {
+		ret = create_request_parse(&req, a->olists[i], err, sizeof(err));
+		if (ret) {
+			if (ret > 0)
+				snprintf(err, sizeof(err), "-o help is only available with create");
+			tool_error("%s: %s", a->dst, err);
+			return -1;
+		}
+	}
+	req.opts.size = size;
+	if (!req.qcow2)
+		return disk_create_raw(a->dst, size) < 0 ? -1 : 0;
+	ret = qcow_create(a->dst, &req.opts, true, err, sizeof(err));
+	if (ret < 0) {
+		if (*err)
+			tool_error("%s", err);
+		else
+			tool_error("%s: %s", a->dst, strerror(-ret));
+		return -1;
+	}
+	return 0;
+}
+
+static int convert_open(struct convert_state *s, const struct convert_args *a)
+{
+	if (disk_open(&s->src, a->src, a->src_fmt, true, false) < 0)
+		return -1;
+	if (!a->no_create && (convert_same_file(a->src, a->dst) ||
+			      convert_create_dst(a, s->src.size)))
+		return -1;
+	if (disk_open(&s->dst, a->dst, a->dst_fmt, false, false) < 0)
+		return -1;
+	if (s->dst.size < s->src.size) {
+		tool_error("%s: destination is smaller than the source (%llu < %llu bytes)",
+			   a->dst, (unsigned long long)s->dst.size,
+			   (unsigned long long)s->src.size);
+		return -1;
+	}
+	return 0;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	struct convert_args a = {
+		.src_fmt = DISK_FMT_AUTO, .dst_fmt = DISK_FMT_RAW,
+		.sparse = CONVERT_DEFAULT_SPARSE,
+	};
+	struct convert_state s = { .a = &a, .src.fd = -1, .dst.fd = -1 };
+	int ret;
+
+	a.olists = calloc((size_t)argc, sizeof(*a.olists));
+	if (!a.olists) {
+		tool_error("out of memory");
+		return EXIT_ERROR;
+	}
+	ret = convert_parse_opts(argc, argv, &a);
+	if (!ret) {
+		s.buf = malloc(CONVERT_CHUNK);
+		ret = s.buf ? convert_open(&s, &a) : -1;
+		if (!s.buf)
+			tool_error("out of memory");
+	}
+	if (!ret)
+		ret = convert_copy(&s) < 0 ? -1 : 0;
+	if (disk_close(&s.dst) < 0)
+		ret = -1;
+	if (disk_close(&s.src) < 0)
+		ret = -1;
+	free(s.buf);
+	free(a.olists);
+	return ret < 0 ? EXIT_ERROR : EXIT_OK;
+}

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qcow-tool create: make a new qcow2 (or raw) image, as `qemu-img create`.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "disk.h"
+#include "options.h"
+#include "tool.h"
+
+static void create_usage(void)
+{
+	printf("Usage: " TOOL_NAME " create [-q] [-f qcow2|raw] [-o OPTIONS] IMAGE [SIZE]\n\n"
+	       "Create IMAGE (overwriting an existing file) with a virtual size of SIZE\n"
+	       "bytes. SIZE takes the suffixes k, M, G, T, P, E (powers of 1024).\n\n"
+	       "  -f FMT       image format: qcow2 (default) or raw\n"
+	       "  -o OPTIONS   comma-separated creation options; may be repeated:\n"
+	       "                 cluster_size=SIZE   512 .. 2M, a power of two (64k)\n"
+	       "                 refcount_bits=N     1, 2, 4, 8, 16, 32 or 64 (16)\n"
+	       "                 compat=0.10|1.1|v2|v3  image version (1.1)\n"
+	       "                 lazy_refcounts=on|off, extended_l2=off,\n"
+	       "                 compression_type=zlib, preallocation=off, size=SIZE\n"
+	       "               '-o help' lists them\n"
+	       "  -q           quiet: do not print the 'Formatting ...' line\n"
+	       "  -h, --help   this text\n\n"
+	       "Exit status: 0 success, 1 error.\n");
+}
+
+struct create_args {
+	enum disk_format fmt;
+	bool quiet;
+	const char **olists;      /* the -o arguments, in order */
+	int nb_olists;
+	const char *path;
+	const char *size;
+};
+
+static int create_parse_args(int argc, char **argv, struct create_args *a)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hqf:o:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			create_usage();
+			exit(EXIT_OK);
+		case 'q':
+			a->quiet = true;
+			break;
+		case 'f':
+			if (disk_parse_format(optarg, &a->fmt))
+				return -1;
+			break;
+		case 'o':
+			a->olists[a->nb_olists++] = optarg;
+			break;
+		default:
+			tool_getopt_error("create", c, argv);
+			return -1;
+		}
+	}
+	/* No IMAGE is fine for '-o help'; create_build_request() decides. */
+	if (optind < argc)
+		a->path = argv[optind++];
+	if (optind < argc)
+		a->size = argv[optind++];
+	if (optind < argc) {
+		tool_usage_error("create", "unexpected argument '%s'", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+/* Apply every -o list, then the SIZE argument (which wins over size=). */
+static int create_build_request(const struct create_args *a, struct create_request *req)
+{
+	char err[512];
+	int i, ret, help = 0;
+
+	create_request_init(req, a->fmt == DISK_FMT_QCOW2);
+	for (i = 0; i < a->nb_olists; i++) {
+		ret = create_request_parse(req, a->olists[i], err, sizeof(err));
+		if (ret < 0) {
+			if (a->path)
+				tool_error("%s: %s", a->path, err);
+			else
+				tool_error("%s", err);
+			return -1;
+		}
+		help |= ret;
+	}
+	if (help) {
+		create_request_help(req->qcow2);
+		return 1;
+	}
+	if (!a->path) {
+		tool_usage_error("create", "expecting image file name");
+		return -1;
+	}
+	if (a->size && req->size_given) {
+		tool_error("%s: The image size must be specified only once", a->path);
+		return -1;
+	}
+	if (a->size) {
+		if (parse_size(a->size, false, &req->opts.size)) {
+			tool_error("Invalid image size specified: '%s'. You may use k, M, G, "
+				   "T, P or E suffixes (powers of 1024).", a->size);
+			return -1;
+		}
+		req->size_given = true;
+	}
+	if (!req->size_given) {
+		tool_error("%s: Image creation needs a size parameter", a->path);
+		return -1;
+	}
+	return 0;
+}
+
+int cmd_create(int argc, char **argv)
+{
+	struct create_args a = { .fmt = DISK_FMT_QCOW2 };
+	struct create_request req;
+	char err[512] = "";
+	int ret;
+
+	a.olists = calloc((size_t)argc, sizeof(*a.olists));
+	if (!a.olists) {
+		tool_error("out of memory");
+		return EXIT_ERROR;
+	}
+	ret = create_parse_args(argc, argv, &a);
+	if (!ret)
+		ret = create_build_request(&a, &req);
+	free(a.olists);
+	if (ret)
+		return ret < 0 ? EXIT_ERROR : EXIT_OK;
+	if (!a.quiet)
+		create_request_banner(&req, a.path);
+	if (!req.qcow2)
+		return disk_create_raw(a.path, req.opts.size) ? EXIT_ERROR : EXIT_OK;
+	ret = qcow_create(a.path, &req.opts, true, err, sizeof(err));
+	if (ret < 0) {
+		if (*err)
+			tool_error("%s", err);
+		else
+			tool_error("%s: %s", a.path, strerror(-ret));
+		return EXIT_ERROR;
+	}
+	return EXIT_OK;
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One interface over the two image formats qcow-tool handles: qcow2 through
+ * the engine (include/qcow/engine.h) and raw through plain POSIX calls.
+ * Every function that fails prints "qcow-tool: <file>: <problem>" to stderr
+ * itself and returns -errno, so commands only need to stop.
+ */
+#ifndef QCOW_TOOL_DISK_H
+#define QCOW_TOOL_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qcow/engine.h"
+
+enum disk_format { DISK_FMT_AUTO, DISK_FMT_RAW, DISK_FMT_QCOW2 };
+
+struct disk {
+	enum disk_format fmt;
+	const char *path;
+	struct qcow_image *img;   /* qcow2 */
+	int fd;                   /* raw */
+	uint64_t size;            /* virtual size */
+	bool read_only;
+};
+
+/* "raw" / "qcow2" -> format; -EINVAL (and a message) otherwise. */
+int disk_parse_format(const char *name, enum disk_format *fmt);
+const char *disk_format_name(enum disk_format fmt);
+/* Look at the magic: qcow2 when it says so, raw otherwise. */
+int disk_detect_format(const char *path, enum disk_format *fmt);
+
+/* Create (or truncate) a sparse raw file of size bytes. */
+int disk_create_raw(const char *path, uint64_t size);
+
+/* Open with fmt (DISK_FMT_AUTO: detect). for_check: see qcow_open_opts. */
+int disk_open(struct disk *d, const char *path, enum disk_format fmt,
+	      bool read_only, bool for_check);
+/* Flush if writable and release; reports a failed flush. */
+int disk_close(struct disk *d);
+
+/* Requests must lie inside [0, size); checked here with a message. */
+int disk_read(struct disk *d, void *buf, uint64_t off, size_t len);
+int disk_write(struct disk *d, const void *buf, uint64_t off, size_t len);
+/* flags: QCOW_ZERO_MAY_UNMAP */
+int disk_write_zeroes(struct disk *d, uint64_t off, uint64_t len, unsigned flags);
+int disk_discard(struct disk *d, uint64_t off, uint64_t len);
+int disk_flush(struct disk *d);
+/*
+ * What lies at off (as qcow_map). Raw files report holes (SEEK_HOLE) as
+ * UNALLOCATED and the rest as DATA with host_offset == guest offset.
+ */
+int disk_map(struct disk *d, uint64_t off, uint64_t len, struct qcow_extent *ext);
+
+/* Report a failed engine call on d: the engine's message, or strerror. */
+int disk_fail(const struct disk *d, int err);
+
+#endif /* QCOW_TOOL_DISK_H */

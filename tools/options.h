@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * qcow-tool option parsing: sizes with suffixes, io patterns, the -o list of
+ * creation options, and human size formatting.
+ */
+#ifndef QCOW_TOOL_OPTIONS_H
+#define QCOW_TOOL_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qcow/engine.h"
+
+/*
+ * A byte count: decimal (optionally with a fraction) or 0x hex, then an
+ * optional suffix B, K, M, G, T, P, E (powers of 1024, either case).
+ * With sectors, 'S'/'s' means 512-byte sectors as well. 0 or -EINVAL/-ERANGE.
+ */
+int parse_size(const char *str, bool sectors, uint64_t *out);
+
+/* A pattern byte: decimal, 0x hex or 0 octal, 0..255. 0 or -EINVAL. */
+int parse_pattern(const char *str, unsigned char *out);
+
+/* "1 GiB", "452 KiB", "3 B": three significant digits, as qemu-img prints. */
+void format_size_human(uint64_t val, char *buf, size_t len);
+
+/* What -o lists (any number of them) asked for. */
+struct create_request {
+	struct qcow_create_opts opts;
+	bool qcow2;               /* qcow2 options allowed; else raw's only */
+	bool size_given;          /* size=... seen */
+	const char *compat;       /* as spelled by the user, for the banner */
+	const char *prealloc;     /* as spelled by the user, for the banner */
+};
+
+void create_request_init(struct create_request *req, bool qcow2);
+/*
+ * Apply one comma-separated -o list. Returns 0, 1 when the list asks for
+ * "help", or -EINVAL with err naming the bad option.
+ */
+int create_request_parse(struct create_request *req, const char *list,
+			 char *err, size_t errlen);
+/* Print the options -o accepts for the format. */
+void create_request_help(bool qcow2);
+/* "Formatting 'path', fmt=qcow2 cluster_size=65536 ... size=N ..." line. */
+void create_request_banner(const struct create_request *req, const char *path);
+
+#endif /* QCOW_TOOL_OPTIONS_H */

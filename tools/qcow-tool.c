@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qcow-tool: offline qcow2 image utility with qemu-img's command line
+ * conventions. This file dispatches to the commands (tools/cmd-*.c).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+struct command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *synopsis;
+};
+
+static const struct command commands[] = {
+	{ "create", cmd_create,
+	  "create [-q] [-f FMT] [-o OPTIONS] IMAGE [SIZE]" },
+	{ "info", cmd_info, "info [--output=human|json] IMAGE" },
+	{ "check", cmd_check,
+	  "check [-q] [-r leaks|all] [--output=human|json] IMAGE" },
+	{ "map", cmd_map, "map [--output=human|json] IMAGE" },
+	{ "convert", cmd_convert,
+	  "convert [-p] [-q] [-f FMT] [-O FMT] [-o OPTIONS] [-S SIZE] SRC DST" },
+	{ "resize", cmd_resize, "resize [-q] [-f FMT] IMAGE [+|-]SIZE" },
+	{ "io", cmd_io, "io [-f FMT] [-r] -c CMD [-c CMD ...] IMAGE" },
+};
+
+#define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+void tool_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);     /* keep stdout and stderr in order on a terminal */
+	fprintf(stderr, TOOL_NAME ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, TOOL_NAME ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '" TOOL_NAME "%s%s --help' for more information.\n",
+		cmd ? " " : "", cmd ? cmd : "");
+	return EXIT_ERROR;
+}
+
+int tool_getopt_error(const char *cmd, int c, char **argv)
+{
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+
+	if (c == ':')
+		return tool_usage_error(cmd, "option '%s' requires an argument", arg);
+	if (optopt && strncmp(arg, "--", 2))
+		return tool_usage_error(cmd, "invalid option -- '%c'", optopt);
+	return tool_usage_error(cmd, "unrecognized option '%s'", arg);
+}
+
+int parse_output_format(const char *cmd, const char *arg, enum output_format *out)
+{
+	if (!strcmp(arg, "human")) {
+		*out = OUTPUT_HUMAN;
+		return 0;
+	}
+	if (!strcmp(arg, "json")) {
+		*out = OUTPUT_JSON;
+		return 0;
+	}
+	tool_usage_error(cmd, "--output: unknown format '%s' (use human or json)", arg);
+	return -1;
+}
+
+static void usage(void)
+{
+	size_t i;
+
+	printf("Usage: " TOOL_NAME " COMMAND [OPTIONS] ARGS...\n"
+	       "       " TOOL_NAME " --help | --version\n\n"
+	       "Offline tool for qcow2 images (qemu-img conventions).\n\n"
+	       "Commands:\n");
+	for (i = 0; i < NB_COMMANDS; i++)
+		printf("  %s\n", commands[i].synopsis);
+	printf("\n'" TOOL_NAME " COMMAND --help' describes a command.\n"
+	       "Sizes take the suffixes k, M, G, T, P, E (powers of 1024).\n\n"
+	       "Exit status: 0 success, 1 error or bad usage; check: 0 clean,\n"
+	       "1 check could not run, 2 corruptions found, 3 only leaks found.\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *name;
+	size_t i;
+
+	if (argc < 2)
+		return tool_usage_error(NULL, "missing command");
+	name = argv[1];
+	if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+		usage();
+		return EXIT_OK;
+	}
+	if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
+		printf(TOOL_NAME " version " QCOW_TOOL_VERSION "\n");
+		return EXIT_OK;
+	}
+	for (i = 0; i < NB_COMMANDS; i++) {
+		if (!strcmp(name, commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	}
+	return tool_usage_error(NULL, "unknown command '%s'", name);
+}
