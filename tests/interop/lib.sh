@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: MIT
+# Shared helpers for the interop scripts (sourced, bash). Run from the repo root.
+#
+#   QCOW_TOOL              qcow-tool to test (default tools/qcow-tool)
+#   SEED                   PRNG seed (default: time); always printed
+#   QEMU_TESTS_REQUIRED=1  or CI=true: missing qemu-img/qemu-io is a failure, not a skip
+#   KEEP_TMP=1             keep the scratch directory
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	echo "lib.sh is sourced by the interop tests, not a test itself"
+	exit 77
+fi
+
+QCOW_TOOL="${QCOW_TOOL:-tools/qcow-tool}"
+FAILS=0
+TEST_NAME="$(basename "$0" .sh)"
+
+skip() {
+	echo "SKIP $TEST_NAME: $*"
+	exit 77
+}
+
+die() {
+	echo "FAIL $TEST_NAME: $*" >&2
+	exit 1
+}
+
+# Record a failure and keep going, so one run shows every mismatch.
+fail() {
+	echo "FAIL: $*" >&2
+	FAILS=$((FAILS + 1))
+	if [ "$FAILS" -ge 50 ]; then
+		die "too many failures"
+	fi
+}
+
+finish() {
+	if [ "$FAILS" -ne 0 ]; then
+		echo "$TEST_NAME: $FAILS failure(s) (SEED=$SEED)" >&2
+		exit 1
+	fi
+	if [ "${CHECKS:-0}" -eq 0 ]; then
+		die "no checks ran"
+	fi
+	echo "$TEST_NAME: ok ($CHECKS checks, SEED=$SEED)"
+	exit 0
+}
+
+CHECKS=0
+# check DESCRIPTION CMD... : the command must succeed.
+check() {
+	local what="$1"
+	shift
+	CHECKS=$((CHECKS + 1))
+	if ! "$@"; then
+		fail "$what"
+	fi
+	return 0        # never trip set -e: failures are counted
+}
+
+# expect_rc WANT DESCRIPTION CMD... : the command must exit with WANT.
+expect_rc() {
+	local want="$1" what="$2" rc=0
+	shift 2
+	CHECKS=$((CHECKS + 1))
+	"$@" >"$TMP/last.out" 2>&1 || rc=$?
+	if [ "$rc" -ne "$want" ]; then
+		fail "$what: exit $rc, want $want"
+		sed 's/^/    | /' "$TMP/last.out" | head -20 >&2
+	fi
+	return 0
+}
+
+require_qemu() {
+	local p
+	for p in qemu-img qemu-io "$@"; do
+		if ! command -v "$p" >/dev/null 2>&1; then
+			if [ "${QEMU_TESTS_REQUIRED:-0}" = 1 ] || [ "${CI:-}" = true ]; then
+				die "$p not found (QEMU_TESTS_REQUIRED/CI set)"
+			fi
+			skip "$p not found"
+		fi
+	done
+}
+
+require_tool() {
+	[ -x "$QCOW_TOOL" ] || die "qcow-tool not found at '$QCOW_TOOL' (build it or set QCOW_TOOL)"
+}
+
+setup() {
+	SEED="${SEED:-$(( $(date +%s) % 1000000007 ))}"
+	RANDOM=$SEED
+	echo "$TEST_NAME: SEED=$SEED QCOW_TOOL=$QCOW_TOOL"
+	TMP="$(mktemp -d "${TMPDIR:-/tmp}/qcow-$TEST_NAME.XXXXXX")"
+	if [ "${KEEP_TMP:-0}" = 1 ]; then
+		trap 'echo "kept $TMP"' EXIT
+	else
+		trap 'rm -rf "$TMP"' EXIT
+	fi
+}
+
+# rand N: sets R to a number in [0, N), N < 2^30, from the seeded bash
+# PRNG (a variable, not output: $(...) would run it in a subshell and the
+# parent's sequence would never advance).
+rand() {
+	R=$(( ((RANDOM << 15) | RANDOM) % $1 ))
+}
+
+# create_img PATH SIZE CLUSTER_SIZE REFCOUNT_BITS COMPAT: with qcow-tool.
+tool_create() {
+	"$QCOW_TOOL" create -q -f qcow2 -o "cluster_size=$3,refcount_bits=$4,compat=$5" "$1" "$2"
+}
+
+qemu_create() {
+	qemu-img create -q -f qcow2 -o "cluster_size=$3,refcount_bits=$4,compat=$5${6:+,$6}" "$1" "$2"
+}
+
+# Exit status of a command, without tripping set -e.
+rc_of() {
+	local rc=0
+	"$@" >/dev/null 2>&1 || rc=$?
+	echo "$rc"
+}
+
+have_jq() {
+	command -v jq >/dev/null 2>&1
+}
+
+# Big-endian unsigned integer of N bytes at OFFSET of FILE.
+read_be() {
+	local file="$1" off="$2" n="$3" hex
+	hex=$(od -An -v -tx1 -j "$off" -N "$n" "$file" | tr -d ' \n')
+	echo $(( 16#${hex:-0} ))
+}
+
+# Write VALUE as an N-byte big-endian integer at OFFSET of FILE.
+write_be() {
+	local file="$1" off="$2" n="$3" val="$4" i esc=""
+	for ((i = n - 1; i >= 0; i--)); do
+		esc+=$(printf '\\x%02x' $(( (val >> (8 * i)) & 255 )))
+	done
+	printf "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
+}
