@@ -7,9 +7,10 @@
  *
  * Entries come from the file, so each one is validated when it is used:
  * reserved bits, alignment, a host offset of 0 with flags set, data inside
- * the header cluster. A bad entry marks the image corrupt (qcow_signal_
- * corruption) and fails the request; it is not rejected at open, because
- * images with such entries elsewhere are still readable and check reports them.
+ * the header cluster. A bad entry marks the image corrupt
+ * (qcow_signal_corruption) and fails the request; it is not rejected at
+ * open, because the rest of such an image is still readable and check
+ * reports the entry.
  *
  * The ordering rules of internal.h shape the code:
  *  - a new mapping is published (qcow_write_end) only after the guest data
@@ -569,7 +570,9 @@ static int l2_table_new(struct qcow_image *img, uint64_t l1i, uint64_t old, uint
 	if (ret == 0 && old) {
 		ret = qcow_cache_get(c, old, &src);
 		if (ret == 0) {
-			memcpy(*table, src, img->cluster_size);
+			/* the same slot only if refcounts are broken (old had refcount 0) */
+			if (src != *table)
+				memcpy(*table, src, img->cluster_size);
 			qcow_cache_put(c, src);
 		} else {
 			qcow_cache_put(c, *table);

@@ -199,8 +199,9 @@ static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 		if (off < 0)
 			return (int)off;
 		blk_end = (ti + 1) << img->refcount_block_bits;
-		n = QCOW_MIN(blk_end - ci, nb - run);
+		n = blk_end - ci;
 		if (off == 0) {
+			n = QCOW_MIN(n, nb - run);
 			/* No block: everything it would describe is free. */
 			if (*first_free == UINT64_MAX)
 				*first_free = ci;
@@ -296,26 +297,37 @@ static int write_reftable_header(struct qcow_image *img, uint64_t offset, uint32
 			   offsetof(struct qcow_header_v2, refcount_table_offset));
 }
 
-/* Switch to the new table in memory; the old table's clusters are freed at
- * the next flush, once the header pointing away from them is durable. */
-static int install_table(struct qcow_image *img, uint64_t p, uint64_t t, uint64_t b,
-			 uint64_t entries)
+/* The in-memory copy of the grown table, made before anything is written so
+ * that running out of memory cannot leave memory and disk disagreeing. */
+static uint64_t *new_table(const struct qcow_image *img, uint64_t p, uint64_t t, uint64_t b,
+			   uint64_t entries)
 {
 	uint64_t first_ti = p >> img->refcount_block_bits, i;
-	uint64_t old_off = img->refcount_table_offset;
-	uint64_t old_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
-	uint64_t *nt = realloc(img->refcount_table, entries * 8);
+	uint64_t *nt = calloc(entries, 8);
 
 	if (!nt)
-		return -ENOMEM;
-	memset(nt + img->refcount_table_size, 0, (entries - img->refcount_table_size) * 8);
+		return NULL;
+	memcpy(nt, img->refcount_table, img->refcount_table_size * 8);
 	for (i = 0; i < b; i++)
 		nt[first_ti + i] = (p + t + i) << img->cluster_bits;
+	return nt;
+}
+
+/* Switch to the new table in memory; the old table's clusters are freed at
+ * the next flush, once the header pointing away from them is durable. */
+static void install_table(struct qcow_image *img, uint64_t *nt, uint64_t p, uint64_t t,
+			  uint64_t entries)
+{
+	uint64_t old_off = img->refcount_table_offset;
+	uint64_t old_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
+
+	free(img->refcount_table);
 	img->refcount_table = nt;
 	img->refcount_table_size = entries;
 	img->refcount_table_offset = p << img->cluster_bits;
 	img->refcount_table_clusters = (uint32_t)t;
-	return qcow_free_deferred(img, old_off, old_bytes);
+	/* Failing to queue the free only leaks the old table. */
+	qcow_free_deferred(img, old_off, old_bytes);
 }
 
 /*
@@ -325,7 +337,7 @@ static int install_table(struct qcow_image *img, uint64_t p, uint64_t t, uint64_
  */
 static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_cluster)
 {
-	uint64_t pb = blk_entries(img), t, b, entries, want, p;
+	uint64_t pb = blk_entries(img), t, b, entries, want, p, *nt;
 	uint8_t *buf;
 	int ret;
 
@@ -341,8 +353,12 @@ static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_
 		return qcow_set_error(img, -EFBIG, "refcount table would exceed %llu bytes",
 				      QCOW_MAX_REFTABLE_BYTES);
 	buf = calloc(t + b, img->cluster_size);
-	if (!buf)
+	nt = new_table(img, p, t, b, entries);
+	if (!buf || !nt) {
+		free(buf);
+		free(nt);
 		return qcow_set_error(img, -ENOMEM, "out of memory growing the refcount table");
+	}
 	build_growth(img, buf, p, t, b);
 	ret = qcow_pwrite(img, buf, (t + b) * img->cluster_size, p << img->cluster_bits);
 	free(buf);
@@ -352,9 +368,12 @@ static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_
 		ret = write_reftable_header(img, p << img->cluster_bits, (uint32_t)t);
 	if (ret == 0)
 		ret = qcow_fsync(img);
-	if (ret < 0)
+	if (ret < 0) {
+		free(nt);
 		return ret;
-	return install_table(img, p, t, b, entries);
+	}
+	install_table(img, nt, p, t, entries);
+	return 0;
 }
 
 /* ------------------------------------------------------ new refcount blocks */
@@ -442,8 +461,7 @@ static int new_block(struct qcow_image *img, uint64_t ti, uint64_t c, bool self,
 	return 0;
 }
 
-static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend,
-			uint64_t avoid_lo, uint64_t avoid_hi);
+static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend);
 
 /*
  * Find a home for the block of table index ti, never inside [lo, hi) (the
@@ -478,7 +496,7 @@ static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_
 				return ret;
 			continue;
 		}
-		ret = update_range(img, c, 1, 1, 0, 0);
+		ret = update_range(img, c, 1, 1);
 		if (ret < 0)
 			return ret;
 		return new_block(img, ti, c, false, nbk);
@@ -582,10 +600,10 @@ static int ensure_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64
 
 /*
  * Add addend to the refcounts of clusters [start, start + nb). All or
- * nothing: on failure the part already done is undone.
+ * nothing: on failure the part already done is undone. Missing blocks are
+ * created outside the range (its clusters are about to be used).
  */
-static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend,
-			uint64_t avoid_lo, uint64_t avoid_hi)
+static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend)
 {
 	uint64_t ci = start, end = start + nb;
 	int ret = 0;
@@ -602,7 +620,7 @@ static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int
 			break;
 		}
 		if (off == 0) {
-			ret = ensure_block(img, ti, QCOW_MIN(avoid_lo, start), QCOW_MAX(avoid_hi, end));
+			ret = ensure_block(img, ti, start, end);
 			if (ret < 0)
 				break;
 			continue;
@@ -622,7 +640,7 @@ static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int
 			break;
 	}
 	if (ret < 0 && ci > start)
-		update_range(img, start, ci - start, -addend, 0, 0);
+		update_range(img, start, ci - start, -addend);
 	return ret;
 }
 
@@ -649,7 +667,7 @@ int qcow_refcount_update(struct qcow_image *img, uint64_t offset, uint64_t lengt
 	ret = byte_range(img, offset, length, &first, &nb);
 	if (ret < 0)
 		return ret;
-	return update_range(img, first, nb, addend, first, first + nb);
+	return update_range(img, first, nb, addend);
 }
 
 /* ------------------------------------------------------------ allocation */
@@ -702,7 +720,7 @@ int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb)
 		if (ret < 0)
 			return ret;
 	}
-	ret = update_range(img, c, nb, 1, c, c + nb);
+	ret = update_range(img, c, nb, 1);
 	if (ret < 0)
 		return ret;
 	img->free_cluster_index = ff == c ? c + nb : ff;
@@ -747,7 +765,7 @@ int qcow_apply_deferred_frees(struct qcow_image *img)
 		for (j = i + 1; j < n && img->pending_free[j] ==
 		     img->pending_free[j - 1] + img->cluster_size; j++)
 			;
-		ret = update_range(img, img->pending_free[i] >> img->cluster_bits, j - i, -1, 0, 0);
+		ret = update_range(img, img->pending_free[i] >> img->cluster_bits, j - i, -1);
 		if (ret < 0)
 			break;
 		i = j;

@@ -216,7 +216,9 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
  *
  * Only a prefix of [off, off+len) may be covered; call again for the rest.
  * Returns -EBUSY when an overlapping allocation is in flight: retry after
- * any qcow_write_end().
+ * any qcow_write_end(). -EBUSY also comes back (from these and from the
+ * synchronous calls) while an L2 table they need is being loaded through
+ * qcow_map_nowait(): retry after qcow_meta_read_done().
  * ------------------------------------------------------------------------ */
 struct qcow_write_plan {
 	uint64_t guest_offset;

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # SPDX-License-Identifier: MIT
 # Shared helpers for the interop scripts (sourced, bash). Run from the repo root.
 #
@@ -71,6 +72,7 @@ expect_rc() {
 	return 0
 }
 
+# shellcheck disable=SC2120 # extra programs to require are optional
 require_qemu() {
 	local p
 	for p in qemu-img qemu-io "$@"; do
@@ -139,5 +141,14 @@ write_be() {
 	for ((i = n - 1; i >= 0; i--)); do
 		esc+=$(printf '\\x%02x' $(( (val >> (8 * i)) & 255 )))
 	done
-	printf "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
+	printf '%b' "$esc" | dd of="$file" bs=1 seek="$off" conv=notrunc status=none
+}
+
+# seeded_bytes N: N pseudo-random bytes on stdout, reproducible from SEED.
+# (Used on the left of a pipe, i.e. in a subshell: the bytes follow from the
+# PRNG state at the call, which the call does not advance for its caller.)
+seeded_bytes() {
+	rand 1000000000
+	LC_ALL=C awk -v seed="$R" -v n="$1" \
+		'BEGIN { srand(seed); for (i = 0; i < n; i++) printf "%c", int(rand() * 256) }'
 }

@@ -10,14 +10,17 @@
 #   - `qcow-tool convert -O raw` must equal `qemu-img convert -O raw` (cmp),
 #   - `qcow-tool check` must exit as `qemu-img check` does (0 here),
 #   - `qcow-tool info` must succeed,
+#   - `qcow-tool map --output=json` must agree with qemu-img map (data/present),
 #   - `qcow-tool io -r` reads with -P of a known pattern must pass.
 # Run from the repository root. Exit 0 pass, 77 skip, 1 fail.
 set -eu
+# shellcheck source=tests/interop/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 require_qemu
 require_tool
 setup
+command -v jq >/dev/null 2>&1 || echo "jq not found: map comparisons skipped"
 
 # qemu_workload IMG SIZE CLUSTER COMPAT: random IO through qemu-io.
 qemu_workload() {
@@ -63,6 +66,32 @@ qemu_workload() {
 	qemu-io -f qcow2 "${args[@]}" "$img" >/dev/null
 }
 
+# map_cmp NAME IMG: qcow-tool map --output=json against qemu-img map on the
+# same image, as data/present runs. ("zero" is left out here: for data
+# clusters qemu-img also asks the host file system, which reports holes where
+# qemu wrote copy-on-write zeros or preallocated; tool-cli.sh compares it on
+# whole-cluster images.)
+# shellcheck disable=SC2016 # jq program, not shell
+MERGE='[.[] | {s: .start, e: (.start + .length), d: .data, p: .present}]
+	| reduce .[] as $x ([];
+		if length > 0 and .[-1].e == $x.s and .[-1].d == $x.d and .[-1].p == $x.p
+		then .[-1].e = $x.e else . + [$x] end)
+	| .[] | "\(.s) \(.e) data=\(.d) present=\(.p)"'
+map_cmp() {
+	local name="$1" img="$2"
+
+	command -v jq >/dev/null 2>&1 || return 0
+	qemu-img map -f qcow2 --output=json "$img" | jq -r "$MERGE" >"$TMP/q.map"
+	expect_rc 0 "$name: qcow-tool map --output=json" "$QCOW_TOOL" map --output=json "$img"
+	CHECKS=$((CHECKS + 1))
+	if ! jq -r "$MERGE" "$TMP/last.out" >"$TMP/t.map" 2>/dev/null; then
+		fail "$name: qcow-tool map --output=json is not a JSON list of ranges"
+	elif ! cmp -s "$TMP/q.map" "$TMP/t.map"; then
+		fail "$name: map differs from qemu-img map (data/present)"
+		diff "$TMP/q.map" "$TMP/t.map" | head -10 | sed 's/^/    | /' >&2
+	fi
+}
+
 # verify NAME IMG [nopattern]: qcow-tool must read what qemu reads.
 verify() {
 	local name="$1" img="$2" qrc trc
@@ -81,6 +110,7 @@ verify() {
 	[ "$qrc" = "$trc" ] || fail "$name: qcow-tool check exit $trc, qemu-img check exit $qrc"
 	[ "$qrc" = 0 ] || fail "$name: qemu-img check exit $qrc on a qemu-made image"
 	expect_rc 0 "$name: qcow-tool info" "$QCOW_TOOL" info "$img"
+	map_cmp "$name" "$img"
 	if [ "${3:-}" != nopattern ]; then
 		expect_rc 0 "$name: qcow-tool io read -P" \
 			"$QCOW_TOOL" io -r -c "read -q -P 0x5a 12345 7777" "$img"
@@ -109,7 +139,8 @@ compressed() {
 	echo "  $name: compressed, cluster $cs"
 	truncate -s 16M "$src"
 	# incompressible, compressible and zero regions, some unaligned
-	head -c 1048576 /dev/urandom | dd of="$src" bs=1 seek=4097 conv=notrunc status=none
+	seeded_bytes 1048576 |
+		dd of="$src" bs=65536 iflag=fullblock oflag=seek_bytes seek=4097 conv=notrunc status=none
 	yes "qcow2 compressed cluster test line" | head -c 3000000 |
 		dd of="$src" bs=4096 seek=1024 conv=notrunc status=none
 	printf 'tail' | dd of="$src" bs=1 seek=$((16 * 1048576 - 4)) conv=notrunc status=none

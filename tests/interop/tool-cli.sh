@@ -5,7 +5,7 @@
 #   - create, then info --output=json versus qemu-img info --output=json
 #     (virtual-size, cluster-size, format-specific compat / refcount-bits);
 #   - map --output=json versus qemu-img map --output=json on the same image
-#     (start/length/zero/data after merging neighbours with equal flags);
+#     (start/length/zero/data/present after merging neighbours with equal flags);
 #   - convert raw -> qcow2 -> raw round trip; qemu-img check and compare;
 #   - resize grow (absolute and +N) and shrink, checked with qemu-img info;
 #   - check exit codes 0 / 2 / 3 on clean, corrupted and leaky images (made
@@ -15,6 +15,7 @@
 #   - --help of every subcommand exits 0; unknown options and commands exit 1.
 # Run from the repository root. Exit 0 pass, 77 skip, 1 fail.
 set -eu
+# shellcheck source=tests/interop/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 require_qemu
@@ -34,12 +35,29 @@ info_cmp() {
 	local cs="$1" rb="$2" compat="$3" size="$4" img="$TMP/info.qcow2" f
 	local name="create/info cluster $cs refcount $rb compat $compat"
 
-	rm -f "$img"
-	expect_rc 0 "$name: create" tool_create "$img" "$size" "$cs" "$rb" "$compat"
+	local qimg="$TMP/info-qemu.qcow2" opts="cluster_size=$cs,refcount_bits=$rb,compat=$compat"
+
+	rm -f "$img" "$qimg"
+	# the "Formatting ..." line must read as qemu-img's (file name aside)
+	expect_rc 0 "$name: create" "$QCOW_TOOL" create -f qcow2 -o "$opts" "$img" "$size"
+	sed "s|$img|IMG|" "$TMP/last.out" >"$TMP/t.banner"
+	qemu-img create -f qcow2 -o "$opts" "$qimg" "$size" | sed "s|$qimg|IMG|" >"$TMP/q.banner"
+	CHECKS=$((CHECKS + 1))
+	cmp -s "$TMP/t.banner" "$TMP/q.banner" ||
+		fail "$name: create printed '$(cat "$TMP/t.banner")', qemu-img '$(cat "$TMP/q.banner")'"
 	[ -f "$img" ] || return 0
 	expect_rc 0 "$name: qemu-img check" qemu-img check -f qcow2 "$img"
 	[ "$JSON_OK" = 1 ] || return 0
 	qemu-img info -f qcow2 --output=json "$img" >"$TMP/q.json"
+	# and qemu-img must see the same image it would have made itself
+	qemu-img info -f qcow2 --output=json "$qimg" >"$TMP/qq.json"
+	for f in '."virtual-size"' '."cluster-size"' '."format-specific".data.compat' \
+		 '."format-specific".data."refcount-bits"'; do
+		CHECKS=$((CHECKS + 1))
+		[ "$(jfield "$TMP/q.json" "$f")" = "$(jfield "$TMP/qq.json" "$f")" ] ||
+			fail "$name: $f of the qcow-tool image '$(jfield "$TMP/q.json" "$f")'," \
+			     "of qemu-img's '$(jfield "$TMP/qq.json" "$f")'"
+	done
 	expect_rc 0 "$name: info --output=json" "$QCOW_TOOL" info --output=json "$img"
 	cp "$TMP/last.out" "$TMP/t.json"
 	if ! jq -e . "$TMP/t.json" >/dev/null 2>&1; then
@@ -62,13 +80,17 @@ info_cmp 4096 8 1.1 $((10 * 1048576 + 512))
 info_cmp 512 64 1.1 1048576
 info_cmp 2097152 1 1.1 $((3 * 1073741824))
 info_cmp 65536 16 0.10 $((50 * 1048576))
+info_cmp 65536 16 1.1 1000
+info_cmp 512 2 1.1 $((1048576 + 3))
 
 # ----------------------------------------------------------------- map json
-MERGE='[.[] | {s: .start, e: (.start + .length), z: .zero, d: .data}]
+# shellcheck disable=SC2016 # jq program, not shell
+MERGE='[.[] | {s: .start, e: (.start + .length), z: .zero, d: .data, p: .present}]
 	| reduce .[] as $x ([];
 		if length > 0 and .[-1].e == $x.s and .[-1].z == $x.z and .[-1].d == $x.d
+		   and .[-1].p == $x.p
 		then .[-1].e = $x.e else . + [$x] end)
-	| .[] | "\(.s) \(.e) zero=\(.z) data=\(.d)"'
+	| .[] | "\(.s) \(.e) zero=\(.z) data=\(.d) present=\(.p)"'
 
 map_cmp() {
 	local img="$1" name="$2"
@@ -110,7 +132,8 @@ map_cmp "$MAPIMG" "map of a qcow-tool-written image"
 # ---------------------------------------------------------- convert round trip
 RAW="$TMP/src.raw"
 truncate -s 20M "$RAW"
-head -c 3000000 /dev/urandom | dd of="$RAW" bs=1 seek=777 conv=notrunc status=none
+seeded_bytes 3000000 |
+	dd of="$RAW" bs=65536 iflag=fullblock oflag=seek_bytes seek=777 conv=notrunc status=none
 yes 'convert round trip' | head -c 1048576 | dd of="$RAW" bs=4096 seek=2048 conv=notrunc status=none
 printf 'end' | dd of="$RAW" bs=1 seek=$((20 * 1048576 - 3)) conv=notrunc status=none
 for o in "" "-o cluster_size=4096,refcount_bits=4" "-o compat=0.10,cluster_size=512"; do

@@ -14,6 +14,7 @@
 #   qcow-tool check img                         exit 0
 # Run from the repository root. Exit 0 pass, 77 skip, 1 fail.
 set -eu
+# shellcheck source=tests/interop/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 require_qemu

@@ -173,7 +173,12 @@ static void pick_range(struct state *s, uint64_t *off, uint64_t *len, bool bytes
 
 static void random_ops(struct state *s)
 {
-	for (unsigned i = 0; i < s->c->ops && t_nfail == 0; i++) {
+	/* OPS_SCALE=N runs N times the operations (for soak runs by hand) */
+	const char *scale_env = getenv("OPS_SCALE");
+	unsigned scale = scale_env ? (unsigned)strtoul(scale_env, NULL, 0) : 1;
+	unsigned nops = s->c->ops * (scale ? scale : 1);
+
+	for (unsigned i = 0; i < nops && t_nfail == 0; i++) {
 		uint64_t off, len;
 		unsigned op = (unsigned)t_rand_below(100);
 
