@@ -52,7 +52,7 @@ static int check_writable(struct qcow_image *img)
 	return 0;
 }
 
-static int check_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
+int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
 {
 	if (off > img->size || len > img->size - off)
 		return qcow_set_error(img, -EINVAL,
@@ -66,7 +66,7 @@ static int check_write(struct qcow_image *img, uint64_t off, uint64_t len, const
 {
 	int ret = check_writable(img);
 
-	return ret < 0 ? ret : check_range(img, off, len, what);
+	return ret < 0 ? ret : qcow_check_guest_range(img, off, len, what);
 }
 
 /* Host offset of the L2 table of L1 entry l1i (0: none), or -EIO if the entry is bad. */
@@ -641,9 +641,7 @@ static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t g
 	ret = l2_get(img, table, gc & (img->l2_size - 1), gc, &old);
 	if (ret < 0)
 		return ret;
-	buf = malloc(cs);
-	if (!buf)
-		return qcow_set_error(img, -ENOMEM, "no memory for copy-on-write");
+	buf = img->cow_buf;
 	if (old.kind == QCOW_EXTENT_COMPRESSED) {
 		ext.compressed_offset = old.host;
 		ext.compressed_length = old.clen;
@@ -657,7 +655,6 @@ static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t g
 		ret = qcow_pwrite(img, buf, skip_start, dst);
 	if (ret == 0 && skip_end < cs)
 		ret = qcow_pwrite(img, buf + skip_end, cs - skip_end, dst + skip_end);
-	free(buf);
 	return ret;
 }
 
@@ -974,7 +971,6 @@ static void whole_clusters(const struct qcow_image *img, uint64_t off, uint64_t 
 static int zero_partial(struct qcow_image *img, uint64_t from, uint64_t to)
 {
 	struct qcow_extent ext;
-	uint8_t *zeros = NULL;
 	uint64_t n;
 	int ret = 0;
 
@@ -985,14 +981,8 @@ static int zero_partial(struct qcow_image *img, uint64_t from, uint64_t to)
 			break;
 		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
 			continue;
-		if (!zeros)
-			zeros = calloc(1, img->cluster_size);
-		if (!zeros)
-			ret = qcow_set_error(img, -ENOMEM, "no memory for zero data");
-		else
-			ret = qcow_write(img, zeros, from, n);
+		ret = qcow_write(img, img->zero_cluster, from, n);
 	}
-	free(zeros);
 	return ret;
 }
 

@@ -20,15 +20,6 @@
 /* Raw deflate with the 4 KiB window qcow2 writers use. */
 #define QCOW_DEFLATE_WINDOW_BITS (-12)
 
-static int data_check_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
-{
-	if (off > img->size || len > img->size - off)
-		return qcow_set_error(img, -EINVAL,
-				      "%s of %llu bytes at offset %llu is past the virtual size %llu",
-				      what, ULL(len), ULL(off), ULL(img->size));
-	return 0;
-}
-
 int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
 			    void *out, size_t out_len)
 {
@@ -76,19 +67,15 @@ int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_exten
 	/* the entry format cannot describe more than two clusters of input */
 	len = QCOW_MIN(len, 2 * img->cluster_size);
 	len = QCOW_MIN(len, file_size - off);
-	in = malloc(len);
-	if (!in)
-		return qcow_set_error(img, -ENOMEM, "no memory for a compressed cluster");
+	in = img->compressed_in;
 	ret = qcow_pread(img, in, len, off);
 	if (ret == 0)
 		ret = qcow_decompress_cluster(img, in, len, out, img->cluster_size);
-	free(in);
 	return ret;
 }
 
 /* Copy one extent of guest data into p (ext->length bytes). */
-static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p,
-		       uint8_t **cbuf)
+static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p)
 {
 	int ret;
 
@@ -96,14 +83,10 @@ static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, ui
 	case QCOW_EXTENT_DATA:
 		return qcow_pread(img, p, ext->length, ext->host_offset);
 	case QCOW_EXTENT_COMPRESSED:
-		if (!*cbuf)
-			*cbuf = malloc(img->cluster_size);
-		if (!*cbuf)
-			return qcow_set_error(img, -ENOMEM, "no memory for a compressed cluster");
-		ret = qcow_read_compressed_cluster(img, ext, *cbuf);
+		ret = qcow_read_compressed_cluster(img, ext, img->decompressed);
 		if (ret < 0)
 			return ret;
-		memcpy(p, *cbuf + (ext->guest_offset & (img->cluster_size - 1)), ext->length);
+		memcpy(p, img->decompressed + (ext->guest_offset & (img->cluster_size - 1)), ext->length);
 		return 0;
 	default:
 		/* zero flag, preallocated zero and unallocated all read as zeros */
@@ -115,21 +98,20 @@ static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, ui
 int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len)
 {
 	struct qcow_extent ext;
-	uint8_t *p = buf, *cbuf = NULL;
+	uint8_t *p = buf;
 	int ret;
 
-	ret = data_check_range(img, off, len, "read");
+	ret = qcow_check_guest_range(img, off, len, "read");
 	while (ret == 0 && len) {
 		ret = qcow_map(img, off, len, &ext);
 		if (ret == 0)
-			ret = read_extent(img, &ext, p, &cbuf);
+			ret = read_extent(img, &ext, p);
 		if (ret == 0) {
 			p += ext.length;
 			off += ext.length;
 			len -= ext.length;
 		}
 	}
-	free(cbuf);
 	return ret;
 }
 
@@ -141,7 +123,7 @@ int qcow_write(struct qcow_image *img, const void *buf, uint64_t off, size_t len
 
 	if (img->read_only)
 		return qcow_set_error(img, -EROFS, "image is opened read-only");
-	ret = data_check_range(img, off, len, "write");
+	ret = qcow_check_guest_range(img, off, len, "write");
 	while (ret == 0 && len) {
 		ret = qcow_write_begin(img, off, len, &plan);
 		if (ret < 0)

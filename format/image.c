@@ -286,6 +286,10 @@ static void free_image(struct qcow_image *img)
 	img->refcount_cache = NULL;
 	qcow_l1_free(img);
 	qcow_refcount_free(img);
+	free(img->compressed_in);
+	free(img->decompressed);
+	free(img->cow_buf);
+	free(img->zero_cluster);
 	free_header_fields(img);
 	if (img->file.ops && img->file.ops->close)
 		img->file.ops->close(img->file.ctx);
@@ -372,6 +376,12 @@ static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opt
 							 img->cluster_size), img->cluster_size);
 	if (!img->l2_cache || !img->refcount_cache)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the metadata caches");
+	img->compressed_in = malloc(2 * img->cluster_size);
+	img->decompressed = malloc(img->cluster_size);
+	img->cow_buf = malloc(img->cluster_size);
+	img->zero_cluster = calloc(1, img->cluster_size);
+	if (!img->compressed_in || !img->decompressed || !img->cow_buf || !img->zero_cluster)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the IO buffers");
 	ret = qcow_l1_init(img);
 	if (ret < 0)
 		return ret;

@@ -152,6 +152,17 @@ struct qcow_image {
 	/* data clusters were written since the last fsync */
 	bool data_unsynced;
 
+	/*
+	 * Scratch buffers allocated once at open, so that serving IO never
+	 * allocates (a daemon allocating while it serves its own block device
+	 * can deadlock under memory reclaim). The engine is single-threaded per
+	 * image, so one set suffices; each has exactly one user:
+	 */
+	uint8_t *compressed_in;       /* 2 clusters: deflate input (data.c) */
+	uint8_t *decompressed;        /* 1 cluster: qcow_read's compressed extents */
+	uint8_t *cow_buf;             /* 1 cluster: copy-on-write fills (cluster.c) */
+	uint8_t *zero_cluster;        /* 1 cluster of zeros, never written */
+
 	struct qcow_inflight inflight[QCOW_MAX_INFLIGHT];
 };
 
@@ -217,6 +228,9 @@ uint64_t qcow_refcount_max(const struct qcow_image *img);
 
 /* ------------------------------------------------------------- cluster.c */
 
+/* -EINVAL with a message naming what ("read", "write", ...) unless
+ * [off, off+len) lies inside the virtual disk. */
+int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what);
 /* Load the L1 table into memory. */
 int qcow_l1_init(struct qcow_image *img);
 /* Write dirty L1 entries (the L2 tables they point at must be durable). */
