@@ -11,17 +11,22 @@
  *
  * Hostile images cannot make it crash, allocate without bound or loop for
  * ever:
- *  - memory is two 32-bit counters and one bit per cluster of the file;
+ *  - memory is two 32-bit counters and four bits per cluster of the file;
  *  - every distinct L2 table is read once per pass however many L1 entries
- *    point at it: its references are applied with a multiplicity instead;
+ *    point at it: its references are applied with a multiplicity instead
+ *    (at most 65535 per table; more are reported, not followed);
  *  - the L1 and bitmap tables read in one pass may add up to at most the
- *    file size plus one maximal L1 table; anything beyond is reported;
- *  - only tables whose clusters nothing else uses are ever rewritten.
+ *    file size plus one maximal L1 table; anything beyond is reported, and
+ *    refcounts are then left alone (unread tables may own clusters);
+ *  - a table is rewritten only where no header, refcount, snapshot or
+ *    bitmap structure shares its clusters.
  *
- * A repair runs as a sequence of passes: count (report what is wrong), fix
- * bad L1/L2 entries, fix refcounts (leak repair in place, or a complete
- * rebuild when a refcount is too low or the refcount structure is broken),
- * fix COPIED flags, and a final count that says what is left.
+ * A repair runs as a sequence of passes: count (report what is wrong); fix
+ * bad L1/L2 entries (reserved bits, misaligned or past end of file, or
+ * pointing into metadata: dropped); fix refcounts (leak repair in place, or
+ * a complete rebuild when a refcount is too low or the refcount structure is
+ * broken); fix COPIED flags; and a final count that says what is left.
+ * Not repaired: snapshot table entries, refcount overflows (as qemu-img).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -63,12 +68,15 @@ struct chk {
 	uint8_t *meta;              /* bit per cluster: header, L1, refcount, snapshot
 				     * or bitmap structures live there */
 	uint8_t *meta_other;        /* bit per cluster: one that is not an L1 table does */
+	uint8_t *overflowed;        /* bit per cluster: refcount overflow reported */
 	uint32_t cap;               /* largest count an expected entry holds */
 	uint64_t budget;            /* L1/bitmap table bytes left to read this pass */
 	bool refstruct_bad;         /* refcount table or a block is unusable */
 	bool refcount_low;          /* a stored refcount is below its references */
 	bool changed;               /* a repair wrote to the image */
+	bool may_set_copied;        /* stored refcounts are trusted for COPIED repair */
 	uint64_t walk_errors;       /* check errors while reading the metadata */
+	uint64_t skipped;           /* tables not walked (work bound reached) */
 	uint64_t fixable;           /* entries a fix pass would rewrite */
 	uint64_t fixed;             /* entries a fix pass rewrote */
 	uint64_t *reftable;         /* stored refcount table, host order */
@@ -135,6 +143,16 @@ static bool chk_beyond_eof(const struct chk *c, uint64_t off, uint64_t len)
 	return off + len >= c->file_size + c->img->cluster_size;
 }
 
+static bool chk_bit(const uint8_t *map, uint64_t k)
+{
+	return map[k / 8] & (1U << (k % 8));
+}
+
+static void chk_set_bit(uint8_t *map, uint64_t k)
+{
+	map[k / 8] |= 1U << (k % 8);
+}
+
 static void chk_add(struct chk *c, uint64_t k, uint32_t mult)
 {
 	uint32_t cur = c->expected[k];
@@ -143,8 +161,13 @@ static void chk_add(struct chk *c, uint64_t k, uint32_t mult)
 		c->expected[k] = cur + mult;
 		return;
 	}
-	chk_err(c, mult - (c->cap - cur), "ERROR: overflow cluster offset=0x%" PRIx64,
-		k << c->img->cluster_bits);
+	/* Counted per failed increment like qemu, said once per cluster. */
+	if (!chk_bit(c->overflowed, k))
+		chk_err(c, mult - (c->cap - cur), "ERROR: overflow cluster offset=0x%" PRIx64,
+			k << c->img->cluster_bits);
+	else
+		c->r.corruptions += mult - (c->cap - cur);
+	chk_set_bit(c->overflowed, k);
 	c->expected[k] = c->cap;
 }
 
@@ -174,16 +197,6 @@ static bool chk_inc(struct chk *c, uint64_t off, uint64_t len, uint32_t mult)
 		chk_add(c, k, mult);
 	c->nb_used = QCOW_MAX(c->nb_used, last + 1);
 	return true;
-}
-
-static bool chk_bit(const uint8_t *map, uint64_t k)
-{
-	return map[k / 8] & (1U << (k % 8));
-}
-
-static void chk_set_bit(uint8_t *map, uint64_t k)
-{
-	map[k / 8] |= 1U << (k % 8);
 }
 
 /* chk_inc for the structures the header leads to directly (and refcount
@@ -220,6 +233,23 @@ static bool chk_hits_meta(const struct chk *c, uint64_t off, uint64_t len)
 	return false;
 }
 
+/* Does a data reference to [off, off+len) land on metadata: a top-level
+ * structure or an L2 table? Such a reference is bogus (data is never
+ * shared with metadata) and fix passes drop it. */
+static bool chk_data_hits_meta(const struct chk *c, uint64_t off, uint64_t len)
+{
+	unsigned cb = c->img->cluster_bits;
+	uint64_t k;
+
+	if (c->mode != CHK_FIX)
+		return false;
+	for (k = off >> cb; k <= (off + len - 1) >> cb; k++) {
+		if (k < c->nb_alloc && (chk_bit(c->meta, k) || c->walks[k]))
+			return true;
+	}
+	return false;
+}
+
 /* May the L1 table at [off, off+len) be rewritten? Its place comes from the
  * header or snapshot table, so it wins against L2 tables or data that share
  * its clusters (those references are dropped), not against the header,
@@ -240,28 +270,19 @@ static bool chk_l1_writable(const struct chk *c, uint64_t off, uint64_t len)
 	return true;
 }
 
-/* May the table at [off, off+len) be rewritten? Only when its clusters have
- * exactly `users` references (as the table) and nothing else uses them,
- * according to the last counting pass. */
-static bool chk_sole_user(const struct chk *c, uint64_t off, uint64_t len, uint32_t users)
+/* May the L2 table at off be rewritten? Not where a top-level structure
+ * lives (the L1 entry pointing there is bogus and gets dropped). Sharing
+ * with data or other L2 references is fine: the table's entries are what
+ * every user sees, and only bad entries or COPIED flags are changed. */
+static bool chk_l2_writable(const struct chk *c, uint64_t off)
 {
-	unsigned cb = c->img->cluster_bits;
-	uint64_t k, last;
-
-	if (len == 0 || chk_beyond_eof(c, off, len))
-		return false;
-	last = (off + len - 1) >> cb;
-	for (k = off >> cb; k <= last; k++) {
-		if (k >= c->nb_alloc || c->expected[k] != users)
-			return false;
-	}
-	return true;
+	return !chk_hits_meta(c, off, c->img->cluster_size);
 }
 
 /* Entries of a table of `entries` at off that lie inside the file (the rest
  * reads as zero), charged against the pass's read budget. */
-static int chk_table_in_file(struct chk *c, const char *what, uint64_t off,
-			     uint64_t entries, uint64_t *in_file)
+static void chk_table_in_file(struct chk *c, const char *what, uint64_t off,
+			      uint64_t entries, uint64_t *in_file)
 {
 	uint64_t n = 0;
 
@@ -270,11 +291,11 @@ static int chk_table_in_file(struct chk *c, const char *what, uint64_t off,
 	if (n * 8 > c->budget) {
 		chk_err(c, 1, "ERROR %s at 0x%" PRIx64 ": tables add up to more than the "
 			"image file holds; not checked", what, off);
+		c->skipped++;
 		n = 0;
 	}
 	c->budget -= n * 8;
 	*in_file = n;
-	return 0;
 }
 
 static int chk_write(struct chk *c, const void *buf, size_t len, uint64_t off)
@@ -297,12 +318,16 @@ static void chk_walk_add(struct chk *c, uint64_t l2, bool active)
 	uint64_t k = l2 >> c->img->cluster_bits;
 	uint32_t w = c->walks[k];
 
+	/* Bounded work: further references are counted as corruptions only
+	 * (said once per table). */
 	if ((w & CHK_WALK_MAX) == CHK_WALK_MAX) {
-		chk_err(c, 1, "ERROR l2_offset=%" PRIx64 ": L2 table referenced more than %u "
-			"times; L1 entry ignored", l2, CHK_WALK_MAX);
+		c->r.corruptions++;
 		return;
 	}
 	c->walks[k] = w + 1 + (active ? 1U << 16 : 0);
+	if ((w & CHK_WALK_MAX) == CHK_WALK_MAX - 1)
+		chk_err(c, 0, "ERROR l2_offset=%" PRIx64 ": L2 table referenced %u times; "
+			"further references are not followed", l2, CHK_WALK_MAX);
 }
 
 /* One L1 entry: count the L2 table it points at. Returns the entry as it
@@ -421,7 +446,7 @@ static uint64_t chk_l2_compressed(struct chk *c, uint64_t e, uint32_t mult, uint
 			"set for compressed clusters", coff);
 	}
 	qcow_decode_compressed(c->img, good, &coff, &clen);
-	if (!chk_inc(c, coff, clen, mult) || (c->mode == CHK_FIX && chk_hits_meta(c, coff, clen)))
+	if (!chk_inc(c, coff, clen, mult) || chk_data_hits_meta(c, coff, clen))
 		good = 0;
 	/* Compressed clusters count as fragmented, as in qemu-img. */
 	c->r.allocated_clusters += amult;
@@ -455,7 +480,7 @@ static uint64_t chk_l2_entry(struct chk *c, uint64_t e, uint32_t mult, uint32_t 
 		good = drop;
 	}
 	chk_frag(c, off, amult, next);
-	if (!chk_inc(c, off, cs, mult) || (c->mode == CHK_FIX && chk_hits_meta(c, off, cs)))
+	if (!chk_inc(c, off, cs, mult) || chk_data_hits_meta(c, off, cs))
 		good = drop;
 	return good;
 }
@@ -465,7 +490,7 @@ static int chk_l2(struct chk *c, uint64_t k, uint32_t mult, uint32_t amult)
 {
 	struct qcow_image *img = c->img;
 	uint64_t off = k << img->cluster_bits, next = 0, j, e, good, dirty = 0;
-	bool writable = c->mode == CHK_FIX && chk_sole_user(c, off, img->cluster_size, mult);
+	bool writable = c->mode == CHK_FIX && chk_l2_writable(c, off);
 	int ret;
 
 	ret = qcow_pread(img, c->tbl, img->cluster_size, off);
@@ -675,7 +700,8 @@ static int chk_bitmap_dir(struct chk *c, const uint8_t *dir, uint64_t len, uint3
 
 	for (i = 0; i < nb; i++) {
 		if (len - p < CHK_BITMAP_ENTRY_LEN) {
-			chk_err(c, 1, "ERROR bitmap directory truncated after %u of %u entries", i, nb);
+			chk_err(c, 1, "ERROR bitmap directory truncated after %u of %u entries",
+				i, nb);
 			return 0;
 		}
 		memcpy(&t_off, dir + p, 8);
@@ -813,7 +839,8 @@ static void chk_refstruct(struct chk *c)
 		e = c->reftable[i];
 		off = e & QCOW_REFT_OFFSET_MASK;
 		if (e & QCOW_REFT_RESERVED_MASK) {
-			chk_err(c, 1, "ERROR refcount table entry %" PRIu64 " has reserved bits set", i);
+			chk_err(c, 1, "ERROR refcount table entry %" PRIu64 " has reserved bits set",
+				i);
 		} else if (off & (cs - 1)) {
 			chk_err(c, 1, "ERROR refcount block %" PRIu64 " is not cluster aligned; "
 				"refcount table entry corrupted", i);
@@ -904,6 +931,10 @@ static uint64_t chk_copied_entry(struct chk *c, uint64_t e, uint64_t off, bool l
 	else
 		chk_err(c, 1, "ERROR OFLAG_COPIED L2 cluster: l1_index=%" PRIu64
 			" l1_entry=%" PRIx64 " refcount=%" PRIu64, idx, e, rc);
+	/* Clearing COPIED only costs a copy on write; setting it allows writes
+	 * in place, so only when the refcounts are known to be right. */
+	if (one && !c->may_set_copied)
+		return e;
 	return one ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED;
 }
 
@@ -934,13 +965,13 @@ static bool chk_is_standard(uint64_t e)
 	return !(e & QCOW_OFLAG_COMPRESSED) && (e & QCOW_L2E_OFFSET_MASK);
 }
 
-static int chk_copied_l2(struct chk *c, uint64_t k, uint32_t mult, uint32_t amult, bool fix)
+static int chk_copied_l2(struct chk *c, uint64_t k, uint32_t amult, bool fix)
 {
 	struct qcow_image *img = c->img;
 	uint64_t off = k << img->cluster_bits, j, e, good, dirty = 0;
 	int ret;
 
-	fix = fix && chk_sole_user(c, off, img->cluster_size, mult);
+	fix = fix && chk_l2_writable(c, off);
 	ret = qcow_pread(img, c->tbl, img->cluster_size, off);
 	if (ret < 0)
 		return chk_io_error(c, ret, "L2 table", off);
@@ -969,6 +1000,9 @@ static int chk_copied(struct chk *c, bool fix)
 	bool l1_fix = fix && chk_l1_writable(c, img->l1_table_offset, bytes);
 	int ret;
 
+	c->may_set_copied = !c->walk_errors && !c->refcount_low && !c->refstruct_bad &&
+			    !c->r.check_errors;
+
 	if (img->l1_table_offset < c->file_size)
 		in_file = QCOW_MIN((uint64_t)img->l1_size,
 				   QCOW_DIV_ROUND_UP(c->file_size - img->l1_table_offset, 8));
@@ -981,7 +1015,7 @@ static int chk_copied(struct chk *c, bool fix)
 	for (k = 0; k < c->nb_alloc; k++) {
 		if (!(c->walks[k] >> 16))
 			continue;
-		ret = chk_copied_l2(c, k, c->walks[k] & CHK_WALK_MAX, c->walks[k] >> 16, fix);
+		ret = chk_copied_l2(c, k, c->walks[k] >> 16, fix);
 		if (ret < 0)
 			return ret;
 	}
@@ -997,11 +1031,13 @@ static void chk_free_arrays(struct chk *c)
 	free(c->stored_one);
 	free(c->meta);
 	free(c->meta_other);
+	free(c->overflowed);
 	c->expected = NULL;
 	c->walks = NULL;
 	c->stored_one = NULL;
 	c->meta = NULL;
 	c->meta_other = NULL;
+	c->overflowed = NULL;
 	c->nb_alloc = 0;
 }
 
@@ -1028,7 +1064,9 @@ static int chk_setup(struct chk *c)
 	c->stored_one = calloc(c->nb_alloc / 8 + 1, 1);
 	c->meta = calloc(c->nb_alloc / 8 + 1, 1);
 	c->meta_other = calloc(c->nb_alloc / 8 + 1, 1);
-	if (!c->expected || !c->walks || !c->stored_one || !c->meta || !c->meta_other) {
+	c->overflowed = calloc(c->nb_alloc / 8 + 1, 1);
+	if (!c->expected || !c->walks || !c->stored_one || !c->meta || !c->meta_other ||
+	    !c->overflowed) {
 		chk_free_arrays(c);
 		c->r.check_errors++;
 		return qcow_set_error(img, -ENOMEM, "out of memory checking %" PRIu64 " clusters",
@@ -1045,6 +1083,7 @@ static int chk_walk(struct chk *c)
 
 	c->budget = c->file_size + QCOW_MAX_L1_BYTES;
 	c->fixable = 0;
+	c->skipped = 0;
 	chk_inc_meta(c, 0, img->cluster_size, false);
 	ret = chk_l1(c, img->l1_table_offset, img->l1_size, true);
 	if (ret < 0)
@@ -1077,7 +1116,8 @@ static int chk_count(struct chk *c, enum chk_mode mode, bool quiet)
 	if (ret < 0)
 		return ret;
 	ret = chk_walk(c);
-	c->walk_errors = c->r.check_errors;
+	/* Tables left unread may own clusters nobody counted. */
+	c->walk_errors = c->r.check_errors + c->skipped;
 	if (ret < 0 || mode == CHK_REBUILD)
 		return ret;
 	chk_refstruct(c);
@@ -1100,7 +1140,7 @@ static int chk_fix_entries(struct chk *c)
 	c->r = saved;
 	if (c->fixable > c->fixed)
 		chk_say(c, "%" PRIu64 " bad entries not repaired: their tables share clusters "
-			"with other metadata or data", c->fixable - c->fixed);
+			"with other metadata", c->fixable - c->fixed);
 	if (ret == 0 && c->changed)
 		ret = qcow_fsync(c->img);
 	return ret;
@@ -1270,7 +1310,8 @@ static int chk_rebuild(struct chk *c)
 	if (ret < 0)
 		return ret;
 	if (c->walk_errors)
-		return qcow_set_error(img, -EIO, "refcount rebuild: metadata unreadable");
+		return qcow_set_error(img, -EIO,
+				      "refcount rebuild: not all metadata could be read");
 	start = chk_rebuild_start(c);
 	chk_rebuild_layout(c, start, &nt, &nb);
 	if (nt * img->cluster_size > QCOW_MAX_REFTABLE_BYTES)
