@@ -1,0 +1,671 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * "ublk-qcow open": serve an image as /dev/ublkbN until SIGTERM/SIGINT
+ * (or "ublk-qcow close").
+ *
+ * Start-up, in the daemon process (the child of a daemonizing open, which
+ * forks before anything is allocated, so no registered buffer is ever
+ * shared copy-on-write with a parent):
+ *   1. open the image file, lock it (flock: exclusive read-write, shared
+ *      read-only), open it through the engine;
+ *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV, open /dev/ublkcN,
+ *      SET_PARAMS from the image's geometry;
+ *   3. queue threads: each sets up its ring and puts a FETCH_REQ in for
+ *      every tag; only then START_DEV(getpid()), which the queues serve
+ *      (the 6.12 partition scan reads the device inside START_DEV);
+ *   4. state file, mlockall, "/dev/ublkbN" to the user.
+ * Shutdown: STOP_DEV (the kernel drains in-flight IO, which the queues
+ * still serve, then aborts every parked command with -ENODEV and the
+ * threads exit), engine close (metadata written back, fdatasync), DEL_DEV
+ * once nothing of ours holds /dev/ublkcN, state file removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ublk-qcow.h"
+
+#define UQ_MAX_DISCARD_SECTORS	(1U << 21)	/* 1 GiB per request: bounds one engine call */
+#define UQ_JOIN_TIMEOUT_S	30
+
+/* ------------------------------------------------------------- image */
+
+static int image_lock(struct uq_dev *dev, int fd)
+{
+	int how = dev->opt.read_only ? LOCK_SH : LOCK_EX;
+
+	if (flock(fd, how | LOCK_NB) == 0)
+		return 0;
+	if (errno == EWOULDBLOCK) {
+		uq_err("%s: image is in use by another process", dev->opt.image);
+		return -EBUSY;
+	}
+	return uq_log_errno("flock", -errno);
+}
+
+static int image_open(struct uq_dev *dev)
+{
+	struct qcow_open_opts oo = {
+		.read_only = dev->opt.read_only,
+		.l2_cache_bytes = dev->opt.l2_cache,
+	};
+	struct qcow_file file;
+	char err[512] = "";
+	int ret;
+
+	ret = qcow_file_open_posix(dev->opt.image_abs, dev->opt.read_only ? O_RDONLY : O_RDWR,
+				   &file);
+	if (ret < 0) {
+		uq_err("%s: %s", dev->opt.image, strerror(-ret));
+		return ret;
+	}
+	/* before the engine looks at it: opening read-write may repair it */
+	ret = image_lock(dev, file.fd);
+	if (ret < 0) {
+		if (file.ops->close)
+			file.ops->close(file.ctx);
+		return ret;
+	}
+	ret = qcow_open_file(&file, dev->opt.image, &oo, &dev->img, err, sizeof(err));
+	if (ret < 0) {
+		uq_err("%s", err[0] ? err : strerror(-ret));
+		return ret;
+	}
+	dev->img_fd = qcow_get_file(dev->img)->fd;
+	qcow_get_info(dev->img, &dev->info);
+	if (dev->info.virtual_size < 512) {
+		uq_err("%s: the virtual size (%llu bytes) is smaller than one sector",
+		       dev->opt.image, (unsigned long long)dev->info.virtual_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ device */
+
+static int choose_zero_copy(struct uq_dev *dev, uint64_t features, uint64_t *flags)
+{
+	bool offered = features & UBLK_F_SUPPORT_ZERO_COPY;
+
+	if (dev->opt.zero_copy == UQ_ZC_ON && !offered) {
+		uq_err("--zero-copy=on: this kernel does not offer ublk zero copy "
+		       "(UBLK_F_SUPPORT_ZERO_COPY needs Linux 6.15 or later; features 0x%llx)",
+		       (unsigned long long)features);
+		return -EOPNOTSUPP;
+	}
+	if (offered && dev->opt.zero_copy != UQ_ZC_OFF)
+		*flags |= UBLK_F_SUPPORT_ZERO_COPY | (features & UBLK_F_USER_COPY);
+	return 0;
+}
+
+static int ctrl_setup(struct uq_dev *dev, uint64_t *flags)
+{
+	uint64_t features = 0;
+	int ret;
+
+	ret = uq_ctrl_open(&dev->ctrl);
+	if (ret < 0)
+		return ret;
+	ret = uq_ctrl_get_features(&dev->ctrl, &features);
+	if (ret < 0) {
+		/* before 6.5: no zero copy, no user copy either */
+		uq_warn("GET_FEATURES: %s; assuming copy mode only", strerror(-ret));
+		features = 0;
+	}
+	*flags = UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_URING_CMD_COMP_IN_TASK;
+	return choose_zero_copy(dev, features, flags);
+}
+
+static int alloc_queues(struct uq_dev *dev)
+{
+	unsigned i;
+
+	dev->queues = calloc(dev->nr_queues, sizeof(*dev->queues));
+	if (!dev->queues)
+		return uq_log_errno("calloc", -ENOMEM);
+	for (i = 0; i < dev->nr_queues; i++) {
+		dev->queues[i].dev = dev;
+		dev->queues[i].id = i;
+		dev->queues[i].efd = -1;
+		dev->queues[i].cpu = -1;
+	}
+	return 0;
+}
+
+/* Take what ADD_DEV negotiated: queues, depth, request size, flags. */
+static int adopt_dev_info(struct uq_dev *dev)
+{
+	struct ublksrv_ctrl_dev_info *di = &dev->dinfo;
+
+	dev->dev_id = di->dev_id;
+	dev->nr_queues = di->nr_hw_queues;
+	dev->depth = di->queue_depth;
+	dev->buf_bytes = di->max_io_buf_bytes < UQ_MAX_IO_BYTES ? di->max_io_buf_bytes
+								  : UQ_MAX_IO_BYTES;
+	dev->zero_copy = di->flags & UBLK_F_SUPPORT_ZERO_COPY;
+	if (dev->nr_queues < dev->opt.queues)
+		uq_warn("the kernel allows %u queues (one per CPU); using %u", dev->nr_queues,
+			dev->nr_queues);
+	if (dev->opt.zero_copy == UQ_ZC_ON && !dev->zero_copy) {
+		uq_err("--zero-copy=on: ADD_DEV did not grant zero copy (flags 0x%llx)",
+		       (unsigned long long)di->flags);
+		return -EOPNOTSUPP;
+	}
+	if (!dev->zero_copy && (di->flags & UBLK_F_USER_COPY)) {
+		uq_err("ADD_DEV granted user copy without zero copy (flags 0x%llx)",
+		       (unsigned long long)di->flags);
+		return -EOPNOTSUPP;
+	}
+	if (!dev->nr_queues || !dev->depth || dev->buf_bytes < 4096) {
+		uq_err("ADD_DEV returned unusable limits: %u queues, depth %u, %u-byte requests",
+		       dev->nr_queues, dev->depth, dev->buf_bytes);
+		return -EINVAL;
+	}
+	return alloc_queues(dev);
+}
+
+static int device_add(struct uq_dev *dev, uint64_t flags)
+{
+	struct ublksrv_ctrl_dev_info *di = &dev->dinfo;
+	int ret;
+
+	memset(di, 0, sizeof(*di));
+	di->dev_id = UBLK_DEV_ID_ANY;
+	di->nr_hw_queues = (uint16_t)dev->opt.queues;
+	di->queue_depth = (uint16_t)dev->opt.depth;
+	di->max_io_buf_bytes = UQ_MAX_IO_BYTES;
+	di->flags = flags;
+	ret = uq_ctrl_add_dev(&dev->ctrl, di);
+	if (ret == -EPERM || ret == -EACCES) {
+		uq_err("ADD_DEV: permission denied: ublk-qcow must run as root");
+		return ret;
+	}
+	if (ret < 0)
+		return uq_log_errno("ADD_DEV", ret);
+	dev->dev_added = true;
+	return adopt_dev_info(dev);
+}
+
+/* /dev/ublkcN: devtmpfs may lag ADD_DEV a little, and udev may hold it briefly. */
+static int open_cdev(struct uq_dev *dev)
+{
+	char path[64];
+	int i, fd = -1;
+
+	snprintf(path, sizeof(path), "/dev/ublkc%u", dev->dev_id);
+	for (i = 0; i < 60; i++) {
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 || (errno != ENOENT && errno != EBUSY))
+			break;
+		usleep(50 * 1000);
+	}
+	if (fd < 0) {
+		uq_err("open %s: %d (%s)", path, -errno, strerror(errno));
+		return -errno;
+	}
+	dev->cdev_fd = fd;
+	return 0;
+}
+
+static void fill_params(const struct uq_dev *dev, struct ublk_params *p)
+{
+	unsigned cbits = dev->info.cluster_bits;
+	uint8_t phys = (uint8_t)(cbits < 12 ? cbits : 12);
+
+	memset(p, 0, sizeof(*p));
+	p->types = UBLK_PARAM_TYPE_BASIC;
+	p->basic.attrs = UBLK_ATTR_VOLATILE_CACHE;
+	p->basic.attrs |= dev->opt.read_only ? UBLK_ATTR_READ_ONLY : UBLK_ATTR_FUA;
+	p->basic.logical_bs_shift = 9;
+	p->basic.physical_bs_shift = phys;
+	p->basic.io_min_shift = phys;
+	p->basic.io_opt_shift = (uint8_t)cbits;
+	p->basic.max_sectors = dev->buf_bytes >> 9;
+	p->basic.dev_sectors = dev->info.virtual_size >> 9;
+	if (dev->opt.read_only)
+		return;
+	p->types |= UBLK_PARAM_TYPE_DISCARD;
+	p->discard.discard_granularity = (uint32_t)dev->info.cluster_size;
+	p->discard.max_discard_sectors = UQ_MAX_DISCARD_SECTORS;
+	p->discard.max_write_zeroes_sectors = UQ_MAX_DISCARD_SECTORS;
+	p->discard.max_discard_segments = 1;
+}
+
+static int device_setup(struct uq_dev *dev)
+{
+	struct ublk_params p;
+	int ret;
+
+	ret = open_cdev(dev);
+	if (ret < 0)
+		return ret;
+	fill_params(dev, &p);
+	dev->dev_bytes = p.basic.dev_sectors << 9;
+	ret = uq_ctrl_set_params(&dev->ctrl, dev->dev_id, &p);
+	if (ret < 0)
+		return uq_log_errno("SET_PARAMS", ret);
+	if (dev->zero_copy) {
+		dev->zero_buf = calloc(1, dev->buf_bytes);
+		if (!dev->zero_buf)
+			return uq_log_errno("calloc", -ENOMEM);
+	}
+	return 0;
+}
+
+static int device_start(struct uq_dev *dev)
+{
+	int ret;
+
+	ret = uq_queues_start(dev);
+	if (ret < 0)
+		return ret;
+	ret = uq_ctrl_start_dev(&dev->ctrl, dev->dev_id, getpid(), &dev->queue_failed);
+	if (ret < 0)
+		return uq_log_errno("START_DEV", ret);
+	return 0;
+}
+
+/* ---------------------------------------------------------- teardown */
+
+static void join_queues(struct uq_dev *dev)
+{
+	struct timespec deadline;
+	unsigned i;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += UQ_JOIN_TIMEOUT_S;
+	for (i = 0; i < dev->nr_queues; i++) {
+		struct uq_queue *q = &dev->queues[i];
+
+		if (!q->thread_started || pthread_timedjoin_np(q->thread, NULL, &deadline) != 0)
+			continue;
+		q->thread_started = false;
+	}
+	for (i = 0; i < dev->nr_queues; i++) {
+		if (dev->queues[i].thread_started) {
+			uq_err("queue %u did not drain within %d s; aborting it", i,
+			       UQ_JOIN_TIMEOUT_S);
+			uq_queues_abort(dev);
+			break;
+		}
+	}
+	uq_queues_join(dev);
+}
+
+/* Close the engine: metadata written back and synced. 0 or -errno. */
+static int image_close(struct uq_dev *dev, char *msg, size_t msglen)
+{
+	int ret;
+
+	if (!dev->img)
+		return 0;
+	ret = qcow_close(dev->img);	/* frees img even when the flush failed */
+	dev->img = NULL;
+	if (ret < 0)
+		snprintf(msg, msglen, "%s: closing the image failed: %s", dev->opt.image,
+			 strerror(-ret));
+	return ret;
+}
+
+static void device_delete(struct uq_dev *dev)
+{
+	int ret;
+
+	if (dev->cdev_fd >= 0)
+		close(dev->cdev_fd);
+	dev->cdev_fd = -1;
+	if (!dev->dev_added)
+		return;
+	ret = uq_ctrl_del_dev(&dev->ctrl, dev->dev_id);
+	if (ret < 0 && ret != -ENODEV)
+		uq_log_errno("DEL_DEV", ret);
+	dev->dev_added = false;
+}
+
+/* Undo a start-up that failed somewhere; the error was logged already. */
+static void abandon(struct uq_dev *dev)
+{
+	char msg[512] = "";
+
+	uq_queues_abort(dev);
+	uq_queues_join(dev);
+	device_delete(dev);
+	uq_state_remove(dev);
+	if (image_close(dev, msg, sizeof(msg)) < 0)
+		uq_err("%s", msg);
+	uq_ctrl_close(&dev->ctrl);
+}
+
+static int shutdown_dev(struct uq_dev *dev)
+{
+	char msg[512] = "";
+	int ret, rc;
+
+	uq_state_write(dev, "stopping", NULL);
+	ret = uq_ctrl_stop_dev(&dev->ctrl, dev->dev_id);
+	if (ret < 0) {
+		uq_log_errno("STOP_DEV", ret);
+		uq_queues_abort(dev);
+	}
+	join_queues(dev);
+	rc = image_close(dev, msg, sizeof(msg));
+	if (rc < 0)
+		uq_err("%s", msg);
+	device_delete(dev);
+	if (rc < 0 || atomic_load(&dev->queue_failed)) {
+		if (!msg[0])
+			snprintf(msg, sizeof(msg), "a queue thread failed; see the system log");
+		uq_state_write(dev, "failed", msg);
+	} else {
+		uq_state_remove(dev);
+	}
+	uq_ctrl_close(&dev->ctrl);
+	uq_info("device %u stopped", dev->dev_id);
+	return rc < 0 || atomic_load(&dev->queue_failed) ? UQ_EXIT_FAIL : UQ_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- serve */
+
+static void block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	/* before any thread exists: the queue threads inherit the mask */
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void wait_for_stop(struct uq_dev *dev, const sigset_t *set)
+{
+	int sig;
+
+	for (;;) {
+		sig = sigwaitinfo(set, NULL);
+		if (sig < 0 || sig == SIGHUP)
+			continue;
+		if (sig == SIGUSR1 && !atomic_load(&dev->queue_failed))
+			continue;
+		break;
+	}
+	uq_info("device %u: %s, stopping", dev->dev_id,
+		sig == SIGUSR1 ? "a queue failed" : strsignal(sig));
+}
+
+/* The IO path must not page: tag buffers, rings, engine caches, stacks. */
+static void lock_memory(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+	/* ASan's terabytes of reserved shadow cannot be locked */
+	uq_info("sanitizer build: memory not locked");
+#else
+	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
+		uq_warn("mlockall: %s", strerror(errno));
+#endif
+}
+
+static void announce(struct uq_dev *dev)
+{
+	char device[64];
+
+	snprintf(device, sizeof(device), "/dev/ublkb%u", dev->dev_id);
+	uq_state_write(dev, "live", NULL);
+	lock_memory();
+	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s)", device, dev->opt.image_abs,
+		dev->zero_copy ? "zero-copy" : "copy", dev->nr_queues,
+		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "");
+	if (dev->opt.foreground) {
+		printf("%s\n", device);
+		fflush(stdout);
+	} else {
+		uq_log_ready(device);
+	}
+}
+
+static void dev_init(struct uq_dev *dev, const struct uq_open_opts *o)
+{
+	memset(dev, 0, sizeof(*dev));
+	dev->opt = *o;
+	dev->img_fd = -1;
+	dev->cdev_fd = -1;
+	dev->ctrl.fd = -1;
+	pthread_mutex_init(&dev->engine_lock, NULL);
+	pthread_mutex_init(&dev->ready_lock, NULL);
+	pthread_cond_init(&dev->ready_cond, NULL);
+	atomic_init(&dev->abort, false);
+	atomic_init(&dev->queue_failed, false);
+}
+
+static int serve(const struct uq_open_opts *o)
+{
+	static struct uq_dev dev;
+	uint64_t flags = 0;
+	sigset_t set;
+	int ret;
+
+	dev_init(&dev, o);
+	block_signals(&set);
+	ret = image_open(&dev);
+	if (ret == 0)
+		ret = ctrl_setup(&dev, &flags);
+	if (ret == 0)
+		ret = device_add(&dev, flags);
+	if (ret == 0)
+		ret = uq_state_write(&dev, "starting", NULL);
+	if (ret == 0)
+		ret = device_setup(&dev);
+	if (ret == 0)
+		ret = device_start(&dev);
+	if (ret < 0) {
+		abandon(&dev);
+		return UQ_EXIT_FAIL;
+	}
+	announce(&dev);
+	wait_for_stop(&dev, &set);
+	return shutdown_dev(&dev);
+}
+
+/* ------------------------------------------------------- daemonizing */
+
+/* Relay the child's start-up messages; exit 0 once it reports the device. */
+static int parent_wait(int fd, pid_t child)
+{
+	FILE *f = fdopen(fd, "r");
+	char line[1200];
+	bool ready = false;
+	int status;
+
+	if (!f)
+		return UQ_EXIT_FAIL;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == 'M' && line[1] == ' ') {
+			fprintf(stderr, "%s: %s\n", UQ_PROG, line + 2);
+		} else if (line[0] == 'R' && line[1] == ' ') {
+			printf("%s\n", line + 2);
+			ready = true;
+		}
+	}
+	fclose(f);
+	if (ready)
+		return UQ_EXIT_OK;
+	if (waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status))
+		return WEXITSTATUS(status);
+	fprintf(stderr, "%s: the daemon exited before the device was ready\n", UQ_PROG);
+	return UQ_EXIT_FAIL;
+}
+
+/* The child: its own session, stdio on /dev/null, messages to the pipe. */
+static void child_detach(int pipe_fd)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	setsid();
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (chdir("/") < 0)
+		uq_warn("chdir /: %s", strerror(errno));
+	umask(022);
+	signal(SIGPIPE, SIG_IGN);
+	uq_log_to_pipe(pipe_fd);
+}
+
+static int daemonize(const struct uq_open_opts *o)
+{
+	int pfd[2];
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return uq_log_errno("pipe", -errno), UQ_EXIT_FAIL;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		uq_log_errno("fork", -errno);
+		return UQ_EXIT_FAIL;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		child_detach(pfd[1]);
+		_exit(serve(o));
+	}
+	close(pfd[1]);
+	return parent_wait(pfd[0], pid);
+}
+
+/* ------------------------------------------------------ command line */
+
+enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE };
+
+static const struct option open_long[] = {
+	{ "queues", required_argument, NULL, 'q' },
+	{ "depth", required_argument, NULL, 'd' },
+	{ "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
+	{ "read-only", no_argument, NULL, OPT_READ_ONLY },
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void open_usage(FILE *f)
+{
+	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] "
+		"[--read-only]\n"
+		"                      [--foreground] [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
+}
+
+static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
+{
+	if (!strcmp(s, "auto"))
+		*mode = UQ_ZC_AUTO;
+	else if (!strcmp(s, "on"))
+		*mode = UQ_ZC_ON;
+	else if (!strcmp(s, "off"))
+		*mode = UQ_ZC_OFF;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int bad_value(const char *opt, const char *val, const char *want)
+{
+	fprintf(stderr, "%s: invalid %s '%s': %s\n", UQ_PROG, opt, val, want);
+	return -EINVAL;
+}
+
+static int parse_open_opt(int c, struct uq_open_opts *o)
+{
+	switch (c) {
+	case 'q':
+		if (uq_parse_uint(optarg, 1, UBLK_MAX_NR_QUEUES, &o->queues) < 0)
+			return bad_value("queue count", optarg, "want 1..4096");
+		return 0;
+	case 'd':
+		if (uq_parse_uint(optarg, 1, UBLK_MAX_QUEUE_DEPTH, &o->depth) < 0)
+			return bad_value("queue depth", optarg, "want 1..4096");
+		return 0;
+	case OPT_ZERO_COPY:
+		if (parse_zero_copy(optarg, &o->zero_copy) < 0)
+			return bad_value("--zero-copy", optarg, "want auto, on or off");
+		return 0;
+	case OPT_READ_ONLY:
+		o->read_only = true;
+		return 0;
+	case OPT_FOREGROUND:
+		o->foreground = true;
+		return 0;
+	case OPT_L2_CACHE:
+		if (uq_parse_size(optarg, &o->l2_cache) < 0 || !o->l2_cache)
+			return bad_value("--l2-cache", optarg, "want a byte count (K, M, G suffixes)");
+		return 0;
+	case 'v':
+		uq_verbose = true;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* The daemon chdirs to /: a relative $UBLK_QCOW_RUN_DIR must not move with it. */
+static void absolute_run_dir(void)
+{
+	const char *d = getenv("UBLK_QCOW_RUN_DIR");
+	char cwd[PATH_MAX], abs[2 * PATH_MAX + 2];
+
+	if (!d || !*d || d[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		return;
+	snprintf(abs, sizeof(abs), "%s/%s", cwd, d);
+	setenv("UBLK_QCOW_RUN_DIR", abs, 1);
+}
+
+int uq_cmd_open(int argc, char **argv)
+{
+	struct uq_open_opts o = {
+		.queues = UQ_DEFAULT_QUEUES,
+		.depth = UQ_DEFAULT_DEPTH,
+		.zero_copy = UQ_ZC_AUTO,
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "q:d:vh", open_long, NULL)) != -1) {
+		if (c == 'h') {
+			open_usage(stdout);
+			return UQ_EXIT_OK;
+		}
+		if (parse_open_opt(c, &o) < 0) {
+			open_usage(stderr);
+			return UQ_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "%s: open needs exactly one IMAGE\n", UQ_PROG);
+		open_usage(stderr);
+		return UQ_EXIT_USAGE;
+	}
+	o.image = argv[optind];
+	if (!realpath(o.image, o.image_abs)) {
+		uq_err("%s: %s", o.image, strerror(errno));
+		return UQ_EXIT_FAIL;
+	}
+	absolute_run_dir();
+	return o.foreground ? serve(&o) : daemonize(&o);
+}

@@ -1,0 +1,620 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Serving one request: a small state machine per tag, driven from the
+ * queue thread's CQE loop.
+ *
+ *   READ   walks the request with qcow_map_nowait.  DATA extents become
+ *          READ_FIXED from the image into the tag's buffer (all in flight
+ *          at once); holes and zero clusters are zero-filled explicitly;
+ *          compressed clusters are inflated synchronously (rare).  An L2
+ *          miss (-EAGAIN) sends the table read through the ring and the walk
+ *          goes on when it completes.
+ *   WRITE  qcow_write_begin (allocation and copy-on-write, synchronous under
+ *          the engine lock), WRITE_FIXED of plan.length bytes, then
+ *          qcow_write_end publishes the mapping; repeated until the whole
+ *          request is written.  FUA adds a qcow_flush at the end.
+ *   FLUSH, DISCARD, WRITE_ZEROES: one synchronous engine call each.
+ *
+ * -EBUSY from the engine (an overlapping allocation or an L2 table another
+ * request is loading; -ENOMEM while every cache slot is loading) parks the
+ * request; parked requests are retried after the next metadata read
+ * completes or write ends, on this queue or, through its eventfd, on any
+ * other.  The request is committed once, after its last piece: the full
+ * length, or a negative errno (never a short count, never stale bytes).
+ *
+ * Zero copy (6.15+): the request's own pages are registered in the ring's
+ * buffer table at index tag (REGISTER_IO_BUF) before the first image IO
+ * and unregistered before the commit.  Image IO addresses them by byte
+ * offset.  Bytes the server makes up itself (zeros, inflated clusters) go
+ * in with a pwrite on /dev/ublkcN at the request's user-copy offset.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ublk-qcow.h"
+
+#define UQ_FIXED_IMAGE 1		/* registered file index of the image */
+
+/* user_data extra bits of a data op: buffer offset and length, 20 bits each */
+#define UQ_EXTRA_SHIFT 20
+#define UQ_EXTRA_MASK ((1ULL << UQ_EXTRA_SHIFT) - 1)
+
+static const char *op_name(unsigned op)
+{
+	switch (op) {
+	case UBLK_IO_OP_READ:
+		return "READ";
+	case UBLK_IO_OP_WRITE:
+		return "WRITE";
+	case UBLK_IO_OP_FLUSH:
+		return "FLUSH";
+	case UBLK_IO_OP_DISCARD:
+		return "DISCARD";
+	case UBLK_IO_OP_WRITE_ZEROES:
+		return "WRITE_ZEROES";
+	default:
+		return "op";
+	}
+}
+
+static void eng_lock(struct uq_dev *dev)
+{
+	pthread_mutex_lock(&dev->engine_lock);
+}
+
+static void eng_unlock(struct uq_dev *dev)
+{
+	pthread_mutex_unlock(&dev->engine_lock);
+}
+
+/* The errno a failed request reports: the block layer knows ENOSPC and
+ * EOPNOTSUPP; everything else from the image is an IO error. */
+static int io_errno(int err)
+{
+	if (err == -ENOSPC || err == -EDQUOT)
+		return -ENOSPC;
+	if (err == -EOPNOTSUPP)
+		return err;
+	return -EIO;
+}
+
+static void tag_error(struct uq_tag *t, int err)
+{
+	if (!t->error)
+		t->error = err;
+}
+
+/* Log a failure of the tag's request: "func: -errno (strerror)" plus context. */
+static void tag_log(const struct uq_tag *t, const char *what, int err, const char *detail)
+{
+	uq_err("queue %u tag %u: %s of %llu bytes at %llu: %s: %d (%s)%s%s", t->q->id,
+	       t->tag, op_name(t->op), (unsigned long long)t->len,
+	       (unsigned long long)t->off, what, err, strerror(-err),
+	       detail && *detail ? ": " : "", detail ? detail : "");
+}
+
+/* Under the engine lock: log an engine failure with the engine's message. */
+static void eng_log_locked(const struct uq_tag *t, const char *what, int err)
+{
+	tag_log(t, what, err, qcow_error(t->q->dev->img));
+}
+
+/* Under the engine lock: is err a wait for another request's progress? */
+static bool parkable(const struct uq_dev *dev, int err)
+{
+	return err == -EBUSY || (err == -ENOMEM && dev->meta_inflight > 0);
+}
+
+static void park_locked(struct uq_tag *t)
+{
+	struct uq_queue *q = t->q;
+
+	t->parked = true;
+	t->next_parked = NULL;
+	q->nr_parks++;
+	if (q->parked_tail)
+		q->parked_tail->next_parked = t;
+	else
+		q->parked_head = t;
+	q->parked_tail = t;
+	q->nr_parked++;
+}
+
+/*
+ * Under the engine lock, after a metadata read completed or a write ended:
+ * parked requests may go on now, here and on the other queues.
+ */
+static void engine_event_locked(struct uq_queue *self)
+{
+	struct uq_dev *dev = self->dev;
+	unsigned i;
+
+	self->retry_parked = true;
+	for (i = 0; i < dev->nr_queues; i++) {
+		struct uq_queue *o = &dev->queues[i];
+
+		if (o == self || !o->nr_parked || o->wake_sent)
+			continue;
+		o->wake_sent = true;
+		uq_queue_wake(o);
+	}
+}
+
+/*
+ * Run one synchronous engine call for t: park on a transient -EBUSY, log a
+ * real failure.  Returns the call's result; t->parked tells the caller to
+ * stop here.
+ */
+static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret;
+
+	eng_lock(dev);
+	ret = fn(t);
+	if (ret < 0 && parkable(dev, ret))
+		park_locked(t);
+	else if (ret < 0)
+		eng_log_locked(t, what, ret);
+	eng_unlock(dev);
+	return ret;
+}
+
+/* ------------------------------------------------ bytes we make up ourselves */
+
+/* Zero copy: write len bytes into the request at byte pos through user copy. */
+static int zc_copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t len)
+{
+	struct uq_queue *q = t->q;
+	uint64_t at = ublk_user_copy_pos(q->id, t->tag, pos);
+	ssize_t n;
+
+	while (len) {
+		n = pwrite(q->dev->cdev_fd, src, len, (off_t)at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			tag_log(t, "pwrite (user copy)", n < 0 ? -errno : -EIO, NULL);
+			return -EIO;
+		}
+		src += n;
+		at += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+static void fill_zero(struct uq_tag *t, uint64_t pos, uint64_t len)
+{
+	if (!t->q->dev->zero_copy)
+		memset(t->buf + pos, 0, len);
+	else if (zc_copy_in(t, pos, t->q->dev->zero_buf, len) < 0)
+		tag_error(t, -EIO);
+}
+
+static void copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t len)
+{
+	if (!t->q->dev->zero_copy)
+		memcpy(t->buf + pos, src, len);
+	else if (zc_copy_in(t, pos, src, len) < 0)
+		tag_error(t, -EIO);
+}
+
+/* ------------------------------------------------------------ image IO */
+
+/* Queue a READ_FIXED or WRITE_FIXED of len bytes at tag buffer offset pos. */
+static int issue_data(struct uq_tag *t, bool write, uint64_t pos, uint64_t len, uint64_t host)
+{
+	struct uq_queue *q = t->q;
+	struct io_uring_sqe *sqe = uq_get_sqe(q);
+	void *addr = q->dev->zero_copy ? (void *)(uintptr_t)pos : t->buf + pos;
+
+	if (!sqe)
+		return -EIO;
+	if (write)
+		io_uring_prep_write_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
+	else
+		io_uring_prep_read_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_DATA, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
+	t->ops++;
+	q->backend++;
+	return 0;
+}
+
+/* Queue the L2 table read the engine asked for in t->need. */
+static void issue_meta(struct uq_tag *t)
+{
+	struct uq_queue *q = t->q;
+	struct uq_dev *dev = q->dev;
+	struct io_uring_sqe *sqe = uq_get_sqe(q);
+
+	if (!sqe) {
+		eng_lock(dev);
+		qcow_meta_read_done(dev->img, &t->need, -EIO);
+		dev->meta_inflight--;
+		engine_event_locked(q);
+		eng_unlock(dev);
+		tag_error(t, -EIO);
+		return;
+	}
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->need.buf, (unsigned)t->need.len,
+			   t->need.offset);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_META, t->tag, 0));
+	t->wait_meta = true;
+	q->backend++;
+	q->nr_meta_reads++;
+}
+
+/* ------------------------------------------------------------------ READ */
+
+static void read_compressed(struct uq_tag *t, const struct qcow_extent *ext)
+{
+	struct uq_dev *dev = t->q->dev;
+	uint64_t in = ext->guest_offset & (dev->info.cluster_size - 1);
+	int ret;
+
+	eng_lock(dev);
+	ret = qcow_read_compressed_cluster(dev->img, ext, t->q->cbuf);
+	if (ret < 0)
+		eng_log_locked(t, "qcow_read_compressed_cluster", ret);
+	eng_unlock(dev);
+	if (ret < 0)
+		tag_error(t, io_errno(ret));
+	else
+		copy_in(t, t->pos, t->q->cbuf + in, ext->length);
+}
+
+static void read_extent(struct uq_tag *t, const struct qcow_extent *ext)
+{
+	switch (ext->kind) {
+	case QCOW_EXTENT_DATA:
+		if (issue_data(t, false, t->pos, ext->length, ext->host_offset) < 0)
+			tag_error(t, -EIO);
+		break;
+	case QCOW_EXTENT_COMPRESSED:
+		read_compressed(t, ext);
+		break;
+	default:
+		/* unallocated (no backing file) and zero clusters read as zeros */
+		fill_zero(t, t->pos, ext->length);
+		break;
+	}
+	t->pos += ext->length;
+}
+
+/* Map one extent at t->pos: 0 (ext valid), -EAGAIN (meta read issued), else stop. */
+static int read_map(struct uq_tag *t, struct qcow_extent *ext)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret;
+
+	eng_lock(dev);
+	ret = qcow_map_nowait(dev->img, t->off + t->pos, t->len - t->pos, ext, &t->need);
+	if (ret == -EAGAIN)
+		dev->meta_inflight++;
+	else if (ret < 0 && parkable(dev, ret))
+		park_locked(t);
+	else if (ret < 0)
+		eng_log_locked(t, "qcow_map_nowait", ret);
+	eng_unlock(dev);
+	if (ret == -EAGAIN)
+		issue_meta(t);
+	else if (ret < 0 && !t->parked)
+		tag_error(t, io_errno(ret));
+	else if (ret >= 0 && (!ext->length || ext->length > t->len - t->pos)) {
+		tag_log(t, "qcow_map_nowait", -EIO, "extent outside the request");
+		tag_error(t, -EIO);
+		ret = -EIO;
+	}
+	return ret < 0 ? ret : 0;
+}
+
+static void read_step(struct uq_tag *t)
+{
+	struct qcow_extent ext;
+
+	while (t->pos < t->len && !t->error) {
+		if (read_map(t, &ext) < 0)
+			return;
+		read_extent(t, &ext);
+	}
+	t->issued_all = true;
+}
+
+/* ----------------------------------------------------------------- WRITE */
+
+static int do_write_begin(struct uq_tag *t)
+{
+	return qcow_write_begin(t->q->dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
+}
+
+static int do_flush(struct uq_tag *t)
+{
+	return qcow_flush(t->q->dev->img);
+}
+
+static void write_issue(struct uq_tag *t)
+{
+	struct qcow_write_plan *p = &t->plan;
+	struct uq_dev *dev = t->q->dev;
+	int ret = 0;
+
+	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos) {
+		tag_log(t, "qcow_write_begin", -EIO, "plan outside the request");
+		ret = -EIO;
+	} else {
+		ret = issue_data(t, true, t->pos, p->length, p->host_offset);
+	}
+	if (ret < 0) {
+		eng_lock(dev);
+		qcow_write_end(dev->img, p, ret);
+		engine_event_locked(t->q);
+		eng_unlock(dev);
+		tag_error(t, -EIO);
+	}
+}
+
+static void write_step(struct uq_tag *t)
+{
+	int ret;
+
+	if (t->ops)
+		return;			/* one piece at a time */
+	if (t->pos < t->len) {
+		ret = eng_call(t, do_write_begin, "qcow_write_begin");
+		if (ret < 0 && !t->parked)
+			tag_error(t, io_errno(ret));
+		else if (ret >= 0)
+			write_issue(t);
+		return;
+	}
+	if (t->fua) {
+		ret = eng_call(t, do_flush, "qcow_flush");
+		if (t->parked)
+			return;
+		if (ret < 0)
+			tag_error(t, io_errno(ret));
+	}
+	t->issued_all = true;
+}
+
+static void write_done(struct uq_tag *t, uint64_t len, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+	int result = (uint64_t)res == len ? 0 : (res < 0 ? res : -EIO);
+	int ret;
+
+	if (result < 0)
+		tag_log(t, "image write", result, res >= 0 ? "short write" : NULL);
+	eng_lock(dev);
+	ret = qcow_write_end(dev->img, &t->plan, result);
+	engine_event_locked(t->q);
+	/* publication found its table busy: the allocation was rolled back, redo it */
+	if (result == 0 && ret < 0 && parkable(dev, ret))
+		park_locked(t);
+	else if (result == 0 && ret < 0)
+		eng_log_locked(t, "qcow_write_end", ret);
+	eng_unlock(dev);
+	if (t->parked)
+		return;
+	if (result < 0 || ret < 0)
+		tag_error(t, io_errno(result < 0 ? result : ret));
+	else
+		t->pos += len;
+}
+
+/* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
+
+static int do_discard(struct uq_tag *t)
+{
+	return qcow_discard(t->q->dev->img, t->off, t->len);
+}
+
+static int do_write_zeroes(struct uq_tag *t)
+{
+	return qcow_write_zeroes(t->q->dev->img, t->off, t->len,
+				 t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP);
+}
+
+static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
+{
+	int ret = eng_call(t, fn, what);
+
+	if (t->parked)
+		return;
+	if (ret < 0)
+		tag_error(t, io_errno(ret));
+	t->issued_all = true;
+}
+
+static void op_step(struct uq_tag *t)
+{
+	switch (t->op) {
+	case UBLK_IO_OP_READ:
+		read_step(t);
+		break;
+	case UBLK_IO_OP_WRITE:
+		write_step(t);
+		break;
+	case UBLK_IO_OP_FLUSH:
+		sync_step(t, do_flush, "qcow_flush");
+		break;
+	case UBLK_IO_OP_DISCARD:
+		sync_step(t, do_discard, "qcow_discard");
+		break;
+	case UBLK_IO_OP_WRITE_ZEROES:
+		sync_step(t, do_write_zeroes, "qcow_write_zeroes");
+		break;
+	default:
+		tag_error(t, -EOPNOTSUPP);
+		break;
+	}
+}
+
+/* ----------------------------------------------------------- the machine */
+
+static bool has_data(const struct uq_tag *t)
+{
+	return t->op == UBLK_IO_OP_READ || t->op == UBLK_IO_OP_WRITE;
+}
+
+static void finish(struct uq_tag *t)
+{
+	int result;
+
+	if (t->zc_reg) {
+		/* 6.15: unregister while we still own the request, then commit */
+		if (uq_queue_zc_cmd(t, false) == 0)
+			return;
+		t->zc_reg = false;
+	}
+	result = t->error ? t->error : (has_data(t) ? (int)t->len : 0);
+	if (t->error)
+		t->q->nr_errors++;
+	uq_queue_commit(t, result);
+}
+
+/* Take t as far as it can go now; commit when everything is done. */
+void uq_io_advance(struct uq_tag *t)
+{
+	if (t->parked || t->wait_meta || t->zc_busy)
+		return;
+	if (!t->error && !t->issued_all) {
+		if (t->q->dev->zero_copy && has_data(t) && !t->zc_reg) {
+			if (uq_queue_zc_cmd(t, true) == 0)
+				return;
+			tag_error(t, -EIO);
+		} else {
+			op_step(t);
+		}
+		if (t->parked || t->wait_meta)
+			return;
+	}
+	if ((t->error || t->issued_all) && !t->ops)
+		finish(t);
+}
+
+/* Is the request inside the device and, with data, inside the tag buffer? */
+static int io_check(struct uq_tag *t, const struct ublksrv_io_desc *d)
+{
+	struct uq_dev *dev = t->q->dev;
+	uint64_t dev_sectors = dev->dev_bytes >> 9;
+
+	if (t->op != UBLK_IO_OP_READ && t->op != UBLK_IO_OP_WRITE &&
+	    t->op != UBLK_IO_OP_DISCARD && t->op != UBLK_IO_OP_WRITE_ZEROES)
+		return 0;
+	if (d->start_sector > dev_sectors || d->nr_sectors > dev_sectors - d->start_sector) {
+		tag_log(t, "request check", -EINVAL, "past the end of the device");
+		return -EINVAL;
+	}
+	if (has_data(t) && (!t->len || t->len > dev->buf_bytes)) {
+		tag_log(t, "request check", -EINVAL, "larger than the request buffer");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool op_known(unsigned op)
+{
+	return op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_FLUSH ||
+	       op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES;
+}
+
+/* A request arrived on t: copy what we need out of the descriptor and go. */
+void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
+{
+	struct ublksrv_io_desc d = *desc;	/* the next request overwrites it */
+
+	t->op = (uint8_t)ublk_io_op(&d);
+	t->fua = d.op_flags & UBLK_IO_F_FUA;
+	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;
+	t->issued_all = t->wait_meta = t->parked = false;
+	t->zc_reg = t->zc_busy = false;
+	t->ops = 0;
+	t->error = 0;
+	t->off = d.start_sector << 9;
+	t->len = (uint64_t)d.nr_sectors << 9;
+	t->pos = 0;
+	t->next_parked = NULL;
+	t->q->nr_requests++;
+	if (!op_known(t->op)) {
+		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);
+		t->error = -EOPNOTSUPP;
+	} else {
+		t->error = io_check(t, &d);
+	}
+	uq_io_advance(t);
+}
+
+void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res)
+{
+	uint64_t pos = extra & UQ_EXTRA_MASK, len = extra >> UQ_EXTRA_SHIFT;
+
+	t->ops--;
+	if (t->op == UBLK_IO_OP_WRITE) {
+		write_done(t, len, res);
+	} else if (res < 0) {
+		tag_log(t, "image read", res, NULL);
+		tag_error(t, -EIO);
+	} else if ((uint64_t)res < len) {
+		/* only at the end of the file: bytes past it read as zero */
+		fill_zero(t, pos + (uint64_t)res, len - (uint64_t)res);
+	}
+	uq_io_advance(t);
+}
+
+void uq_io_meta_done(struct uq_tag *t, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+	int result = (uint64_t)res == t->need.len ? 0 : (res < 0 ? res : -EIO);
+	int ret;
+
+	if (result < 0)
+		tag_log(t, "metadata read", result, res >= 0 ? "short read" : NULL);
+	eng_lock(dev);
+	ret = qcow_meta_read_done(dev->img, &t->need, result);
+	dev->meta_inflight--;
+	engine_event_locked(t->q);
+	if (ret < 0 && result == 0)
+		eng_log_locked(t, "qcow_meta_read_done", ret);
+	eng_unlock(dev);
+	t->wait_meta = false;
+	if (result < 0 || ret < 0)
+		tag_error(t, -EIO);
+	uq_io_advance(t);
+}
+
+void uq_io_zc_done(struct uq_tag *t, int res)
+{
+	bool was_registering = !t->zc_reg;
+
+	t->zc_busy = false;
+	if (res < 0)
+		tag_log(t, was_registering ? "REGISTER_IO_BUF" : "UNREGISTER_IO_BUF", res, NULL);
+	if (was_registering && res < 0)
+		tag_error(t, -EIO);
+	else
+		t->zc_reg = was_registering;
+	uq_io_advance(t);
+}
+
+/* Retry every request parked on q (each may park again). */
+void uq_io_retry_parked(struct uq_queue *q)
+{
+	struct uq_tag *t, *next;
+
+	pthread_mutex_lock(&q->dev->engine_lock);
+	t = q->parked_head;
+	q->parked_head = q->parked_tail = NULL;
+	q->nr_parked = 0;
+	pthread_mutex_unlock(&q->dev->engine_lock);
+	for (; t; t = next) {
+		next = t->next_parked;
+		t->next_parked = NULL;
+		t->parked = false;
+		uq_io_advance(t);
+	}
+}

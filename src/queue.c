@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Queue threads.  On 6.12 the task that issues a queue's FETCH_REQs is that
+ * queue's daemon, and every later command for the queue must come from it,
+ * so each queue gets one thread that owns one io_uring and does everything
+ * for its tags:
+ *
+ *   setup:  pin to the queue's first CPU, create the ring (SINGLE_ISSUER |
+ *           DEFER_TASKRUN where the kernel has them), register the files
+ *           [/dev/ublkcN, image] and the per-tag buffers (copy mode; a sparse
+ *           table in zero-copy mode), map the descriptor array, queue one
+ *           FETCH_REQ per tag, submit, report ready;
+ *   loop:   io_uring_submit_and_wait(1), then handle every CQE; what the
+ *           handlers queue (commits, image IO) goes out with the next submit;
+ *   exit:   once a command came back -ENODEV (STOP_DEV) and neither ublk
+ *           commands nor backend IO are outstanding; or at once on abort.
+ *
+ * The main thread waits until every queue has its fetches in before it
+ * sends START_DEV.
+ */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ublk-qcow.h"
+
+#define UQ_FIXED_CDEV 0			/* registered file indexes */
+
+static unsigned roundup_pow2(unsigned v)
+{
+	unsigned r = 1;
+
+	while (r < v)
+		r <<= 1;
+	return r;
+}
+
+/* A free SQE, flushing the queued ones to the kernel when the ring is full. */
+struct io_uring_sqe *uq_get_sqe(struct uq_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+
+	if (!sqe) {
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	if (!sqe) {
+		uq_err("queue %u: no free submission entry", q->id);
+		q->fatal = true;
+	}
+	return sqe;
+}
+
+/* A uring_cmd on /dev/ublkcN (fixed file 0) carrying a struct ublksrv_io_cmd. */
+static int queue_io_cmd(struct uq_queue *q, uint32_t op, unsigned tag, int result,
+			uint64_t addr, enum uq_ud_kind kind)
+{
+	struct ublksrv_io_cmd cmd = {
+		.q_id = (uint16_t)q->id,
+		.tag = (uint16_t)tag,
+		.result = result,
+		.addr = addr,
+	};
+	struct io_uring_sqe *sqe = uq_get_sqe(q);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, UQ_FIXED_CDEV, NULL, 0, 0);
+	sqe->flags = IOSQE_FIXED_FILE;
+	sqe->cmd_op = op;
+	memcpy((uint8_t *)sqe + offsetof(struct io_uring_sqe, addr3), &cmd, sizeof(cmd));
+	io_uring_sqe_set_data64(sqe, uq_ud(kind, tag, 0));
+	return 0;
+}
+
+static uint64_t tag_addr(const struct uq_tag *t)
+{
+	return t->q->dev->zero_copy ? 0 : (uint64_t)(uintptr_t)t->buf;
+}
+
+static void queue_fetch(struct uq_tag *t)
+{
+	if (queue_io_cmd(t->q, UBLK_U_IO_FETCH_REQ, t->tag, 0, tag_addr(t), UQ_UD_CMD) == 0)
+		t->q->cmds++;
+}
+
+/* Complete the tag's request with result and ask for the next one. */
+void uq_queue_commit(struct uq_tag *t, int result)
+{
+	struct uq_queue *q = t->q;
+
+	t->op = 0xff;
+	q->owned--;
+	if (queue_io_cmd(q, UBLK_U_IO_COMMIT_AND_FETCH_REQ, t->tag, result, tag_addr(t),
+			 UQ_UD_CMD) == 0)
+		q->cmds++;
+}
+
+/* Zero copy: register or unregister the tag's request buffer at index tag. */
+int uq_queue_zc_cmd(struct uq_tag *t, bool reg)
+{
+	struct uq_queue *q = t->q;
+	int ret;
+
+	ret = queue_io_cmd(q, reg ? UBLK_U_IO_REGISTER_IO_BUF : UBLK_U_IO_UNREGISTER_IO_BUF,
+			   t->tag, 0, t->tag, UQ_UD_ZC);
+	if (ret == 0) {
+		q->backend++;
+		t->zc_busy = true;
+	}
+	return ret;
+}
+
+static void arm_event(struct uq_queue *q)
+{
+	struct io_uring_sqe *sqe = uq_get_sqe(q);
+
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_EVENT, 0, 0));
+}
+
+/* Wake q's thread (parked work to retry, or abort). Any thread may call it. */
+void uq_queue_wake(struct uq_queue *q)
+{
+	uint64_t one = 1;
+
+	if (q->efd >= 0 && write(q->efd, &one, sizeof(one)) < 0)
+		uq_log_errno("eventfd write", -errno);
+}
+
+/* ----------------------------------------------------------- CQE handling */
+
+static void handle_cmd_cqe(struct uq_queue *q, unsigned tag, int res)
+{
+	struct uq_tag *t = &q->tags[tag];
+
+	q->cmds--;
+	if (res == UBLK_IO_RES_OK) {
+		q->owned++;
+		uq_io_start(t, &q->descs[tag]);
+		return;
+	}
+	if (res == UBLK_IO_RES_ABORT) {
+		q->stopping = true;
+		return;
+	}
+	/*
+	 * A rejected FETCH leaves START_DEV waiting for it, a rejected COMMIT
+	 * leaves its request unfinished: either way this queue cannot go on.
+	 * Exiting the ring makes the kernel abort the device's requests.
+	 */
+	uq_err("queue %u tag %u: ublk command failed: %d (%s)", q->id, tag, res,
+	       strerror(-res));
+	q->fatal = true;
+}
+
+static void handle_event_cqe(struct uq_queue *q, int res)
+{
+	struct uq_dev *dev = q->dev;
+
+	if (res < 0 && res != -EINTR && res != -EAGAIN)
+		uq_log_errno("eventfd read", res);
+	if (atomic_load(&dev->abort))
+		return;
+	pthread_mutex_lock(&dev->engine_lock);
+	q->wake_sent = false;
+	pthread_mutex_unlock(&dev->engine_lock);
+	q->retry_parked = true;
+	arm_event(q);
+}
+
+static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
+{
+	unsigned tag = uq_ud_tag(ud);
+	enum uq_ud_kind kind = uq_ud_kind(ud);
+
+	if (kind != UQ_UD_EVENT && tag >= q->dev->depth) {
+		uq_err("queue %u: completion for tag %u out of range", q->id, tag);
+		return;
+	}
+	switch (kind) {
+	case UQ_UD_CMD:
+		handle_cmd_cqe(q, tag, res);
+		break;
+	case UQ_UD_DATA:
+		q->backend--;
+		uq_io_data_done(&q->tags[tag], uq_ud_extra(ud), res);
+		break;
+	case UQ_UD_META:
+		q->backend--;
+		uq_io_meta_done(&q->tags[tag], res);
+		break;
+	case UQ_UD_ZC:
+		q->backend--;
+		uq_io_zc_done(&q->tags[tag], res);
+		break;
+	case UQ_UD_EVENT:
+		handle_event_cqe(q, res);
+		break;
+	default:
+		uq_err("queue %u: completion of unknown kind %d", q->id, (int)kind);
+		break;
+	}
+}
+
+static bool queue_done(const struct uq_queue *q)
+{
+	return q->fatal || atomic_load(&q->dev->abort) ||
+	       (q->stopping && !q->cmds && !q->backend && !q->owned);
+}
+
+/* Handle every CQE already posted. */
+static void reap(struct uq_queue *q)
+{
+	struct io_uring_cqe *cqe;
+
+	while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
+		uint64_t ud = cqe->user_data;
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&q->ring, cqe);
+		handle_cqe(q, ud, res);
+	}
+}
+
+static void queue_loop(struct uq_queue *q)
+{
+	int ret;
+
+	while (!queue_done(q)) {
+		ret = io_uring_submit_and_wait(&q->ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+			uq_log_errno("io_uring_submit_and_wait", ret);
+			q->fatal = true;
+			break;
+		}
+		reap(q);
+		if (q->retry_parked) {
+			q->retry_parked = false;
+			uq_io_retry_parked(q);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static int ring_init(struct uq_queue *q)
+{
+	unsigned sq = roundup_pow2(q->dev->depth * 2 < 64 ? 64 : q->dev->depth * 2);
+	struct io_uring_params p;
+	int ret;
+
+	if (sq > 4096)
+		sq = 4096;
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
+		  IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	p.cq_entries = sq * 4;
+	ret = io_uring_queue_init_params(sq, &q->ring, &p);
+	if (ret == -EINVAL) {
+		/* kernels before 6.1: no DEFER_TASKRUN */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE;
+		p.cq_entries = sq * 4;
+		ret = io_uring_queue_init_params(sq, &q->ring, &p);
+	}
+	if (ret < 0)
+		return uq_log_errno("io_uring_queue_init_params", ret);
+	q->ring_ok = true;
+	return 0;
+}
+
+/* Copy mode: one buffer of buf_bytes per tag, locked, registered at index tag. */
+static int buffers_init(struct uq_queue *q)
+{
+	struct uq_dev *dev = q->dev;
+	struct iovec *iov;
+	unsigned i;
+	int ret;
+
+	if (dev->zero_copy) {
+		ret = io_uring_register_buffers_sparse(&q->ring, dev->depth);
+		return ret < 0 ? uq_log_errno("io_uring_register_buffers_sparse", ret) : 0;
+	}
+	q->bufs_len = (size_t)dev->depth * dev->buf_bytes;
+	q->bufs = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (q->bufs == MAP_FAILED) {
+		q->bufs = NULL;
+		return uq_log_errno("mmap of the tag buffers", -errno);
+	}
+	if (mlock(q->bufs, q->bufs_len) < 0)
+		uq_warn("queue %u: cannot lock %zu bytes of tag buffers: %s", q->id,
+			q->bufs_len, strerror(errno));
+	iov = calloc(dev->depth, sizeof(*iov));
+	if (!iov)
+		return uq_log_errno("calloc", -ENOMEM);
+	for (i = 0; i < dev->depth; i++) {
+		q->tags[i].buf = q->bufs + (size_t)i * dev->buf_bytes;
+		iov[i].iov_base = q->tags[i].buf;
+		iov[i].iov_len = dev->buf_bytes;
+	}
+	ret = io_uring_register_buffers(&q->ring, iov, dev->depth);
+	free(iov);
+	return ret < 0 ? uq_log_errno("io_uring_register_buffers", ret) : 0;
+}
+
+static int descs_init(struct uq_queue *q)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	q->descs_len = ublk_desc_area_len(q->dev->depth, (uint64_t)page);
+	p = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, q->dev->cdev_fd,
+		 (off_t)ublk_desc_area_offset(q->id, (uint64_t)page));
+	if (p == MAP_FAILED)
+		return uq_log_errno("mmap of the descriptor array", -errno);
+	q->descs = p;
+	return 0;
+}
+
+static int tags_init(struct uq_queue *q)
+{
+	unsigned i;
+
+	q->tags = calloc(q->dev->depth, sizeof(*q->tags));
+	q->cbuf = malloc(q->dev->info.cluster_size);
+	if (!q->tags || !q->cbuf)
+		return uq_log_errno("allocating the tag state", -ENOMEM);
+	if (mlock(q->cbuf, q->dev->info.cluster_size) < 0)
+		uq_warn("queue %u: cannot lock the cluster buffer: %s", q->id, strerror(errno));
+	for (i = 0; i < q->dev->depth; i++) {
+		q->tags[i].q = q;
+		q->tags[i].tag = (uint16_t)i;
+		q->tags[i].op = 0xff;
+	}
+	return 0;
+}
+
+static int queue_setup(struct uq_queue *q)
+{
+	struct uq_dev *dev = q->dev;
+	int files[2] = { dev->cdev_fd, dev->img_fd };
+	unsigned i;
+	int ret;
+
+	ret = tags_init(q);
+	if (ret == 0)
+		ret = ring_init(q);
+	if (ret == 0) {
+		ret = io_uring_register_files(&q->ring, files, 2);
+		if (ret < 0)
+			uq_log_errno("io_uring_register_files", ret);
+	}
+	if (ret == 0)
+		ret = buffers_init(q);
+	if (ret == 0)
+		ret = descs_init(q);
+	if (ret < 0)
+		return ret;
+	arm_event(q);
+	for (i = 0; i < dev->depth; i++)
+		queue_fetch(&q->tags[i]);
+	ret = io_uring_submit(&q->ring);
+	if (ret < 0)
+		return uq_log_errno("submitting the FETCH_REQs", ret);
+	/* a FETCH the driver refuses fails at submit: catch it before START_DEV */
+	reap(q);
+	return q->fatal ? -EIO : 0;
+}
+
+static void queue_teardown(struct uq_queue *q)
+{
+	if (q->ring_ok)
+		io_uring_queue_exit(&q->ring);	/* cancels what is still in flight */
+	q->ring_ok = false;
+	if (q->descs)
+		munmap((void *)q->descs, q->descs_len);
+	q->descs = NULL;
+	if (q->bufs)
+		munmap(q->bufs, q->bufs_len);
+	q->bufs = NULL;
+	free(q->cbuf);
+	q->cbuf = NULL;
+	free(q->tags);
+	q->tags = NULL;
+}
+
+static void report_ready(struct uq_dev *dev, int err)
+{
+	pthread_mutex_lock(&dev->ready_lock);
+	dev->nr_ready++;
+	if (err < 0 && !dev->ready_err)
+		dev->ready_err = err;
+	pthread_cond_broadcast(&dev->ready_cond);
+	pthread_mutex_unlock(&dev->ready_lock);
+}
+
+static void pin_thread(struct uq_queue *q)
+{
+	cpu_set_t set;
+	char name[16];
+
+	snprintf(name, sizeof(name), "ublk-qcow-q%u", q->id);
+	pthread_setname_np(pthread_self(), name);
+	/* reclaim triggered here must not wait on writeback to our own device */
+	prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+	if (q->cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(q->cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+		uq_warn("queue %u: cannot pin the thread to CPU %d", q->id, q->cpu);
+}
+
+static void *queue_thread(void *arg)
+{
+	struct uq_queue *q = arg;
+	int ret;
+
+	pin_thread(q);
+	ret = queue_setup(q);
+	report_ready(q->dev, ret);
+	if (ret == 0)
+		queue_loop(q);
+	if (q->fatal && !atomic_load(&q->dev->abort)) {
+		uq_err("queue %u: fatal error, stopping the device", q->id);
+		atomic_store(&q->dev->queue_failed, true);
+		kill(getpid(), SIGUSR1);
+	}
+	uq_info("queue %u: %llu requests, %llu failed, %llu L2 table reads, %llu waits", q->id,
+		(unsigned long long)q->nr_requests, (unsigned long long)q->nr_errors,
+		(unsigned long long)q->nr_meta_reads, (unsigned long long)q->nr_parks);
+	queue_teardown(q);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ main thread */
+
+static int wait_ready(struct uq_dev *dev, unsigned started)
+{
+	int ret;
+
+	pthread_mutex_lock(&dev->ready_lock);
+	while (dev->nr_ready < started)
+		pthread_cond_wait(&dev->ready_cond, &dev->ready_lock);
+	ret = dev->ready_err;
+	pthread_mutex_unlock(&dev->ready_lock);
+	return ret;
+}
+
+/* Start every queue thread; returns once each has its FETCH_REQs in (or failed). */
+int uq_queues_start(struct uq_dev *dev)
+{
+	unsigned i, started = 0;
+	int ret = 0;
+
+	for (i = 0; i < dev->nr_queues; i++) {
+		dev->queues[i].efd = eventfd(0, EFD_CLOEXEC);
+		if (dev->queues[i].efd < 0)
+			return uq_log_errno("eventfd", -errno);
+	}
+	for (i = 0; i < dev->nr_queues; i++) {
+		struct uq_queue *q = &dev->queues[i];
+
+		if (uq_ctrl_get_affinity(&dev->ctrl, dev->dev_id, i, &q->cpu) < 0)
+			q->cpu = -1;
+		ret = -pthread_create(&q->thread, NULL, queue_thread, q);
+		if (ret < 0) {
+			uq_log_errno("pthread_create", ret);
+			break;
+		}
+		q->thread_started = true;
+		started++;
+	}
+	if (started) {
+		int r = wait_ready(dev, started);
+
+		if (ret == 0)
+			ret = r;
+	}
+	return ret;
+}
+
+void uq_queues_abort(struct uq_dev *dev)
+{
+	unsigned i;
+
+	atomic_store(&dev->abort, true);
+	for (i = 0; i < dev->nr_queues; i++)
+		uq_queue_wake(&dev->queues[i]);
+}
+
+void uq_queues_join(struct uq_dev *dev)
+{
+	unsigned i;
+
+	for (i = 0; i < dev->nr_queues; i++) {
+		struct uq_queue *q = &dev->queues[i];
+
+		if (q->thread_started)
+			pthread_join(q->thread, NULL);
+		q->thread_started = false;
+		if (q->efd >= 0)
+			close(q->efd);
+		q->efd = -1;
+	}
+}

@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ublk-qcow: serve a qcow2 image as /dev/ublkbN through the kernel's ublk
+ * driver.  Declarations shared by the daemon's source files:
+ *
+ *   main.c    command line, usage, dispatch to open / list / close
+ *   log.c     messages: stderr, the start-up pipe of a daemonizing open, syslog
+ *   ctrl.c    the control ring on /dev/ublk-control (SQE128, encoded opcodes)
+ *   daemon.c  "open": image, lock, device setup, daemonizing, signals, shutdown
+ *   queue.c   one thread + one io_uring per queue: setup, event loop, SQEs
+ *   io.c      the per-tag request state machine (READ/WRITE/FLUSH/...)
+ *   state.c   state files under /run/ublk-qcow, "list" and "close"
+ *
+ * The engine (include/qcow/engine.h) is single threaded: every call into it
+ * happens under dev->engine_lock, held only around the call itself.
+ */
+#ifndef UBLK_QCOW_H
+#define UBLK_QCOW_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <syslog.h>
+
+#include <liburing.h>
+
+#include "qcow/engine.h"
+#include "ublk/ublk_abi.h"
+
+#define UQ_PROG			"ublk-qcow"
+#define UQ_DEFAULT_QUEUES	1
+#define UQ_DEFAULT_DEPTH	64
+#define UQ_MAX_IO_BYTES		(512U << 10)
+#define UQ_DEFAULT_RUN_DIR	"/run/ublk-qcow"
+#define UQ_CONTROL_PATH		"/dev/ublk-control"
+
+/* Exit codes (documented in ublk-qcow.8). */
+#define UQ_EXIT_OK		0
+#define UQ_EXIT_FAIL		1
+#define UQ_EXIT_USAGE		2
+
+/* ------------------------------------------------------------------ log.c */
+void uq_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define uq_err(...)	uq_log(LOG_ERR, __VA_ARGS__)
+#define uq_warn(...)	uq_log(LOG_WARNING, __VA_ARGS__)
+#define uq_info(...)	uq_log(LOG_INFO, __VA_ARGS__)
+/* "what: -5 (Input/output error)"; returns err (negative) for chaining. */
+int uq_log_errno(const char *what, int err);
+/* Route messages: stderr (default), the start-up pipe, or syslog. */
+void uq_log_to_stderr(void);
+void uq_log_to_pipe(int fd);
+void uq_log_to_syslog(void);
+/* Tell the waiting parent the device is live (daemon mode); no-op otherwise. */
+void uq_log_ready(const char *device);
+/* Print info messages to stderr (-v / UBLK_QCOW_VERBOSE). */
+extern bool uq_verbose;
+
+/* ----------------------------------------------------------------- ctrl.c */
+struct uq_ctrl {
+	int fd;
+	struct io_uring ring;
+	bool ring_ok;
+};
+
+int uq_ctrl_open(struct uq_ctrl *c);
+void uq_ctrl_close(struct uq_ctrl *c);
+int uq_ctrl_get_features(struct uq_ctrl *c, uint64_t *features);
+int uq_ctrl_add_dev(struct uq_ctrl *c, struct ublksrv_ctrl_dev_info *info);
+int uq_ctrl_set_params(struct uq_ctrl *c, uint32_t dev_id, struct ublk_params *p);
+int uq_ctrl_get_affinity(struct uq_ctrl *c, uint32_t dev_id, unsigned q, int *cpu);
+int uq_ctrl_start_dev(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
+int uq_ctrl_stop_dev(struct uq_ctrl *c, uint32_t dev_id);
+int uq_ctrl_del_dev(struct uq_ctrl *c, uint32_t dev_id);
+int uq_ctrl_get_info(struct uq_ctrl *c, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
+
+/* -------------------------------------------------------------- options */
+enum uq_zc_mode { UQ_ZC_AUTO, UQ_ZC_ON, UQ_ZC_OFF };
+
+struct uq_open_opts {
+	const char *image;		/* as given on the command line */
+	char image_abs[PATH_MAX];	/* resolved: the daemon chdirs to / */
+	unsigned queues;
+	unsigned depth;
+	enum uq_zc_mode zero_copy;
+	bool read_only;
+	bool foreground;
+	uint64_t l2_cache;		/* 0: the engine's default */
+};
+
+/* ------------------------------------------------------- device, queues */
+struct uq_queue;
+
+/*
+ * One tag: the request the kernel handed us on it and how far serving it
+ * got.  Everything the IO path needs is here, allocated at setup.
+ */
+struct uq_tag {
+	struct uq_queue *q;
+	uint16_t tag;
+	uint8_t op;			/* UBLK_IO_OP_* */
+	bool fua;
+	bool nounmap;
+	bool issued_all;		/* every piece issued (or done) */
+	bool wait_meta;			/* a metadata read of ours is in flight */
+	bool parked;			/* waiting for another request's progress */
+	bool zc_reg;			/* zero copy: request buffer registered */
+	bool zc_busy;			/* zero copy: (un)register in flight */
+	uint32_t ops;			/* data/meta ops in flight */
+	int error;			/* first failure, -errno */
+	uint64_t off;			/* request start, bytes */
+	uint64_t len;			/* request length, bytes */
+	uint64_t pos;			/* bytes done or issued */
+	uint8_t *buf;			/* copy mode: the tag's registered buffer */
+	struct qcow_meta_read need;
+	struct qcow_write_plan plan;
+	struct uq_tag *next_parked;
+};
+
+struct uq_dev;
+
+struct uq_queue {
+	struct uq_dev *dev;
+	unsigned id;
+	int cpu;			/* -1: no affinity */
+	pthread_t thread;
+	bool thread_started;
+	struct io_uring ring;
+	bool ring_ok;
+	const struct ublksrv_io_desc *descs;
+	size_t descs_len;
+	uint8_t *bufs;			/* copy mode: depth * buf_bytes */
+	size_t bufs_len;
+	uint8_t *cbuf;			/* one cluster, for compressed clusters */
+	struct uq_tag *tags;
+	struct uq_tag *parked_head;	/* owned by the queue thread */
+	struct uq_tag *parked_tail;
+	unsigned nr_parked;		/* under engine_lock */
+	bool wake_sent;			/* under engine_lock */
+	int efd;			/* wakes the thread: parked work, abort */
+	uint64_t efd_val;
+	bool retry_parked;
+	unsigned cmds;			/* ublk commands held by the kernel */
+	unsigned owned;			/* requests we hold (not yet committed) */
+	unsigned backend;		/* image / metadata / zc ops in flight */
+	bool stopping;			/* a command came back -ENODEV */
+	bool fatal;			/* the loop failed: exit */
+	/* counters, reported when the queue exits (-v or syslog) */
+	uint64_t nr_requests;
+	uint64_t nr_meta_reads;
+	uint64_t nr_parks;
+	uint64_t nr_errors;
+};
+
+struct uq_dev {
+	struct uq_open_opts opt;
+	struct qcow_image *img;
+	int img_fd;
+	struct qcow_info info;
+	struct uq_ctrl ctrl;
+	bool dev_added;
+	struct ublksrv_ctrl_dev_info dinfo;
+	uint32_t dev_id;
+	int cdev_fd;
+	bool zero_copy;
+	uint32_t buf_bytes;		/* per-tag buffer: negotiated max IO */
+	unsigned nr_queues;
+	unsigned depth;
+	uint64_t dev_bytes;		/* device size: dev_sectors << 9 */
+	struct uq_queue *queues;
+	uint8_t *zero_buf;		/* zero copy: buf_bytes of zeros */
+	pthread_mutex_t engine_lock;
+	unsigned meta_inflight;		/* under engine_lock */
+	pthread_mutex_t ready_lock;
+	pthread_cond_t ready_cond;
+	unsigned nr_ready;		/* queues that finished setup */
+	int ready_err;
+	atomic_bool abort;		/* queue threads: exit now */
+	atomic_bool queue_failed;	/* a queue thread hit a fatal error */
+	char state_path[PATH_MAX];
+	bool state_written;
+};
+
+/* ---------------------------------------------------------------- queue.c */
+int uq_queues_start(struct uq_dev *dev);
+void uq_queues_abort(struct uq_dev *dev);
+void uq_queues_join(struct uq_dev *dev);
+struct io_uring_sqe *uq_get_sqe(struct uq_queue *q);
+void uq_queue_commit(struct uq_tag *t, int result);
+int uq_queue_zc_cmd(struct uq_tag *t, bool reg);
+void uq_queue_wake(struct uq_queue *q);
+
+/* user_data: kind in the top byte, tag in the low 16 bits, op-specific bits between. */
+enum uq_ud_kind {
+	UQ_UD_CMD = 1,			/* FETCH / COMMIT_AND_FETCH */
+	UQ_UD_DATA,			/* image READ_FIXED / WRITE_FIXED */
+	UQ_UD_META,			/* L2 table read */
+	UQ_UD_ZC,			/* REGISTER / UNREGISTER_IO_BUF */
+	UQ_UD_EVENT,			/* the queue's eventfd */
+};
+
+static inline uint64_t uq_ud(enum uq_ud_kind kind, unsigned tag, uint64_t extra)
+{
+	return ((uint64_t)kind << 56) | (extra << 16) | tag;
+}
+
+static inline enum uq_ud_kind uq_ud_kind(uint64_t ud)
+{
+	return (enum uq_ud_kind)(ud >> 56);
+}
+
+static inline unsigned uq_ud_tag(uint64_t ud)
+{
+	return (unsigned)(ud & 0xffff);
+}
+
+static inline uint64_t uq_ud_extra(uint64_t ud)
+{
+	return (ud >> 16) & ((1ULL << 40) - 1);
+}
+
+/* ------------------------------------------------------------------- io.c */
+void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
+void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res);
+void uq_io_meta_done(struct uq_tag *t, int res);
+void uq_io_zc_done(struct uq_tag *t, int res);
+void uq_io_advance(struct uq_tag *t);
+void uq_io_retry_parked(struct uq_queue *q);
+
+/* --------------------------------------------------------------- state.c */
+struct uq_state {
+	unsigned id;
+	int pid;
+	char device[64];
+	char image[PATH_MAX];
+	unsigned queues;
+	unsigned depth;
+	char mode[16];			/* "copy" / "zero-copy" */
+	bool read_only;
+	char state[16];			/* starting / live / stopping / failed */
+	char error[512];		/* "failed" only */
+};
+
+const char *uq_run_dir(void);
+int uq_state_write(struct uq_dev *dev, const char *state, const char *error);
+void uq_state_remove(struct uq_dev *dev);
+int uq_cmd_list(int argc, char **argv);
+int uq_cmd_close(int argc, char **argv);
+
+/* -------------------------------------------------------------- daemon.c */
+int uq_cmd_open(int argc, char **argv);
+
+/* ----------------------------------------------------------------- main.c */
+int uq_parse_size(const char *s, uint64_t *out);
+int uq_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
+
+#endif /* UBLK_QCOW_H */
