@@ -26,9 +26,11 @@ set -euo pipefail
 CACHE=${UBLK_QCOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-qcow/kernel}
 # ublk_drv is the point of the exercise; the 9p modules give the guest a
 # shared directory with the host; ext4 is modular in Debian's config and
-# tests mount filesystems on /dev/ublkbN; virtio_pci is listed in case the
-# config has it modular (it is skipped when built in).
-WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_pci ${UBLK_QCOW_EXTRA_MODULES:-}"
+# tests mount filesystems on /dev/ublkbN, and ext4's metadata checksums need
+# the crc32c crypto driver (a module too, which ext4's mount asks for by
+# name rather than through a module dependency); virtio_pci is listed in
+# case the config has it modular (it is skipped when built in).
+WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci ${UBLK_QCOW_EXTRA_MODULES:-}"
 PKG_RE='^linux-image-6\.12\..*-amd64-unsigned$'
 
 log() { echo "fetch-kernel: $*" >&2; }

@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: MIT
+#
+# lib.sh: the host side of the daemon's VM tests (sourced by tests/vm/test-*.sh).
+#
+# Each test boots Debian's 6.12 kernel under qemu once (fetch-kernel.sh,
+# run-vm.sh) with one shared initramfs: busybox, ublk-qcow, fio, the ext4
+# tools and blkdiscard.  The test's guest half is a script the host writes
+# into the 9p share together with guest-lib.sh; the initramfs's /test.sh
+# only runs /share/guest.sh.  Images are prepared on the host with qemu-img
+# and qemu-io, served in the guest by the real ublk driver, and checked on
+# the host again with qemu-img after the guest powered off.
+#
+# Every check prints one line, "vm: PASS name" or "vm: FAIL name: why",
+# guest side and host side alike; vm_finish exits 1 if any failed.
+#
+#   vm_init                    skip rules, kernel, scratch dir $WORK, share $SHARE
+#   vm_guest <<'EOF' ... EOF   the guest half (sh, guest-lib.sh already sourced)
+#   vm_run                     boot, run it, print its result lines
+#   host_check NAME CMD...     a host-side check
+#   vm_finish                  exit status from every result line
+#
+# Environment: UBLK_QCOW (the daemon, default src/ublk-qcow), QCOW_TOOL_FAST
+# (default tools/qcow-tool), UBLK_QCOW_VM_TIMEOUT (seconds, default 300),
+# VM_TESTS_REQUIRED=1 or CI=true (a VM that cannot run is a failure, not a
+# skip), KEEP_TMP=1 (keep $WORK).
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	echo "lib.sh is sourced by the VM tests, not a test itself"
+	exit 77
+fi
+set -uo pipefail
+# mkfs.ext4, e2fsck and blkdiscard live in sbin
+export PATH=$PATH:/usr/sbin:/sbin
+
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_ROOT=$(cd "$VM_DIR/../.." && pwd)
+TEST_NAME=$(basename "$0" .sh)
+UBLK_QCOW=${UBLK_QCOW:-$SRC_ROOT/src/ublk-qcow}
+QCOW_TOOL_FAST=${QCOW_TOOL_FAST:-$SRC_ROOT/tools/qcow-tool}
+VM_FAILS=0
+VM_PASSES=0
+
+# What the guest can run besides busybox: the daemon and the tools the
+# tests drive the device with.
+VM_BINARIES=(fio mkfs.ext4 e2fsck blkdiscard blockdev)
+
+vm_skip() {
+	if [ "${VM_TESTS_REQUIRED:-0}" = 1 ] || [ "${CI:-}" = true ]; then
+		echo "vm: FAIL setup: $* (VM tests are required here)"
+		exit 1
+	fi
+	echo "SKIP: $TEST_NAME needs a ublk-capable test VM: $*"
+	exit 77
+}
+
+vm_init() {
+	local missing="" b
+	command -v qemu-system-x86_64 >/dev/null || missing+=" qemu-system-x86"
+	command -v qemu-img >/dev/null || missing+=" qemu-utils"
+	command -v cpio >/dev/null || missing+=" cpio"
+	command -v xz >/dev/null || missing+=" xz-utils"
+	for b in "${VM_BINARIES[@]}"; do
+		PATH=$PATH:/usr/sbin:/sbin command -v "$b" >/dev/null || missing+=" ($b)"
+	done
+	[ -z "$missing" ] || vm_skip "missing packages:$missing"
+	[ -x "$UBLK_QCOW" ] || { echo "vm: FAIL setup: $UBLK_QCOW not built (run make)"; exit 1; }
+	KDIR=$("$VM_DIR/fetch-kernel.sh") || vm_skip "fetch-kernel.sh could not get the kernel"
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/ublk-qcow-$TEST_NAME.XXXXXX")
+	SHARE=$WORK/share
+	mkdir "$SHARE"
+	if [ "${KEEP_TMP:-0}" = 1 ]; then
+		echo "scratch directory: $WORK"
+	else
+		trap 'rm -rf "$WORK"' EXIT
+	fi
+}
+
+# The shared initramfs, rebuilt only when something that goes in changes.
+vm_initramfs() {
+	local cache=$SRC_ROOT/tests/build/vm key stub b paths=()
+	for b in "${VM_BINARIES[@]}"; do
+		paths+=("$(PATH=$PATH:/usr/sbin:/sbin command -v "$b")")
+	done
+	key=$(cat "$UBLK_QCOW" "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
+		"$KDIR/modules.load" | sha256sum | cut -c1-16)
+	INITRAMFS=$cache/initramfs-$key.gz
+	[ -f "$INITRAMFS" ] && return 0
+	mkdir -p "$cache"
+	rm -f "$cache"/initramfs-*.gz
+	stub=$cache/test-stub.sh
+	printf '#!/bin/sh\n# the test itself comes in through the share\nexec /bin/sh /share/guest.sh\n' >"$stub"
+	"$VM_DIR/build-initramfs.sh" -k "$KDIR" -t "$stub" "$INITRAMFS.tmp" \
+		"$UBLK_QCOW" "${paths[@]}" 2>&1 | tail -n 3 >&2
+	[ -f "$INITRAMFS.tmp" ] || { echo "vm: FAIL setup: build-initramfs.sh failed"; exit 1; }
+	mv "$INITRAMFS.tmp" "$INITRAMFS"
+}
+
+# The guest half, from stdin.
+vm_guest() {
+	{
+		echo ". /share/guest-lib.sh"
+		cat
+		echo "guest_finish"
+	} >"$SHARE/guest.sh"
+	cp "$VM_DIR/guest-lib.sh" "$SHARE/guest-lib.sh"
+}
+
+# Boot the VM, run guest.sh, print its "vm:" lines. Returns the guest's exit code.
+vm_run() {
+	local rc log=$WORK/console.log start=$EPOCHREALTIME
+	vm_initramfs
+	"$VM_DIR/run-vm.sh" -q -k "$KDIR" -s "$SHARE" -T "${UBLK_QCOW_VM_TIMEOUT:-300}" \
+		-l "$log" "$INITRAMFS"
+	rc=$?
+	# -o: the first line can carry the firmware's screen-clearing escapes.
+	grep -a -o 'vm: .*' "$log" | tee "$WORK/results" || true
+	VM_PASSES=$((VM_PASSES + $(grep -c '^vm: PASS' "$WORK/results")))
+	VM_FAILS=$((VM_FAILS + $(grep -c '^vm: FAIL' "$WORK/results")))
+	if [ "$rc" != 0 ]; then
+		echo "vm: FAIL guest (exit $rc); console log tail:"
+		grep -a -v '^vm: ' "$log" | tail -n 60 | sed 's/^/    /'
+		VM_FAILS=$((VM_FAILS + 1))
+	fi
+	echo "vm: ran in $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
+	return "$rc"
+}
+
+host_pass() { echo "vm: PASS host:$1"; VM_PASSES=$((VM_PASSES + 1)); }
+host_fail() { echo "vm: FAIL host:$1: $2"; VM_FAILS=$((VM_FAILS + 1)); }
+
+# host_check NAME CMD...: the command must succeed; its output is shown on failure.
+host_check() {
+	local name=$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		host_pass "$name"
+	else
+		host_fail "$name" "$* failed"
+		printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /'
+	fi
+}
+
+# qemu-img check: no corruption; leaks (exit 3) allowed only with "leaks-ok".
+host_qemu_check() {
+	local name=$1 img=$2 allow=${3:-} out rc
+	out=$(qemu-img check "$img" 2>&1)
+	rc=$?
+	if [ "$rc" = 0 ] || { [ "$rc" = 3 ] && [ "$allow" = leaks-ok ]; }; then
+		host_pass "$name"
+	else
+		host_fail "$name" "qemu-img check $(basename "$img") exited $rc"
+		printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /'
+	fi
+}
+
+vm_finish() {
+	if [ "$VM_FAILS" -ne 0 ]; then
+		echo "$TEST_NAME: $VM_FAILS check(s) failed, $VM_PASSES passed"
+		exit 1
+	fi
+	if [ "$VM_PASSES" -eq 0 ]; then
+		echo "$TEST_NAME: no checks ran"
+		exit 1
+	fi
+	echo "$TEST_NAME: all $VM_PASSES checks passed"
+	exit 0
+}
