@@ -90,6 +90,7 @@ int uq_parse_size(const char *s, uint64_t *out)
 int main(int argc, char **argv)
 {
 	const char *cmd = argc > 1 ? argv[1] : NULL;
+	char name[64];
 
 	if (getenv("UBLK_QCOW_VERBOSE"))
 		uq_verbose = true;
@@ -97,6 +98,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return UQ_EXIT_USAGE;
 	}
+	/* getopt's own messages name the program by argv[0]: "ublk-qcow open: ..." */
+	snprintf(name, sizeof(name), "%s %s", UQ_PROG, cmd);
+	argv[1] = name;
 	if (!strcmp(cmd, "open"))
 		return uq_cmd_open(argc - 1, argv + 1);
 	if (!strcmp(cmd, "list"))

@@ -11,11 +11,18 @@
 #   uq_close DEV                 ublk-qcow close; fails unless DEV is gone
 #   is_mounted DIR               true when a filesystem is mounted on DIR
 #   no_ublk_devices              true when no /dev/ublkb* / /dev/ublkc* exist
+#   refused RC PATTERN CMD...    CMD fails with exit RC and a message
+#                                matching PATTERN, adding no device
 #   guest_finish                 exit 1 if anything failed
 #
 # Trap (shared/ref/test-vm.md): writing to /dev/ublkbN when the device does
 # not exist creates a regular file in devtmpfs and "works", so every helper
 # checks that DEV is a block device before it is used.
+
+# Debian's busybox shell runs its own applets before anything on PATH, and
+# its blkdiscard and blockdev lack options the tests need: use these.
+BLKDISCARD=/usr/bin/blkdiscard
+BLOCKDEV=/usr/bin/blockdev
 
 GUEST_FAILS=0
 GUEST_PASSES=0
@@ -99,4 +106,34 @@ guest_finish() {
 	echo "guest: $GUEST_PASSES passed, $GUEST_FAILS failed"
 	[ "$GUEST_FAILS" = 0 ]
 	exit $?
+}
+
+ublk_devices() {
+	ls -d /dev/ublkb* /dev/ublkc* 2>/dev/null
+}
+
+# refused RC PATTERN CMD...: CMD exits with RC (any non-zero when RC is "x"),
+# its stderr matches PATTERN (grep -i -E), and it left no ublk device behind
+# (the set of /dev/ublk[bc]* is what it was before).
+refused() {
+	want=$1 pattern=$2
+	shift 2
+	before=$(ublk_devices)
+	"$@" >/tmp/refused.out 2>/tmp/refused.err
+	rc=$?
+	if [ $rc = 0 ] || { [ "$want" != x ] && [ $rc != "$want" ]; }; then
+		echo "    \$ $*: exit $rc, wanted $want (x: any non-zero)"
+		sed 's/^/    | /' /tmp/refused.err | tail -n 5
+		return 1
+	fi
+	if ! grep -q -i -E "$pattern" /tmp/refused.err; then
+		echo "    \$ $*: the message does not match '$pattern':"
+		sed 's/^/    | /' /tmp/refused.err | tail -n 5
+		return 1
+	fi
+	echo "    $* -> exit $rc: $(head -n 1 /tmp/refused.err)"
+	if [ "$(ublk_devices)" != "$before" ]; then
+		echo "    devices before: $before; after: $(ublk_devices)"
+		return 1
+	fi
 }
