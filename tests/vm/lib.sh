@@ -20,7 +20,8 @@
 #   host_check NAME CMD...     a host-side check
 #   vm_finish                  exit status from every result line
 #
-# Environment: UBLK_QCOW (the daemon, default src/ublk-qcow), QCOW_TOOL_FAST
+# Environment: UBLK_QCOW (the daemon, default src/ublk-qcow), UBLK_QCOW_ASAN
+# (its sanitizer build, default tests/build/asan/ublk-qcow-asan), QCOW_TOOL_FAST
 # (default tools/qcow-tool), UBLK_QCOW_VM_TIMEOUT (seconds, default 300),
 # VM_TESTS_REQUIRED=1 or CI=true (a VM that cannot run is a failure, not a
 # skip), KEEP_TMP=1 (keep $WORK).
@@ -37,6 +38,8 @@ VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_ROOT=$(cd "$VM_DIR/../.." && pwd)
 TEST_NAME=$(basename "$0" .sh)
 UBLK_QCOW=${UBLK_QCOW:-$SRC_ROOT/src/ublk-qcow}
+# the ASan+UBSan build of the daemon (make check builds it), when there is one
+UBLK_QCOW_ASAN=${UBLK_QCOW_ASAN:-$SRC_ROOT/tests/build/asan/ublk-qcow-asan}
 QCOW_TOOL_FAST=${QCOW_TOOL_FAST:-$SRC_ROOT/tools/qcow-tool}
 VM_FAILS=0
 VM_PASSES=0
@@ -78,11 +81,12 @@ vm_init() {
 
 # The shared initramfs, rebuilt only when something that goes in changes.
 vm_initramfs() {
-	local cache=$SRC_ROOT/tests/build/vm key stub b paths=()
+	local cache=$SRC_ROOT/tests/build/vm key stub b paths=("$UBLK_QCOW")
+	[ -x "$UBLK_QCOW_ASAN" ] && paths+=("$UBLK_QCOW_ASAN")
 	for b in "${VM_BINARIES[@]}"; do
 		paths+=("$(PATH=$PATH:/usr/sbin:/sbin command -v "$b")")
 	done
-	key=$(cat "$UBLK_QCOW" "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
+	key=$(cat "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
 		"$KDIR/modules.load" | sha256sum | cut -c1-16)
 	INITRAMFS=$cache/initramfs-$key.gz
 	[ -f "$INITRAMFS" ] && return 0
@@ -90,8 +94,8 @@ vm_initramfs() {
 	rm -f "$cache"/initramfs-*.gz
 	stub=$cache/test-stub.sh
 	printf '#!/bin/sh\n# the test itself comes in through the share\nexec /bin/sh /share/guest.sh\n' >"$stub"
-	"$VM_DIR/build-initramfs.sh" -k "$KDIR" -t "$stub" "$INITRAMFS.tmp" \
-		"$UBLK_QCOW" "${paths[@]}" 2>&1 | tail -n 3 >&2
+	"$VM_DIR/build-initramfs.sh" -k "$KDIR" -t "$stub" "$INITRAMFS.tmp" "${paths[@]}" \
+		2>&1 | tail -n 3 >&2
 	[ -f "$INITRAMFS.tmp" ] || { echo "vm: FAIL setup: build-initramfs.sh failed"; exit 1; }
 	mv "$INITRAMFS.tmp" "$INITRAMFS"
 }
