@@ -204,3 +204,16 @@ int uq_ctrl_get_info(struct uq_ctrl *c, uint32_t dev_id, struct ublksrv_ctrl_dev
 	memset(info, 0, sizeof(*info));
 	return ctrl_cmd(c, UBLK_U_CMD_GET_DEV_INFO, dev_id, info, sizeof(*info), 0);
 }
+
+/* User recovery: -EBUSY until the dead server has let go of /dev/ublkcN. */
+int uq_ctrl_start_recovery(struct uq_ctrl *c, uint32_t dev_id)
+{
+	return ctrl_cmd(c, UBLK_U_CMD_START_USER_RECOVERY, dev_id, NULL, 0, 0);
+}
+
+/* Like START_DEV: waits until every tag has its FETCH_REQ in again. */
+int uq_ctrl_end_recovery(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel)
+{
+	return ctrl_cmd_cancel(c, UBLK_U_CMD_END_USER_RECOVERY, dev_id, NULL, 0, (uint64_t)pid,
+			       cancel);
+}

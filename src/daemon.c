@@ -37,6 +37,7 @@
 
 #define UQ_MAX_DISCARD_SECTORS	(1U << 21)	/* 1 GiB per request: bounds one engine call */
 #define UQ_JOIN_TIMEOUT_S	30
+#define UQ_RECOVERY_TRIES	100		/* x 100 ms for the dead daemon to let go */
 
 /* ------------------------------------------------------------- image */
 
@@ -123,6 +124,15 @@ static int ctrl_setup(struct uq_dev *dev, uint64_t *flags)
 		features = 0;
 	}
 	*flags = UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_URING_CMD_COMP_IN_TASK;
+	if (dev->opt.recoverable && dev->opt.recover_id < 0) {
+		if (features && !(features & UBLK_F_USER_RECOVERY)) {
+			uq_err("--recoverable: this kernel does not offer ublk user recovery "
+			       "(features 0x%llx)", (unsigned long long)features);
+			return -EOPNOTSUPP;
+		}
+		/* REISSUE: requests the dead daemon held go to the next one, not fail */
+		*flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+	}
 	return choose_zero_copy(dev, features, flags);
 }
 
@@ -196,6 +206,39 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	return adopt_dev_info(dev);
 }
 
+/*
+ * "recover": take over a device whose daemon died.  The kernel keeps it
+ * QUIESCED (IO queued) until START_USER_RECOVERY, which answers -EBUSY
+ * while the dead daemon's files are still being released.  dev_added stays
+ * false until END_USER_RECOVERY worked: a failed attempt leaves the device
+ * waiting for the next one instead of deleting it with the IO it holds.
+ */
+static int device_attach(struct uq_dev *dev)
+{
+	struct ublksrv_ctrl_dev_info *di = &dev->dinfo;
+	unsigned id = (unsigned)dev->opt.recover_id;
+	int ret, i;
+
+	ret = uq_ctrl_get_info(&dev->ctrl, id, di);
+	if (ret < 0) {
+		uq_err("device %u: GET_DEV_INFO: %s", id, strerror(-ret));
+		return ret;
+	}
+	if (!(di->flags & UBLK_F_USER_RECOVERY)) {
+		uq_err("device %u was not created for user recovery (open --recoverable)", id);
+		return -EINVAL;
+	}
+	for (i = 0; i < UQ_RECOVERY_TRIES; i++) {
+		ret = uq_ctrl_start_recovery(&dev->ctrl, id);
+		if (ret != -EBUSY)
+			break;
+		usleep(100 * 1000);
+	}
+	if (ret < 0)
+		return uq_log_errno("START_USER_RECOVERY", ret);
+	return adopt_dev_info(dev);
+}
+
 /* /dev/ublkcN: devtmpfs may lag ADD_DEV a little, and udev may hold it briefly. */
 static int open_cdev(struct uq_dev *dev)
 {
@@ -251,7 +294,8 @@ static int device_setup(struct uq_dev *dev)
 		return ret;
 	fill_params(dev, &p);
 	dev->dev_bytes = p.basic.dev_sectors << 9;
-	ret = uq_ctrl_set_params(&dev->ctrl, dev->dev_id, &p);
+	/* a recovered device keeps the parameters it was started with */
+	ret = dev->opt.recover_id < 0 ? uq_ctrl_set_params(&dev->ctrl, dev->dev_id, &p) : 0;
 	if (ret < 0)
 		return uq_log_errno("SET_PARAMS", ret);
 	if (dev->zero_copy) {
@@ -269,6 +313,13 @@ static int device_start(struct uq_dev *dev)
 	ret = uq_queues_start(dev);
 	if (ret < 0)
 		return ret;
+	if (dev->opt.recover_id >= 0) {
+		ret = uq_ctrl_end_recovery(&dev->ctrl, dev->dev_id, getpid(), &dev->queue_failed);
+		if (ret < 0)
+			return uq_log_errno("END_USER_RECOVERY", ret);
+		dev->dev_added = true;
+		return 0;
+	}
 	ret = uq_ctrl_start_dev(&dev->ctrl, dev->dev_id, getpid(), &dev->queue_failed);
 	if (ret < 0)
 		return uq_log_errno("START_DEV", ret);
@@ -423,9 +474,10 @@ static void announce(struct uq_dev *dev)
 	snprintf(device, sizeof(device), "/dev/ublkb%u", dev->dev_id);
 	uq_state_write(dev, "live", NULL);
 	lock_memory();
-	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s)", device, dev->opt.image_abs,
+	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s%s)", device, dev->opt.image_abs,
 		dev->zero_copy ? "zero-copy" : "copy", dev->nr_queues,
-		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "");
+		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "",
+		dev->opt.recover_id >= 0 ? ", recovered" : dev->opt.recoverable ? ", recoverable" : "");
 	if (dev->opt.foreground) {
 		printf("%s\n", device);
 		fflush(stdout);
@@ -460,9 +512,11 @@ static int serve(const struct uq_open_opts *o)
 	ret = image_open(&dev);
 	if (ret == 0)
 		ret = ctrl_setup(&dev, &flags);
-	if (ret == 0)
+	if (ret == 0 && o->recover_id >= 0)
+		ret = device_attach(&dev);	/* the dead daemon's state file stays until live */
+	else if (ret == 0)
 		ret = device_add(&dev, flags);
-	if (ret == 0)
+	if (ret == 0 && o->recover_id < 0)
 		ret = uq_state_write(&dev, "starting", NULL);
 	if (ret == 0)
 		ret = device_setup(&dev);
@@ -551,7 +605,7 @@ static int daemonize(const struct uq_open_opts *o)
 
 /* ------------------------------------------------------ command line */
 
-enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE };
+enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE };
 
 static const struct option open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -560,6 +614,7 @@ static const struct option open_long[] = {
 	{ "read-only", no_argument, NULL, OPT_READ_ONLY },
 	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
+	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -569,7 +624,8 @@ static void open_usage(FILE *f)
 {
 	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] "
 		"[--read-only]\n"
-		"                      [--foreground] [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
+		"                      [--recoverable] [--foreground] [--l2-cache BYTES] [-v] IMAGE\n",
+		UQ_PROG);
 }
 
 static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
@@ -612,6 +668,9 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 	case OPT_FOREGROUND:
 		o->foreground = true;
 		return 0;
+	case OPT_RECOVERABLE:
+		o->recoverable = true;
+		return 0;
 	case OPT_L2_CACHE:
 		if (uq_parse_size(optarg, &o->l2_cache) < 0 || !o->l2_cache)
 			return bad_value("--l2-cache", optarg, "want a byte count (K, M, G suffixes)");
@@ -642,6 +701,7 @@ int uq_cmd_open(int argc, char **argv)
 		.queues = UQ_DEFAULT_QUEUES,
 		.depth = UQ_DEFAULT_DEPTH,
 		.zero_copy = UQ_ZC_AUTO,
+		.recover_id = -1,
 	};
 	int c;
 
@@ -666,6 +726,74 @@ int uq_cmd_open(int argc, char **argv)
 		uq_err("%s: %s", o.image, strerror(errno));
 		return UQ_EXIT_FAIL;
 	}
+	absolute_run_dir();
+	return o.foreground ? serve(&o) : daemonize(&o);
+}
+
+/* ------------------------------------------------------------ recover */
+
+static const struct option recover_long[] = {
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void recover_usage(FILE *f)
+{
+	fprintf(f, "usage: %s recover [--foreground] [-v] ID|/dev/ublkbN\n", UQ_PROG);
+}
+
+/* The options the dead daemon ran with, from its state file. */
+static int recover_opts(unsigned id, struct uq_open_opts *o)
+{
+	struct uq_state s;
+
+	if (uq_state_load(id, &s) < 0)
+		return -ENOENT;
+	if (uq_daemon_alive(s.pid)) {
+		uq_err("device %u is being served by pid %d: nothing to recover", id, s.pid);
+		return -EBUSY;
+	}
+	if (!s.recoverable) {
+		uq_err("device %u was not opened with --recoverable: 'ublk-qcow close %u' removes "
+		       "it", id, id);
+		return -EINVAL;
+	}
+	o->image = o->image_abs;
+	snprintf(o->image_abs, sizeof(o->image_abs), "%s", s.image);
+	o->queues = s.queues;
+	o->depth = s.depth;
+	o->read_only = s.read_only;
+	o->l2_cache = s.l2_cache;
+	o->recoverable = true;
+	o->recover_id = (int)id;
+	return 0;
+}
+
+int uq_cmd_recover(int argc, char **argv)
+{
+	struct uq_open_opts o = { .zero_copy = UQ_ZC_AUTO };
+	unsigned id;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "vh", recover_long, NULL)) != -1) {
+		if (c == 'h' || (c != OPT_FOREGROUND && c != 'v')) {
+			recover_usage(c == 'h' ? stdout : stderr);
+			return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
+		}
+		if (c == 'v')
+			uq_verbose = true;
+		else
+			o.foreground = true;
+	}
+	if (argc - optind != 1 || uq_parse_target(argv[optind], &id) < 0) {
+		recover_usage(stderr);
+		return UQ_EXIT_USAGE;
+	}
+	if (recover_opts(id, &o) < 0)
+		return UQ_EXIT_FAIL;
 	absolute_run_dir();
 	return o.foreground ? serve(&o) : daemonize(&o);
 }

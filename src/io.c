@@ -336,6 +336,18 @@ static int do_flush(struct uq_tag *t)
 	return qcow_flush(t->q->dev->img);
 }
 
+/*
+ * --recoverable: after the daemon dies the kernel resends only the requests
+ * it has not seen complete, and the dead daemon's metadata caches die with
+ * it.  So a request that changed metadata (an allocating write, a discard,
+ * a zeroing) completes only after a flush has put that metadata in the
+ * file, in the engine's crash-safe order.  Overwrites in place need none.
+ */
+static bool must_write_back(const struct uq_tag *t)
+{
+	return t->q->dev->opt.recoverable && t->meta_changed;
+}
+
 static void write_issue(struct uq_tag *t)
 {
 	struct qcow_write_plan *p = &t->plan;
@@ -371,7 +383,7 @@ static void write_step(struct uq_tag *t)
 			write_issue(t);
 		return;
 	}
-	if (t->fua) {
+	if (t->fua || must_write_back(t)) {
 		ret = eng_call(t, do_flush, "qcow_flush");
 		if (t->parked)
 			return;
@@ -385,6 +397,7 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 {
 	struct uq_dev *dev = t->q->dev;
 	int result = (uint64_t)res == len ? 0 : (res < 0 ? res : -EIO);
+	bool allocated = t->plan.new_host_cluster != 0;
 	int ret;
 
 	if (result < 0)
@@ -400,10 +413,12 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 	eng_unlock(dev);
 	if (t->parked)
 		return;
-	if (result < 0 || ret < 0)
+	if (result < 0 || ret < 0) {
 		tag_error(t, io_errno(result < 0 ? result : ret));
-	else
+	} else {
 		t->pos += len;
+		t->meta_changed |= allocated;
+	}
 }
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
@@ -423,6 +438,12 @@ static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *
 {
 	int ret = eng_call(t, fn, what);
 
+	/* discard and zeroing change metadata; a parked flush redoes them, harmlessly */
+	if (ret >= 0 && fn != do_flush) {
+		t->meta_changed = true;
+		if (must_write_back(t))
+			ret = eng_call(t, do_flush, "qcow_flush");
+	}
 	if (t->parked)
 		return;
 	if (ret < 0)
@@ -533,6 +554,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;
 	t->issued_all = t->wait_meta = t->parked = false;
 	t->zc_reg = t->zc_busy = false;
+	t->meta_changed = false;
 	t->ops = 0;
 	t->error = 0;
 	t->off = d.start_sector << 9;

@@ -25,14 +25,15 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] [--read-only]\n"
-		"                      [--foreground] [--l2-cache BYTES] [-v] IMAGE\n"
+		"                      [--recoverable] [--foreground] [--l2-cache BYTES] [-v] IMAGE\n"
 		"       %s list [--output=human|json]\n"
 		"       %s close [--timeout SECONDS] ID|/dev/ublkbN\n"
+		"       %s recover [--foreground] [-v] ID|/dev/ublkbN\n"
 		"       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
 }
 
 /* A decimal number in [min, max]. */
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
 		return uq_cmd_list(argc - 1, argv + 1);
 	if (!strcmp(cmd, "close"))
 		return uq_cmd_close(argc - 1, argv + 1);
+	if (!strcmp(cmd, "recover"))
+		return uq_cmd_recover(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return UQ_EXIT_OK;

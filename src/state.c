@@ -38,6 +38,11 @@ const char *uq_run_dir(void)
 	return d && *d ? d : UQ_DEFAULT_RUN_DIR;
 }
 
+static void state_path_of(unsigned id, char *path, size_t len)
+{
+	snprintf(path, len, "%s/%u.json", uq_run_dir(), id);
+}
+
 /* mkdir -p */
 static int make_dir(const char *path)
 {
@@ -85,7 +90,9 @@ static void json_state(FILE *f, const struct uq_state *s)
 	json_str(f, s->image);
 	fprintf(f, ",\"queues\":%u,\"depth\":%u,\"mode\":", s->queues, s->depth);
 	json_str(f, s->mode);
-	fprintf(f, ",\"read_only\":%s,\"state\":", s->read_only ? "true" : "false");
+	fprintf(f, ",\"read_only\":%s,\"recoverable\":%s,\"l2_cache\":%llu,\"state\":",
+		s->read_only ? "true" : "false", s->recoverable ? "true" : "false",
+		(unsigned long long)s->l2_cache);
 	json_str(f, s->state);
 	if (s->error[0]) {
 		fputs(",\"error\":", f);
@@ -106,6 +113,8 @@ static void state_of_dev(const struct uq_dev *dev, const char *state, const char
 	s->depth = dev->depth;
 	snprintf(s->mode, sizeof(s->mode), "%s", dev->zero_copy ? "zero-copy" : "copy");
 	s->read_only = dev->opt.read_only;
+	s->recoverable = dev->opt.recoverable;
+	s->l2_cache = dev->opt.l2_cache;
 	snprintf(s->state, sizeof(s->state), "%s", state);
 	snprintf(s->error, sizeof(s->error), "%s", error ? error : "");
 }
@@ -122,8 +131,7 @@ int uq_state_write(struct uq_dev *dev, const char *state, const char *error)
 		uq_err("cannot create the state directory %s: %s", uq_run_dir(), strerror(-ret));
 		return ret;
 	}
-	snprintf(dev->state_path, sizeof(dev->state_path), "%s/%u.json", uq_run_dir(),
-		 dev->dev_id);
+	state_path_of(dev->dev_id, dev->state_path, sizeof(dev->state_path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", dev->state_path);
 	state_of_dev(dev, state, error, &s);
 	f = fopen(tmp, "w");
@@ -239,6 +247,10 @@ static void set_field(struct uq_state *s, const char *key, const char *val)
 		copy_field(s->mode, sizeof(s->mode), val);
 	else if (!strcmp(key, "read_only"))
 		s->read_only = !strcmp(val, "true");
+	else if (!strcmp(key, "recoverable"))
+		s->recoverable = !strcmp(val, "true");
+	else if (!strcmp(key, "l2_cache"))
+		s->l2_cache = strtoull(val, NULL, 10);
 	else if (!strcmp(key, "state"))
 		copy_field(s->state, sizeof(s->state), val);
 	else if (!strcmp(key, "error"))
@@ -289,8 +301,22 @@ static int read_state(const char *path, struct uq_state *s)
 	return parse_state(buf, s) < 0 ? -EBADMSG : 0;
 }
 
+int uq_state_load(unsigned id, struct uq_state *s)
+{
+	char path[PATH_MAX + 32];
+	int ret;
+
+	state_path_of(id, path, sizeof(path));
+	ret = read_state(path, s);
+	if (ret == -ENOENT)
+		uq_err("no ublk-qcow device %u (no %s)", id, path);
+	else if (ret < 0)
+		uq_err("%s: %s", path, strerror(-ret));
+	return ret;
+}
+
 /* Is pid a running (not zombie) ublk-qcow? */
-static bool daemon_alive(int pid)
+bool uq_daemon_alive(int pid)
 {
 	char path[64], buf[512], *p;
 	FILE *f;
@@ -352,7 +378,7 @@ static int collect(struct uq_state **out, size_t *count)
 		if (!is_state_name(e->d_name))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", uq_run_dir(), e->d_name);
-		if (read_state(path, &s) < 0 || !daemon_alive(s.pid))
+		if (read_state(path, &s) < 0 || !uq_daemon_alive(s.pid))
 			continue;
 		nv = realloc(v, (n + 1) * sizeof(*v));
 		if (!nv)
@@ -433,8 +459,7 @@ int uq_cmd_list(int argc, char **argv)
 
 /* ------------------------------------------------------------- close */
 
-/* "3", "/dev/ublkb3" or "ublkb3" -> 3 */
-static int parse_target(const char *arg, unsigned *id)
+int uq_parse_target(const char *arg, unsigned *id)
 {
 	const char *p = arg;
 
@@ -453,7 +478,7 @@ static bool wait_gone(int pid, unsigned timeout_s)
 	unsigned long i, rounds = (unsigned long)timeout_s * 20;
 
 	for (i = 0; i <= rounds; i++) {
-		if (!daemon_alive(pid))
+		if (!uq_daemon_alive(pid))
 			return true;
 		nanosleep(&ts, NULL);
 	}
@@ -508,19 +533,11 @@ static int close_device(unsigned id, unsigned timeout_s)
 {
 	char path[PATH_MAX + 32];
 	struct uq_state s;
-	int ret;
 
-	snprintf(path, sizeof(path), "%s/%u.json", uq_run_dir(), id);
-	ret = read_state(path, &s);
-	if (ret == -ENOENT) {
-		uq_err("no ublk-qcow device %u (no %s)", id, path);
+	if (uq_state_load(id, &s) < 0)
 		return UQ_EXIT_FAIL;
-	}
-	if (ret < 0) {
-		uq_err("%s: %s", path, strerror(-ret));
-		return UQ_EXIT_FAIL;
-	}
-	if (!daemon_alive(s.pid))
+	state_path_of(id, path, sizeof(path));
+	if (!uq_daemon_alive(s.pid))
 		return close_result(path, &s, false);
 	if (kill(s.pid, SIGTERM) < 0) {
 		uq_err("device %u: cannot signal pid %d: %s", id, s.pid, strerror(errno));
@@ -552,7 +569,7 @@ int uq_cmd_close(int argc, char **argv)
 		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
-	if (argc - optind != 1 || parse_target(argv[optind], &id) < 0) {
+	if (argc - optind != 1 || uq_parse_target(argv[optind], &id) < 0) {
 		if (argc - optind == 1)
 			fprintf(stderr, "%s: '%s' is not a device id or /dev/ublkbN\n", UQ_PROG,
 				argv[optind]);

@@ -75,6 +75,8 @@ int uq_ctrl_start_dev(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *
 int uq_ctrl_stop_dev(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_del_dev(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_get_info(struct uq_ctrl *c, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
+int uq_ctrl_start_recovery(struct uq_ctrl *c, uint32_t dev_id);
+int uq_ctrl_end_recovery(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
 
 /* -------------------------------------------------------------- options */
 enum uq_zc_mode { UQ_ZC_AUTO, UQ_ZC_ON, UQ_ZC_OFF };
@@ -87,6 +89,8 @@ struct uq_open_opts {
 	enum uq_zc_mode zero_copy;
 	bool read_only;
 	bool foreground;
+	bool recoverable;		/* ADD_DEV with USER_RECOVERY (and REISSUE) */
+	int recover_id;			/* "recover": the device to take over; -1 for "open" */
 	uint64_t l2_cache;		/* 0: the engine's default */
 };
 
@@ -108,6 +112,7 @@ struct uq_tag {
 	bool parked;			/* waiting for another request's progress */
 	bool zc_reg;			/* zero copy: request buffer registered */
 	bool zc_busy;			/* zero copy: (un)register in flight */
+	bool meta_changed;		/* this request changed the image's metadata */
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
 	uint64_t off;			/* request start, bytes */
@@ -239,6 +244,8 @@ struct uq_state {
 	unsigned depth;
 	char mode[16];			/* "copy" / "zero-copy" */
 	bool read_only;
+	bool recoverable;		/* "recover" can take the device over */
+	uint64_t l2_cache;		/* as given to open; 0: the default */
 	char state[16];			/* starting / live / stopping / failed */
 	char error[512];		/* "failed" only */
 };
@@ -248,9 +255,16 @@ int uq_state_write(struct uq_dev *dev, const char *state, const char *error);
 void uq_state_remove(struct uq_dev *dev);
 int uq_cmd_list(int argc, char **argv);
 int uq_cmd_close(int argc, char **argv);
+/* The state file of device id: 0, -ENOENT, or another -errno (logged). */
+int uq_state_load(unsigned id, struct uq_state *s);
+/* Is pid a running ublk-qcow daemon? */
+bool uq_daemon_alive(int pid);
+/* "3", "/dev/ublkb3" or "ublkb3" -> 3 */
+int uq_parse_target(const char *arg, unsigned *id);
 
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);
+int uq_cmd_recover(int argc, char **argv);
 
 /* ----------------------------------------------------------------- main.c */
 int uq_parse_size(const char *s, uint64_t *out);

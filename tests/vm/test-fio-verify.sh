@@ -37,6 +37,8 @@ randseed=$SEED
 verify=crc32c
 verify_fatal=1
 verify_dump=0
+# no verify state files left in the working directory
+verify_state_save=0
 EOF
 
 vm_guest <<'GUEST'

@@ -8,7 +8,7 @@
 #   guest: 4 MiB of random data written in 64 KiB O_DIRECT writes spread
 #          over fresh clusters, then fsync (a FLUSH request); more writes
 #          without a flush; SIGKILL the daemon; IO on the device now fails
-#          (it does not hang); list no longer shows the device; close
+#          (it does not hang) and the block device goes away; list no longer shows the device; close
 #          removes what the dead daemon left; the killed image is copied
 #          out; reopened, the flushed data reads back through the daemon;
 #   host:  the image as the kill left it passes qemu-img check (leaked
@@ -54,6 +54,16 @@ io_fails() {
 	[ $? != 124 ] || { echo "    a read after the kill hung"; return 1; }
 }
 
+# without --recoverable the kernel removes the block device of a dead server
+bdev_goes_away() {
+	i=0
+	while [ -b "$DEV" ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	! [ -b "$DEV" ]
+}
+
 not_listed() {
 	! ublk-qcow list | grep -q "$DEV"
 }
@@ -66,6 +76,7 @@ if uq_open disk.qcow2; then
 	check sigkill kill -KILL $pid
 	sleep 1
 	check io-fails-after-kill io_fails
+	check block-device-goes-away bdev_goes_away
 	check list-drops-dead-device not_listed
 	check close-cleans-up uq_close "$DEV"
 	check copy-killed-image cp disk.qcow2 killed.qcow2
