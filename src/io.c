@@ -531,7 +531,11 @@ static int io_check(struct uq_tag *t, const struct ublksrv_io_desc *d)
 		tag_log(t, "request check", -EINVAL, "past the end of the device");
 		return -EINVAL;
 	}
-	if (has_data(t) && (!t->len || t->len > dev->buf_bytes)) {
+	if (has_data(t) && !t->len) {
+		tag_log(t, "request check", -EINVAL, "no sectors");
+		return -EINVAL;
+	}
+	if (has_data(t) && t->len > dev->buf_bytes) {
 		tag_log(t, "request check", -EINVAL, "larger than the request buffer");
 		return -EINVAL;
 	}
