@@ -9,7 +9,8 @@
  *          compressed clusters are inflated synchronously (rare).  An L2
  *          miss (-EAGAIN) sends the table read through the ring and the walk
  *          goes on when it completes.
- *   WRITE  qcow_write_begin (allocation and copy-on-write, synchronous under
+ *   WRITE  the L2 table loaded through the ring like a READ's, then
+ *          qcow_write_begin (allocation and copy-on-write, synchronous under
  *          the engine lock), WRITE_FIXED of plan.length bytes, then
  *          qcow_write_end publishes the mapping; repeated until the whole
  *          request is written.  FUA adds a qcow_flush at the end.
@@ -155,7 +156,7 @@ static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *wh
 	ret = fn(t);
 	if (ret < 0 && parkable(dev, ret))
 		park_locked(t);
-	else if (ret < 0)
+	else if (ret < 0 && ret != -EAGAIN)	/* -EAGAIN: a metadata read to issue */
 		eng_log_locked(t, what, ret);
 	eng_unlock(dev);
 	return ret;
@@ -326,9 +327,23 @@ static void read_step(struct uq_tag *t)
 
 /* ----------------------------------------------------------------- WRITE */
 
+/*
+ * The L2 table first, through the ring when it is not cached (-EAGAIN,
+ * t->need filled): qcow_write_begin would read it synchronously, holding up
+ * every request on the queue meanwhile.
+ */
 static int do_write_begin(struct uq_tag *t)
 {
-	return qcow_write_begin(t->q->dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
+	struct uq_dev *dev = t->q->dev;
+	struct qcow_extent ext;
+	int ret;
+
+	ret = qcow_map_nowait(dev->img, t->off + t->pos, t->len - t->pos, &ext, &t->need);
+	if (ret == -EAGAIN)
+		dev->meta_inflight++;
+	if (ret < 0)
+		return ret;
+	return qcow_write_begin(dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
 }
 
 static int do_flush(struct uq_tag *t)
@@ -377,7 +392,9 @@ static void write_step(struct uq_tag *t)
 		return;			/* one piece at a time */
 	if (t->pos < t->len) {
 		ret = eng_call(t, do_write_begin, "qcow_write_begin");
-		if (ret < 0 && !t->parked)
+		if (ret == -EAGAIN)
+			issue_meta(t);
+		else if (ret < 0 && !t->parked)
 			tag_error(t, io_errno(ret));
 		else if (ret >= 0)
 			write_issue(t);
