@@ -27,6 +27,8 @@ static const struct command commands[] = {
 	  "convert [-p] [-q] [-f FMT] [-O FMT] [-o OPTIONS] [-S SIZE] SRC DST" },
 	{ "resize", cmd_resize, "resize [-q] [-f FMT] IMAGE [+|-]SIZE" },
 	{ "io", cmd_io, "io [-f FMT] [-r] -c CMD [-c CMD ...] IMAGE" },
+	{ "snapshot", cmd_snapshot,
+	  "snapshot [-q] [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [--output=FMT] IMAGE" },
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))

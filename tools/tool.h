@@ -45,5 +45,6 @@ int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_io(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
 
 #endif /* QCOW_TOOL_H */

@@ -276,4 +276,36 @@ int qcow_check(struct qcow_image *img, unsigned repair_flags,
 /* Rebuild every refcount from the metadata (used for dirty images and -r all). */
 int qcow_rebuild_refcounts(struct qcow_image *img);
 
+/* ------------------------------------------------------------------------
+ * Internal snapshots (format/snapshot.c)
+ *
+ * create, apply and delete are transactions: they flush, write every new
+ * structure past the end of the file, and switch with one header write, so
+ * a crash leaves the old image or the new one (doc/design.md section 15).
+ * The image must be open read-write and have no write in flight.
+ * ------------------------------------------------------------------------ */
+struct qcow_snapshot_info {
+	char *id;                     /* "1", "2", ... */
+	char *name;
+	uint64_t l1_table_offset;
+	uint32_t l1_size;
+	uint32_t date_sec, date_nsec; /* wall clock when taken */
+	uint64_t vm_clock_nsec;       /* guest clock (0 for disk-only snapshots) */
+	uint64_t vm_state_size;       /* bytes of saved VM state (QEMU savevm) */
+	uint64_t disk_size;           /* virtual size when taken */
+	uint64_t icount;              /* UINT64_MAX: unknown */
+};
+/* Every snapshot, in table order; free with qcow_snapshot_list_free. */
+int qcow_snapshot_list(struct qcow_image *img, struct qcow_snapshot_info **out, uint32_t *n);
+void qcow_snapshot_list_free(struct qcow_snapshot_info *v, uint32_t n);
+/* A disk-only snapshot of the active image. -EEXIST: the name is taken. */
+int qcow_snapshot_create(struct qcow_image *img, const char *name);
+/* Revert the active image to snapshot which (an id, else a name); the
+ * virtual size becomes the snapshot's. *had_vm_state: it has VM state,
+ * which is kept but not used. -ENOENT: no such snapshot. */
+int qcow_snapshot_apply(struct qcow_image *img, const char *which, bool *had_vm_state);
+int qcow_snapshot_delete(struct qcow_image *img, const char *which);
+/* Read-only opens: reads (and maps) now show snapshot which. */
+int qcow_snapshot_load(struct qcow_image *img, const char *which);
+
 #endif /* QCOW_ENGINE_H */

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qcow-tool snapshot: list, create, apply and delete internal snapshots,
+ * with qemu-img snapshot's letters (-l, -c, -a, -d) and long forms
+ * (list, create, apply, delete).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "disk.h"
+#include "json.h"
+#include "options.h"
+#include "tool.h"
+
+enum snap_action { SNAP_NONE, SNAP_LIST, SNAP_CREATE, SNAP_APPLY, SNAP_DELETE };
+
+struct snap_args {
+	enum snap_action action;
+	const char *name;		/* create: the name; apply/delete: a name or id */
+	const char *path;
+	enum output_format output;
+	bool quiet;
+};
+
+static void snapshot_usage(void)
+{
+	printf("Usage: " TOOL_NAME " snapshot [-q] [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT]\n"
+	       "                 [--output=human|json] IMAGE\n"
+	       "       " TOOL_NAME " snapshot list|create NAME|apply SNAPSHOT|delete SNAPSHOT IMAGE\n\n"
+	       "Internal snapshots of a qcow2 image, as qemu-img snapshot. SNAPSHOT is an id\n"
+	       "or a name.\n\n"
+	       "  -l, list               list the snapshots (the default)\n"
+	       "  -c, create NAME        snapshot the image as it is now\n"
+	       "  -a, apply SNAPSHOT     revert the image to the snapshot (its disk; saved VM\n"
+	       "                         state is kept but not used)\n"
+	       "  -d, delete SNAPSHOT    delete the snapshot\n"
+	       "  --output=human|json    list format\n"
+	       "  -q                     quiet\n"
+	       "  -h, --help             this text\n\n"
+	       "create, apply and delete are crash safe: an interruption leaves the image as\n"
+	       "it was or as it would have been, never a mix.\n\n"
+	       "Exit status: 0 success, 1 error.\n");
+}
+
+static int set_action(struct snap_args *a, enum snap_action act, const char *name)
+{
+	if (a->action != SNAP_NONE)
+		return tool_usage_error("snapshot", "only one of -l, -c, -a, -d at a time");
+	a->action = act;
+	a->name = name;
+	return 0;
+}
+
+/* "list", "create NAME", "apply X", "delete X" before IMAGE. */
+static int long_form(struct snap_args *a, int argc, char **argv)
+{
+	static const struct { const char *word; enum snap_action act; } words[] = {
+		{ "list", SNAP_LIST }, { "create", SNAP_CREATE },
+		{ "apply", SNAP_APPLY }, { "delete", SNAP_DELETE },
+	};
+	unsigned i;
+
+	if (optind >= argc)
+		return 0;
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strcmp(argv[optind], words[i].word))
+			continue;
+		optind++;
+		if (words[i].act != SNAP_LIST && optind >= argc - 1)
+			return tool_usage_error("snapshot", "%s needs a snapshot and an image",
+						words[i].word);
+		return set_action(a, words[i].act, words[i].act == SNAP_LIST ? NULL :
+				  argv[optind++]);
+	}
+	return 0;
+}
+
+static int snapshot_parse_args(int argc, char **argv, struct snap_args *a)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "output", required_argument, NULL, 'O' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, ret = 0;
+
+	opterr = 0;
+	while (ret == 0 && (c = getopt_long(argc, argv, ":hqlc:a:d:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h': snapshot_usage(); return 1;
+		case 'q': a->quiet = true; break;
+		case 'l': ret = set_action(a, SNAP_LIST, NULL); break;
+		case 'c': ret = set_action(a, SNAP_CREATE, optarg); break;
+		case 'a': ret = set_action(a, SNAP_APPLY, optarg); break;
+		case 'd': ret = set_action(a, SNAP_DELETE, optarg); break;
+		case 'O':
+			if (parse_output_format("snapshot", optarg, &a->output))
+				return -1;
+			break;
+		default:
+			tool_getopt_error("snapshot", c, argv);
+			return -1;
+		}
+	}
+	if (ret == 0)
+		ret = long_form(a, argc, argv);
+	if (ret)
+		return -1;
+	if (optind != argc - 1) {
+		tool_usage_error("snapshot", "%s", optind >= argc ? "expecting an image file name"
+				 : "too many arguments");
+		return -1;
+	}
+	if (a->action == SNAP_NONE)
+		a->action = SNAP_LIST;
+	a->path = argv[optind];
+	return 0;
+}
+
+/* ------------------------------------------------------------- list */
+
+static void format_clock(uint64_t ns, char *buf, size_t len)
+{
+	uint64_t ms = ns / 1000000;
+
+	snprintf(buf, len, "%02" PRIu64 ":%02" PRIu64 ":%02" PRIu64 ".%03" PRIu64,
+		 ms / 3600000, ms / 60000 % 60, ms / 1000 % 60, ms % 1000);
+}
+
+static void format_date(uint32_t sec, char *buf, size_t len)
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	if (!localtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm))
+		snprintf(buf, len, "%u", sec);
+}
+
+static void list_human(const struct qcow_snapshot_info *v, uint32_t n)
+{
+	char vm[32], disk[32], date[32], clock[32];
+	uint32_t i;
+
+	printf("Snapshot list:\n");
+	printf("%-9s %-17s %7s %19s %12s %10s %10s\n", "ID", "TAG", "VM SIZE", "DATE",
+	       "VM CLOCK", "ICOUNT", "DISK SIZE");
+	for (i = 0; i < n; i++) {
+		format_size_human(v[i].vm_state_size, vm, sizeof(vm));
+		format_size_human(v[i].disk_size, disk, sizeof(disk));
+		format_date(v[i].date_sec, date, sizeof(date));
+		format_clock(v[i].vm_clock_nsec, clock, sizeof(clock));
+		printf("%-9s %-17s %7s %19s %12s ", v[i].id, v[i].name, vm, date, clock);
+		if (v[i].icount == UINT64_MAX)
+			printf("%10s", "--");
+		else
+			printf("%10" PRIu64, v[i].icount);
+		printf(" %10s\n", disk);
+	}
+}
+
+/* The keys of qemu-img info's "snapshots" entries, plus disk-size. */
+static void list_json(const struct qcow_snapshot_info *v, uint32_t n)
+{
+	struct json_obj o;
+	uint32_t i;
+
+	printf("[");
+	for (i = 0; i < n; i++) {
+		json_init(&o);
+		json_add_str(&o, "id", v[i].id);
+		json_add_str(&o, "name", v[i].name);
+		json_add_uint(&o, "vm-state-size", v[i].vm_state_size);
+		json_add_uint(&o, "date-sec", v[i].date_sec);
+		json_add_uint(&o, "date-nsec", v[i].date_nsec);
+		json_add_uint(&o, "vm-clock-sec", v[i].vm_clock_nsec / 1000000000);
+		json_add_uint(&o, "vm-clock-nsec", v[i].vm_clock_nsec % 1000000000);
+		if (v[i].icount != UINT64_MAX)
+			json_add_uint(&o, "icount", v[i].icount);
+		json_add_uint(&o, "disk-size", v[i].disk_size);
+		printf(i ? ",\n" : "\n");
+		json_print(stdout, &o);
+	}
+	printf("]\n");
+}
+
+static int do_list(struct disk *d, const struct snap_args *a)
+{
+	struct qcow_snapshot_info *v;
+	uint32_t n;
+	int ret = qcow_snapshot_list(d->img, &v, &n);
+
+	if (ret < 0)
+		return disk_fail(d, ret);
+	if (a->output == OUTPUT_JSON)
+		list_json(v, n);
+	else if (n)
+		list_human(v, n);
+	qcow_snapshot_list_free(v, n);
+	return 0;
+}
+
+/* ----------------------------------------------------------- changes */
+
+static int do_change(struct disk *d, const struct snap_args *a)
+{
+	bool vm_state = false;
+	int ret;
+
+	if (a->action == SNAP_CREATE)
+		ret = qcow_snapshot_create(d->img, a->name);
+	else if (a->action == SNAP_APPLY)
+		ret = qcow_snapshot_apply(d->img, a->name, &vm_state);
+	else
+		ret = qcow_snapshot_delete(d->img, a->name);
+	if (ret < 0)
+		return disk_fail(d, ret);
+	if (vm_state && !a->quiet)
+		fprintf(stderr, TOOL_NAME ": %s: snapshot '%s' holds saved VM state; only the "
+			"disk was reverted (the VM state is kept, not used)\n", a->path, a->name);
+	return 0;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	struct snap_args a = { .action = SNAP_NONE, .output = OUTPUT_HUMAN };
+	struct disk d;
+	int ret;
+
+	ret = snapshot_parse_args(argc, argv, &a);
+	if (ret)
+		return ret < 0 ? EXIT_ERROR : EXIT_OK;
+	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST, false) < 0)
+		return EXIT_ERROR;
+	if (!d.img) {
+		tool_error("%s: snapshots need a qcow2 image (this one is raw)", a.path);
+		disk_close(&d);
+		return EXIT_ERROR;
+	}
+	ret = a.action == SNAP_LIST ? do_list(&d, &a) : do_change(&d, &a);
+	if (disk_close(&d) < 0)
+		ret = -1;
+	return ret ? EXIT_ERROR : EXIT_OK;
+}
