@@ -782,7 +782,22 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *which)
 
 /* ------------------------------------------------------------ reading */
 
-int qcow_snapshot_load(struct qcow_image *img, const char *which)
+/* The snapshot with this id and/or name (NULL: any); -ENOENT otherwise. */
+static int table_find_exact(struct qcow_image *img, const struct snap_table *t, const char *id,
+			    const char *name)
+{
+	uint32_t i;
+
+	for (i = 0; i < t->n; i++)
+		if ((!id || !strcmp(t->v[i].info.id, id)) &&
+		    (!name || !strcmp(t->v[i].info.name, name)))
+			return (int)i;
+	return qcow_set_error(img, -ENOENT, "no snapshot with %s%s%s%s%s", id ? "id " : "",
+			      id ? id : "", id && name ? " and " : "", name ? "name " : "",
+			      name ? name : "");
+}
+
+int qcow_snapshot_load(struct qcow_image *img, const char *id, const char *name)
 {
 	struct snap_table t;
 	uint64_t *l1 = NULL;
@@ -794,7 +809,7 @@ int qcow_snapshot_load(struct qcow_image *img, const char *which)
 	ret = table_read(img, &t);
 	if (ret < 0)
 		return ret;
-	ret = i = table_find(img, &t, which);
+	ret = i = id || name ? table_find_exact(img, &t, id, name) : -EINVAL;
 	if (ret >= 0)
 		ret = read_l1(img, &t.v[i].info, &l1);
 	dirty = ret >= 0 ? calloc(t.v[i].info.l1_size ? t.v[i].info.l1_size : 1, 1) : NULL;

@@ -21,7 +21,7 @@
 static void convert_usage(void)
 {
 	printf("Usage: " TOOL_NAME " convert [-p] [-q] [-n] [-f FMT] [-O FMT] [-o OPTIONS]\n"
-	       "                         [-S SIZE] SRC DST\n\n"
+	       "                         [-S SIZE] [-l SNAPSHOT] SRC DST\n\n"
 	       "Copy the guest data of SRC into DST (created or overwritten), converting\n"
 	       "between raw and qcow2. Ranges that read as zero are not written, so DST\n"
 	       "is sparse.\n\n"
@@ -32,6 +32,8 @@ static void convert_usage(void)
 	       "              (default 4k); 0 writes every byte\n"
 	       "  -n          do not create DST: write into the existing image, zeroing\n"
 	       "              ranges that are zero in SRC\n"
+	       "  -l SNAPSHOT copy internal snapshot SNAPSHOT of SRC instead of its\n"
+	       "              active image: snapshot.name=NAME, snapshot.id=ID, or either\n"
 	       "  -p          show progress on stderr\n"
 	       "  -q          quiet\n"
 	       "  -h, --help  this text\n\n"
@@ -44,6 +46,7 @@ struct convert_args {
 	int nb_olists;
 	uint64_t sparse;          /* zero detection block; 0: off */
 	bool progress, quiet, no_create;
+	const char *snapshot;     /* -l */
 	const char *src, *dst;
 };
 
@@ -183,14 +186,16 @@ static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "snapshot", required_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:l:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h': convert_usage(); return 1;
+		case 'l': a->snapshot = optarg; break;
 		case 'p': a->progress = true; break;
 		case 'q': a->quiet = true; break;
 		case 'n': a->no_create = true; break;
@@ -269,6 +274,8 @@ static int convert_create_dst(const struct convert_args *a, uint64_t size)
 static int convert_open(struct convert_state *s, const struct convert_args *a)
 {
 	if (disk_open(&s->src, a->src, a->src_fmt, true, false) < 0)
+		return -1;
+	if (a->snapshot && tool_load_snapshot(&s->src, a->snapshot) < 0)
 		return -1;
 	if (!a->no_create && (convert_same_file(a->src, a->dst) ||
 			      convert_create_dst(a, s->src.size)))

@@ -311,6 +311,8 @@ static void io_usage(void)
 	       "  -c CMD      a command to run; may be repeated\n"
 	       "  -f FMT      image format: qcow2 or raw (detected by default)\n"
 	       "  -r          open read-only\n"
+	       "  --snapshot=SNAPSHOT  read internal snapshot SNAPSHOT (snapshot.name=NAME,\n"
+	       "              snapshot.id=ID, or either) instead of the active image; implies -r\n"
 	       "  -n, -U, -C, -m, -k, -t MODE, -d MODE, -i MODE\n"
 	       "              accepted and ignored (qemu-io compatibility)\n"
 	       "  -h, --help  this text\n\n"
@@ -327,6 +329,7 @@ struct io_args {
 	bool read_only;
 	char **cmds;
 	int nb_cmds;
+	const char *snapshot;     /* --snapshot: read this snapshot */
 	const char *path;
 };
 
@@ -345,6 +348,7 @@ static int io_parse_args(int argc, char **argv, struct io_args *a)
 		{ "misalign", no_argument, NULL, 'm' },
 		{ "native-aio", no_argument, NULL, 'k' },
 		{ "aio", required_argument, NULL, 'i' },
+		{ "snapshot", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -355,6 +359,7 @@ static int io_parse_args(int argc, char **argv, struct io_args *a)
 		case 'h': io_usage(); return 1;
 		case 'c': a->cmds[a->nb_cmds++] = optarg; break;
 		case 'r': a->read_only = true; break;
+		case 'S': a->snapshot = optarg; a->read_only = true; break;
 		case 'f':
 			if (disk_parse_format(optarg, &a->fmt))
 				return -1;
@@ -425,6 +430,10 @@ int cmd_io(int argc, char **argv)
 	if (!ret) {
 		c.read_only = a.read_only;
 		ret = disk_open(&c.d, a.path, a.fmt, a.read_only, false) < 0 ? -1 : 0;
+		if (!ret && a.snapshot && tool_load_snapshot(&c.d, a.snapshot) < 0) {
+			disk_close(&c.d);
+			ret = -1;
+		}
 		if (!ret) {
 			ret = io_run(&c, &a);
 			if (disk_close(&c.d) < 0)

@@ -18,7 +18,7 @@
 static void map_usage(void)
 {
 	printf("Usage: " TOOL_NAME " map [-f qcow2|raw] [--output=human|json]\n"
-	       "                     [-s OFFSET] [-l LENGTH] IMAGE\n\n"
+	       "                     [-s OFFSET] [-l LENGTH] [--snapshot=SNAPSHOT] IMAGE\n\n"
 	       "Print how the guest ranges of IMAGE map to the file.\n"
 	       "human: one line per range with data: guest offset, length, host\n"
 	       "       offset, file (hex); fails on compressed clusters, which have\n"
@@ -29,6 +29,8 @@ static void map_usage(void)
 	       "  --output=FMT        human (default) or json\n"
 	       "  -s, --start-offset=OFFSET  first guest byte to describe (0)\n"
 	       "  -l, --max-length=LENGTH    bytes to describe (to the end)\n"
+	       "  --snapshot=SNAPSHOT the mapping of internal snapshot SNAPSHOT\n"
+	       "                      (snapshot.name=NAME, snapshot.id=ID, or either)\n"
 	       "  -h, --help          this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
 }
@@ -44,6 +46,7 @@ struct map_args {
 	enum output_format out;
 	enum disk_format fmt;
 	uint64_t start, max_length;
+	const char *snapshot;     /* --snapshot */
 	const char *path;
 };
 
@@ -216,6 +219,7 @@ static int map_parse_args(int argc, char **argv, struct map_args *a)
 		{ "output", required_argument, NULL, 'O' },
 		{ "start-offset", required_argument, NULL, 's' },
 		{ "max-length", required_argument, NULL, 'l' },
+		{ "snapshot", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -242,6 +246,9 @@ static int map_parse_args(int argc, char **argv, struct map_args *a)
 			if (map_parse_number("--max-length", optarg, &a->max_length))
 				return -1;
 			break;
+		case 'S':
+			a->snapshot = optarg;
+			break;
 		default:
 			tool_getopt_error("map", c, argv);
 			return -1;
@@ -267,6 +274,10 @@ int cmd_map(int argc, char **argv)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
 	if (disk_open(&d, a.path, a.fmt, true, false) < 0)
 		return EXIT_ERROR;
+	if (a.snapshot && tool_load_snapshot(&d, a.snapshot) < 0) {
+		disk_close(&d);
+		return EXIT_ERROR;
+	}
 	if (a.start > d.size)
 		a.start = d.size;
 	if (a.out == OUTPUT_JSON)

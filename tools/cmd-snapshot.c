@@ -224,6 +224,47 @@ static int do_change(struct disk *d, const struct snap_args *a)
 	return 0;
 }
 
+/*
+ * -l PARAM of convert, map and io: "snapshot.name=NAME", "snapshot.id=ID",
+ * both joined by a comma, or a bare NAME-or-id, as qemu-img convert -l.
+ * The disk must be open read-only; afterwards it reads as the snapshot.
+ */
+int tool_load_snapshot(struct disk *d, const char *param)
+{
+	char buf[1200], *id = NULL, *name = NULL, *tok, *save = NULL;
+	struct qcow_info info;
+	int ret;
+
+	if (!d->img) {
+		tool_error("%s: snapshots need a qcow2 image (this one is raw)", d->path);
+		return -EINVAL;
+	}
+	snprintf(buf, sizeof(buf), "%s", param);
+	if (!strchr(buf, '=')) {
+		ret = qcow_snapshot_load(d->img, buf, NULL);
+		if (ret == -ENOENT)
+			ret = qcow_snapshot_load(d->img, NULL, buf);
+	} else {
+		for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			if (!strncmp(tok, "snapshot.id=", 12))
+				id = tok + 12;
+			else if (!strncmp(tok, "snapshot.name=", 14))
+				name = tok + 14;
+			else {
+				tool_error("invalid snapshot option '%s' (want snapshot.id=ID "
+					   "or snapshot.name=NAME)", tok);
+				return -EINVAL;
+			}
+		}
+		ret = qcow_snapshot_load(d->img, id, name);
+	}
+	if (ret < 0)
+		return disk_fail(d, ret);
+	qcow_get_info(d->img, &info);
+	d->size = info.virtual_size;
+	return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	struct snap_args a = { .action = SNAP_NONE, .output = OUTPUT_HUMAN };

@@ -47,4 +47,8 @@ int cmd_resize(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 
+struct disk;
+/* convert/map/io -l: read snapshot PARAM of d (open read-only) instead. */
+int tool_load_snapshot(struct disk *d, const char *param);
+
 #endif /* QCOW_TOOL_H */

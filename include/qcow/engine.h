@@ -305,7 +305,8 @@ int qcow_snapshot_create(struct qcow_image *img, const char *name);
  * which is kept but not used. -ENOENT: no such snapshot. */
 int qcow_snapshot_apply(struct qcow_image *img, const char *which, bool *had_vm_state);
 int qcow_snapshot_delete(struct qcow_image *img, const char *which);
-/* Read-only opens: reads (and maps) now show snapshot which. */
-int qcow_snapshot_load(struct qcow_image *img, const char *which);
+/* Read-only opens: reads and maps now show the snapshot with this id and/or
+ * name (either may be NULL, not both), its virtual size included. */
+int qcow_snapshot_load(struct qcow_image *img, const char *id, const char *name);
 
 #endif /* QCOW_ENGINE_H */
