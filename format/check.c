@@ -27,6 +27,14 @@
  * a complete rebuild when a refcount is too low or the refcount structure is
  * broken); fix COPIED flags; and a final count that says what is left.
  * Not repaired: snapshot table entries, refcount overflows (as qemu-img).
+ *
+ * The active L1 table's place is read from the header on disk, not from
+ * the engine: a check open accepts a header whose L1 table lies past the
+ * end of the file or in the header cluster (format/header.c), and the check
+ * reports it (qemu-img check's verdict). Such an L1 table is lost: the L2
+ * tables and data it should lead to look leaked, and freeing them would
+ * destroy what a manual recovery could still find. So a repair then writes
+ * nothing at all, and the image stays corrupt (exit 2 in qcow-tool).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -86,6 +94,9 @@ struct chk {
 	bool blk_valid;             /* false: blk reads as zeros */
 	uint64_t *tbl;              /* one L2 table */
 	uint64_t *chunk;            /* part of an L1 or bitmap table */
+	uint64_t l1_off;            /* the active L1 table, as the header on disk says */
+	uint32_t l1_size;
+	bool l1_lost;               /* it lies outside the file or in the header */
 };
 
 /* ------------------------------------------------------------ reporting */
@@ -403,6 +414,18 @@ static int chk_l1_chunk(struct chk *c, uint64_t l1_off, uint64_t first, uint64_t
 	return chk_write(c, c->chunk, n * 8, l1_off + first * 8);
 }
 
+/* The active L1 table cannot be the real one (see the top of this file).
+ * Counted like a table left unread: refcounts are then left alone. */
+static void chk_l1_lost(struct chk *c, uint64_t off, const char *where)
+{
+	c->l1_lost = true;
+	c->skipped++;
+	if (c->mode != CHK_FIX)
+		chk_say(c, "The active L1 table (offset 0x%" PRIx64 ", l1_size %" PRIu32 ") %s: "
+			"the L2 tables and data it should reference cannot be found", off,
+			c->l1_size, where);
+}
+
 /* Phase A: an L1 table and the L2 tables it points at (their entries are
  * walked later, once per distinct table). */
 static int chk_l1(struct chk *c, uint64_t l1_off, uint32_t l1_size, bool active)
@@ -411,8 +434,15 @@ static int chk_l1(struct chk *c, uint64_t l1_off, uint32_t l1_size, bool active)
 	bool writable;
 	int ret;
 
-	if (!chk_inc_meta(c, l1_off, bytes, true))
+	if (!chk_inc_meta(c, l1_off, bytes, true)) {
+		if (active)
+			chk_l1_lost(c, l1_off, "lies outside the file");
 		return 0;
+	}
+	/* As qemu: the header is walked as if it were the table (its entries
+	 * are garbage, and reported); nothing is repaired then. */
+	if (active && l1_size && l1_off < c->img->cluster_size)
+		chk_l1_lost(c, l1_off, "lies in the image header");
 	chk_table_in_file(c, "L1 table", l1_off, l1_size, &in_file);
 	writable = c->mode == CHK_FIX && chk_l1_writable(c, l1_off, bytes);
 	for (i = 0; i < in_file; i += n) {
@@ -940,7 +970,7 @@ static uint64_t chk_copied_entry(struct chk *c, uint64_t e, uint64_t off, bool l
 
 static int chk_copied_l1_chunk(struct chk *c, uint64_t first, uint64_t n, bool fix)
 {
-	uint64_t l1_off = c->img->l1_table_offset, j, e, good;
+	uint64_t l1_off = c->l1_off, j, e, good;
 	bool dirty = false;
 	int ret;
 
@@ -995,17 +1025,16 @@ static int chk_copied_l2(struct chk *c, uint64_t k, uint32_t amult, bool fix)
  * the active L1 table and its L2 tables. Needs a counting pass before. */
 static int chk_copied(struct chk *c, bool fix)
 {
-	struct qcow_image *img = c->img;
-	uint64_t bytes = (uint64_t)img->l1_size * 8, in_file = 0, i, n, k;
-	bool l1_fix = fix && chk_l1_writable(c, img->l1_table_offset, bytes);
+	uint64_t bytes = (uint64_t)c->l1_size * 8, in_file = 0, i, n, k;
+	bool l1_fix = fix && chk_l1_writable(c, c->l1_off, bytes);
 	int ret;
 
 	c->may_set_copied = !c->walk_errors && !c->refcount_low && !c->refstruct_bad &&
 			    !c->r.check_errors;
 
-	if (img->l1_table_offset < c->file_size)
-		in_file = QCOW_MIN((uint64_t)img->l1_size,
-				   QCOW_DIV_ROUND_UP(c->file_size - img->l1_table_offset, 8));
+	if (c->l1_off < c->file_size)
+		in_file = QCOW_MIN((uint64_t)c->l1_size,
+				   QCOW_DIV_ROUND_UP(c->file_size - c->l1_off, 8));
 	for (i = 0; i < in_file; i += n) {
 		n = QCOW_MIN((uint64_t)CHK_CHUNK_ENTRIES, in_file - i);
 		ret = chk_copied_l1_chunk(c, i, n, l1_fix);
@@ -1085,7 +1114,7 @@ static int chk_walk(struct chk *c)
 	c->fixable = 0;
 	c->skipped = 0;
 	chk_inc_meta(c, 0, img->cluster_size, false);
-	ret = chk_l1(c, img->l1_table_offset, img->l1_size, true);
+	ret = chk_l1(c, c->l1_off, c->l1_size, true);
 	if (ret < 0)
 		return ret;
 	ret = chk_snapshots(c);
@@ -1352,6 +1381,21 @@ static int chk_init(struct chk *c, struct qcow_image *img, qcow_check_report_fn 
 	return 0;
 }
 
+/* The active L1 table's place, from the header on disk (the engine may hold
+ * a stand-in, format/header.c). After chk_sync_engine: the engine writes
+ * every header change straight through. */
+static int chk_read_l1_geometry(struct chk *c)
+{
+	struct qcow_header_v2 h;
+	int ret = qcow_pread(c->img, &h, sizeof(h), 0);
+
+	if (ret < 0)
+		return chk_io_error(c, ret, "image header", 0);
+	c->l1_off = be64toh(h.l1_table_offset);
+	c->l1_size = be32toh(h.l1_size);
+	return 0;
+}
+
 static void chk_fini(struct chk *c)
 {
 	chk_free_arrays(c);
@@ -1380,6 +1424,14 @@ int qcow_rebuild_refcounts(struct qcow_image *img)
 	if (ret < 0)
 		return ret;
 	ret = chk_init(&c, img, NULL, NULL);
+	/* A check open counts the L1 table the file's header names; an engine
+	 * that is switching to a new one (snapshot.c) counts its own. */
+	if (ret == 0 && img->for_check) {
+		ret = chk_read_l1_geometry(&c);
+	} else if (ret == 0) {
+		c.l1_off = img->l1_table_offset;
+		c.l1_size = img->l1_size;
+	}
 	if (ret == 0)
 		ret = chk_rebuild(&c);
 	chk_fini(&c);
@@ -1489,9 +1541,14 @@ int qcow_check(struct qcow_image *img, unsigned repair_flags, struct qcow_check_
 	if (ret == 0)
 		ret = chk_sync_engine(img);
 	if (ret == 0)
+		ret = chk_read_l1_geometry(&c);
+	if (ret == 0)
 		ret = chk_full(&c, false);
 	first = c.r;
-	if (ret == 0 && repair_flags && (first.corruptions || first.leaks)) {
+	if (ret == 0 && repair_flags && c.l1_lost) {
+		chk_say(&c, "Not repaired: the active L1 table is lost; repairing refcounts would "
+			"free the clusters it should reference");
+	} else if (ret == 0 && repair_flags && (first.corruptions || first.leaks)) {
 		rret = chk_repair(&c, repair_flags);
 		/* Report what is left; an unchanged image keeps the first verdict. */
 		if (c.changed)
@@ -1506,7 +1563,7 @@ int qcow_check(struct qcow_image *img, unsigned repair_flags, struct qcow_check_
 	chk_result(res, &first, &c.r);
 	if (ret < 0 && !res->check_errors)
 		res->check_errors++;
-	if (ret == 0 && repair_flags && !res->corruptions && !res->check_errors)
+	if (ret == 0 && repair_flags && !res->corruptions && !res->check_errors && !c.l1_lost)
 		ret = chk_mark_clean(img);
 	chk_fini(&c);
 	return ret;

@@ -248,7 +248,15 @@ static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t
 		return refuse_feature(img, "extended L2 entries");
 	if (img->incompatible_features & QCOW_INCOMPAT_DATA_FILE)
 		return refuse_feature(img, "external data file");
-	if (ctype != QCOW_COMPRESSION_ZLIB) {
+	if (ctype == QCOW_COMPRESSION_ZLIB) {
+		/* As qemu: the bit announces a non-default type, so with zlib it
+		 * contradicts the field (a writer we do not understand set it). */
+		if (img->incompatible_features & QCOW_INCOMPAT_COMPRESSION)
+			return qcow_set_error(img, -EINVAL,
+					      "compression type feature bit (incompatible bit 3) set "
+					      "with compression_type 0 (zlib); the bit must not be set "
+					      "for zlib");
+	} else {
 		if (!(img->incompatible_features & QCOW_INCOMPAT_COMPRESSION))
 			return qcow_set_error(img, -EINVAL,
 					      "compression_type %u without the compression type feature bit",
@@ -260,13 +268,29 @@ static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t
 	return 0;
 }
 
-/* A table of len bytes at off: cluster aligned, past the header, inside the file. */
+/*
+ * A table of len bytes at off: cluster aligned, past the header, inside the file.
+ *
+ * lenient (check opens, for the L1 and refcount tables): a table that lies
+ * past the end of the file or in the header is accepted, as qemu-img check
+ * accepts it, so that the check can report it as a corruption (and rebuild
+ * a lost refcount table) instead of refusing to run. Such a table reads as
+ * zeros past end of file, or as the header. Misalignment and offsets the
+ * format cannot address are refused in every mode (so does qemu).
+ */
 static int check_table(struct qcow_image *img, const char *what, uint64_t off, uint64_t len,
-		       uint64_t file_size)
+		       uint64_t file_size, bool lenient)
 {
 	if (off & (img->cluster_size - 1))
 		return qcow_set_error(img, -EINVAL, "%s offset 0x%" PRIx64 " is not cluster aligned",
 				      what, off);
+	if (lenient) {
+		if (off >= QCOW_MAX_HOST_OFFSET || len > QCOW_MAX_HOST_OFFSET - off)
+			return qcow_set_error(img, -EINVAL,
+					      "%s at offset 0x%" PRIx64 " (%" PRIu64 " bytes) lies "
+					      "beyond the largest host offset", what, off, len);
+		return 0;
+	}
 	if (off == 0)
 		return qcow_set_error(img, -EINVAL, "%s offset 0 overlaps the header", what);
 	if (off >= QCOW_MAX_HOST_OFFSET || off >= file_size ||
@@ -303,30 +327,47 @@ static int check_sizes(struct qcow_image *img)
 	return 0;
 }
 
+/*
+ * Where a check open keeps an L1 table that the header puts in the header
+ * cluster: the L1 loader refuses offsets inside the header, so the engine
+ * gets a stand-in that reads as zeros (past any real end of file; a write
+ * through it fails). check.c reads the L1 geometry from the file itself and
+ * reports the real offset; nothing writes the header while the L1 table is
+ * lost (check.c), so the stand-in never reaches the disk.
+ */
+static uint64_t lost_l1_standin(const struct qcow_image *img, uint64_t l1_bytes)
+{
+	return QCOW_MAX_HOST_OFFSET - QCOW_ALIGN_UP(l1_bytes, img->cluster_size);
+}
+
 static int check_tables(struct qcow_image *img, uint64_t file_size)
 {
 	uint64_t l1_bytes = (uint64_t)img->l1_size * 8;
 	uint64_t rt_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
+	bool lenient = img->for_check;
 	int ret = check_sizes(img);
 
 	if (ret < 0)
 		return ret;
 	if (img->l1_size) {
-		ret = check_table(img, "L1 table", img->l1_table_offset, l1_bytes, file_size);
+		ret = check_table(img, "L1 table", img->l1_table_offset, l1_bytes, file_size, lenient);
 	} else if (img->l1_table_offset & (img->cluster_size - 1)) {
 		ret = qcow_set_error(img, -EINVAL, "L1 table offset 0x%" PRIx64 " is not cluster aligned",
 				     img->l1_table_offset);
 	}
 	if (ret < 0)
 		return ret;
-	ret = check_table(img, "refcount table", img->refcount_table_offset, rt_bytes, file_size);
+	ret = check_table(img, "refcount table", img->refcount_table_offset, rt_bytes, file_size,
+			  lenient);
 	if (ret < 0)
 		return ret;
 	if (img->l1_size && img->l1_table_offset < img->refcount_table_offset + rt_bytes &&
 	    img->refcount_table_offset < img->l1_table_offset + l1_bytes)
 		return qcow_set_error(img, -EINVAL, "L1 table and refcount table overlap");
+	if (lenient && img->l1_size && img->l1_table_offset < img->cluster_size)
+		img->l1_table_offset = lost_l1_standin(img, l1_bytes);
 	if (img->nb_snapshots)
-		return check_table(img, "snapshot table", img->snapshots_offset, 0, file_size);
+		return check_table(img, "snapshot table", img->snapshots_offset, 0, file_size, false);
 	if (img->snapshots_offset & (img->cluster_size - 1))
 		return qcow_set_error(img, -EINVAL, "snapshots_offset 0x%" PRIx64 " is not cluster aligned",
 				      img->snapshots_offset);
@@ -339,6 +380,12 @@ static int read_backing_name(struct qcow_image *img, const uint8_t *buf, size_t 
 	uint64_t off = img->backing_file_offset;
 	uint32_t size = img->backing_file_size;
 
+	/* As qemu: whatever the size, the name cannot start past the first
+	 * cluster (an offset there is damage, not "no backing file"). */
+	if (off > img->cluster_size)
+		return qcow_set_error(img, -EINVAL,
+				      "invalid backing_file_offset 0x%" PRIx64 ": past the end of the "
+				      "header cluster (%" PRIu64 " bytes)", off, img->cluster_size);
 	if (off == 0 || size == 0) {
 		img->backing_file_offset = 0;
 		img->backing_file_size = 0;

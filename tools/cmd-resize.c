@@ -16,9 +16,11 @@ static void resize_usage(void)
 {
 	printf("Usage: " TOOL_NAME " resize [-q] [-f qcow2|raw] [--shrink] IMAGE [+|-]SIZE\n\n"
 	       "Set the virtual size of IMAGE to SIZE, or grow (+) or shrink (-) it by\n"
-	       "SIZE. A qcow2 image only shrinks when nothing is allocated past the new\n"
-	       "end. --shrink is accepted for qemu-img compatibility.\n\n"
+	       "SIZE. Making the image smaller needs --shrink, as in qemu-img; a qcow2\n"
+	       "image only shrinks when nothing is allocated past the new end, a raw\n"
+	       "image loses everything past it.\n\n"
 	       "  -f FMT      image format: qcow2 or raw (detected by default)\n"
+	       "  --shrink    allow the new size to be smaller than the current one\n"
 	       "  -q          quiet: do not print 'Image resized.'\n"
 	       "  -h, --help  this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
@@ -62,6 +64,7 @@ static int resize_apply(struct disk *d, uint64_t size)
 struct resize_args {
 	enum disk_format fmt;
 	bool quiet;
+	bool shrink;
 	const char *path;
 	const char *size;
 };
@@ -83,7 +86,7 @@ static int resize_parse_args(int argc, char **argv, struct resize_args *a)
 		switch (c) {
 		case 'h': resize_usage(); return 1;
 		case 'q': a->quiet = true; break;
-		case 'S': break;
+		case 'S': a->shrink = true; break;
 		case 'f':
 			if (disk_parse_format(optarg, &a->fmt))
 				return -1;
@@ -115,6 +118,14 @@ int cmd_resize(int argc, char **argv)
 	if (disk_open(&d, a.path, a.fmt, false, false) < 0)
 		return EXIT_ERROR;
 	ret = resize_target(a.size, d.size, &size);
+	/* As qemu-img: compared before any rounding, so 10M-1 is a shrink too. */
+	if (!ret && size < d.size && !a.shrink) {
+		tool_error("Use the --shrink option to perform a shrink operation.");
+		tool_error("%s: the new size (%llu bytes) is smaller than the current one "
+			   "(%llu bytes); the size was not changed", a.path,
+			   (unsigned long long)size, (unsigned long long)d.size);
+		ret = -1;
+	}
 	if (!ret)
 		ret = resize_apply(&d, size);
 	if (disk_close(&d) < 0)

@@ -94,12 +94,16 @@ int disk_create_raw(const char *path, uint64_t size)
 static int open_qcow2(struct disk *d, bool read_only, bool for_check)
 {
 	/*
-	 * A read-only user may look at dirty or corrupt images too (as qemu-img
-	 * does): nothing is repaired or written then.
+	 * for_check only where the caller asked for it (check, info): it lifts
+	 * the engine's refusals of images with a backing file and of dirty
+	 * images opened read-only. A reader (convert, map, io -r) must get
+	 * those refusals, or it would return data as if the backing file did
+	 * not exist, or trust refcounts that may be stale (doc/qcow2-lite.md
+	 * section 14). Corrupt images still open read-only without it.
 	 */
 	struct qcow_open_opts opts = {
 		.read_only = read_only,
-		.for_check = for_check || read_only,
+		.for_check = for_check,
 	};
 	struct qcow_info info;
 	char err[512] = "";

@@ -8,6 +8,8 @@
 #     (start/length/zero/data/present after merging neighbours with equal flags);
 #   - convert raw -> qcow2 -> raw round trip; qemu-img check and compare;
 #   - resize grow (absolute and +N) and shrink, checked with qemu-img info;
+#     a smaller size (absolute or -N, qcow2 or raw) needs --shrink, as with
+#     qemu-img, and is refused without it;
 #   - check exit codes 0 / 2 / 3 on clean, corrupted and leaky images (made
 #     by editing a refcount block entry found from the header and the map),
 #     agreeing with qemu-img check, and -r leaks / -r all repairing them;
@@ -175,6 +177,40 @@ expect_rc 0 "shrink over an unallocated tail" "$QCOW_TOOL" resize --shrink "$RIM
 CHECKS=$((CHECKS + 1))
 [ "$(vsize_of "$RIMG")" = $((1073741824 + 65536)) ] || fail "after shrink: $(vsize_of "$RIMG")"
 expect_rc 0 "shrink: qemu-img check" qemu-img check -f qcow2 "$RIMG"
+
+# shrinking needs --shrink, as in qemu-img (which refuses the same commands)
+SIMG="$TMP/shrink.qcow2"
+rm -f "$SIMG"
+tool_create "$SIMG" 10M 65536 16 1.1
+cp "$SIMG" "$TMP/shrink-qemu.qcow2"
+expect_rc 1 "qemu-img resize to a smaller size without --shrink (test sanity)" \
+	qemu-img resize -f qcow2 "$TMP/shrink-qemu.qcow2" 5M
+for target in 5M -512 $((10 * 1048576 - 1)); do
+	expect_rc 1 "resize $target (smaller) without --shrink" "$QCOW_TOOL" resize "$SIMG" "$target"
+	CHECKS=$((CHECKS + 1))
+	grep -q -- '--shrink' "$TMP/last.out" || fail "resize $target: the message does not mention --shrink"
+	CHECKS=$((CHECKS + 1))
+	[ "$(vsize_of "$SIMG")" = 10485760 ] || fail "resize $target without --shrink changed the size"
+done
+expect_rc 0 "resize to the same size without --shrink" "$QCOW_TOOL" resize "$SIMG" 10M
+expect_rc 0 "resize -512 with --shrink" "$QCOW_TOOL" resize --shrink "$SIMG" -512
+CHECKS=$((CHECKS + 1))
+[ "$(vsize_of "$SIMG")" = $((10 * 1048576 - 512)) ] || fail "after --shrink -512: $(vsize_of "$SIMG")"
+expect_rc 0 "resize 5M with --shrink" "$QCOW_TOOL" resize "$SIMG" --shrink 5M
+CHECKS=$((CHECKS + 1))
+[ "$(vsize_of "$SIMG")" = 5242880 ] || fail "after --shrink 5M: $(vsize_of "$SIMG")"
+expect_rc 0 "shrunk image: qemu-img check" qemu-img check -f qcow2 "$SIMG"
+SRAW="$TMP/shrink.raw"
+truncate -s 10M "$SRAW"
+expect_rc 1 "raw resize 5M without --shrink" "$QCOW_TOOL" resize -f raw "$SRAW" 5M
+CHECKS=$((CHECKS + 1))
+[ "$(stat -c %s "$SRAW")" = 10485760 ] || fail "raw resize without --shrink truncated the file"
+expect_rc 0 "raw resize 5M with --shrink" "$QCOW_TOOL" resize -f raw --shrink "$SRAW" 5M
+CHECKS=$((CHECKS + 1))
+[ "$(stat -c %s "$SRAW")" = 5242880 ] || fail "raw resize --shrink: $(stat -c %s "$SRAW") bytes"
+expect_rc 0 "resize --help mentions --shrink" "$QCOW_TOOL" resize --help
+CHECKS=$((CHECKS + 1))
+grep -q -- '--shrink' "$TMP/last.out" || fail "resize --help does not describe --shrink"
 
 # ------------------------------------------------------- check exit statuses
 # An image with data. Leak: append a cluster and give it refcount 1 in

@@ -11,7 +11,12 @@
  *    refcount table or themselves, bad compressed entries): reads, writes,
  *    flush and close must not crash and must not overwrite the header, the
  *    L1 table, the refcount table or the L2 table, and qcow_check must report
- *    the problem.
+ *    the problem;
+ *  - header damage that qemu-img check reports instead of refusing (the L1
+ *    or refcount table past EOF or in the header): normal opens refuse it,
+ *    a check open accepts it, qcow_check reports corruption, and a repair
+ *    rebuilds a lost refcount table but writes nothing when the L1 table
+ *    is lost (its L2 tables and data would look leaked).
  */
 #include "internal.h"
 #include "testlib.h"
@@ -53,7 +58,8 @@ enum hcase {
 	H_RT_MISALIGNED, H_RT_PAST_EOF, H_RT_ZERO, H_RTC_ZERO, H_RTC_HUGE, H_SIZE_2_63,
 	H_CRYPT_AES, H_CRYPT_LUKS, H_DATA_FILE, H_EXTL2, H_ZSTD, H_CTYPE_NO_BIT,
 	H_UNKNOWN_BIT7, H_BACKING_PAST_CLUSTER, H_BACKING_5000, H_EXT_PAST_CLUSTER,
-	H_EXT_HUGE, H_NB_SNAP_HUGE, H_SNAP_PAST_EOF, H_NCASES
+	H_EXT_HUGE, H_NB_SNAP_HUGE, H_SNAP_PAST_EOF, H_CTYPE_BIT_ZLIB, H_CTYPE_BIT_HLEN104,
+	H_BACKING_FAR_SIZE0, H_BACKING_CLUSTER_END_SIZE0, H_NCASES
 };
 
 static const struct {
@@ -99,6 +105,14 @@ static const struct {
 	[H_EXT_HUGE] = { "extension-length-huge", "extension" },
 	[H_NB_SNAP_HUGE] = { "nb_snapshots-huge", "snapshot" },
 	[H_SNAP_PAST_EOF] = { "snapshots-past-eof", "snapshot" },
+	/* qemu: "Compression type incompatible feature bit must not be set" */
+	[H_CTYPE_BIT_ZLIB] = { "compression-bit-with-zlib", "compression type feature bit" },
+	[H_CTYPE_BIT_HLEN104] = { "compression-bit-104-byte-header",
+				  "compression type feature bit" },
+	/* qemu: "Invalid backing file offset", whatever backing_file_size says */
+	[H_BACKING_FAR_SIZE0] = { "backing-offset-0x10000000-size-0", "backing_file_offset" },
+	[H_BACKING_CLUSTER_END_SIZE0] = { "backing-offset-past-cluster-size-0",
+					  "backing_file_offset" },
 };
 
 /* Give the header a compression_type byte (header_length 112) if it lacks one. */
@@ -188,6 +202,21 @@ static int apply_hcase(enum hcase c, const char *path, const struct layout *L)
 		return t_patch_be32(path, 60, 0xffffffff) | t_patch_be64(path, 64, L->l1_off);
 	case H_SNAP_PAST_EOF:
 		return t_patch_be32(path, 60, 1) | t_patch_be64(path, 64, past);
+	case H_CTYPE_BIT_ZLIB:
+		if (!v3 || ensure_hlen_112(path, L))
+			return -1;
+		return t_patch_be64(path, 72, incompat | QCOW_INCOMPAT_COMPRESSION) |
+		       t_patch(path, 104, "\0", 1);
+	case H_CTYPE_BIT_HLEN104:
+		/* bytes 104.. become the extension area: an end marker (zeros) */
+		if (!v3)
+			return -1;
+		return t_patch_be64(path, 72, incompat | QCOW_INCOMPAT_COMPRESSION) |
+		       t_patch_be32(path, 100, 104) | t_patch(path, 104, "\0\0\0\0\0\0\0\0", 8);
+	case H_BACKING_FAR_SIZE0:
+		return t_patch_be64(path, 8, 0x10000000) | t_patch_be32(path, 16, 0);
+	case H_BACKING_CLUSTER_END_SIZE0:
+		return t_patch_be64(path, 8, L->cs + 8) | t_patch_be32(path, 16, 0);
 	default:
 		return -1;
 	}
@@ -245,6 +274,113 @@ static void expect_refused(const char *base, const char *tag, enum hcase c)
 	      "%s/%s: refusing the image modified the file", tag, hcases[c].name);
 	free(before);
 	free(after);
+	unlink(path);
+}
+
+/* ------------------------------------------- header damage a check reports */
+
+/*
+ * qemu-img check opens these and reports corruption (exit 2); so must a
+ * check open. Normal opens still refuse them (expect_refused). -r all
+ * rebuilds a refcount table that is gone; with the L1 table gone nothing
+ * can be repaired safely and the file must stay as it was.
+ */
+static void expect_check_reports(const char *base, const char *tag, enum hcase c)
+{
+	const char *path = t_path("%s-check-%s.qcow2", tag, hcases[c].name);
+	struct qcow_open_opts ro = { .read_only = true, .for_check = true };
+	struct qcow_open_opts rw = { .for_check = true };
+	bool l1_case = c == H_L1_PAST_EOF || c == H_L1_ZERO;
+	struct qcow_check_result res;
+	struct qcow_image *img = NULL;
+	uint8_t *before, *after, *data;
+	size_t blen, alen;
+	struct layout L;
+	char err[512] = "";
+	int r;
+
+	REQUIRE(t_copy_file(base, path) == 0, "copy %s", base);
+	read_layout(path, &L);
+	REQUIRE(apply_hcase(c, path, &L) == 0, "patch %s", path);
+	before = t_read_file(path, &blen);
+	REQUIRE(before, "read %s", path);
+
+	/* read-only check: corruption reported, no check error, nothing written */
+	r = qcow_open(path, &ro, &img, err, sizeof(err));
+	CHECK(r == 0 && img, "%s/%s: check open refused: %s", tag, hcases[c].name, err);
+	if (img) {
+		memset(&res, 0, sizeof(res));
+		r = qcow_check(img, 0, &res, NULL, NULL);
+		printf("  %s/check-%s: rc %d corruptions %" PRIu64 " leaks %" PRIu64
+		       " check errors %" PRIu64 "\n", tag, hcases[c].name, r, res.corruptions,
+		       res.leaks, res.check_errors);
+		CHECK(r == 0 && res.corruptions > 0 && res.check_errors == 0,
+		      "%s/%s: check: rc %d, %" PRIu64 " corruptions, %" PRIu64 " check errors", tag,
+		      hcases[c].name, r, res.corruptions, res.check_errors);
+		qcow_close(img);
+	}
+	if (t_have_prog("qemu-img"))
+		CHECK(t_run(NULL, 0, "qemu-img check -f qcow2 '%s' >/dev/null 2>&1", path) == 2,
+		      "%s/%s: qemu-img check does not say corrupt (test premise)", tag,
+		      hcases[c].name);
+	after = t_read_file(path, &alen);
+	CHECK(after && alen == blen && !memcmp(before, after, blen),
+	      "%s/%s: read-only check modified the file", tag, hcases[c].name);
+	free(after);
+
+	/* repair */
+	img = NULL;
+	r = qcow_open(path, &rw, &img, err, sizeof(err));
+	CHECK(r == 0 && img, "%s/%s: writable check open refused: %s", tag, hcases[c].name, err);
+	if (img) {
+		memset(&res, 0, sizeof(res));
+		r = qcow_check(img, QCOW_CHECK_REPAIR_ALL, &res, NULL, NULL);
+		printf("  %s/check-%s -r all: rc %d corruptions %" PRIu64 " fixed %" PRIu64 "\n",
+		       tag, hcases[c].name, r, res.corruptions, res.corruptions_fixed);
+		if (l1_case)
+			CHECK(r == 0 && res.corruptions > 0 && !res.corruptions_fixed &&
+			      !res.leaks_fixed,
+			      "%s/%s: repair with the L1 table lost: rc %d, %" PRIu64 " corruptions left, "
+			      "%" PRIu64 " fixed", tag, hcases[c].name, r, res.corruptions,
+			      res.corruptions_fixed);
+		else
+			CHECK(r == 0 && res.corruptions == 0 && res.leaks == 0 &&
+			      res.check_errors == 0,
+			      "%s/%s: repair: rc %d, %" PRIu64 " corruptions, %" PRIu64 " leaks left", tag,
+			      hcases[c].name, r, res.corruptions, res.leaks);
+		CHECK(qcow_close(img) == 0, "%s/%s: close after repair", tag, hcases[c].name);
+	}
+	after = t_read_file(path, &alen);
+	REQUIRE(after, "read back %s", path);
+	if (l1_case) {
+		CHECK(alen == blen && !memcmp(before, after, blen),
+		      "%s/%s: repair with the L1 table lost modified the file", tag, hcases[c].name);
+	} else {
+		/* the rebuilt image opens normally, with its data */
+		img = NULL;
+		r = qcow_open(path, NULL, &img, err, sizeof(err));
+		CHECK(r == 0, "%s/%s: open after repair: %s", tag, hcases[c].name, err);
+		data = malloc(128 << 10);
+		REQUIRE(data, "oom");
+		if (img) {
+			CHECK(qcow_read(img, data, 0, 128 << 10) == 0, "%s/%s: read after repair",
+			      tag, hcases[c].name);
+			for (size_t i = 0; i < (128 << 10); i++) {
+				if (data[i] != 0x11) {
+					CHECK(0, "%s/%s: byte %zu is 0x%02x after repair", tag,
+					      hcases[c].name, i, data[i]);
+					break;
+				}
+			}
+			qcow_close(img);
+		}
+		free(data);
+		if (t_have_prog("qemu-img"))
+			CHECK(t_qemu_check(path) == 0, "%s/%s: qemu-img check after repair", tag,
+			      hcases[c].name);
+	}
+	free(after);
+	free(before);
 	unlink(path);
 }
 
@@ -456,6 +592,10 @@ static void run_base(const char *base, const char *tag)
 	fflush(stdout);
 	for (int c = 0; c < H_NCASES; c++)
 		expect_refused(base, tag, (enum hcase)c);
+	expect_check_reports(base, tag, H_L1_PAST_EOF);
+	expect_check_reports(base, tag, H_L1_ZERO);
+	expect_check_reports(base, tag, H_RT_PAST_EOF);
+	expect_check_reports(base, tag, H_RT_ZERO);
 	for (int c = 0; c < T_NTCASES; c++)
 		expect_survives(base, tag, (enum tcase)c);
 }
