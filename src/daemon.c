@@ -26,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/file.h>
+#include <sys/signalfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -83,6 +85,15 @@ static int image_open(struct uq_dev *dev)
 		return ret;
 	}
 	dev->img_fd = qcow_get_file(dev->img)->fd;
+	if (dev->opt.snapshot) {
+		ret = qcow_snapshot_load(dev->img, NULL, dev->opt.snapshot);
+		if (ret == -ENOENT)
+			ret = qcow_snapshot_load(dev->img, dev->opt.snapshot, NULL);
+		if (ret < 0) {
+			uq_err("%s", qcow_error(dev->img));
+			return ret;
+		}
+	}
 	qcow_get_info(dev->img, &dev->info);
 	if (dev->info.virtual_size < 512) {
 		uq_err("%s: the virtual size (%llu bytes) is smaller than one sector",
@@ -402,6 +413,7 @@ static int shutdown_dev(struct uq_dev *dev)
 	char msg[512] = "";
 	int ret, rc;
 
+	uq_control_close(dev);
 	uq_state_write(dev, "stopping", NULL);
 	ret = uq_ctrl_stop_dev(&dev->ctrl, dev->dev_id);
 	if (ret < 0) {
@@ -439,18 +451,41 @@ static void block_signals(sigset_t *set)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* A stop signal, or 0 for one to ignore (SIGHUP, a stray SIGUSR1). */
+static int stop_signal(struct uq_dev *dev, int sfd)
+{
+	struct signalfd_siginfo si;
+
+	if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return 0;
+	if (si.ssi_signo == SIGHUP)
+		return 0;
+	if (si.ssi_signo == SIGUSR1 && !atomic_load(&dev->queue_failed))
+		return 0;
+	return (int)si.ssi_signo;
+}
+
+/* Serve the control socket until a signal says stop. */
 static void wait_for_stop(struct uq_dev *dev, const sigset_t *set)
 {
-	int sig;
+	struct pollfd p[2] = { { .events = POLLIN }, { .fd = dev->control_fd, .events = POLLIN } };
+	int sig = 0;
 
-	for (;;) {
-		sig = sigwaitinfo(set, NULL);
-		if (sig < 0 || sig == SIGHUP)
-			continue;
-		if (sig == SIGUSR1 && !atomic_load(&dev->queue_failed))
-			continue;
-		break;
+	p[0].fd = signalfd(-1, set, SFD_CLOEXEC);
+	if (p[0].fd < 0) {
+		uq_log_errno("signalfd", -errno);
+		sigwait(set, &sig);
 	}
+	while (!sig) {
+		if (poll(p, dev->control_fd >= 0 ? 2 : 1, -1) < 0)
+			continue;
+		if (p[1].revents & POLLIN)
+			uq_control_serve_one(dev);
+		if (p[0].revents & POLLIN)
+			sig = stop_signal(dev, p[0].fd);
+	}
+	if (p[0].fd >= 0)
+		close(p[0].fd);
 	uq_info("device %u: %s, stopping", dev->dev_id,
 		sig == SIGUSR1 ? "a queue failed" : strsignal(sig));
 }
@@ -472,6 +507,9 @@ static void announce(struct uq_dev *dev)
 	char device[64];
 
 	snprintf(device, sizeof(device), "/dev/ublkb%u", dev->dev_id);
+	/* without it the device still serves; only live snapshots are lost */
+	if (uq_control_open(dev) < 0)
+		uq_warn("device %u: no control socket: live snapshots unavailable", dev->dev_id);
 	uq_state_write(dev, "live", NULL);
 	lock_memory();
 	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s%s)", device, dev->opt.image_abs,
@@ -493,11 +531,13 @@ static void dev_init(struct uq_dev *dev, const struct uq_open_opts *o)
 	dev->img_fd = -1;
 	dev->cdev_fd = -1;
 	dev->ctrl.fd = -1;
+	dev->control_fd = -1;
 	pthread_mutex_init(&dev->engine_lock, NULL);
 	pthread_mutex_init(&dev->ready_lock, NULL);
 	pthread_cond_init(&dev->ready_cond, NULL);
 	atomic_init(&dev->abort, false);
 	atomic_init(&dev->queue_failed, false);
+	atomic_init(&dev->quiesce, false);
 }
 
 static int serve(const struct uq_open_opts *o)
@@ -605,7 +645,8 @@ static int daemonize(const struct uq_open_opts *o)
 
 /* ------------------------------------------------------ command line */
 
-enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE };
+enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
+       OPT_SNAPSHOT };
 
 static const struct option open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -615,6 +656,7 @@ static const struct option open_long[] = {
 	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
 	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
+	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -624,8 +666,8 @@ static void open_usage(FILE *f)
 {
 	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] "
 		"[--read-only]\n"
-		"                      [--recoverable] [--foreground] [--l2-cache BYTES] [-v] IMAGE\n",
-		UQ_PROG);
+		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
+		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
 }
 
 static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
@@ -670,6 +712,11 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 		return 0;
 	case OPT_RECOVERABLE:
 		o->recoverable = true;
+		return 0;
+	case OPT_SNAPSHOT:
+		/* a snapshot is served read-only: writes would change no image */
+		o->snapshot = optarg;
+		o->read_only = true;
 		return 0;
 	case OPT_L2_CACHE:
 		if (uq_parse_size(optarg, &o->l2_cache) < 0 || !o->l2_cache)

@@ -565,11 +565,56 @@ static bool op_known(unsigned op)
 	       op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES;
 }
 
+/* The device is quiesced (control.c): keep t's request, unstarted, for later. */
+static void hold(struct uq_tag *t)
+{
+	struct uq_queue *q = t->q;
+
+	t->next_held = NULL;
+	if (q->held_tail)
+		q->held_tail->next_held = t;
+	else
+		q->held_head = t;
+	q->held_tail = t;
+	q->nr_held++;
+}
+
+/*
+ * Called by the queue loop after each batch of completions: while the
+ * device is quiesced, say so once nothing but held requests is ours; once
+ * it is not, start what was held (its descriptor is still the tag's: the
+ * kernel writes a new one only after our commit).
+ */
+void uq_io_quiesce_step(struct uq_queue *q)
+{
+	/* the generation first: quiesce still set after it means this session
+	 * (or a later one, which a stale answer does not satisfy) */
+	unsigned gen = atomic_load(&q->dev->quiesce_gen);
+	struct uq_tag *t;
+
+	if (atomic_load(&q->dev->quiesce)) {
+		if (q->owned == q->nr_held)
+			atomic_store(&q->quiet_gen, gen);
+		return;
+	}
+	while ((t = q->held_head)) {
+		q->held_head = t->next_held;
+		if (!q->held_head)
+			q->held_tail = NULL;
+		q->nr_held--;
+		uq_io_start(t, &q->descs[t->tag]);
+	}
+}
+
 /* A request arrived on t: copy what we need out of the descriptor and go. */
 void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 {
 	struct ublksrv_io_desc d = *desc;	/* the next request overwrites it */
 
+	if (atomic_load(&t->q->dev->quiesce)) {
+		hold(t);
+		return;
+	}
 	t->op = (uint8_t)ublk_io_op(&d);
 	t->fua = d.op_flags & UBLK_IO_F_FUA;
 	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;

@@ -249,6 +249,7 @@ static void queue_loop(struct uq_queue *q)
 			q->retry_parked = false;
 			uq_io_retry_parked(q);
 		}
+		uq_io_quiesce_step(q);
 	}
 }
 

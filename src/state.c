@@ -88,6 +88,10 @@ static void json_state(FILE *f, const struct uq_state *s)
 	json_str(f, s->device);
 	fputs(",\"image\":", f);
 	json_str(f, s->image);
+	if (s->snapshot[0]) {
+		fputs(",\"snapshot\":", f);
+		json_str(f, s->snapshot);
+	}
 	fprintf(f, ",\"queues\":%u,\"depth\":%u,\"mode\":", s->queues, s->depth);
 	json_str(f, s->mode);
 	fprintf(f, ",\"read_only\":%s,\"recoverable\":%s,\"l2_cache\":%llu,\"state\":",
@@ -113,6 +117,8 @@ static void state_of_dev(const struct uq_dev *dev, const char *state, const char
 	s->depth = dev->depth;
 	snprintf(s->mode, sizeof(s->mode), "%s", dev->zero_copy ? "zero-copy" : "copy");
 	s->read_only = dev->opt.read_only;
+	if (dev->opt.snapshot)
+		snprintf(s->snapshot, sizeof(s->snapshot), "%s", dev->opt.snapshot);
 	s->recoverable = dev->opt.recoverable;
 	s->l2_cache = dev->opt.l2_cache;
 	snprintf(s->state, sizeof(s->state), "%s", state);
@@ -181,10 +187,20 @@ static int parse_str(struct json_in *in, char *out, size_t outlen)
 		if (c == '\\') {
 			c = *in->p++;
 			if (c == 'u') {
-				unsigned v;
+				unsigned v = 0;
+				int i;
 
-				if (sscanf(in->p, "%4x", &v) != 1)
-					return -EINVAL;
+				/* Exactly four hex digits: sscanf("%4x") took fewer
+				 * (or a sign or blanks), and the p += 4 then skipped
+				 * the closing quote or even the terminating NUL. */
+				for (i = 0; i < 4; i++) {
+					unsigned char h = (unsigned char)in->p[i];
+
+					if (!isxdigit(h))
+						return -EINVAL;
+					v = v << 4 | (unsigned)(isdigit(h) ? h - '0'
+								    : (h | 0x20) - 'a' + 10);
+				}
 				in->p += 4;
 				c = v < 0x80 ? (char)v : '?';
 			} else if (c == 'n') {
@@ -247,6 +263,8 @@ static void set_field(struct uq_state *s, const char *key, const char *val)
 		copy_field(s->mode, sizeof(s->mode), val);
 	else if (!strcmp(key, "read_only"))
 		s->read_only = !strcmp(val, "true");
+	else if (!strcmp(key, "snapshot"))
+		copy_field(s->snapshot, sizeof(s->snapshot), val);
 	else if (!strcmp(key, "recoverable"))
 		s->recoverable = !strcmp(val, "true");
 	else if (!strcmp(key, "l2_cache"))
@@ -257,7 +275,7 @@ static void set_field(struct uq_state *s, const char *key, const char *val)
 		copy_field(s->error, sizeof(s->error), val);
 }
 
-static int parse_state(const char *text, struct uq_state *s)
+int uq_parse_state(const char *text, struct uq_state *s)
 {
 	struct json_in in = { text };
 	char key[32], val[PATH_MAX];
@@ -298,7 +316,7 @@ static int read_state(const char *path, struct uq_state *s)
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
-	return parse_state(buf, s) < 0 ? -EBADMSG : 0;
+	return uq_parse_state(buf, s) < 0 ? -EBADMSG : 0;
 }
 
 int uq_state_load(unsigned id, struct uq_state *s)

@@ -10,6 +10,7 @@
  *   queue.c   one thread + one io_uring per queue: setup, event loop, SQEs
  *   io.c      the per-tag request state machine (READ/WRITE/FLUSH/...)
  *   state.c   state files under /run/ublk-qcow, "list" and "close"
+ *   control.c the control socket: live snapshots, with the queues quiesced
  *
  * The engine (include/qcow/engine.h) is single threaded: every call into it
  * happens under dev->engine_lock, held only around the call itself.
@@ -91,6 +92,7 @@ struct uq_open_opts {
 	bool foreground;
 	bool recoverable;		/* ADD_DEV with USER_RECOVERY (and REISSUE) */
 	int recover_id;			/* "recover": the device to take over; -1 for "open" */
+	const char *snapshot;		/* --snapshot: serve this snapshot (read-only) */
 	uint64_t l2_cache;		/* 0: the engine's default */
 };
 
@@ -122,6 +124,7 @@ struct uq_tag {
 	struct qcow_meta_read need;
 	struct qcow_write_plan plan;
 	struct uq_tag *next_parked;
+	struct uq_tag *next_held;	/* held back while the device is quiesced */
 };
 
 struct uq_dev;
@@ -147,6 +150,10 @@ struct uq_queue {
 	int efd;			/* wakes the thread: parked work, abort */
 	uint64_t efd_val;
 	bool retry_parked;
+	struct uq_tag *held_head;	/* requests not started: quiesced device */
+	struct uq_tag *held_tail;
+	unsigned nr_held;
+	atomic_uint quiet_gen;		/* the last quiesce this queue was idle for */
 	unsigned cmds;			/* ublk commands held by the kernel */
 	unsigned owned;			/* requests we hold (not yet committed) */
 	unsigned backend;		/* image / metadata / zc ops in flight */
@@ -183,6 +190,9 @@ struct uq_dev {
 	unsigned nr_ready;		/* queues that finished setup */
 	int ready_err;
 	atomic_bool abort;		/* queue threads: exit now */
+	atomic_bool quiesce;		/* queue threads: start no new request */
+	atomic_uint quiesce_gen;	/* counts quiesces; queues answer with it */
+	int control_fd;			/* the control socket, listening */
 	atomic_bool queue_failed;	/* a queue thread hit a fatal error */
 	char state_path[PATH_MAX];
 	bool state_written;
@@ -233,6 +243,8 @@ void uq_io_meta_done(struct uq_tag *t, int res);
 void uq_io_zc_done(struct uq_tag *t, int res);
 void uq_io_advance(struct uq_tag *t);
 void uq_io_retry_parked(struct uq_queue *q);
+/* Quiesce: tell the main thread when idle; start held requests after. */
+void uq_io_quiesce_step(struct uq_queue *q);
 
 /* --------------------------------------------------------------- state.c */
 struct uq_state {
@@ -243,6 +255,7 @@ struct uq_state {
 	unsigned queues;
 	unsigned depth;
 	char mode[16];			/* "copy" / "zero-copy" */
+	char snapshot[256];		/* the snapshot served, "" for the active image */
 	bool read_only;
 	bool recoverable;		/* "recover" can take the device over */
 	uint64_t l2_cache;		/* as given to open; 0: the default */
@@ -253,6 +266,8 @@ struct uq_state {
 const char *uq_run_dir(void);
 int uq_state_write(struct uq_dev *dev, const char *state, const char *error);
 void uq_state_remove(struct uq_dev *dev);
+/* Parse one state file's text (NUL terminated) into *s: 0 or -EINVAL. */
+int uq_parse_state(const char *text, struct uq_state *s);
 int uq_cmd_list(int argc, char **argv);
 int uq_cmd_close(int argc, char **argv);
 /* The state file of device id: 0, -ENOENT, or another -errno (logged). */
@@ -261,6 +276,13 @@ int uq_state_load(unsigned id, struct uq_state *s);
 bool uq_daemon_alive(int pid);
 /* "3", "/dev/ublkb3" or "ublkb3" -> 3 */
 int uq_parse_target(const char *arg, unsigned *id);
+
+/* ------------------------------------------------------------- control.c */
+int uq_control_path(unsigned id, char *out, size_t len);
+int uq_control_open(struct uq_dev *dev);
+void uq_control_close(struct uq_dev *dev);
+/* Accept one client on the listening socket and answer its request. */
+void uq_control_serve_one(struct uq_dev *dev);
 
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);

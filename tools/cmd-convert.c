@@ -297,7 +297,8 @@ int cmd_convert(int argc, char **argv)
 		.src_fmt = DISK_FMT_AUTO, .dst_fmt = DISK_FMT_RAW,
 		.sparse = CONVERT_DEFAULT_SPARSE,
 	};
-	struct convert_state s = { .a = &a, .src.fd = -1, .dst.fd = -1 };
+	struct convert_state s = { .a = &a, .src.fd = -1, .dst.fd = -1,
+				   .src.lock_fd = -1, .dst.lock_fd = -1 };
 	int ret;
 
 	a.olists = calloc((size_t)argc, sizeof(*a.olists));

@@ -416,7 +416,7 @@ static int io_run(struct io_ctx *c, const struct io_args *a)
 int cmd_io(int argc, char **argv)
 {
 	struct io_args a = { .fmt = DISK_FMT_AUTO };
-	struct io_ctx c = { .d.fd = -1 };
+	struct io_ctx c = { .d.fd = -1, .d.lock_fd = -1 };
 	int ret;
 
 	a.cmds = calloc((size_t)argc, sizeof(*a.cmds));

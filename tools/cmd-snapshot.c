@@ -13,6 +13,7 @@
 
 #include "disk.h"
 #include "json.h"
+#include "live.h"
 #include "options.h"
 #include "tool.h"
 
@@ -265,16 +266,52 @@ int tool_load_snapshot(struct disk *d, const char *param)
 	return 0;
 }
 
+/*
+ * The image is served by ublk-qcow: the daemon makes the change (it
+ * quiesces the device first), or says why not (apply, a read-only device).
+ */
+static int do_live(const struct snap_args *a, const struct live_device *dev)
+{
+	static const char *const verbs[] = { [SNAP_CREATE] = "create", [SNAP_APPLY] = "apply",
+					     [SNAP_DELETE] = "delete" };
+	char request[1200], answer[2048];
+	int ret;
+
+	snprintf(request, sizeof(request), "snapshot %s %s", verbs[a->action], a->name);
+	ret = live_request(dev, request, answer, sizeof(answer));
+	if (ret < 0) {
+		tool_error("%s: served as %s, but its daemon did not answer: %s", a->path,
+			   dev->device, strerror(-ret));
+		return -1;
+	}
+	if (strncmp(answer, "ok", 2)) {
+		tool_error("%s (served as %s): %s", a->path, dev->device,
+			   !strncmp(answer, "error ", 6) ? answer + 6 : answer);
+		return -1;
+	}
+	if (!a->quiet)
+		printf("%s: snapshot %s %s through the daemon serving %s\n", a->path, a->name,
+		       a->action == SNAP_CREATE ? "created" : "deleted", dev->device);
+	return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	struct snap_args a = { .action = SNAP_NONE, .output = OUTPUT_HUMAN };
+	struct live_device live;
 	struct disk d;
 	int ret;
 
 	ret = snapshot_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST, false) < 0)
+	if (a.action != SNAP_LIST && live_locked(a.path)) {
+		if (live_find(a.path, &live))
+			return do_live(&a, &live) ? EXIT_ERROR : EXIT_OK;
+		return live_refuse_write(a.path) ? EXIT_ERROR : EXIT_OK;
+	}
+	/* listing only reads the snapshot table: like info, it works on any image */
+	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST, a.action == SNAP_LIST) < 0)
 		return EXIT_ERROR;
 	if (!d.img) {
 		tool_error("%s: snapshots need a qcow2 image (this one is raw)", a.path);

@@ -7,6 +7,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 #include "qcow/format.h"
 #include "disk.h"
+#include "live.h"
 #include "tool.h"
 
 int disk_parse_format(const char *name, enum disk_format *fmt)
@@ -123,6 +125,25 @@ static int open_qcow2(struct disk *d, bool read_only, bool for_check)
 	return 0;
 }
 
+/*
+ * A writer holds an exclusive flock for as long as the disk is open, as
+ * ublk-qcow does while it serves an image: neither writes the image behind
+ * the other's back (a second engine would allocate the same clusters). The
+ * lock is on a descriptor of its own, taken before the engine opens (and
+ * maybe repairs) the image.
+ */
+static int lock_for_writing(struct disk *d)
+{
+	d->lock_fd = open(d->path, O_RDONLY | O_CLOEXEC);
+	if (d->lock_fd < 0)
+		return 0;	/* the open proper reports what is wrong */
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	close(d->lock_fd);
+	d->lock_fd = -1;
+	return live_refuse_write(d->path) < 0 ? -EBUSY : 0;
+}
+
 static int open_raw(struct disk *d, bool read_only)
 {
 	off_t end;
@@ -151,6 +172,7 @@ int disk_open(struct disk *d, const char *path, enum disk_format fmt,
 	memset(d, 0, sizeof(*d));
 	d->path = path;
 	d->fd = -1;
+	d->lock_fd = -1;
 	d->read_only = read_only;
 	if (fmt == DISK_FMT_AUTO) {
 		ret = disk_detect_format(path, &fmt);
@@ -158,9 +180,17 @@ int disk_open(struct disk *d, const char *path, enum disk_format fmt,
 			return ret;
 	}
 	d->fmt = fmt;
-	if (fmt == DISK_FMT_QCOW2)
-		return open_qcow2(d, read_only, for_check);
-	return open_raw(d, read_only);
+	if (!read_only) {
+		ret = lock_for_writing(d);
+		if (ret < 0)
+			return ret;
+	}
+	ret = fmt == DISK_FMT_QCOW2 ? open_qcow2(d, read_only, for_check) : open_raw(d, read_only);
+	if (ret < 0 && d->lock_fd >= 0) {
+		close(d->lock_fd);
+		d->lock_fd = -1;
+	}
+	return ret;
 }
 
 int disk_close(struct disk *d)
@@ -182,6 +212,9 @@ int disk_close(struct disk *d)
 			ret = disk_fail(d, -errno);
 		d->fd = -1;
 	}
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);	/* after the last write is durable */
+	d->lock_fd = -1;
 	return ret;
 }
 

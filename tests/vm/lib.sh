@@ -4,8 +4,8 @@
 # lib.sh: the host side of the daemon's VM tests (sourced by tests/vm/test-*.sh).
 #
 # Each test boots Debian's 6.12 kernel under qemu once (fetch-kernel.sh,
-# run-vm.sh) with one shared initramfs: busybox, ublk-qcow, fio, the ext4
-# tools and blkdiscard.  The test's guest half is a script the host writes
+# run-vm.sh) with one shared initramfs: busybox, ublk-qcow, qcow-tool, fio,
+# the ext4 tools and blkdiscard.  The test's guest half is a script the host writes
 # into the 9p share together with guest-lib.sh; the initramfs's /test.sh
 # only runs /share/guest.sh.  Images are prepared on the host with qemu-img
 # and qemu-io, served in the guest by the real ublk driver, and checked on
@@ -81,7 +81,7 @@ vm_init() {
 
 # The shared initramfs, rebuilt only when something that goes in changes.
 vm_initramfs() {
-	local cache=$SRC_ROOT/tests/build/vm key stub b paths=("$UBLK_QCOW")
+	local cache=$SRC_ROOT/tests/build/vm key stub b paths=("$UBLK_QCOW" "$QCOW_TOOL_FAST")
 	[ -x "$UBLK_QCOW_ASAN" ] && paths+=("$UBLK_QCOW_ASAN")
 	for b in "${VM_BINARIES[@]}"; do
 		paths+=("$(PATH=$PATH:/usr/sbin:/sbin command -v "$b")")

@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon's control socket, RUN_DIR/ID.sock, and what it is for: metadata
+ * operations on the image the daemon serves, which nothing else may write
+ * while it is served (it is flock'ed).  qcow-tool's snapshot command finds
+ * the socket through the state file and speaks one line each way:
+ *
+ *   snapshot create NAME   ->  "ok" | "error MESSAGE"
+ *   snapshot delete NAME       (NAME or id)
+ *   snapshot apply NAME        refused: the guest's filesystem would be
+ *                              corrupted under it
+ *
+ * A snapshot is a point-in-time image of everything acknowledged before it.
+ * The main thread quiesces the queues first: each queue holds new requests
+ * back (they stay owned by us, unstarted) and reports once none of its
+ * requests is in flight; then, under the engine lock, the operation runs
+ * (it flushes first); then the queues start what they held.
+ *
+ * The socket is mode 0600 in a root-owned directory: only root talks to it.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ublk-qcow.h"
+
+#define UQ_QUIESCE_TIMEOUT_MS	30000
+#define UQ_CLIENT_TIMEOUT_MS	5000
+#define UQ_LINE_MAX		2048
+
+int uq_control_path(unsigned id, char *out, size_t len)
+{
+	if (snprintf(out, len, "%s/%u.sock", uq_run_dir(), id) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int uq_control_open(struct uq_dev *dev)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (uq_control_path(dev->dev_id, sa.sun_path, sizeof(sa.sun_path)) < 0)
+		return uq_log_errno("control socket path", -ENAMETOOLONG);
+	unlink(sa.sun_path);		/* a dead daemon's, for the same id */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return uq_log_errno("socket", -errno);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sa.sun_path, 0600) < 0 ||
+	    listen(fd, 4) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return uq_log_errno(sa.sun_path, err);
+	}
+	dev->control_fd = fd;
+	return 0;
+}
+
+void uq_control_close(struct uq_dev *dev)
+{
+	char path[PATH_MAX];
+
+	if (dev->control_fd < 0)
+		return;
+	close(dev->control_fd);
+	dev->control_fd = -1;
+	if (uq_control_path(dev->dev_id, path, sizeof(path)) == 0)
+		unlink(path);
+}
+
+/* ------------------------------------------------------------ quiesce */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static void wake_all(struct uq_dev *dev)
+{
+	unsigned i;
+
+	for (i = 0; i < dev->nr_queues; i++)
+		uq_queue_wake(&dev->queues[i]);
+}
+
+static bool all_quiet(struct uq_dev *dev, unsigned gen)
+{
+	unsigned i;
+
+	for (i = 0; i < dev->nr_queues; i++)
+		if (atomic_load(&dev->queues[i].quiet_gen) != gen)
+			return false;
+	return true;
+}
+
+/* Hold new requests back on every queue until none is in flight. */
+static int quiesce(struct uq_dev *dev)
+{
+	unsigned gen = atomic_fetch_add(&dev->quiesce_gen, 1) + 1;
+	long waited = 0;
+
+	atomic_store(&dev->quiesce, true);
+	wake_all(dev);
+	while (!all_quiet(dev, gen)) {
+		if (waited >= UQ_QUIESCE_TIMEOUT_MS || atomic_load(&dev->queue_failed))
+			return -ETIMEDOUT;
+		sleep_ms(1);
+		waited++;
+	}
+	return 0;
+}
+
+static void resume(struct uq_dev *dev)
+{
+	atomic_store(&dev->quiesce, false);
+	wake_all(dev);
+}
+
+/* ------------------------------------------------------------ commands */
+
+static int snapshot_op(struct uq_dev *dev, const char *verb, const char *name, char *msg,
+		       size_t len)
+{
+	int ret;
+
+	if (dev->opt.read_only) {
+		snprintf(msg, len, "the image is served read-only");
+		return -EROFS;
+	}
+	ret = quiesce(dev);
+	if (ret < 0) {
+		resume(dev);
+		snprintf(msg, len, "in-flight requests did not finish within %d s",
+			 UQ_QUIESCE_TIMEOUT_MS / 1000);
+		return ret;
+	}
+	pthread_mutex_lock(&dev->engine_lock);
+	ret = !strcmp(verb, "create") ? qcow_snapshot_create(dev->img, name)
+				      : qcow_snapshot_delete(dev->img, name);
+	if (ret < 0)
+		snprintf(msg, len, "%s", qcow_error(dev->img));
+	pthread_mutex_unlock(&dev->engine_lock);
+	resume(dev);
+	if (ret == 0)
+		uq_info("device %u: snapshot %s %s", dev->dev_id, verb, name);
+	return ret;
+}
+
+/* One request line in, one answer line out (in msg, without the newline). */
+static void handle_line(struct uq_dev *dev, char *line, char *msg, size_t len)
+{
+	char *verb, *name;
+	int ret;
+
+	if (strncmp(line, "snapshot ", 9)) {
+		snprintf(msg, len, "error unknown request");
+		return;
+	}
+	verb = line + 9;
+	name = strchr(verb, ' ');
+	if (!name || !name[1]) {
+		snprintf(msg, len, "error snapshot requests need a verb and a name");
+		return;
+	}
+	*name++ = '\0';
+	if (!strcmp(verb, "apply")) {
+		snprintf(msg, len, "error applying a snapshot to an image that is being served "
+			 "would corrupt the filesystem on /dev/ublkb%u under its users: close "
+			 "the device first", dev->dev_id);
+		return;
+	}
+	if (strcmp(verb, "create") && strcmp(verb, "delete")) {
+		snprintf(msg, len, "error unknown snapshot request '%.64s'", verb);
+		return;
+	}
+	ret = snapshot_op(dev, verb, name, msg + 6, len - 6);
+	if (ret < 0)
+		memcpy(msg, "error ", 6);
+	else
+		snprintf(msg, len, "ok");
+}
+
+/* Read one line (at most UQ_LINE_MAX - 1 bytes) with a deadline. */
+static int read_line(int fd, char *line, size_t len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	size_t n = 0;
+	ssize_t r;
+
+	while (n + 1 < len) {
+		if (poll(&p, 1, UQ_CLIENT_TIMEOUT_MS) <= 0)
+			return -ETIMEDOUT;
+		r = read(fd, line + n, len - 1 - n);
+		if (r <= 0)
+			return r < 0 ? -errno : -EPIPE;
+		n += (size_t)r;
+		line[n] = '\0';
+		if (memchr(line, '\n', n)) {
+			*strchr(line, '\n') = '\0';
+			return 0;
+		}
+	}
+	return -EMSGSIZE;
+}
+
+void uq_control_serve_one(struct uq_dev *dev)
+{
+	char line[UQ_LINE_MAX], msg[UQ_LINE_MAX];
+	int fd = accept4(dev->control_fd, NULL, NULL, SOCK_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return;
+	if (read_line(fd, line, sizeof(line)) < 0) {
+		snprintf(msg, sizeof(msg), "error malformed request");
+	} else {
+		handle_line(dev, line, msg, sizeof(msg) - 1);	/* room for the newline */
+	}
+	strcat(msg, "\n");
+	n = write(fd, msg, strlen(msg));
+	(void)n;	/* a client that left does not care */
+	close(fd);
+}
