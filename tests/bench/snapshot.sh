@@ -1,0 +1,63 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# bench/snapshot: snapshot create and delete on an image with 4 GiB
+# allocated, qcow-tool side by side with qemu-img, as ratios (the machines
+# are noisy: absolute times mean little, the ratio of two runs taken in
+# turns on the same image does).
+#
+# The image: 4 GiB, 64 KiB clusters, every cluster allocated
+# (preallocation=metadata: 65536 data clusters and their L2 tables, the
+# data itself sparse), plus ROUNDS of alternating create/delete. Each round
+# copies the image for both tools, times "snapshot -c" then "snapshot -d"
+# for each (in alternating order), and the medians are compared.
+#
+#   ROUNDS (default 15), SIZE (default 4G), QCOW_TOOL_FAST (tools/qcow-tool)
+set -eu
+cd "$(dirname "$0")/../.."
+TOOL=${QCOW_TOOL_FAST:-$PWD/tools/qcow-tool}
+ROUNDS=${ROUNDS:-15}
+SIZE=${SIZE:-4G}
+command -v qemu-img >/dev/null || { echo "bench/snapshot: needs qemu-img"; exit 77; }
+[ -x "$TOOL" ] || { echo "bench/snapshot: build qcow-tool first (make)"; exit 1; }
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qcow-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+now() { date +%s%N; }
+ms() { awk -v ns="$1" 'BEGIN { printf "%.2f", ns / 1e6 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# time_op FILE CMD...: append the command's wall time in ns to FILE.
+time_op() {
+	local out=$1 t0
+	shift
+	t0=$(now)
+	"$@" >/dev/null
+	echo $(( $(now) - t0 )) >>"$out"
+}
+
+qemu-img create -q -f qcow2 -o cluster_size=64k,preallocation=metadata "$TMP/base.qcow2" "$SIZE"
+echo "bench/snapshot: $SIZE image, all clusters allocated ($(qemu-img check "$TMP/base.qcow2" |
+	sed -n 's/ allocated.*//p' | tail -1)), $ROUNDS rounds"
+for ((r = 0; r < ROUNDS; r++)); do
+	cp --sparse=always "$TMP/base.qcow2" "$TMP/q.qcow2"
+	cp --sparse=always "$TMP/base.qcow2" "$TMP/t.qcow2"
+	for who in $( ((r % 2)) && echo "tool qemu" || echo "qemu tool"); do
+		if [ "$who" = qemu ]; then
+			time_op "$TMP/qemu-create" qemu-img snapshot -c snap "$TMP/q.qcow2"
+			time_op "$TMP/qemu-delete" qemu-img snapshot -d snap "$TMP/q.qcow2"
+		else
+			time_op "$TMP/tool-create" "$TOOL" snapshot -q -c snap "$TMP/t.qcow2"
+			time_op "$TMP/tool-delete" "$TOOL" snapshot -q -d snap "$TMP/t.qcow2"
+		fi
+	done
+done
+# both images must still be sound
+qemu-img check -q "$TMP/t.qcow2" || { echo "bench/snapshot: qcow-tool's image does not check clean"; exit 1; }
+for op in create delete; do
+	t=$(median <"$TMP/tool-$op")
+	q=$(median <"$TMP/qemu-$op")
+	printf 'bench/snapshot: %-6s qcow-tool %8s ms   qemu-img %8s ms   ratio qcow-tool/qemu-img %s\n' \
+		"$op" "$(ms "$t")" "$(ms "$q")" "$(awk -v a="$t" -v b="$q" 'BEGIN { printf "%.2f", a / b }')"
+done
+echo "bench/snapshot: (ratio < 1: qcow-tool faster; both include process start and image open)"
