@@ -198,6 +198,20 @@ static int table_find(struct qcow_image *img, const struct snap_table *t, const 
 	return qcow_set_error(img, -ENOENT, "no snapshot with the id or name '%s'", which);
 }
 
+int qcow_snapshot_id_of(struct qcow_image *img, const char *which, char *id, size_t len)
+{
+	struct snap_table t;
+	int ret = table_read(img, &t), i;
+
+	if (ret < 0)
+		return ret;
+	ret = i = table_find(img, &t, which);
+	if (ret >= 0 && snprintf(id, len, "%s", t.v[i].info.id) >= (int)len)
+		ret = -ENAMETOOLONG;
+	table_free(&t);
+	return ret < 0 ? ret : 0;
+}
+
 int qcow_snapshot_list(struct qcow_image *img, struct qcow_snapshot_info **out, uint32_t *n)
 {
 	struct snap_table t;

@@ -2,7 +2,7 @@
 /*
  * The daemon's control socket, RUN_DIR/ID.sock, and what it is for: metadata
  * operations on the image the daemon serves, which nothing else may write
- * while it is served (it is flock'ed).  qcow-tool's snapshot command finds
+ * while it is served (it holds the image lock).  qcow-tool's snapshot command finds
  * the socket through the state file and speaks one line each way:
  *
  *   snapshot create NAME   ->  "ok" | "error MESSAGE"
@@ -127,6 +127,22 @@ static void resume(struct uq_dev *dev)
 
 /* ------------------------------------------------------------ commands */
 
+/* Under the engine lock: delete snapshot name unless a device shows it. */
+static int delete_unless_served(struct uq_dev *dev, const char *name, char *msg, size_t len)
+{
+	char id[128];
+	int ret = qcow_snapshot_id_of(dev->img, name, id, sizeof(id));
+
+	if (ret < 0)
+		return ret;
+	if (qcow_file_snapshot_in_use(dev->img_fd, id) > 0) {
+		snprintf(msg, len, "snapshot %.64s (id %s) is being served by ublk-qcow open "
+			 "--snapshot: close that device first", name, id);
+		return -ETXTBSY;
+	}
+	return qcow_snapshot_delete(dev->img, id);
+}
+
 static int snapshot_op(struct uq_dev *dev, const char *verb, const char *name, char *msg,
 		       size_t len)
 {
@@ -144,9 +160,11 @@ static int snapshot_op(struct uq_dev *dev, const char *verb, const char *name, c
 		return ret;
 	}
 	pthread_mutex_lock(&dev->engine_lock);
-	ret = !strcmp(verb, "create") ? qcow_snapshot_create(dev->img, name)
-				      : qcow_snapshot_delete(dev->img, name);
-	if (ret < 0)
+	if (!strcmp(verb, "create"))
+		ret = qcow_snapshot_create(dev->img, name);
+	else
+		ret = delete_unless_served(dev, name, msg, len);
+	if (ret < 0 && ret != -ETXTBSY)	/* ETXTBSY: msg says it already */
 		snprintf(msg, len, "%s", qcow_error(dev->img));
 	pthread_mutex_unlock(&dev->engine_lock);
 	resume(dev);

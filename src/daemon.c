@@ -6,7 +6,7 @@
  * Start-up, in the daemon process (the child of a daemonizing open, which
  * forks before anything is allocated, so no registered buffer is ever
  * shared copy-on-write with a parent):
- *   1. open the image file, lock it (flock: exclusive read-write, shared
+ *   1. open the image file, lock it (the image lock: exclusive read-write, shared
  *      read-only), open it through the engine;
  *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV, open /dev/ublkcN,
  *      SET_PARAMS from the image's geometry;
@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -45,15 +44,39 @@
 
 static int image_lock(struct uq_dev *dev, int fd)
 {
-	int how = dev->opt.read_only ? LOCK_SH : LOCK_EX;
+	int ret;
 
-	if (flock(fd, how | LOCK_NB) == 0)
+	/* a snapshot is served beside the active image: its own lock, later */
+	if (dev->opt.snapshot)
 		return 0;
-	if (errno == EWOULDBLOCK) {
+	ret = qcow_file_lock_image(fd, !dev->opt.read_only);
+	if (ret == -EAGAIN) {
 		uq_err("%s: image is in use by another process", dev->opt.image);
 		return -EBUSY;
 	}
-	return uq_log_errno("flock", -errno);
+	return ret < 0 ? uq_log_errno("locking the image", ret) : 0;
+}
+
+/*
+ * --snapshot: read that snapshot, and hold its reader lock so that nobody
+ * deletes it (and frees its clusters) while the device shows it.
+ */
+static int serve_snapshot(struct uq_dev *dev)
+{
+	char id[128];
+	int ret;
+
+	ret = qcow_snapshot_id_of(dev->img, dev->opt.snapshot, id, sizeof(id));
+	if (ret == 0)
+		ret = qcow_snapshot_load(dev->img, id, NULL);
+	if (ret < 0) {
+		uq_err("%s", qcow_error(dev->img));
+		return ret;
+	}
+	ret = qcow_file_snapshot_lock(dev->img_fd, id);
+	if (ret < 0)
+		return uq_log_errno("locking the snapshot", ret);
+	return 0;
 }
 
 static int image_open(struct uq_dev *dev)
@@ -86,13 +109,9 @@ static int image_open(struct uq_dev *dev)
 	}
 	dev->img_fd = qcow_get_file(dev->img)->fd;
 	if (dev->opt.snapshot) {
-		ret = qcow_snapshot_load(dev->img, NULL, dev->opt.snapshot);
-		if (ret == -ENOENT)
-			ret = qcow_snapshot_load(dev->img, dev->opt.snapshot, NULL);
-		if (ret < 0) {
-			uq_err("%s", qcow_error(dev->img));
+		ret = serve_snapshot(dev);
+		if (ret < 0)
 			return ret;
-		}
 	}
 	qcow_get_info(dev->img, &dev->info);
 	if (dev->info.virtual_size < 512) {

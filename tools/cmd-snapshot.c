@@ -206,6 +206,22 @@ static int do_list(struct disk *d, const struct snap_args *a)
 
 /* ----------------------------------------------------------- changes */
 
+/* ublk-qcow open --snapshot holds a reader lock on the snapshot it shows. */
+static int delete_unless_served(struct disk *d, const char *which)
+{
+	char id[128];
+	int ret = qcow_snapshot_id_of(d->img, which, id, sizeof(id));
+
+	if (ret < 0)
+		return ret;
+	if (qcow_file_snapshot_in_use(qcow_get_file(d->img)->fd, id) > 0) {
+		tool_error("%s: snapshot %s (id %s) is being served by ublk-qcow open --snapshot: "
+			   "close that device first", d->path, which, id);
+		return -ETXTBSY;
+	}
+	return qcow_snapshot_delete(d->img, id);
+}
+
 static int do_change(struct disk *d, const struct snap_args *a)
 {
 	bool vm_state = false;
@@ -216,7 +232,9 @@ static int do_change(struct disk *d, const struct snap_args *a)
 	else if (a->action == SNAP_APPLY)
 		ret = qcow_snapshot_apply(d->img, a->name, &vm_state);
 	else
-		ret = qcow_snapshot_delete(d->img, a->name);
+		ret = delete_unless_served(d, a->name);
+	if (ret == -ETXTBSY)
+		return -1;		/* reported: a device shows the snapshot */
 	if (ret < 0)
 		return disk_fail(d, ret);
 	if (vm_state && !a->quiet)

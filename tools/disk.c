@@ -7,7 +7,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,7 +125,7 @@ static int open_qcow2(struct disk *d, bool read_only, bool for_check)
 }
 
 /*
- * A writer holds an exclusive flock for as long as the disk is open, as
+ * A writer holds the image lock exclusively for as long as the disk is open, as
  * ublk-qcow does while it serves an image: neither writes the image behind
  * the other's back (a second engine would allocate the same clusters). The
  * lock is on a descriptor of its own, taken before the engine opens (and
@@ -134,10 +133,10 @@ static int open_qcow2(struct disk *d, bool read_only, bool for_check)
  */
 static int lock_for_writing(struct disk *d)
 {
-	d->lock_fd = open(d->path, O_RDONLY | O_CLOEXEC);
+	d->lock_fd = open(d->path, O_RDWR | O_CLOEXEC);
 	if (d->lock_fd < 0)
 		return 0;	/* the open proper reports what is wrong */
-	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) == 0)
+	if (qcow_file_lock_image(d->lock_fd, true) == 0)
 		return 0;
 	close(d->lock_fd);
 	d->lock_fd = -1;

@@ -21,7 +21,7 @@ struct disk {
 	const char *path;
 	struct qcow_image *img;   /* qcow2 */
 	int fd;                   /* raw */
-	int lock_fd;              /* writers: holds the image's exclusive flock */
+	int lock_fd;              /* writers: holds the image lock, exclusively */
 	uint64_t size;            /* virtual size */
 	bool read_only;
 };

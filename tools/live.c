@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * Images that ublk-qcow is serving. The daemon holds an flock on the image
- * (exclusive when read-write) and keeps a state file RUN_DIR/ID.json
+ * Images that ublk-qcow is serving. The daemon holds the image lock
+ * (qcow_file_lock_image: exclusive when read-write) and keeps a state file RUN_DIR/ID.json
  * ($UBLK_QCOW_RUN_DIR, default /run/ublk-qcow) naming it, beside its control
  * socket RUN_DIR/ID.sock. qcow-tool never writes a served image itself:
  * live snapshot requests go to the daemon through the socket (src/control.c
@@ -16,12 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "live.h"
+#include "qcow/engine.h"
 #include "tool.h"
 
 #define LIVE_TIMEOUT_MS 120000		/* a snapshot of a big image takes a while */
@@ -78,6 +78,9 @@ static bool state_serves(const char *path, const char *abs, struct live_device *
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
 	text[n] = '\0';
+	/* a daemon serving one of its snapshots does not own the image */
+	if (strstr(text, "\"snapshot\":"))
+		return false;
 	pid = json_number_of(text, "pid");
 	if (json_string_of(text, "image", image, sizeof(image)) < 0 || strcmp(image, abs) ||
 	    pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno == ESRCH))
@@ -114,12 +117,11 @@ int live_find(const char *path, struct live_device *dev)
 
 int live_locked(const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), locked = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), locked;
 
 	if (fd < 0)
 		return 0;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
-		locked = 1;
+	locked = qcow_file_image_in_use(fd) > 0;
 	close(fd);
 	return locked;
 }

@@ -17,7 +17,7 @@ struct live_device {
 
 /* 1 when a running ublk-qcow serves path (dev filled), else 0. */
 int live_find(const char *path, struct live_device *dev);
-/* 1 when another process holds an flock on path (ublk-qcow does). */
+/* 1 when another process holds path's image lock (ublk-qcow does). */
 int live_locked(const char *path);
 /* Send one request line to the daemon, get its answer line (no newline). */
 int live_request(const struct live_device *dev, const char *request, char *answer, size_t len);

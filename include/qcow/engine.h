@@ -53,6 +53,18 @@ struct qcow_file {
 
 /* Open path as a POSIX file backend. flags: O_RDONLY or O_RDWR, optionally O_CREAT|O_EXCL. */
 int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out);
+/*
+ * Locks that say who uses an image (OFD byte-range locks far past the data,
+ * held until fd is closed; format/file_posix.c). The image lock: exclusive
+ * for writers (fd open for writing), shared for readers that must not see
+ * one; -EAGAIN when someone else holds it. A snapshot's reader lock keeps
+ * that snapshot from being deleted. The *_in_use calls say 1 when another
+ * descriptor holds the lock, 0 when not, else -errno.
+ */
+int qcow_file_lock_image(int fd, bool exclusive);
+int qcow_file_image_in_use(int fd);
+int qcow_file_snapshot_lock(int fd, const char *id);
+int qcow_file_snapshot_in_use(int fd, const char *id);
 
 /* ------------------------------------------------------------------------
  * Open, create, close
@@ -298,6 +310,8 @@ struct qcow_snapshot_info {
 /* Every snapshot, in table order; free with qcow_snapshot_list_free. */
 int qcow_snapshot_list(struct qcow_image *img, struct qcow_snapshot_info **out, uint32_t *n);
 void qcow_snapshot_list_free(struct qcow_snapshot_info *v, uint32_t n);
+/* The id of snapshot which (an id, else a name) into id; -ENOENT if none. */
+int qcow_snapshot_id_of(struct qcow_image *img, const char *which, char *id, size_t len);
 /* A disk-only snapshot of the active image. -EEXIST: the name is taken. */
 int qcow_snapshot_create(struct qcow_image *img, const char *name);
 /* Revert the active image to snapshot which (an id, else a name); the

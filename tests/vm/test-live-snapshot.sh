@@ -10,7 +10,9 @@
 #          created and deleted over and over; data B over A's range; after-b;
 #          fio finishes with no error and everything verified; applying a
 #          snapshot live is refused, and so are offline writes; the active
-#          image reads B; "open --snapshot after-a" serves A, read-only;
+#          image reads B; "open --snapshot after-a" serves A, read-only,
+#          beside the active image and alone, and while it does, deleting
+#          after-a is refused, live and offline;
 #   host:  qemu-img check is clean; qemu-img convert -l shows A in after-a
 #          and in the last churn snapshot (taken between A and B), B in
 #          after-b; fio --verify_only on the active image finds what fio
@@ -80,11 +82,23 @@ if uq_open -q 2 disk.qcow2; then
 		qcow-tool io -c "write 0 512" disk.qcow2
 	check active-reads-b region_is b.bin
 	check list-through-daemon sh -c "qcow-tool snapshot -l disk.qcow2 | grep -q after-b"
+	active=$DEV
+	if uq_open --snapshot after-a disk.qcow2; then
+		check snapshot-beside-active region_is a.bin
+		check live-delete-of-served-snapshot-refused refused 1 "being served" \
+			qcow-tool snapshot -d after-a disk.qcow2
+		check close-snapshot-beside uq_close "$DEV"
+	else
+		fail snapshot-beside-active "open --snapshot beside the active image failed"
+	fi
+	DEV=$active
 	check close uq_close "$DEV"
 fi
 if uq_open --snapshot after-a disk.qcow2; then
 	check snapshot-served-read-only [ "$($BLOCKDEV --getro "$DEV")" = 1 ]
 	check snapshot-reads-a region_is a.bin
+	check offline-delete-of-served-snapshot-refused refused 1 "being served" \
+		qcow-tool snapshot -d after-a disk.qcow2
 	check close-snapshot uq_close "$DEV"
 fi
 check no-device-left no_ublk_devices
