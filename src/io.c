@@ -384,6 +384,25 @@ static void write_issue(struct uq_tag *t)
 	}
 }
 
+/* One synchronous engine call for the whole request (FLUSH, DISCARD,
+ * WRITE_ZEROES, and the flush ending a FUA or recoverable write). */
+static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
+{
+	int ret = eng_call(t, fn, what);
+
+	/* discard and zeroing change metadata; a parked flush redoes them, harmlessly */
+	if (ret >= 0 && fn != do_flush) {
+		t->meta_changed = true;
+		if (must_write_back(t))
+			ret = eng_call(t, do_flush, "qcow_flush");
+	}
+	if (t->parked)
+		return;
+	if (ret < 0)
+		tag_error(t, io_errno(ret));
+	t->issued_all = true;
+}
+
 static void write_step(struct uq_tag *t)
 {
 	int ret;
@@ -400,14 +419,10 @@ static void write_step(struct uq_tag *t)
 			write_issue(t);
 		return;
 	}
-	if (t->fua || must_write_back(t)) {
-		ret = eng_call(t, do_flush, "qcow_flush");
-		if (t->parked)
-			return;
-		if (ret < 0)
-			tag_error(t, io_errno(ret));
-	}
-	t->issued_all = true;
+	if (t->fua || must_write_back(t))
+		sync_step(t, do_flush, "qcow_flush");
+	else
+		t->issued_all = true;
 }
 
 static void write_done(struct uq_tag *t, uint64_t len, int res)
@@ -449,23 +464,6 @@ static int do_write_zeroes(struct uq_tag *t)
 {
 	return qcow_write_zeroes(t->q->dev->img, t->off, t->len,
 				 t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP);
-}
-
-static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
-{
-	int ret = eng_call(t, fn, what);
-
-	/* discard and zeroing change metadata; a parked flush redoes them, harmlessly */
-	if (ret >= 0 && fn != do_flush) {
-		t->meta_changed = true;
-		if (must_write_back(t))
-			ret = eng_call(t, do_flush, "qcow_flush");
-	}
-	if (t->parked)
-		return;
-	if (ret < 0)
-		tag_error(t, io_errno(ret));
-	t->issued_all = true;
 }
 
 static void op_step(struct uq_tag *t)

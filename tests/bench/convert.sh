@@ -22,15 +22,8 @@ command -v qemu-img >/dev/null || { echo "bench/convert: needs qemu-img"; exit 7
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qcow-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-now() { date +%s%N; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-time_op() {
-	local out=$1 t0
-	shift
-	t0=$(now)
-	"$@" >/dev/null
-	echo $(( $(now) - t0 )) >>"$out"
-}
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 
 # The input: 1 MiB chunks, in a pattern of 5 data, 2 zero, 1 hole.
 truncate -s "${MIB}M" "$TMP/in.raw"
@@ -55,10 +48,7 @@ done
 cmp -s "$TMP/o-t.raw" "$TMP/in.raw" || { echo "bench/convert: qcow-tool's output differs"; exit 1; }
 qemu-img compare -q "$TMP/o-t.qcow2" "$TMP/in.raw" || { echo "bench/convert: qcow2 output differs"; exit 1; }
 for op in r2q q2r q2q; do
-	t=$(median <"$TMP/tool-$op")
-	q=$(median <"$TMP/qemu-$op")
 	case $op in r2q) what="raw->qcow2" ;; q2r) what="qcow2->raw" ;; *) what="qcow2->qcow2" ;; esac
-	printf 'bench/convert: %-13s qcow-tool %8.1f ms   qemu-img %8.1f ms   ratio qcow-tool/qemu-img %.2f\n' \
-		"$what" "$(awk -v n="$t" 'BEGIN { print n / 1e6 }')" "$(awk -v n="$q" 'BEGIN { print n / 1e6 }')" \
-		"$(awk -v a="$t" -v b="$q" 'BEGIN { print a / b }')"
+	ratio_line bench/convert "$what" "$TMP/tool-$op" "$TMP/qemu-$op" qemu-img
 done
+echo "bench/convert: ours is qcow-tool convert; ratio < 1: faster"

@@ -23,18 +23,8 @@ command -v qemu-img >/dev/null || { echo "bench/snapshot: needs qemu-img"; exit 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qcow-bench.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-now() { date +%s%N; }
-ms() { awk -v ns="$1" 'BEGIN { printf "%.2f", ns / 1e6 }'; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# time_op FILE CMD...: append the command's wall time in ns to FILE.
-time_op() {
-	local out=$1 t0
-	shift
-	t0=$(now)
-	"$@" >/dev/null
-	echo $(( $(now) - t0 )) >>"$out"
-}
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 
 qemu-img create -q -f qcow2 -o cluster_size=64k,preallocation=metadata "$TMP/base.qcow2" "$SIZE"
 echo "bench/snapshot: $SIZE image, all clusters allocated ($(qemu-img check "$TMP/base.qcow2" |
@@ -55,9 +45,6 @@ done
 # both images must still be sound
 qemu-img check -q "$TMP/t.qcow2" || { echo "bench/snapshot: qcow-tool's image does not check clean"; exit 1; }
 for op in create delete; do
-	t=$(median <"$TMP/tool-$op")
-	q=$(median <"$TMP/qemu-$op")
-	printf 'bench/snapshot: %-6s qcow-tool %8s ms   qemu-img %8s ms   ratio qcow-tool/qemu-img %s\n' \
-		"$op" "$(ms "$t")" "$(ms "$q")" "$(awk -v a="$t" -v b="$q" 'BEGIN { printf "%.2f", a / b }')"
+	ratio_line bench/snapshot "$op" "$TMP/tool-$op" "$TMP/qemu-$op" qemu-img
 done
-echo "bench/snapshot: (ratio < 1: qcow-tool faster; both include process start and image open)"
+echo "bench/snapshot: ours is qcow-tool; ratio < 1: faster; both include process start and image open"

@@ -61,33 +61,32 @@ tool_names() {
 	"$QCOW_TOOL" snapshot -l --output=json "$1" | jq -r '[.[] | "\(.id):\(.name)"] | join(" ")'
 }
 
-# qemu_writes IMG SIZE CS ROUND: a few seeded qemu-io writes of every kind.
-# The last 8 clusters are kept for the compressed writes (qemu compresses
-# only into unallocated clusters), one per round.
-qemu_writes() {
-	local img="$1" size="$2" cs="$3" round="$4" args=() i off use
-	use=$((size - 8 * cs))
+# gen_writes SIZE CS ROUND: WRITES gets a few seeded writes of every kind
+# (qemu-io spelling, which qcow-tool io speaks too), kept out of the last 8
+# clusters: those are for qemu's compressed writes (it compresses only into
+# unallocated clusters), one per round.
+gen_writes() {
+	local size="$1" cs="$2" round="$3" i use=$(($1 - 8 * $2))
+	WRITES=()
 	for ((i = 0; i < 6; i++)); do
-		rand $((use / 512 - 16)); off=$((R * 512))
-		args+=(-c "write -P $((round * 16 + i)) $off $((512 * (1 + R % 16)))")
+		rand $((use / 512 - 16))
+		WRITES+=(-c "write -P $((round * 16 + i)) $((R * 512)) $((512 * (1 + R % 16)))")
 	done
-	rand $((use / cs)); args+=(-c "write -z $((R * cs)) $cs")
-	rand $((use / cs)); args+=(-c "discard $((R * cs)) $cs")
-	args+=(-c "write -c -P $((round + 100)) $((size - round * cs)) $cs")
-	qemu-io -f qcow2 "${args[@]}" "$img" >/dev/null
+	rand $((use / cs)); WRITES+=(-c "write -z $((R * cs)) $cs")
+	rand $((use / cs)); WRITES+=(-c "discard $((R * cs)) $cs")
 }
 
-# tool_writes IMG SIZE CS ROUND: the same through qcow-tool io.
+# qemu_writes IMG SIZE CS ROUND: gen_writes plus a compressed cluster, by qemu-io.
+qemu_writes() {
+	gen_writes "$2" "$3" "$4"
+	qemu-io -f qcow2 "${WRITES[@]}" -c "write -c -P $(($4 + 100)) $(($2 - $4 * $3)) $3" \
+		"$1" >/dev/null
+}
+
+# tool_writes IMG SIZE CS ROUND: gen_writes through qcow-tool io.
 tool_writes() {
-	local img="$1" size="$2" cs="$3" round="$4" args=() i off use
-	use=$((size - 8 * cs))
-	for ((i = 0; i < 6; i++)); do
-		rand $((use / 512 - 16)); off=$((R * 512))
-		args+=(-c "write -P $((round * 16 + i)) $off $((512 * (1 + R % 16)))")
-	done
-	rand $((use / cs)); args+=(-c "write -z $((R * cs)) $cs")
-	rand $((use / cs)); args+=(-c "discard $((R * cs)) $cs")
-	"$QCOW_TOOL_FAST" io "${args[@]}" "$img" >/dev/null
+	gen_writes "$2" "$3" "$4"
+	"$QCOW_TOOL_FAST" io "${WRITES[@]}" "$1" >/dev/null
 }
 
 # qemu makes the snapshots, qcow-tool reads, applies and deletes them.

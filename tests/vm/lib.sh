@@ -15,6 +15,7 @@
 # guest side and host side alike; vm_finish exits 1 if any failed.
 #
 #   vm_init                    skip rules, kernel, scratch dir $WORK, share $SHARE
+#   vm_fio_job NAME OPT=VAL... the fio verify job both sides run ($SHARE/job.fio)
 #   vm_guest <<'EOF' ... EOF   the guest half (sh, guest-lib.sh already sourced)
 #   vm_run                     boot, run it, print its result lines
 #   host_check NAME CMD...     a host-side check
@@ -128,6 +129,28 @@ vm_run() {
 	fi
 	echo "vm: ran in $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
 	return "$rc"
+}
+
+# vm_fio_job NAME OPTION=VALUE...: $SHARE/job.fio, a random-write job that
+# verifies with crc32c, seeded by $SEED, for the guest (FILE=/dev/ublkbN,
+# ENGINE=io_uring) and later the host (FILE=a raw conversion, ENGINE=psync,
+# fio --verify_only) alike. No verify state files are left behind.
+vm_fio_job() {
+	local name=$1 opt
+	shift
+	{
+		echo "[$name]"
+		# shellcheck disable=SC2016 # fio expands these, from the environment
+		printf '%s\n' 'filename=${FILE}' 'ioengine=${ENGINE}'
+		echo "direct=1"
+		echo "rw=randwrite"
+		echo "randseed=$SEED"
+		echo "verify=crc32c"
+		echo "verify_fatal=1"
+		echo "verify_dump=0"
+		echo "verify_state_save=0"
+		for opt in "$@"; do echo "$opt"; done
+	} >"$SHARE/job.fio"
 }
 
 host_pass() { echo "vm: PASS host:$1"; VM_PASSES=$((VM_PASSES + 1)); }

@@ -22,24 +22,7 @@ vm_init
 SEED=${SEED:-$RANDOM}
 echo "SEED=$SEED"
 qemu-img create -q -f qcow2 -o cluster_size=4k "$SHARE/disk.qcow2" 96M || exit 1
-
-# The job, shared by guest and host; FILE and ENGINE come from the environment.
-cat >"$SHARE/job.fio" <<EOF
-[verify]
-filename=\${FILE}
-ioengine=\${ENGINE}
-direct=1
-iodepth=32
-rw=randwrite
-bssplit=512/25:4k/25:64k/25:1052160/25
-size=64M
-randseed=$SEED
-verify=crc32c
-verify_fatal=1
-verify_dump=0
-# no verify state files left in the working directory
-verify_state_save=0
-EOF
+vm_fio_job verify iodepth=32 bssplit=512/25:4k/25:64k/25:1052160/25 size=64M
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring

@@ -26,22 +26,7 @@ M=$((1024 * 1024))
 qemu-img create -q -f qcow2 "$SHARE/disk.qcow2" 64M || exit 1
 head -c $((8 * M)) /dev/urandom >"$SHARE/a.bin"
 head -c $((8 * M)) /dev/urandom >"$SHARE/b.bin"
-cat >"$SHARE/job.fio" <<EOF
-[live]
-filename=\${FILE}
-ioengine=\${ENGINE}
-direct=1
-iodepth=16
-rw=randwrite
-bssplit=4k/50:64k/50
-offset=16M
-size=32M
-randseed=$SEED
-verify=crc32c
-verify_fatal=1
-verify_dump=0
-verify_state_save=0
-EOF
+vm_fio_job live iodepth=16 bssplit=4k/50:64k/50 offset=16M size=32M
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring

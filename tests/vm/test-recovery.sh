@@ -20,22 +20,7 @@ SEED=${SEED:-$RANDOM}
 echo "SEED=$SEED"
 qemu-img create -q -f qcow2 "$SHARE/disk.qcow2" 128M || exit 1
 qemu-img create -q -f qcow2 "$SHARE/plain.qcow2" 16M || exit 1
-cat >"$SHARE/job.fio" <<EOF
-[recovery]
-filename=\${FILE}
-ioengine=\${ENGINE}
-direct=1
-iodepth=16
-rw=randwrite
-bssplit=4k/40:64k/40:256k/20
-size=96M
-randseed=$SEED
-verify=crc32c
-verify_fatal=1
-verify_dump=0
-# no verify state files left in the working directory
-verify_state_save=0
-EOF
+vm_fio_job recovery iodepth=16 bssplit=4k/40:64k/40:256k/20 size=96M
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: MIT
+# Shared by the benchmarks (sourced): timing and medians.
+
+now() { date +%s%N; }
+
+# median < numbers, one a line
+median() {
+	sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# time_op FILE CMD...: append the command's wall time in ns to FILE.
+time_op() {
+	local out=$1 t0
+	shift
+	t0=$(now)
+	"$@" >/dev/null
+	echo $(( $(now) - t0 )) >>"$out"
+}
+
+# ratio_line BENCH WHAT TOOL_FILE PEER_FILE PEER: one result line from the medians.
+ratio_line() {
+	local t q
+	t=$(median <"$3")
+	q=$(median <"$4")
+	awk -v b="$1" -v w="$2" -v t="$t" -v q="$q" -v p="$5" 'BEGIN {
+		printf "%s: %-13s ours %9.2f ms   %s %9.2f ms   ratio ours/%s %.2f\n",
+		       b, w, t / 1e6, p, q / 1e6, p, t / q }'
+}
