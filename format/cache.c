@@ -228,7 +228,11 @@ static int slot_evict_write(struct qcow_cache *c, unsigned idx)
 				      cache_name(c));
 	if (!c->slots[idx].dirty)
 		return 0;
-	return slot_write(c, idx);
+	ret = slot_write(c, idx);
+	/* durable only at the next fsync, which the next flush must not skip */
+	if (ret == 0 && c->kind == QCOW_CACHE_L2)
+		c->img->l2_unsynced = true;
+	return ret;
 }
 
 /*

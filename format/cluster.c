@@ -49,7 +49,8 @@ static int check_writable(struct qcow_image *img)
 		return qcow_set_error(img, -EROFS, "image is opened read-only");
 	if (img->incompatible_features & QCOW_INCOMPAT_CORRUPT)
 		return qcow_set_error(img, -EIO, "image is marked corrupt; writes are refused");
-	return 0;
+	/* refuse before allocating anything: no write can become durable now */
+	return qcow_refuse_if_failed(img);
 }
 
 int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)

@@ -562,6 +562,15 @@ int qcow_header_write(struct qcow_image *img)
 	}
 	ret = qcow_pwrite(img, b.buf, b.cap, 0);
 	free(b.buf);
+	/*
+	 * A write that failed may still have reached the disk, whole or in
+	 * part: the file's root may now point at the new L1 or refcount table
+	 * while memory keeps the old one (and would soon free the new one's
+	 * clusters for reuse). Both are valid on disk, but this handle can no
+	 * longer tell which one is live, so it stops writing.
+	 */
+	if (ret < 0 && ret != -EROFS && !img->fatal_error)
+		return qcow_fail_handle(img, ret, "header write");
 	if (ret < 0)
 		return ret;
 	if (img->version >= 3)

@@ -85,6 +85,24 @@ int qcow_pread(struct qcow_image *img, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int qcow_fail_handle(struct qcow_image *img, int err, const char *what)
+{
+	if (!img->fatal_error) {
+		img->fatal_error = err;
+		img->fatal_what = what;
+	}
+	return err;
+}
+
+int qcow_refuse_if_failed(struct qcow_image *img)
+{
+	if (!img->fatal_error)
+		return 0;
+	return qcow_set_error(img, img->fatal_error, "refused: an earlier %s failed (%s), so what "
+			      "the file holds is uncertain; reopen the image", img->fatal_what,
+			      strerror(-img->fatal_error));
+}
+
 int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
 {
 	int ret;
@@ -93,6 +111,9 @@ int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t of
 		return qcow_set_error(img, -EROFS, "write refused: image is open read-only");
 	if ((img->incompatible_features & QCOW_INCOMPAT_CORRUPT) && !img->for_check)
 		return qcow_set_error(img, -EIO, "write refused: image is marked corrupt");
+	ret = qcow_refuse_if_failed(img);
+	if (ret < 0)
+		return ret;
 	ret = img->file.ops->pwrite(img->file.ctx, buf, len, off);
 	if (ret < 0)
 		return qcow_set_error(img, ret, "write of %zu bytes at offset %" PRIu64 " failed: %s",
@@ -100,12 +121,25 @@ int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t of
 	return 0;
 }
 
+/*
+ * A failed fsync is never retried as if nothing happened: the kernel may
+ * have dropped the pages it could not write (and cleared their error), and
+ * the caches already count the tables it covered as written. So the handle
+ * fails: writes and flushes are refused from then on.
+ */
 int qcow_fsync(struct qcow_image *img)
 {
-	int ret = img->file.ops->flush(img->file.ctx);
+	int ret = qcow_refuse_if_failed(img);
 
 	if (ret < 0)
-		return qcow_set_error(img, ret, "fsync failed: %s", strerror(-ret));
+		return ret;
+	ret = img->file.ops->flush(img->file.ctx);
+	if (ret < 0) {
+		qcow_fail_handle(img, ret, "fsync");
+		return qcow_set_error(img, ret, "fsync failed: %s; further writes and flushes are "
+				      "refused until the image is reopened", strerror(-ret));
+	}
+	img->l2_unsynced = false;
 	return 0;
 }
 
@@ -133,7 +167,7 @@ int qcow_prepare_l2_writeback(struct qcow_image *img)
 	return 0;
 }
 
-/* Steps 3-4: L2 tables durable, then the L1 entries pointing at them. */
+/* Steps 2-3 (design 9.3): L2 tables durable, then the L1 entries pointing at them. */
 static int flush_tables(struct qcow_image *img, bool *synced)
 {
 	int ret;
@@ -142,6 +176,17 @@ static int flush_tables(struct qcow_image *img, bool *synced)
 		ret = qcow_cache_writeback(img->l2_cache);
 		if (ret == 0)
 			ret = qcow_fsync(img);
+		if (ret < 0)
+			return ret;
+		*synced = true;
+	} else if (img->l2_unsynced) {
+		/*
+		 * Tables evicted since the last fsync. Without this fsync the L1
+		 * entries below could reach the disk before a new table they point
+		 * at (which may be a reused cluster full of old data), and the
+		 * decrements of step 4 before the table that dropped the reference.
+		 */
+		ret = qcow_fsync(img);
 		if (ret < 0)
 			return ret;
 		*synced = true;
@@ -157,7 +202,7 @@ static int flush_tables(struct qcow_image *img, bool *synced)
 	return 0;
 }
 
-/* Step 5: nothing durable references the freed clusters any more. */
+/* Step 4: nothing durable references the freed clusters any more. */
 static int flush_frees(struct qcow_image *img, bool *synced)
 {
 	int ret;
@@ -174,14 +219,11 @@ static int flush_frees(struct qcow_image *img, bool *synced)
 	return ret;
 }
 
-int qcow_flush(struct qcow_image *img)
+static int flush_steps(struct qcow_image *img)
 {
-	bool synced;
+	bool synced = img->data_unsynced || qcow_cache_has_dirty(img->refcount_cache);
 	int ret;
 
-	if (img->read_only)
-		return 0;
-	synced = img->data_unsynced || qcow_cache_has_dirty(img->refcount_cache);
 	ret = qcow_prepare_l2_writeback(img);
 	if (ret == 0)
 		ret = flush_tables(img, &synced);
@@ -194,6 +236,21 @@ int qcow_flush(struct qcow_image *img)
 	if (!synced)
 		ret = qcow_fsync(img);
 	return ret;
+}
+
+/*
+ * A flush that fails, for whatever reason, fails the handle (design 9.7):
+ * its caller now treats everything since the last good flush as possibly
+ * lost, and no later flush on this handle may claim otherwise.
+ */
+int qcow_flush(struct qcow_image *img)
+{
+	int ret;
+
+	if (img->read_only)
+		return 0;
+	ret = flush_steps(img);
+	return ret < 0 ? qcow_fail_handle(img, ret, "flush") : 0;
 }
 
 /* ------------------------------------------------------------ overlap */
@@ -688,6 +745,9 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size)
 
 	if (img->read_only)
 		return qcow_set_error(img, -EROFS, "cannot resize: image is open read-only");
+	ret = qcow_refuse_if_failed(img);
+	if (ret < 0)
+		return ret;
 	if (new_size > (uint64_t)INT64_MAX - 511)
 		return qcow_set_error(img, -EFBIG, "size %" PRIu64 " too large", new_size);
 	new_size = QCOW_ALIGN_UP(new_size, 512);

@@ -153,6 +153,30 @@ struct qcow_image {
 	bool data_unsynced;
 
 	/*
+	 * An L2 table was written outside a flush (evicted from the cache) since
+	 * the last fsync. The next flush may have no dirty table left, and so no
+	 * fsync of its own after step 2, yet its L1 entries (step 3) and refcount
+	 * decrements (step 4) depend on that table being durable: it owes one.
+	 */
+	bool l2_unsynced;
+
+	/*
+	 * Set (to the -errno) once a failure leaves the file in a state this
+	 * handle cannot know (design 9.7):
+	 *  - a failed fsync: Linux may drop the dirty pages of a failed
+	 *    fdatasync, so a later fsync that succeeds proves nothing about the
+	 *    writes before it, and the caches already count them as written;
+	 *  - a failed qcow_flush (whatever failed in it): its caller was told
+	 *    that nothing since the last good flush is known to be durable;
+	 *  - a failed write of the header or of the refcount table pointer: the
+	 *    disk may hold the old or the new root, while memory has the old one.
+	 * Every further write and flush on the handle fails with this error
+	 * until the image is reopened. 0: none.
+	 */
+	int fatal_error;
+	const char *fatal_what;       /* "fsync", "flush", "header write" */
+
+	/*
 	 * Scratch buffers allocated once at open, so that serving IO never
 	 * allocates (a daemon allocating while it serves its own block device
 	 * can deadlock under memory reclaim). The engine is single-threaded per
@@ -175,10 +199,15 @@ int qcow_set_error(struct qcow_image *img, int err, const char *fmt, ...)
 int qcow_signal_corruption(struct qcow_image *img, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* File IO on the image with errors recorded in img->errmsg. */
+/* File IO on the image with errors recorded in img->errmsg. Once the handle
+ * has failed (fatal_error), qcow_pwrite and qcow_fsync refuse. */
 int qcow_pread(struct qcow_image *img, void *buf, size_t len, uint64_t off);
 int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off);
 int qcow_fsync(struct qcow_image *img);
+/* Fail the handle after err (see fatal_error); returns err. */
+int qcow_fail_handle(struct qcow_image *img, int err, const char *what);
+/* fatal_error with a message once the handle has failed, else 0. */
+int qcow_refuse_if_failed(struct qcow_image *img);
 
 /* Steps 1-2 of the ordering: fsync data, write refcount blocks, fsync.
  * Called by the L2 cache before it writes a dirty L2 table. */

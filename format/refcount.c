@@ -286,6 +286,7 @@ static void build_growth(struct qcow_image *img, uint8_t *buf, uint64_t p, uint6
 
 static int write_reftable_header(struct qcow_image *img, uint64_t offset, uint32_t clusters)
 {
+	int ret;
 	uint8_t buf[12];
 	uint64_t o = htobe64(offset);
 	uint32_t c = htobe32(clusters);
@@ -293,8 +294,13 @@ static int write_reftable_header(struct qcow_image *img, uint64_t offset, uint32
 	memcpy(buf, &o, 8);
 	memcpy(buf + 8, &c, 4);
 	/* One small write inside the first sector: atomic on any disk. */
-	return qcow_pwrite(img, buf, sizeof(buf),
-			   offsetof(struct qcow_header_v2, refcount_table_offset));
+	ret = qcow_pwrite(img, buf, sizeof(buf),
+			  offsetof(struct qcow_header_v2, refcount_table_offset));
+	/* failed, it may still have landed: which table is live is unknown now
+	 * (see qcow_header_write) */
+	if (ret < 0 && !img->fatal_error)
+		qcow_fail_handle(img, ret, "header write");
+	return ret;
 }
 
 /* The in-memory copy of the grown table, made before anything is written so

@@ -116,7 +116,8 @@ int qcow_create(const char *path, const struct qcow_create_opts *opts, bool trun
 int qcow_create_file(struct qcow_file *file, const char *name,
 		     const struct qcow_create_opts *opts, char *err, size_t errlen);
 
-/* Flush (if writable) and free everything. Returns the flush result. */
+/* Flush (if writable) and free everything. Returns the flush result (an
+ * error on a handle that failed, see qcow_flush). */
 int qcow_close(struct qcow_image *img);
 
 /* Message describing the most recent failure on img ("" if none). */
@@ -211,7 +212,13 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
  * they are. Discarded ranges read as zero. */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
 
-/* Write back all dirty metadata in dependency order and make it durable. */
+/*
+ * Write back all dirty metadata in dependency order and make it durable.
+ * If it fails, nothing since the last successful flush is known to be
+ * durable, and the handle has failed: every later write, zero write,
+ * discard, resize and flush returns the error (reads may still work) until
+ * the image is closed and reopened. A failed header write does the same.
+ */
 int qcow_flush(struct qcow_image *img);
 
 /* Grow the virtual size; shrinking is refused (-ENOTSUP) unless every
