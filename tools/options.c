@@ -31,21 +31,24 @@ static uint64_t suffix_multiplier(char c, bool sectors)
 /* Decimal fraction digits at *p (after the dot) times mul, rounded down. */
 static int parse_fraction(const char **p, uint64_t mul, uint64_t *out)
 {
-	uint64_t num = 0, den = 1;
-	const char *s = *p;
+	const char *s = *p, *e;
+	uint64_t carry = 0;
 
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
-	for (; *s >= '0' && *s <= '9'; s++) {
-		/* Digits beyond 1e-15 cannot change a result below 2^64 / 1e3. */
-		if (den < 1000000000000000ULL) {
-			num = num * 10 + (uint64_t)(*s - '0');
-			den *= 10;
-		}
-	}
-	*p = s;
-	/* num/den < 1 and mul <= 2^60: split to avoid overflowing num * mul. */
-	*out = (mul / den) * num + ((mul % den) * num) / den;
+	for (e = s; *e >= '0' && *e <= '9'; e++)
+		;
+	*p = e;
+	/*
+	 * Exact, whatever the number of digits: from the last digit up,
+	 * carry = floor(mul * 0.d_k...d_n). carry < mul <= 2^60, so
+	 * d * mul + carry < 10 * 2^60 never overflows. (Splitting num * mul
+	 * as (mul / den) * num + (mul % den) * num / den did: "30.00400000001T"
+	 * came out 369 MB short.)
+	 */
+	while (e-- > s)
+		carry = ((uint64_t)(*e - '0') * mul + carry) / 10;
+	*out = carry;
 	return 0;
 }
 
