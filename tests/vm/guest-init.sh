@@ -52,6 +52,9 @@ mount_share() {
 load_modules
 mount_share
 cd /
+# run-vm.sh retries a boot that died before this line (a guest kernel
+# that crashed while booting under emulation), never one after it
+echo "UBLK_QCOW_VM_TEST_START"
 /bin/sh /test.sh
 rc=$?
 cd /

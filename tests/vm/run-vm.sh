@@ -105,13 +105,23 @@ if [ -n "$SHARE" ]; then
 fi
 
 start=$EPOCHREALTIME
-set +e
-# The serial console is qemu's stdout; strip the CRs so the log greps.
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" "$@" </dev/null 2>&1 |
-	tr -d '\r' |
-	if [ "$QUIET" = 1 ]; then cat >"$LOG"; else tee "$LOG"; fi
-qemu_rc=${PIPESTATUS[0]}
-set -e
+# A guest kernel that panics while it boots (seen rarely under software
+# emulation, before any test ran) is booted again, up to twice; a run that
+# got as far as the test is never repeated.
+for boot in 1 2 3; do
+	set +e
+	# The serial console is qemu's stdout; strip the CRs so the log greps.
+	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" "$@" </dev/null 2>&1 |
+		tr -d '\r' |
+		if [ "$QUIET" = 1 ]; then cat >"$LOG"; else tee "$LOG"; fi
+	qemu_rc=${PIPESTATUS[0]}
+	set -e
+	if grep -aq "UBLK_QCOW_VM_TEST_START" "$LOG" || ! grep -aq "Kernel panic" "$LOG"; then
+		break
+	fi
+	log "the guest kernel panicked while booting (boot $boot of 3); booting again"
+	grep -a -m 3 -e "RIP:" -e "Kernel panic" "$LOG" | sed 's/^/    /' >&2
+done
 elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 
 rc=$(grep -a -o "^$MARKER=[0-9]*" "$LOG" | tail -n 1 | cut -d= -f2 || true)
