@@ -684,7 +684,7 @@ static const struct {
 	{ "rebuild", pass_rebuild },
 	{ "write", pass_write },
 	{ "crash", pass_crash },
-	/* { "snapshots", pass_snapshots },  once qcow_snapshot_list() exists */
+	/* { "snapshots", pass_snapshots },  a qcow_snapshot_list() walk: next */
 };
 
 static uint64_t fnv1a(const uint8_t *p, size_t n)
