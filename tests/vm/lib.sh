@@ -19,6 +19,7 @@
 #   vm_guest <<'EOF' ... EOF   the guest half (sh, guest-lib.sh already sourced)
 #   vm_run                     boot, run it, print its result lines
 #   host_check NAME CMD...     a host-side check
+#   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
 #   vm_finish                  exit status from every result line
 #
 # Environment: UBLK_QCOW (the daemon, default src/ublk-qcow), UBLK_QCOW_ASAN
@@ -179,6 +180,18 @@ host_qemu_check() {
 		host_fail "$name" "qemu-img check $(basename "$img") exited $rc"
 		printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /'
 	fi
+}
+
+# host_fio_verify IMAGE: QEMU's reader sees what the guest's vm_fio_job wrote
+# (fio --verify_only on qemu-img's raw conversion of IMAGE).
+host_fio_verify() {
+	if qemu-img convert -O raw "$1" "$WORK/fio-verify.raw"; then
+		host_check fio-verify-qemu-raw env FILE="$WORK/fio-verify.raw" ENGINE=psync \
+			fio --verify_only "$SHARE/job.fio"
+	else
+		host_fail qemu-img-convert "qemu-img convert -O raw $(basename "$1") failed"
+	fi
+	rm -f "$WORK/fio-verify.raw"
 }
 
 vm_finish() {

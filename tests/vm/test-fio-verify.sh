@@ -41,10 +41,5 @@ GUEST
 vm_run
 
 host_qemu_check qemu-img-check "$SHARE/disk.qcow2"
-if qemu-img convert -O raw "$SHARE/disk.qcow2" "$WORK/disk.raw"; then
-	host_check fio-verify-qemu-raw env FILE="$WORK/disk.raw" ENGINE=psync \
-		fio --verify_only "$SHARE/job.fio"
-else
-	host_fail qemu-img-convert "qemu-img convert -O raw failed"
-fi
+host_fio_verify "$SHARE/disk.qcow2"
 vm_finish

@@ -102,8 +102,5 @@ host_check after-b-holds-b region_of snapshot.name=after-b "$SHARE/b.bin"
 host_check active-holds-b region_of "" "$SHARE/b.bin"
 names=$(qemu-img info --output=json "$img" | jq -r '[.snapshots[].name] | join(" ")')
 host_check snapshot-list sh -c "[ '$names' = 'after-a churn-6 after-b' ]"
-if qemu-img convert -O raw "$img" "$WORK/active.raw"; then
-	host_check fio-verify-qemu-raw env FILE="$WORK/active.raw" ENGINE=psync \
-		fio --verify_only "$SHARE/job.fio"
-fi
+host_fio_verify "$img"
 vm_finish
