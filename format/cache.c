@@ -50,6 +50,7 @@ struct qcow_cache {
 	uint32_t bucket_mask;
 	uint64_t clock;
 	unsigned nb_dirty;
+	unsigned nb_loading;          /* slots in state loading */
 };
 
 static const char *cache_name(const struct qcow_cache *c)
@@ -378,11 +379,22 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 		*table = slot_table(c, (unsigned)idx);
 		return 0;
 	}
+	/*
+	 * Two slots always stay out of loading: the most one call pins at once
+	 * (table copy-on-write).  A caller whose load completes then always
+	 * gets on with it; with every slot loading it would find no room for
+	 * its copy, wait, and have its loaded table evicted by the next load,
+	 * over and over (a livelock under cache pressure).
+	 */
+	if (c->nb_loading + 2 >= c->nb_slots)
+		return qcow_set_error(c->img, -EBUSY, "%s cache: %u table loads in flight already",
+				      cache_name(c), c->nb_loading);
 	/* a clean victim avoids a synchronous write in the caller's fast path */
 	idx = slot_claim(c, offset, true);
 	if (idx < 0)
 		return idx;
 	c->slots[idx].state = SLOT_LOADING;
+	c->nb_loading++;
 	need->offset = offset;
 	need->len = c->table_size;
 	need->buf = slot_table(c, (unsigned)idx);
@@ -403,6 +415,7 @@ int qcow_cache_load_done(struct qcow_cache *c, const struct qcow_meta_read *done
 		return qcow_set_error(c->img, -EINVAL,
 				      "%s load completion does not match a load in flight",
 				      cache_name(c));
+	c->nb_loading--;
 	if (result < 0 || s->orphan) {
 		slot_empty(c, done->slot);
 		if (result < 0)

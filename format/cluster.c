@@ -564,24 +564,36 @@ static int l2_table_new(struct qcow_image *img, uint64_t l1i, uint64_t old, uint
 	int64_t off;
 	int ret;
 
-	off = qcow_alloc_clusters(img, 1);
-	if (off < 0)
-		return (int)off;
-	ret = qcow_cache_get_empty(c, (uint64_t)off, (void **)table);
-	if (ret == 0 && old) {
+	/*
+	 * The shared table first, pinned, so that claiming the new table's
+	 * slot cannot evict it: an async caller has just loaded it, and with
+	 * every other slot loading, evicting it here would make the caller
+	 * load it again, and again (a livelock under cache pressure).
+	 */
+	if (old) {
 		ret = qcow_cache_get(c, old, &src);
-		if (ret == 0) {
-			/* the same slot only if refcounts are broken (old had refcount 0) */
-			if (src != *table)
-				memcpy(*table, src, img->cluster_size);
-			qcow_cache_put(c, src);
-		} else {
-			qcow_cache_put(c, *table);
-		}
+		if (ret < 0)
+			return ret;
 	}
+	off = qcow_alloc_clusters(img, 1);
+	if (off >= 0 && (uint64_t)off == old) {
+		/* old had refcount 0: the allocation gave it the 1 its L1 entry
+		 * needs; keep that, and let the next write unshare it for real */
+		if (old)
+			qcow_cache_put(c, src);
+		return qcow_set_error(img, -EIO, "L2 table at 0x%llx had refcount 0 (repair "
+				      "with: qcow-tool check -r all)", ULL(old));
+	}
+	ret = off < 0 ? (int)off : qcow_cache_get_empty(c, (uint64_t)off, (void **)table);
+	if (ret == 0 && old)
+		memcpy(*table, src, img->cluster_size);
+	if (old)
+		qcow_cache_put(c, src);
 	if (ret < 0) {
-		qcow_cache_forget(c, (uint64_t)off);
-		release(img, (uint64_t)off, img->cluster_size);
+		if (off >= 0) {
+			qcow_cache_forget(c, (uint64_t)off);
+			release(img, (uint64_t)off, img->cluster_size);
+		}
 		return ret;
 	}
 	img->l1_table[l1i] = (uint64_t)off | QCOW_OFLAG_COPIED;

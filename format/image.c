@@ -243,6 +243,12 @@ static int flush_steps(struct qcow_image *img)
  * its caller now treats everything since the last good flush as possibly
  * lost, and no later flush on this handle may claim otherwise.
  */
+bool qcow_metadata_unwritten(const struct qcow_image *img)
+{
+	return img->l1_any_dirty || qcow_cache_has_dirty(img->l2_cache) ||
+	       qcow_cache_has_dirty(img->refcount_cache);
+}
+
 int qcow_flush(struct qcow_image *img)
 {
 	int ret;

@@ -102,6 +102,28 @@ static bool all_quiet(struct uq_dev *dev, unsigned gen)
 	return true;
 }
 
+/*
+ * Why a quiesce timed out, for the log: each queue that did not answer and
+ * what it still had.  The queue threads own these counters, so the figures
+ * are a moment's glimpse, not exact.
+ */
+static void log_unquiet(struct uq_dev *dev, unsigned gen)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&dev->engine_lock);
+	for (i = 0; i < dev->nr_queues; i++) {
+		const struct uq_queue *q = &dev->queues[i];
+
+		if (atomic_load(&q->quiet_gen) == gen)
+			continue;
+		uq_err("quiesce: queue %u still had %u requests (%u held back, %u parked) "
+		       "and %u image IOs in flight", q->id, q->owned, q->nr_held, q->nr_parked,
+		       q->backend);
+	}
+	pthread_mutex_unlock(&dev->engine_lock);
+}
+
 /* Hold new requests back on every queue until none is in flight. */
 static int quiesce(struct uq_dev *dev)
 {
@@ -111,8 +133,10 @@ static int quiesce(struct uq_dev *dev)
 	atomic_store(&dev->quiesce, true);
 	wake_all(dev);
 	while (!all_quiet(dev, gen)) {
-		if (waited >= UQ_QUIESCE_TIMEOUT_MS || atomic_load(&dev->queue_failed))
+		if (waited >= UQ_QUIESCE_TIMEOUT_MS || atomic_load(&dev->queue_failed)) {
+			log_unquiet(dev, gen);
 			return -ETIMEDOUT;
+		}
 		sleep_ms(1);
 		waited++;
 	}

@@ -354,13 +354,19 @@ static int do_flush(struct uq_tag *t)
 /*
  * --recoverable: after the daemon dies the kernel resends only the requests
  * it has not seen complete, and the dead daemon's metadata caches die with
- * it.  So a request that changed metadata (an allocating write, a discard,
- * a zeroing) completes only after a flush has put that metadata in the
- * file, in the engine's crash-safe order.  Overwrites in place need none.
+ * it.  So a write, discard or zeroing completes only once the metadata it
+ * depends on is in the file, in the engine's crash-safe order: its own
+ * allocations, and also those of another request whose cluster it wrote
+ * into in place (published, but not yet flushed, when it mapped; without
+ * this, that request would be redone after a recovery into a new cluster,
+ * and the completed overwrite lost).  Whatever the engine has not written
+ * when the request ends is flushed; nothing unwritten, nothing to do.
  */
-static bool must_write_back(const struct uq_tag *t)
+static int do_write_back(struct uq_tag *t)
 {
-	return t->q->dev->opt.recoverable && t->meta_changed;
+	struct qcow_image *img = t->q->dev->img;
+
+	return qcow_metadata_unwritten(img) ? qcow_flush(img) : 0;
 }
 
 static void write_issue(struct uq_tag *t)
@@ -390,12 +396,9 @@ static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *
 {
 	int ret = eng_call(t, fn, what);
 
-	/* discard and zeroing change metadata; a parked flush redoes them, harmlessly */
-	if (ret >= 0 && fn != do_flush) {
-		t->meta_changed = true;
-		if (must_write_back(t))
-			ret = eng_call(t, do_flush, "qcow_flush");
-	}
+	/* discard and zeroing change metadata; a parked write-back redoes them, harmlessly */
+	if (ret >= 0 && fn != do_flush && fn != do_write_back && t->q->dev->opt.recoverable)
+		ret = eng_call(t, do_write_back, "qcow_flush");
 	if (t->parked)
 		return;
 	if (ret < 0)
@@ -419,8 +422,10 @@ static void write_step(struct uq_tag *t)
 			write_issue(t);
 		return;
 	}
-	if (t->fua || must_write_back(t))
+	if (t->fua)
 		sync_step(t, do_flush, "qcow_flush");
+	else if (t->q->dev->opt.recoverable)
+		sync_step(t, do_write_back, "qcow_flush");
 	else
 		t->issued_all = true;
 }
@@ -429,7 +434,6 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 {
 	struct uq_dev *dev = t->q->dev;
 	int result = (uint64_t)res == len ? 0 : (res < 0 ? res : -EIO);
-	bool allocated = t->plan.new_host_cluster != 0;
 	int ret;
 
 	if (result < 0)
@@ -445,12 +449,10 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 	eng_unlock(dev);
 	if (t->parked)
 		return;
-	if (result < 0 || ret < 0) {
+	if (result < 0 || ret < 0)
 		tag_error(t, io_errno(result < 0 ? result : ret));
-	} else {
+	else
 		t->pos += len;
-		t->meta_changed |= allocated;
-	}
 }
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
@@ -595,12 +597,18 @@ void uq_io_quiesce_step(struct uq_queue *q)
 			atomic_store(&q->quiet_gen, gen);
 		return;
 	}
-	while ((t = q->held_head)) {
-		q->held_head = t->next_held;
-		if (!q->held_head)
-			q->held_tail = NULL;
-		q->nr_held--;
+	/* the list is taken whole first: should the next quiesce begin while
+	 * these start, uq_io_start() holds them again on a new list, which
+	 * this loop must not chase forever */
+	t = q->held_head;
+	q->held_head = q->held_tail = NULL;
+	q->nr_held = 0;
+	while (t) {
+		struct uq_tag *next = t->next_held;
+
+		t->next_held = NULL;
 		uq_io_start(t, &q->descs[t->tag]);
+		t = next;
 	}
 }
 
@@ -618,7 +626,6 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;
 	t->issued_all = t->wait_meta = t->parked = false;
 	t->zc_reg = t->zc_busy = false;
-	t->meta_changed = false;
 	t->ops = 0;
 	t->error = 0;
 	t->off = d.start_sector << 9;

@@ -114,7 +114,6 @@ struct uq_tag {
 	bool parked;			/* waiting for another request's progress */
 	bool zc_reg;			/* zero copy: request buffer registered */
 	bool zc_busy;			/* zero copy: (un)register in flight */
-	bool meta_changed;		/* this request changed the image's metadata */
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
 	uint64_t off;			/* request start, bytes */

@@ -221,6 +221,13 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
  */
 int qcow_flush(struct qcow_image *img);
 
+/*
+ * True while the engine holds metadata changes (L1 entries, L2 tables,
+ * refcount blocks) that are not yet written to the file: a process that
+ * died now would lose them.  Data and fsyncs are not its concern.
+ */
+bool qcow_metadata_unwritten(const struct qcow_image *img);
+
 /* Grow the virtual size; shrinking is refused (-ENOTSUP) unless every
  * cluster past the new end is unallocated. */
 int qcow_resize(struct qcow_image *img, uint64_t new_size);
