@@ -7,9 +7,10 @@
 #   guest: 8 MiB of data A written to the device; "qcow-tool snapshot -c"
 #          (which goes through the daemon) takes after-a; fio writes with
 #          crc32c verification elsewhere on the device while snapshots are
-#          created and deleted over and over; data B over A's range; after-b;
-#          fio finishes with no error and everything verified; applying a
-#          snapshot live is refused, and so are offline writes; the active
+#          created and deleted over and over, the last rounds back to
+#          back; data B over A's range; after-b; fio finishes with no
+#          error and everything verified; applying a snapshot live is
+#          refused, and so are offline writes; the active
 #          image reads B; "open --snapshot after-a" serves A, read-only,
 #          beside the active image and alone, and while it does, deleting
 #          after-a is refused, live and offline;
@@ -34,16 +35,20 @@ M=1048576
 region_is() {	# FILE: the first 8 MiB of the device hold it
 	dd if="$DEV" bs=1M count=8 iflag=direct status=none | cmp - "$1"
 }
+# Twelve rounds of create churn-i, delete churn-(i-1): the first six with a
+# pause between rounds, the last six back to back, so that a quiesce often
+# begins while the queues still restart what the one before held (which
+# once spun until the quiesce timed out).
 churn() {
 	i=1
-	while [ $i -le 6 ]; do
+	while [ $i -le 12 ]; do
 		quiet qcow-tool snapshot -q -c "churn-$i" disk.qcow2 ||
 			{ echo "    creating churn-$i failed"; return 1; }
 		if [ $i -gt 1 ]; then
 			quiet qcow-tool snapshot -q -d "churn-$((i - 1))" disk.qcow2 ||
 				{ echo "    deleting churn-$((i - 1)) failed"; return 1; }
 		fi
-		sleep 0.2
+		[ $i -le 6 ] && sleep 0.2
 		i=$((i + 1))
 	done
 	kill -0 "$fio_pid" 2>/dev/null || echo "    (fio had finished before the churn did)"
@@ -97,10 +102,10 @@ region_of() {	# SNAPSHOT_PARAM FILE: the snapshot's first 8 MiB equal FILE
 		head -c $((8 * M)) "$WORK/snap.raw" | cmp - "$2"
 }
 host_check after-a-holds-a region_of snapshot.name=after-a "$SHARE/a.bin"
-host_check churn-6-holds-a region_of snapshot.name=churn-6 "$SHARE/a.bin"
+host_check churn-12-holds-a region_of snapshot.name=churn-12 "$SHARE/a.bin"
 host_check after-b-holds-b region_of snapshot.name=after-b "$SHARE/b.bin"
 host_check active-holds-b region_of "" "$SHARE/b.bin"
 names=$(qemu-img info --output=json "$img" | jq -r '[.snapshots[].name] | join(" ")')
-host_check snapshot-list sh -c "[ '$names' = 'after-a churn-6 after-b' ]"
+host_check snapshot-list sh -c "[ '$names' = 'after-a churn-12 after-b' ]"
 host_fio_verify "$img"
 vm_finish
