@@ -11,9 +11,16 @@
  *     them with pread/pwrite in random order, delivering each completion the
  *     way queue.c does; it can also fail one or cut it short.
  *
+ * Two queues share the engine, as two queue threads do in the daemon, and
+ * wake each other through fake eventfds.  One thread runs it all, but every
+ * engine unlock in io.c is a point where the other queue may run: the test
+ * often delivers one of the other queue's completions right there (between
+ * a write's qcow_write_end() and its flush, say).  A request left parked
+ * with nothing in flight to wake it fails the test (a lost wake-up).
+ *
  * Checked against a model of the disk: random mixes of READ, WRITE, DISCARD,
  * WRITE_ZEROES and FLUSH, up to a full queue of non-overlapping requests in
- * flight, with a one-table L2 cache so L2 misses, parking and retries happen
+ * flight on each queue, with a one-table L2 cache so L2 misses, parking and retries happen
  * all the time; every read equals the model in full (holes zero-filled over
  * the garbage); every request commits exactly once, with its full length or
  * 0; injected IO errors commit -EIO and change nothing; hostile descriptors
@@ -41,20 +48,32 @@
  * IO_PATH_TRACE=1 prints every start and commit and IO_PATH_TRACE_STALL=1
  * what is in flight when a quiesce stalls, for chasing a failure.
  */
+#include <pthread.h>
+
+/*
+ * Every engine unlock in io.c is a point where, in the daemon, another
+ * queue's thread may take the lock and run: the test delivers a completion
+ * of the other queue there now and then (see engine_unlock below).
+ */
+static int engine_unlock(pthread_mutex_t *m);
+#define pthread_mutex_unlock engine_unlock
 #include "src/io.c"
+#undef pthread_mutex_unlock
 #include "src/log.c"
 
 #include "testlib.h"
 
-#define DEPTH		8
+#define NQ		2		/* queues */
+#define DEPTH		8		/* tags per queue */
+#define NT		(NQ * DEPTH)	/* request slots: slot g is tag g % DEPTH of queue g / DEPTH */
 #define BUF_BYTES	(64u << 10)
 #define DISK_BYTES	(64u << 20)
 #define MAX_SQES	1024
 
 static struct uq_dev dev;
-static struct uq_queue queue;
-static struct uq_tag tags[DEPTH];
-static struct ublksrv_io_desc descs[DEPTH];	/* the driver's descriptor array */
+static struct uq_queue queues[NQ];
+static struct uq_tag tags[NT];
+static struct ublksrv_io_desc descs[NQ][DEPTH];	/* the driver's descriptor arrays */
 static uint8_t *bufs;
 static uint8_t *model;
 static const char *served_path;
@@ -62,7 +81,19 @@ static const char *served_path;
 /* ------------------------------------------- the fake submission queue */
 
 static struct io_uring_sqe sq[MAX_SQES];
+static unsigned sq_q[MAX_SQES];		/* the queue whose ring each SQE is on */
 static unsigned sq_len;
+static bool ev_pending[NQ];		/* a queue's eventfd was written */
+
+static unsigned q_index(const struct uq_queue *q)
+{
+	return (unsigned)(q - queues);
+}
+
+static unsigned slot_of(const struct uq_tag *t)
+{
+	return q_index(t->q) * DEPTH + t->tag;
+}
 
 /* Per tag: what the driver side knows about the request on it. */
 struct slot {
@@ -74,7 +105,7 @@ struct slot {
 	uint64_t off, len;
 	bool expect_fail;
 };
-static struct slot slots[DEPTH];
+static struct slot slots[NT];
 
 /* Fault injection: the next data completion of this kind fails or is cut short. */
 static int fail_next_read, fail_next_write, fail_next_meta;
@@ -92,10 +123,10 @@ static void maybe_requiesce(void)
 
 struct io_uring_sqe *uq_get_sqe(struct uq_queue *q)
 {
-	(void)q;
 	maybe_requiesce();
 	REQUIRE(sq_len < MAX_SQES, "fake submission queue full");
 	memset(&sq[sq_len], 0, sizeof(sq[0]));
+	sq_q[sq_len] = q_index(q);
 	return &sq[sq_len++];
 }
 
@@ -132,12 +163,12 @@ static void check_survives_death(const struct slot *s)
 
 void uq_queue_commit(struct uq_tag *t, int result)
 {
-	struct slot *s = &slots[t->tag];
+	struct slot *s = &slots[slot_of(t)];
 
 	if (getenv("IO_PATH_TRACE"))
-		printf("commit tag %u result %d\n", t->tag, result);
+		printf("commit queue %u tag %u result %d\n", q_index(t->q), t->tag, result);
 	t->op = 0xff;
-	queue.owned--;
+	t->q->owned--;
 	maybe_requiesce();
 	s->commits++;
 	s->result = result;
@@ -163,7 +194,7 @@ int uq_queue_zc_cmd(struct uq_tag *t, bool reg)
 
 void uq_queue_wake(struct uq_queue *q)
 {
-	(void)q;	/* one queue: nobody else to wake */
+	ev_pending[q_index(q)] = true;
 }
 
 /* Run one queued SQE with pread/pwrite; return the CQE result. */
@@ -201,60 +232,149 @@ static int injected(const struct io_uring_sqe *e, enum uq_ud_kind kind)
 	return err;
 }
 
-/* Complete one queued SQE, picked at random: completions come in any order. */
-static void complete_one(void)
+/* What a queue's loop does after each batch of completions (queue.c). */
+static void loop_tail(struct uq_queue *q)
 {
-	unsigned i = (unsigned)t_rand_below(sq_len);
+	if (q->retry_parked) {
+		q->retry_parked = false;
+		uq_io_retry_parked(q);
+	}
+	uq_io_quiesce_step(q);
+}
+
+/* The queue whose completion is being handled, -1 for none; and whether
+ * engine_unlock() is already running another queue's inside it. */
+static int running_q = -1;
+static bool preempting;
+
+static void deliver_sqe(unsigned i)
+{
 	struct io_uring_sqe e = sq[i];
+	unsigned qi = sq_q[i];
 	enum uq_ud_kind kind = uq_ud_kind(e.user_data);
-	struct uq_tag *t = &tags[uq_ud_tag(e.user_data)];
+	struct uq_tag *t = &tags[qi * DEPTH + uq_ud_tag(e.user_data)];
 	int res, err;
 
-	sq[i] = sq[--sq_len];
+	sq[i] = sq[sq_len - 1];
+	sq_q[i] = sq_q[sq_len - 1];
+	sq_len--;
 	err = injected(&e, kind);
 	res = err ? err : execute(&e);
-	queue.backend--;
+	queues[qi].backend--;
 	if (kind == UQ_UD_DATA)
 		uq_io_data_done(t, uq_ud_extra(e.user_data), res);
 	else if (kind == UQ_UD_META)
 		uq_io_meta_done(t, res);
 	else
 		CHECK(false, "completion of kind %d", (int)kind);
-	if (queue.retry_parked) {
-		queue.retry_parked = false;
-		uq_io_retry_parked(&queue);
-	}
 }
 
-/* Run everything in flight to completion. */
+/* The eventfd read completing: queue.c's handle_event_cqe(). */
+static void deliver_event(unsigned qi)
+{
+	ev_pending[qi] = false;
+	pthread_mutex_lock(&dev.engine_lock);
+	queues[qi].wake_sent = false;
+	pthread_mutex_unlock(&dev.engine_lock);
+	queues[qi].retry_parked = true;
+}
+
+/*
+ * Complete one queued SQE or wake-up, picked at random (completions come in
+ * any order), on any queue but not_q; false when there is none.
+ */
+static bool complete_one_of(int not_q)
+{
+	unsigned n = 0, pick, i, qi;
+	int was = running_q;
+
+	for (i = 0; i < sq_len; i++)
+		n += (int)sq_q[i] != not_q;
+	for (qi = 0; qi < NQ; qi++)
+		n += ev_pending[qi] && (int)qi != not_q;
+	if (!n)
+		return false;
+	pick = (unsigned)t_rand_below(n);
+	for (i = 0; i < sq_len; i++) {
+		if ((int)sq_q[i] != not_q && pick-- == 0)
+			break;
+	}
+	if (i < sq_len) {
+		qi = sq_q[i];
+		running_q = (int)qi;
+		deliver_sqe(i);
+	} else {
+		for (qi = 0; qi < NQ; qi++) {
+			if (ev_pending[qi] && (int)qi != not_q && pick-- == 0)
+				break;
+		}
+		running_q = (int)qi;
+		deliver_event(qi);
+	}
+	loop_tail(&queues[qi]);
+	running_q = was;
+	return true;
+}
+
+static void complete_one(void)
+{
+	complete_one_of(-1);
+}
+
+/*
+ * io.c's engine unlock: in the daemon, the other queue's thread may run
+ * right here, between two engine calls of this one (between a write's
+ * qcow_write_end() and its flush, say).  So, now and then, deliver one of
+ * its completions before going on.
+ */
+static int engine_unlock(pthread_mutex_t *m)
+{
+	int r = pthread_mutex_unlock(m);
+
+	if (running_q >= 0 && !preempting && t_rand_below(3) == 0) {
+		preempting = true;
+		complete_one_of(running_q);
+		preempting = false;
+	}
+	return r;
+}
+
+static bool anything_pending(void)
+{
+	for (unsigned qi = 0; qi < NQ; qi++)
+		if (ev_pending[qi])
+			return true;
+	return sq_len != 0;
+}
+
+/* Run everything in flight to completion: nobody may be left parked. */
 static void drain(void)
 {
 	unsigned rounds = 0;
 
-	while (sq_len) {
+	while (anything_pending()) {
 		complete_one();
 		REQUIRE(++rounds < 1000000, "requests never finish");
 	}
-	if (queue.retry_parked || queue.parked_head) {
-		queue.retry_parked = false;
-		uq_io_retry_parked(&queue);
-		if (sq_len)
-			drain();
-	}
+	for (unsigned qi = 0; qi < NQ; qi++)
+		REQUIRE(!queues[qi].parked_head, "queue %u: %u requests parked with nothing in "
+			"flight to wake them (a lost wake-up)", qi, queues[qi].nr_parked);
 }
 
 /* -------------------------------------------------------- the driver side */
 
-static void start(unsigned tag, uint8_t op, uint32_t flags, uint64_t sector, uint32_t sectors)
+static void start(unsigned g, uint8_t op, uint32_t flags, uint64_t sector, uint32_t sectors)
 {
+	unsigned qi = g / DEPTH, tag = g % DEPTH;
+	int was = running_q;
 	struct ublksrv_io_desc d = {
 		.op_flags = op | flags,
 		.nr_sectors = sectors,
 		.start_sector = sector,
 	};
-	struct slot *s = &slots[tag];
+	struct slot *s = &slots[g];
 
-	REQUIRE(!s->busy, "tag %u reused while busy", tag);
+	REQUIRE(!s->busy, "queue %u tag %u reused while busy", qi, tag);
 	s->busy = true;
 	s->commits = 0;
 	s->result = 1;
@@ -263,11 +383,13 @@ static void start(unsigned tag, uint8_t op, uint32_t flags, uint64_t sector, uin
 	s->off = sector << 9;
 	s->len = (uint64_t)sectors << 9;
 	if (getenv("IO_PATH_TRACE"))
-		printf("start tag %u op %u flags %#x %llu+%llu\n", tag, op, flags,
+		printf("start queue %u tag %u op %u flags %#x %llu+%llu\n", qi, tag, op, flags,
 		       (unsigned long long)s->off, (unsigned long long)s->len);
-	queue.owned++;
-	descs[tag] = d;		/* where a held request is started from later */
-	uq_io_start(&tags[tag], &descs[tag]);
+	queues[qi].owned++;
+	descs[qi][tag] = d;	/* where a held request is started from later */
+	running_q = (int)qi;
+	uq_io_start(&tags[g], &descs[qi][tag]);
+	running_q = was;
 }
 
 /* The result a request must commit: its length for data, 0 for the rest. */
@@ -278,12 +400,12 @@ static int want_result(const struct slot *s)
 	return s->op == UBLK_IO_OP_READ || s->op == UBLK_IO_OP_WRITE ? (int)s->len : 0;
 }
 
-static void check_done(unsigned tag)
+static void check_done(unsigned g)
 {
-	struct slot *s = &slots[tag];
+	struct slot *s = &slots[g];
 
-	CHECK(s->commits == 1, "tag %u: %u commits", tag, s->commits);
-	CHECK(s->result == want_result(s), "tag %u op %u at %llu+%llu: result %d, want %d", tag,
+	CHECK(s->commits == 1, "slot %u: %u commits", g, s->commits);
+	CHECK(s->result == want_result(s), "slot %u op %u at %llu+%llu: result %d, want %d", g,
 	      s->op, (unsigned long long)s->off, (unsigned long long)s->len, s->result,
 	      want_result(s));
 	s->expect_fail = false;
@@ -301,7 +423,7 @@ static bool pick_range(uint64_t *sector, uint32_t *sectors, uint32_t max_sectors
 		if (t_rand_below(4) == 0)
 			len = max_sectors;
 		s = t_rand_below(DISK_BYTES / 512 - len + 1);
-		for (i = 0; i < DEPTH; i++) {
+		for (i = 0; i < NT; i++) {
 			if (slots[i].busy && (s << 9) < slots[i].off + slots[i].len &&
 			    slots[i].off < (s + len) << 9)
 				clash = true;
@@ -381,26 +503,30 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		REQUIRE(r == 0, "create %s: %d %s", path, r, err);
 	}
 	memset(&dev, 0, sizeof(dev));
-	memset(&queue, 0, sizeof(queue));
+	memset(queues, 0, sizeof(queues));
 	r = qcow_open(path, &oo, &dev.img, err, sizeof(err));
 	REQUIRE(r == 0, "open %s: %d %s", path, r, err);
 	dev.img_fd = qcow_get_file(dev.img)->fd;
 	qcow_get_info(dev.img, &dev.info);
 	dev.buf_bytes = BUF_BYTES;
 	dev.depth = DEPTH;
-	dev.nr_queues = 1;
+	dev.nr_queues = NQ;
 	dev.dev_bytes = DISK_BYTES;
-	dev.queues = &queue;
+	dev.queues = queues;
 	pthread_mutex_init(&dev.engine_lock, NULL);
-	queue.dev = &dev;
-	queue.efd = -1;
-	queue.descs = descs;
-	queue.cbuf = malloc(dev.info.cluster_size);
-	REQUIRE(queue.cbuf, "malloc");
-	for (i = 0; i < DEPTH; i++) {
+	for (i = 0; i < NQ; i++) {
+		queues[i].dev = &dev;
+		queues[i].id = i;
+		queues[i].efd = -1;
+		queues[i].descs = descs[i];
+		queues[i].cbuf = malloc(dev.info.cluster_size);
+		REQUIRE(queues[i].cbuf, "malloc");
+		ev_pending[i] = false;
+	}
+	for (i = 0; i < NT; i++) {
 		memset(&tags[i], 0, sizeof(tags[i]));
-		tags[i].q = &queue;
-		tags[i].tag = (uint16_t)i;
+		tags[i].q = &queues[i / DEPTH];
+		tags[i].tag = (uint16_t)(i % DEPTH);
 		tags[i].op = 0xff;
 		tags[i].buf = bufs + (size_t)i * BUF_BYTES;
 		slots[i].busy = false;
@@ -426,7 +552,8 @@ static void teardown_check(const char *path, bool leaks_ok)
 	REQUIRE(back, "malloc");
 	r = qcow_close(dev.img);
 	CHECK(r == 0, "close: %d", r);
-	free(queue.cbuf);
+	for (unsigned i = 0; i < NQ; i++)
+		free(queues[i].cbuf);
 	if (leaks_ok && t_have_prog("qemu-img")) {
 		/* leaks are expected here: only say more about anything worse */
 		char out[8192];
@@ -454,20 +581,25 @@ static void teardown(const char *path)
 
 /* -------------------------------------------------------------- the tests */
 
+/* A counter of struct uq_queue summed over the queues. */
+#define SUM(field) ({ unsigned long long sum_ = 0; \
+	for (unsigned q_ = 0; q_ < NQ; q_++) { sum_ += queues[q_].field; } \
+	sum_; })
+
 /* rounds of: start requests on some idle tags, complete some of what is queued */
 static void run_rounds(unsigned rounds)
 {
 	unsigned r, i;
 
 	for (r = 0; r < rounds; r++) {
-		for (i = 0; i < DEPTH; i++) {
+		for (i = 0; i < NT; i++) {
 			if (!slots[i].busy && t_rand_below(3))
 				random_request(i);
 		}
 		/* complete some, not all: new requests start beside old ones */
 		for (i = (unsigned)t_rand_below(sq_len + 1); i && sq_len; i--)
 			complete_one();
-		for (i = 0; i < DEPTH; i++) {
+		for (i = 0; i < NT; i++) {
 			if (!slots[i].busy && slots[i].commits) {
 				check_done(i);
 				slots[i].commits = 0;
@@ -484,13 +616,12 @@ static void test_random_workload(unsigned rounds)
 	setup(path, 1);
 	run_rounds(rounds);
 	drain();
-	for (i = 0; i < DEPTH; i++)
+	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
 	printf("random workload: %llu requests, %llu L2 table reads, %llu parks\n",
-	       (unsigned long long)queue.nr_requests, (unsigned long long)queue.nr_meta_reads,
-	       (unsigned long long)queue.nr_parks);
-	CHECK(queue.nr_meta_reads > 0, "no L2 table was ever read through the ring");
+	       SUM(nr_requests), SUM(nr_meta_reads), SUM(nr_parks));
+	CHECK(SUM(nr_meta_reads) > 0, "no L2 table was ever read through the ring");
 	teardown(path);
 }
 
@@ -504,11 +635,11 @@ static void test_recoverable_workload(unsigned rounds)
 	dev.opt.recoverable = true;
 	run_rounds(rounds);
 	drain();
-	for (i = 0; i < DEPTH; i++)
+	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
 	printf("recoverable workload: %llu requests, %llu parks\n",
-	       (unsigned long long)queue.nr_requests, (unsigned long long)queue.nr_parks);
+	       SUM(nr_requests), SUM(nr_parks));
 	teardown(path);
 }
 
@@ -608,45 +739,68 @@ static void test_injected_errors(void)
  * snapshot) until the queue reports quiet.  Then a snapshot is taken,
  * which later writes must copy on write around, and the held requests go.
  */
+static bool all_quiet(unsigned gen)
+{
+	for (unsigned qi = 0; qi < NQ; qi++)
+		if (atomic_load(&queues[qi].quiet_gen) != gen)
+			return false;
+	return true;
+}
+
+static void print_stall(void)
+{
+	for (unsigned k = 0; k < sq_len; k++)
+		printf("  sqe %u: queue %u op %u tag %u kind %d off %llu len %u\n", k, sq_q[k],
+		       sq[k].opcode, uq_ud_tag(sq[k].user_data), (int)uq_ud_kind(sq[k].user_data),
+		       (unsigned long long)sq[k].off, sq[k].len);
+	for (unsigned k = 0; k < NT; k++)
+		printf("  slot %u: busy %d op %u %llu+%llu pos %llu parked %d wait_meta %d ops %u\n",
+		       k, slots[k].busy, slots[k].op, (unsigned long long)slots[k].off,
+		       (unsigned long long)slots[k].len, (unsigned long long)tags[k].pos,
+		       tags[k].parked, tags[k].wait_meta, tags[k].ops);
+	printf("  engine: %s\n", qcow_error(dev.img));
+}
+
 static void quiesce_until_quiet(unsigned gen)
 {
-	unsigned steps = 0;
+	unsigned steps = 0, qi;
 
 	atomic_store(&dev.quiesce_gen, gen);
 	atomic_store(&dev.quiesce, true);
-	for (unsigned i = 0; i < DEPTH; i++)
+	for (unsigned i = 0; i < NT; i++)
 		if (!slots[i].busy && t_rand_below(2))
 			random_request(i);	/* held */
-	for (;;) {
-		uq_io_quiesce_step(&queue);
-		if (atomic_load(&queue.quiet_gen) == gen)
-			break;
-		if (!sq_len && queue.retry_parked) {
-			queue.retry_parked = false;
-			uq_io_retry_parked(&queue);
-			continue;
-		}
-		REQUIRE(sq_len, "quiesce %u stalls: %u requests owned, %u held, %u parked, "
-			"nothing in flight", gen, queue.owned, queue.nr_held, queue.nr_parked);
-		if (++steps >= 100000 - 20 && getenv("IO_PATH_TRACE_STALL")) {
-			for (unsigned k = 0; k < sq_len; k++)
-				printf("  sqe %u: op %u tag %u kind %d off %llu len %u\n", k,
-				       sq[k].opcode, uq_ud_tag(sq[k].user_data),
-				       (int)uq_ud_kind(sq[k].user_data),
-				       (unsigned long long)sq[k].off, sq[k].len);
-			for (unsigned k = 0; k < DEPTH; k++)
-				printf("  tag %u: busy %d op %u %llu+%llu pos %llu parked %d wait_meta %d ops %u\n",
-				       k, slots[k].busy, slots[k].op, (unsigned long long)slots[k].off,
-				       (unsigned long long)slots[k].len, (unsigned long long)tags[k].pos,
-				       tags[k].parked, tags[k].wait_meta, tags[k].ops);
-			printf("  engine: %s\n", qcow_error(dev.img));
-		}
+	for (qi = 0; qi < NQ; qi++)
+		uq_queue_wake(&queues[qi]);	/* control.c wakes every queue */
+	while (!all_quiet(gen)) {
+		REQUIRE(anything_pending(), "quiesce %u stalls: %llu requests owned, %llu held, "
+			"%llu parked, nothing in flight", gen, SUM(owned), SUM(nr_held),
+			SUM(nr_parked));
+		if (++steps >= 100000 - 20 && getenv("IO_PATH_TRACE_STALL"))
+			print_stall();
 		complete_one();
 		REQUIRE(steps < 100000, "quiesce %u never ends", gen);
 	}
-	CHECK(queue.owned == queue.nr_held && !queue.backend,
-	      "quiet with %u owned, %u held, %u image IOs in flight", queue.owned, queue.nr_held,
-	      queue.backend);
+	for (qi = 0; qi < NQ; qi++) {
+		const struct uq_queue *q = &queues[qi];
+
+		CHECK(q->owned == q->nr_held && !q->backend,
+		      "queue %u quiet with %u owned, %u held, %u image IOs in flight", qi, q->owned,
+		      q->nr_held, q->backend);
+	}
+}
+
+/* The snapshot is done: let every queue start what it held. */
+static void resume_all(void)
+{
+	atomic_store(&dev.quiesce, false);
+	for (unsigned qi = 0; qi < NQ; qi++) {
+		int was = running_q;
+
+		running_q = (int)qi;
+		uq_io_quiesce_step(&queues[qi]);	/* starts the held requests */
+		running_q = was;
+	}
 }
 
 static void test_quiesce(unsigned rounds)
@@ -676,28 +830,26 @@ static void test_quiesce(unsigned rounds)
 			      qcow_error(dev.img));
 			deletes += r == 0;
 		}
-		atomic_store(&dev.quiesce, false);
 		/* sometimes the next snapshot's quiesce comes while they start */
-		requiesce_armed = queue.nr_held > 1 && t_rand_below(4) == 0;
+		requiesce_armed = SUM(nr_held) > 1 && t_rand_below(4) == 0;
 		if (requiesce_armed)
 			requiesces++;
-		uq_io_quiesce_step(&queue);	/* starts the held requests */
+		resume_all();
 		if (atomic_load(&dev.quiesce)) {
 			quiesce_until_quiet(++gen);
-			atomic_store(&dev.quiesce, false);
-			uq_io_quiesce_step(&queue);
+			resume_all();
 		}
 		requiesce_armed = false;
-		CHECK(queue.nr_held == 0, "%u requests still held after the resume",
-		      queue.nr_held);
+		CHECK(SUM(nr_held) == 0, "%llu requests still held after the resume",
+		      SUM(nr_held));
 	}
 	drain();
-	for (i = 0; i < DEPTH; i++)
+	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
 	printf("quiesce: %u quiesces (%u begun while held requests started), %u snapshots "
 	       "taken, %u deleted, %llu requests\n", gen - 1, requiesces, snapshots, deletes,
-	       (unsigned long long)queue.nr_requests);
+	       SUM(nr_requests));
 	teardown(path);
 }
 
@@ -742,20 +894,20 @@ static void ring_at_death(void)
 
 static void die_at_random(const char *path, unsigned l2_tables, unsigned rounds)
 {
-	struct killed_request kr[DEPTH];
+	struct killed_request kr[NT];
 	unsigned i;
 
 	setup(path, l2_tables);
 	dev.opt.recoverable = true;
 	run_rounds(rounds);
 	ring_at_death();
-	for (i = 0; i < DEPTH; i++) {
+	for (i = 0; i < NT; i++) {
 		kr[i] = (struct killed_request){ slots[i].busy, slots[i].op, slots[i].flags,
 						 slots[i].off, slots[i].len };
 	}
 	REQUIRE(t_write_file(t_path("model"), model, DISK_BYTES) == 0, "saving the model");
 	REQUIRE(t_write_file(t_path("killed"), kr, sizeof(kr)) == 0, "saving the requests");
-	REQUIRE(t_write_file(t_path("bufs"), bufs, (size_t)DEPTH * BUF_BYTES) == 0,
+	REQUIRE(t_write_file(t_path("bufs"), bufs, (size_t)NT * BUF_BYTES) == 0,
 		"saving the buffers");
 	fflush(NULL);
 	_exit(t_nfail ? 1 : 0);	/* SIGKILL: no close, no flush, no atexit */
@@ -772,12 +924,12 @@ static unsigned recover_and_check(const char *path, unsigned l2_tables)
 	kr = (struct killed_request *)t_read_file(t_path("killed"), &n);
 	m = t_read_file(t_path("model"), &nm);
 	b = t_read_file(t_path("bufs"), &nb);
-	REQUIRE(kr && m && b && n == DEPTH * sizeof(*kr) && nm == DISK_BYTES &&
-		nb == (size_t)DEPTH * BUF_BYTES, "reading what the dead daemon left");
+	REQUIRE(kr && m && b && n == NT * sizeof(*kr) && nm == DISK_BYTES &&
+		nb == (size_t)NT * BUF_BYTES, "reading what the dead daemon left");
 	serve(path, l2_tables, false);
 	dev.opt.recoverable = true;
 	memcpy(model, m, DISK_BYTES);
-	for (i = 0; i < DEPTH; i++) {
+	for (i = 0; i < NT; i++) {
 		if (!kr[i].busy)
 			continue;
 		if (kr[i].op == UBLK_IO_OP_WRITE)
@@ -788,7 +940,7 @@ static unsigned recover_and_check(const char *path, unsigned l2_tables)
 		reissued++;
 	}
 	drain();
-	for (i = 0; i < DEPTH; i++)
+	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
 	free(kr);
@@ -827,11 +979,11 @@ static void test_kill_and_recover(unsigned kills)
 
 int main(void)
 {
-	unsigned rounds = getenv("IO_PATH_ROUNDS") ? (unsigned)atoi(getenv("IO_PATH_ROUNDS")) : 3000;
+	unsigned rounds = getenv("IO_PATH_ROUNDS") ? (unsigned)atoi(getenv("IO_PATH_ROUNDS")) : 2000;
 
 	t_init("io-path");
 	alarm(300);	/* a livelock in io.c hangs instead of failing: end it */
-	bufs = malloc((size_t)DEPTH * BUF_BYTES);
+	bufs = malloc((size_t)NT * BUF_BYTES);
 	model = malloc(DISK_BYTES);
 	REQUIRE(bufs && model, "malloc");
 	test_hostile_descriptors();
