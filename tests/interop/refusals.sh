@@ -14,7 +14,12 @@
 #     header rewrites (resize, autoclear clearing);
 #   - a header whose L1 table or refcount table lies past the end of the
 #     file or in the header: check and check -r all exit as qemu-img check
-#     does (2, or 0 after a refcount table rebuild), normal opens refuse.
+#     does (2, or 0 after a refcount table rebuild), normal opens refuse;
+#   - an L2 table with refcount 0 whose L1 entry lacks the COPIED flag (so
+#     a write must unshare it): the write fails naming the problem, frees
+#     nothing (the allocator gave the table the refcount it lacked), and
+#     the next write unshares it for real: data intact, qemu-img check
+#     clean.
 # Run from the repository root. Exit 0 pass, 77 skip, 1 fail.
 set -eu
 # shellcheck source=tests/interop/lib.sh
@@ -249,6 +254,23 @@ table_case() {
 	fi
 	rm -f "$img" "$img.orig" "$img.qemu"
 }
+
+# ------------------------------------- a shared-looking L2 table at refcount 0
+img=$TMP/rc0.qcow2
+qemu_create "$img" 16M 64k 16 1.1
+qemu-io -f qcow2 -c 'write -q -P 0x5a 0 64k' "$img"
+l1=$(read_be "$img" 40 8)
+l2=$(( $(read_be "$img" "$l1" 8) & 0x00fffffffffffe00 ))
+rb=$(read_be "$img" "$(read_be "$img" 48 8)" 8)
+write_be "$img" $(( rb + 2 * (l2 >> 16) )) 2 0	# the table's refcount: 0
+write_be "$img" "$l1" 8 "$l2"			# its L1 entry: not COPIED
+expect_rc 1 "rc0-l2: the write that must unshare it fails" \
+	"$QCOW_TOOL" io -c 'write -q -P 0x33 64k 4k' "$img"
+expect_msg "rc0-l2: the write that must unshare it fails" "had refcount 0"
+expect_rc 0 "rc0-l2: the next write" "$QCOW_TOOL" io -c 'write -q -P 0x33 64k 4k' "$img"
+expect_rc 0 "rc0-l2: qemu-img check after" qemu-img check "$img"
+expect_rc 0 "rc0-l2: data intact" \
+	qemu-io -f qcow2 -r -c 'read -q -P 0x5a 0 64k' -c 'read -q -P 0x33 64k 4k' "$img"
 
 table_case l1-past-eof 40 $((0x10000000)) "L1 table"
 table_case l1-in-header 40 0 "L1 table"
