@@ -576,11 +576,10 @@ static int l2_table_new(struct qcow_image *img, uint64_t l1i, uint64_t old, uint
 			return ret;
 	}
 	off = qcow_alloc_clusters(img, 1);
-	if (off >= 0 && (uint64_t)off == old) {
+	if (old && off >= 0 && (uint64_t)off == old) {
 		/* old had refcount 0: the allocation gave it the 1 its L1 entry
 		 * needs; keep that, and let the next write unshare it for real */
-		if (old)
-			qcow_cache_put(c, src);
+		qcow_cache_put(c, src);
 		return qcow_set_error(img, -EIO, "L2 table at 0x%llx had refcount 0 (repair "
 				      "with: qcow-tool check -r all)", ULL(old));
 	}

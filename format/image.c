@@ -238,17 +238,17 @@ static int flush_steps(struct qcow_image *img)
 	return ret;
 }
 
-/*
- * A flush that fails, for whatever reason, fails the handle (design 9.7):
- * its caller now treats everything since the last good flush as possibly
- * lost, and no later flush on this handle may claim otherwise.
- */
 bool qcow_metadata_unwritten(const struct qcow_image *img)
 {
 	return img->l1_any_dirty || qcow_cache_has_dirty(img->l2_cache) ||
 	       qcow_cache_has_dirty(img->refcount_cache);
 }
 
+/*
+ * A flush that fails, for whatever reason, fails the handle (design 9.7):
+ * its caller now treats everything since the last good flush as possibly
+ * lost, and no later flush on this handle may claim otherwise.
+ */
 int qcow_flush(struct qcow_image *img)
 {
 	int ret;

@@ -396,9 +396,6 @@ static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *
 {
 	int ret = eng_call(t, fn, what);
 
-	/* discard and zeroing change metadata; a parked write-back redoes them, harmlessly */
-	if (ret >= 0 && fn != do_flush && fn != do_write_back && t->q->dev->opt.recoverable)
-		ret = eng_call(t, do_write_back, "qcow_flush");
 	if (t->parked)
 		return;
 	if (ret < 0)
@@ -457,15 +454,22 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
 
+/* Discard and zeroing change metadata: with --recoverable they end with
+ * the write-back, as writes do (a parked write-back redoes them, harmlessly). */
+static int then_write_back(struct uq_tag *t, int ret)
+{
+	return ret < 0 || !t->q->dev->opt.recoverable ? ret : do_write_back(t);
+}
+
 static int do_discard(struct uq_tag *t)
 {
-	return qcow_discard(t->q->dev->img, t->off, t->len);
+	return then_write_back(t, qcow_discard(t->q->dev->img, t->off, t->len));
 }
 
 static int do_write_zeroes(struct uq_tag *t)
 {
-	return qcow_write_zeroes(t->q->dev->img, t->off, t->len,
-				 t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP);
+	return then_write_back(t, qcow_write_zeroes(t->q->dev->img, t->off, t->len,
+						    t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP));
 }
 
 static void op_step(struct uq_tag *t)
