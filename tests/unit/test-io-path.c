@@ -983,7 +983,7 @@ static void test_kill_and_recover(unsigned kills)
 
 int main(void)
 {
-	unsigned rounds = getenv("IO_PATH_ROUNDS") ? (unsigned)atoi(getenv("IO_PATH_ROUNDS")) : 2000;
+	unsigned rounds = (unsigned)t_env_u64("IO_PATH_ROUNDS", 2000);
 
 	t_init("io-path");
 	bufs = malloc((size_t)NT * BUF_BYTES);
@@ -994,7 +994,7 @@ int main(void)
 	test_random_workload(rounds);
 	test_recoverable_workload(rounds / 3);
 	test_quiesce(rounds / 10);
-	test_kill_and_recover(getenv("IO_PATH_KILLS") ? (unsigned)atoi(getenv("IO_PATH_KILLS")) : 30);
+	test_kill_and_recover((unsigned)t_env_u64("IO_PATH_KILLS", 30));
 	free(bufs);
 	free(model);
 	return t_finish();

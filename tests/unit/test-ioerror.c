@@ -125,20 +125,6 @@ static unsigned g_qemu_every = 4;
 static uint64_t g_runs, g_qemu_checks;
 static const char *g_path;
 
-#define RCHECK(r, cond, ...) do { \
-	bool c_ = (cond); \
-	CHECK(c_, __VA_ARGS__); \
-	if (!c_) \
-		(r)->ok = false; \
-} while (0)
-
-static uint64_t env_u64(const char *name, uint64_t def)
-{
-	const char *s = getenv(name);
-
-	return s && *s ? strtoull(s, NULL, 0) : def;
-}
-
 /* ------------------------------------------------------------ setup */
 
 static struct qcow_image *open_cf(struct crashfile *cf, const struct cfg *c, int *ret)
@@ -306,7 +292,7 @@ static int exec_read(struct run *r, const struct op *o)
 	for (i = 0; ret == 0 && i < o->len; i++) {
 		if (r->unsure[o->off + i] || r->buf[i] == r->live[o->off + i])
 			continue;
-		RCHECK(r, false, "%s/%s N=%" PRIu64 ": read at %" PRIu64 " returned wrong data at "
+		CHECK_OK(&r->ok, false, "%s/%s N=%" PRIu64 ": read at %" PRIu64 " returned wrong data at "
 		       "guest offset %" PRIu64, r->s->c->name, r->mode->name, r->nth, o->off,
 		       o->off + i);
 		break;
@@ -328,16 +314,16 @@ static void judge_call(struct run *r, const char *call, int ret, uint64_t fired_
 
 	msg = r->img ? qcow_error(r->img) : "";
 	if (r->poisoned && writes)
-		RCHECK(r, ret < 0, "%s/%s N=%" PRIu64 ": %s succeeded after a failed flush", who,
+		CHECK_OK(&r->ok, ret < 0, "%s/%s N=%" PRIu64 ": %s succeeded after a failed flush", who,
 		       mode, r->nth, call);
 	else if (ret < 0 && !r->poisoned)
-		RCHECK(r, fired, "%s/%s N=%" PRIu64 ": %s failed (%d: %s) with no injected error "
+		CHECK_OK(&r->ok, fired, "%s/%s N=%" PRIu64 ": %s failed (%d: %s) with no injected error "
 		       "during it", who, mode, r->nth, call, ret, msg);
 	else if (ret == 0)
-		RCHECK(r, !fired, "%s/%s N=%" PRIu64 ": %s succeeded although an injected %s "
+		CHECK_OK(&r->ok, !fired, "%s/%s N=%" PRIu64 ": %s succeeded although an injected %s "
 		       "failed during it", who, mode, r->nth, call, mode);
 	if (fired)
-		RCHECK(r, ret == -r->mode->err, "%s/%s N=%" PRIu64 ": %s returned %d, not the "
+		CHECK_OK(&r->ok, ret == -r->mode->err, "%s/%s N=%" PRIu64 ": %s returned %d, not the "
 		       "injected -%d (%s)", who, mode, r->nth, call, ret, r->mode->err, msg);
 	if (ret < 0 && !r->failed) {
 		r->failed = true;
@@ -349,7 +335,7 @@ static void judge_call(struct run *r, const char *call, int ret, uint64_t fired_
 		r->poisoned = true;
 	if (r->img && r->img->fatal_error)
 		r->poisoned = true;
-	RCHECK(r, !r->poisoned || !r->img || r->img->fatal_error, "%s/%s N=%" PRIu64 ": %s: "
+	CHECK_OK(&r->ok, !r->poisoned || !r->img || r->img->fatal_error, "%s/%s N=%" PRIu64 ": %s: "
 	       "the handle was not failed after a failed flush", who, mode, r->nth, call);
 }
 
@@ -424,15 +410,15 @@ static void check_poisoned(struct run *r)
 	uint64_t cs = 1ULL << r->s->c->cb;
 	const char *who = r->s->c->name;
 
-	RCHECK(r, qcow_write(r->img, r->buf, 0, 512) < 0, "%s: write after a failed flush "
+	CHECK_OK(&r->ok, qcow_write(r->img, r->buf, 0, 512) < 0, "%s: write after a failed flush "
 	       "succeeded", who);
-	RCHECK(r, qcow_write_zeroes(r->img, 0, cs, 0) < 0, "%s: zero write after a failed flush "
+	CHECK_OK(&r->ok, qcow_write_zeroes(r->img, 0, cs, 0) < 0, "%s: zero write after a failed flush "
 	       "succeeded", who);
-	RCHECK(r, qcow_discard(r->img, 0, cs) < 0, "%s: discard after a failed flush succeeded",
+	CHECK_OK(&r->ok, qcow_discard(r->img, 0, cs) < 0, "%s: discard after a failed flush succeeded",
 	       who);
-	RCHECK(r, qcow_resize(r->img, r->size + cs) < 0, "%s: resize after a failed flush "
+	CHECK_OK(&r->ok, qcow_resize(r->img, r->size + cs) < 0, "%s: resize after a failed flush "
 	       "succeeded", who);
-	RCHECK(r, qcow_flush(r->img) < 0, "%s: flush after a failed flush succeeded", who);
+	CHECK_OK(&r->ok, qcow_flush(r->img) < 0, "%s: flush after a failed flush succeeded", who);
 	/* reads may work or not; they must not crash */
 	qcow_read(r->img, r->buf, 0, 512);
 }
@@ -480,14 +466,14 @@ static void verify_check(struct run *r, const char *what, bool qemu)
 	if (qemu && have_qemu) {
 		ret = t_run(out, sizeof(out), CF_QEMU_CHECK_CMD, g_path);
 		g_qemu_checks++;
-		RCHECK(r, ret == 0 || ret == 3, "%s: qemu-img check exited %d:\n%s", what, ret, out);
+		CHECK_OK(&r->ok, ret == 0 || ret == 3, "%s: qemu-img check exited %d:\n%s", what, ret, out);
 	}
 	ret = qcow_open(g_path, &oo, &img, err, sizeof(err));
-	RCHECK(r, ret == 0, "%s: check open: %d %s", what, ret, err);
+	CHECK_OK(&r->ok, ret == 0, "%s: check open: %d %s", what, ret, err);
 	if (ret < 0)
 		return;
 	ret = qcow_check(img, 0, &res, collect, lines);
-	RCHECK(r, ret == 0 && !res.corruptions && !res.check_errors, "%s: qcow_check: %d, %"
+	CHECK_OK(&r->ok, ret == 0 && !res.corruptions && !res.check_errors, "%s: qcow_check: %d, %"
 	       PRIu64 " corruptions, %" PRIu64 " check errors\n%s", what, ret, res.corruptions,
 	       res.check_errors, lines);
 	qcow_close(img);
@@ -504,24 +490,24 @@ static void verify_data(struct run *r, const char *what)
 	int ret;
 
 	ret = qcow_open(g_path, NULL, &img, err, sizeof(err));
-	RCHECK(r, ret == 0, "%s: open: %d %s", what, ret, err);
+	CHECK_OK(&r->ok, ret == 0, "%s: open: %d %s", what, ret, err);
 	if (ret < 0)
 		return;
 	qcow_get_info(img, &info);
-	RCHECK(r, cf_model_size_ok(r->model, info.virtual_size), "%s: virtual size %" PRIu64
+	CHECK_OK(&r->ok, cf_model_size_ok(r->model, info.virtual_size), "%s: virtual size %" PRIu64
 	       " unexpected", what, info.virtual_size);
 	rd = malloc(info.virtual_size);
 	REQUIRE(rd, "out of memory");
 	ret = qcow_read(img, rd, 0, info.virtual_size);
-	RCHECK(r, ret == 0, "%s: read: %d %s", what, ret, qcow_error(img));
+	CHECK_OK(&r->ok, ret == 0, "%s: read: %d %s", what, ret, qcow_error(img));
 	bad = ret == 0 ? cf_model_compare(r->model, rd, info.virtual_size, why, sizeof(why)) : 0;
-	RCHECK(r, bad == 0, "%s: %" PRIu64 " bytes read back wrong: %s", what, bad, why);
+	CHECK_OK(&r->ok, bad == 0, "%s: %" PRIu64 " bytes read back wrong: %s", what, bad, why);
 	cf_pattern(0xffffff, 0, rd, 4096);
 	ret = qcow_write(img, rd, info.virtual_size / 2, 4096);
-	RCHECK(r, ret == 0, "%s: write after reopening: %d %s", what, ret, qcow_error(img));
+	CHECK_OK(&r->ok, ret == 0, "%s: write after reopening: %d %s", what, ret, qcow_error(img));
 	free(rd);
 	ret = qcow_close(img);
-	RCHECK(r, ret == 0, "%s: close after reopening: %d", what, ret);
+	CHECK_OK(&r->ok, ret == 0, "%s: close after reopening: %d", what, ret);
 }
 
 static void verify_file(struct run *r, const uint8_t *data, uint64_t len, const char *label,
@@ -599,7 +585,7 @@ static bool one_run(const struct setup *s, unsigned ci, unsigned mi, uint64_t nt
 	close_image(&r);
 	hit = cf_injected(r.cf) > 0;
 	if (!hit)
-		RCHECK(&r, !r.failed, "%s/%s N=%" PRIu64 ": %s failed without an injected error",
+		CHECK_OK(&r.ok, !r.failed, "%s/%s N=%" PRIu64 ": %s failed without an injected error",
 		       s->c->name, m->name, nth, r.failed_call);
 	if (hit) {
 		verify_run(&r);
@@ -660,7 +646,7 @@ int main(void)
 	g_seed = t_rng_state;
 	g_path = t_path("image.qcow2");
 	have_qemu = t_want_qemu();
-	g_qemu_every = (unsigned)env_u64("IOERROR_QEMU_EVERY", 4);
+	g_qemu_every = (unsigned)t_env_u64("IOERROR_QEMU_EVERY", 4);
 	if (!g_qemu_every)
 		g_qemu_every = 1;
 	parse_only();

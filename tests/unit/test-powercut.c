@@ -104,13 +104,6 @@ static uint64_t mix(uint64_t a, uint64_t b)
 	return z ^ (z >> 31);
 }
 
-static uint64_t env_u64(const char *name, uint64_t def)
-{
-	const char *s = getenv(name);
-
-	return s && *s ? strtoull(s, NULL, 0) : def;
-}
-
 /* ------------------------------------------------------------ the workload */
 
 static void wl_open(struct workload *w)
@@ -483,13 +476,6 @@ struct state_ctx {
 	bool ok;
 };
 
-#define SCHECK(s, cond, ...) do { \
-	bool c_ = (cond); \
-	CHECK(c_, __VA_ARGS__); \
-	if (!c_) \
-		(s)->ok = false; \
-} while (0)
-
 static void state_qemu_check(struct state_ctx *s, const char *when)
 {
 	char out[4096];
@@ -500,7 +486,7 @@ static void state_qemu_check(struct state_ctx *s, const char *when)
 	r = t_run(out, sizeof(out), CF_QEMU_CHECK_CMD, s->path);
 	g_qemu_checks++;
 	/* 0: clean, 3: leaked clusters only */
-	SCHECK(s, r == 0 || r == 3, "%s: qemu-img check %s exited %d:\n%s", s->w->cfg->name, when,
+	CHECK_OK(&s->ok, r == 0 || r == 3, "%s: qemu-img check %s exited %d:\n%s", s->w->cfg->name, when,
 	       r, out);
 }
 
@@ -514,11 +500,11 @@ static void state_our_check(struct state_ctx *s, const char *when)
 	int r;
 
 	r = qcow_open(s->path, &oo, &img, err, sizeof(err));
-	SCHECK(s, r == 0, "%s: check open %s: %d %s", s->w->cfg->name, when, r, err);
+	CHECK_OK(&s->ok, r == 0, "%s: check open %s: %d %s", s->w->cfg->name, when, r, err);
 	if (r < 0)
 		return;
 	r = qcow_check(img, 0, &res, collect, &rb);
-	SCHECK(s, r == 0 && res.corruptions == 0 && res.check_errors == 0,
+	CHECK_OK(&s->ok, r == 0 && res.corruptions == 0 && res.check_errors == 0,
 	       "%s: qcow_check %s: %d, %" PRIu64 " corruptions, %" PRIu64 " check errors:\n%s",
 	       s->w->cfg->name, when, r, res.corruptions, res.check_errors, rb.text);
 	qcow_close(img);
@@ -538,21 +524,21 @@ static void state_repair(struct state_ctx *s)
 	if (s->seed % 4)
 		return;
 	r = qcow_open(s->path, &oo, &img, err, sizeof(err));
-	SCHECK(s, r == 0, "%s: repair open: %d %s", s->w->cfg->name, r, err);
+	CHECK_OK(&s->ok, r == 0, "%s: repair open: %d %s", s->w->cfg->name, r, err);
 	if (r < 0)
 		return;
 	r = qcow_check(img, QCOW_CHECK_REPAIR_ALL, &res, collect, &rb);
-	SCHECK(s, r == 0 && !res.corruptions && !res.leaks && !res.check_errors,
+	CHECK_OK(&s->ok, r == 0 && !res.corruptions && !res.leaks && !res.check_errors,
 	       "%s: qcow_check -r all: %d, left %" PRIu64 " corruptions, %" PRIu64 " leaks, %"
 	       PRIu64 " check errors:\n%s", s->w->cfg->name, r, res.corruptions, res.leaks,
 	       res.check_errors, rb.text);
 	r = qcow_close(img);
-	SCHECK(s, r == 0, "%s: close after the repair: %d", s->w->cfg->name, r);
+	CHECK_OK(&s->ok, r == 0, "%s: close after the repair: %d", s->w->cfg->name, r);
 	if (!have_qemu)
 		return;
 	r = t_run(out, sizeof(out), CF_QEMU_CHECK_CMD, s->path);
 	g_qemu_checks++;
-	SCHECK(s, r == 0, "%s: qemu-img check after the repair exited %d:\n%s", s->w->cfg->name,
+	CHECK_OK(&s->ok, r == 0, "%s: qemu-img check after the repair exited %d:\n%s", s->w->cfg->name,
 	       r, out);
 }
 
@@ -568,19 +554,19 @@ static struct qcow_image *state_verify_data(struct state_ctx *s)
 	int r;
 
 	r = qcow_open(s->path, NULL, &img, err, sizeof(err));
-	SCHECK(s, r == 0, "%s: open: %d %s", s->w->cfg->name, r, err);
+	CHECK_OK(&s->ok, r == 0, "%s: open: %d %s", s->w->cfg->name, r, err);
 	if (r < 0)
 		return NULL;
 	qcow_get_info(img, &info);
-	SCHECK(s, cf_model_size_ok(m, info.virtual_size), "%s: virtual size %" PRIu64
+	CHECK_OK(&s->ok, cf_model_size_ok(m, info.virtual_size), "%s: virtual size %" PRIu64
 	       " was never durable nor being resized to", s->w->cfg->name, info.virtual_size);
 	rd = malloc(info.virtual_size ? info.virtual_size : 1);
 	REQUIRE(rd, "out of memory");
 	r = qcow_read(img, rd, 0, info.virtual_size);
-	SCHECK(s, r == 0, "%s: read: %d %s", s->w->cfg->name, r, qcow_error(img));
+	CHECK_OK(&s->ok, r == 0, "%s: read: %d %s", s->w->cfg->name, r, qcow_error(img));
 	if (r == 0) {
 		bad = cf_model_compare(m, rd, info.virtual_size, why, sizeof(why));
-		SCHECK(s, bad == 0, "%s: %" PRIu64 " bytes read back wrong: %s", s->w->cfg->name,
+		CHECK_OK(&s->ok, bad == 0, "%s: %" PRIu64 " bytes read back wrong: %s", s->w->cfg->name,
 		       bad, why);
 	}
 	free(rd);
@@ -601,16 +587,16 @@ static void state_write_probe(struct state_ctx *s, struct qcow_image *img)
 	REQUIRE(want && got, "out of memory");
 	cf_pattern(0xfffffff, off, want, len);
 	r = qcow_write(img, want, off, len);
-	SCHECK(s, r == 0, "%s: probe write: %d %s", s->w->cfg->name, r, qcow_error(img));
+	CHECK_OK(&s->ok, r == 0, "%s: probe write: %d %s", s->w->cfg->name, r, qcow_error(img));
 	if (r == 0)
 		r = qcow_flush(img);
-	SCHECK(s, r == 0, "%s: probe flush: %d %s", s->w->cfg->name, r, qcow_error(img));
+	CHECK_OK(&s->ok, r == 0, "%s: probe flush: %d %s", s->w->cfg->name, r, qcow_error(img));
 	if (r == 0)
 		r = qcow_read(img, got, off, len);
-	SCHECK(s, r == 0 && !memcmp(want, got, len), "%s: probe read back: %d", s->w->cfg->name,
+	CHECK_OK(&s->ok, r == 0 && !memcmp(want, got, len), "%s: probe read back: %d", s->w->cfg->name,
 	       r);
 	r = qcow_close(img);
-	SCHECK(s, r == 0, "%s: close after the probe: %d", s->w->cfg->name, r);
+	CHECK_OK(&s->ok, r == 0, "%s: close after the probe: %d", s->w->cfg->name, r);
 	free(want);
 	free(got);
 }
@@ -840,12 +826,12 @@ int main(int argc, char **argv)
 	g_seed = t_rng_state;
 	g_state_path = t_path("state.qcow2");
 	have_qemu = t_want_qemu();
-	g_budget = env_u64("POWERCUT_STATES", DEFAULT_STATES);
-	g_qemu_every = (unsigned)env_u64("POWERCUT_QEMU_EVERY", 1);
+	g_budget = t_env_u64("POWERCUT_STATES", DEFAULT_STATES);
+	g_qemu_every = (unsigned)t_env_u64("POWERCUT_QEMU_EVERY", 1);
 	if (!g_qemu_every)
 		g_qemu_every = 1;
 	parse_only();
-	g_workload = (int)env_u64("POWERCUT_WORKLOAD", (uint64_t)-1);
+	g_workload = (int)t_env_u64("POWERCUT_WORKLOAD", (uint64_t)-1);
 	for (i = 0; i < NB_CONFIGS; i++) {
 		struct workload w = { .cfg = &configs[i], .index = i };
 

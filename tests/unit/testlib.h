@@ -46,6 +46,14 @@ static uint64_t t_rng_state;
 	} \
 } while (0)
 
+/* CHECK that also clears the bool *ok (one run's verdict) when it fails. */
+#define CHECK_OK(ok, cond, ...) do { \
+	bool c_ = (cond); \
+	CHECK(c_, __VA_ARGS__); \
+	if (!c_) \
+		*(ok) = false; \
+} while (0)
+
 /* Fatal check: nothing after it makes sense when it fails. */
 #define REQUIRE(cond, ...) do { \
 	t_nchecks++; \
@@ -111,6 +119,14 @@ static inline uint64_t t_rand(void)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
 	return z ^ (z >> 31);
+}
+
+/* An unsigned number from the environment (0x and 0 prefixes work), def when unset or empty. */
+static inline uint64_t t_env_u64(const char *name, uint64_t def)
+{
+	const char *s = getenv(name);
+
+	return s && *s ? strtoull(s, NULL, 0) : def;
 }
 
 /* Uniform in [0, n); n > 0. */
