@@ -118,20 +118,30 @@ static void fuzz_state(const char *text)
 
 /* ----------------------------------------------------------- numbers */
 
+/* At least one decimal digit at *p, read into *v and skipped: 0, or
+ * -EINVAL for none or a value past UINT64_MAX. */
+static int ref_digits(const char **p, unsigned __int128 *v)
+{
+	*v = 0;
+	if (!isdigit((unsigned char)**p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)**p); (*p)++) {
+		*v = *v * 10 + (unsigned)(**p - '0');
+		if (*v > UINT64_MAX)
+			return -EINVAL;
+	}
+	return 0;
+}
+
 /* What uq_parse_size must do, written independently. */
 static int ref_size(const char *s, uint64_t *out)
 {
-	unsigned __int128 v = 0;
+	unsigned __int128 v;
 	unsigned shift = 0;
 	const char *p = s;
 
-	if (!isdigit((unsigned char)*p))
+	if (ref_digits(&p, &v) < 0)
 		return -EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		v = v * 10 + (unsigned)(*p - '0');
-		if (v > UINT64_MAX)
-			return -EINVAL;
-	}
 	if (*p) {
 		switch (*p) {
 		case 'k': case 'K': shift = 10; break;
@@ -162,16 +172,11 @@ static void fuzz_size(const char *s)
 
 static int ref_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 {
-	unsigned __int128 v = 0;
+	unsigned __int128 v;
 	const char *p = s;
 
-	if (!isdigit((unsigned char)*p))
+	if (ref_digits(&p, &v) < 0)
 		return -EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		v = v * 10 + (unsigned)(*p - '0');
-		if (v > UINT64_MAX)
-			return -EINVAL;
-	}
 	if (*p || v < min || v > max)
 		return -EINVAL;
 	*out = (unsigned)v;
