@@ -124,19 +124,37 @@ static int image_open(struct uq_dev *dev)
 
 /* ------------------------------------------------------------ device */
 
-static int choose_zero_copy(struct uq_dev *dev, uint64_t features, uint64_t *flags)
+/*
+ * The data mode to ask ADD_DEV for.  Zero copy brings user copy along
+ * where offered: the bytes we make up ourselves (zeros, inflated clusters)
+ * go into the request through it.  Auto registration, where offered, saves
+ * the REGISTER_IO_BUF and UNREGISTER_IO_BUF commands of every request.
+ */
+static int choose_data_mode(struct uq_dev *dev, uint64_t features, uint64_t *flags)
 {
 	bool offered = features & UBLK_F_SUPPORT_ZERO_COPY;
+	enum uq_zc_mode want = dev->opt.zero_copy;
 
-	if (dev->opt.zero_copy == UQ_ZC_ON && !offered) {
-		uq_err("--zero-copy=on: this kernel does not offer ublk zero copy "
+	if ((want == UQ_ZC_ON || want == UQ_ZC_REGISTER) && !offered) {
+		uq_err("--zero-copy=%s: this kernel does not offer ublk zero copy "
 		       "(UBLK_F_SUPPORT_ZERO_COPY needs Linux 6.15 or later; features 0x%llx)",
-		       (unsigned long long)features);
+		       want == UQ_ZC_ON ? "on" : "register", (unsigned long long)features);
 		return -EOPNOTSUPP;
 	}
-	if (offered && dev->opt.zero_copy != UQ_ZC_OFF)
-		*flags |= UBLK_F_SUPPORT_ZERO_COPY | (features & UBLK_F_USER_COPY);
+	if (!offered || want == UQ_ZC_OFF)
+		return 0;
+	*flags |= UBLK_F_SUPPORT_ZERO_COPY | (features & UBLK_F_USER_COPY);
+	if (want != UQ_ZC_REGISTER)
+		*flags |= features & UBLK_F_AUTO_BUF_REG;
 	return 0;
+}
+
+/* The data mode the device's flags (from ADD_DEV or GET_DEV_INFO) give. */
+static enum uq_data_mode data_mode_of(uint64_t flags)
+{
+	if (!(flags & UBLK_F_SUPPORT_ZERO_COPY))
+		return UQ_DATA_COPY;
+	return flags & UBLK_F_AUTO_BUF_REG ? UQ_DATA_AUTO_BUF_REG : UQ_DATA_ZERO_COPY;
 }
 
 static int ctrl_setup(struct uq_dev *dev, uint64_t *flags)
@@ -163,7 +181,7 @@ static int ctrl_setup(struct uq_dev *dev, uint64_t *flags)
 		/* REISSUE: requests the dead daemon held go to the next one, not fail */
 		*flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
 	}
-	return choose_zero_copy(dev, features, flags);
+	return choose_data_mode(dev, features, flags);
 }
 
 static int alloc_queues(struct uq_dev *dev)
@@ -192,16 +210,18 @@ static int adopt_dev_info(struct uq_dev *dev)
 	dev->depth = di->queue_depth;
 	dev->buf_bytes = di->max_io_buf_bytes < UQ_MAX_IO_BYTES ? di->max_io_buf_bytes
 								  : UQ_MAX_IO_BYTES;
-	dev->zero_copy = di->flags & UBLK_F_SUPPORT_ZERO_COPY;
+	dev->data_mode = data_mode_of(di->flags);
 	if (dev->nr_queues < dev->opt.queues)
 		uq_warn("the kernel allows %u queues (one per CPU); using %u", dev->nr_queues,
 			dev->nr_queues);
-	if (dev->opt.zero_copy == UQ_ZC_ON && !dev->zero_copy) {
-		uq_err("--zero-copy=on: ADD_DEV did not grant zero copy (flags 0x%llx)",
+	if ((dev->opt.zero_copy == UQ_ZC_ON && dev->data_mode == UQ_DATA_COPY) ||
+	    (dev->opt.zero_copy == UQ_ZC_REGISTER && dev->data_mode != UQ_DATA_ZERO_COPY)) {
+		uq_err("--zero-copy=%s: ADD_DEV did not grant it (flags 0x%llx)",
+		       dev->opt.zero_copy == UQ_ZC_ON ? "on" : "register",
 		       (unsigned long long)di->flags);
 		return -EOPNOTSUPP;
 	}
-	if (!dev->zero_copy && (di->flags & UBLK_F_USER_COPY)) {
+	if (dev->data_mode == UQ_DATA_COPY && (di->flags & UBLK_F_USER_COPY)) {
 		uq_err("ADD_DEV granted user copy without zero copy (flags 0x%llx)",
 		       (unsigned long long)di->flags);
 		return -EOPNOTSUPP;
@@ -328,7 +348,7 @@ static int device_setup(struct uq_dev *dev)
 	ret = dev->opt.recover_id < 0 ? uq_ctrl_set_params(&dev->ctrl, dev->dev_id, &p) : 0;
 	if (ret < 0)
 		return uq_log_errno("SET_PARAMS", ret);
-	if (dev->zero_copy) {
+	if (dev->data_mode != UQ_DATA_COPY) {
 		dev->zero_buf = calloc(1, dev->buf_bytes);
 		if (!dev->zero_buf)
 			return uq_log_errno("calloc", -ENOMEM);
@@ -532,7 +552,7 @@ static void announce(struct uq_dev *dev)
 	uq_state_write(dev, "live", NULL);
 	lock_memory();
 	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s%s)", device, dev->opt.image_abs,
-		dev->zero_copy ? "zero-copy" : "copy", dev->nr_queues,
+		uq_data_mode_name(dev->data_mode), dev->nr_queues,
 		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "",
 		dev->opt.recover_id >= 0 ? ", recovered" : dev->opt.recoverable ? ", recoverable" : "");
 	if (dev->opt.foreground) {
@@ -683,7 +703,7 @@ static const struct option open_long[] = {
 
 static void open_usage(FILE *f)
 {
-	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] "
+	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off|register] "
 		"[--read-only]\n"
 		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
@@ -697,6 +717,8 @@ static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
 		*mode = UQ_ZC_ON;
 	else if (!strcmp(s, "off"))
 		*mode = UQ_ZC_OFF;
+	else if (!strcmp(s, "register"))
+		*mode = UQ_ZC_REGISTER;
 	else
 		return -EINVAL;
 	return 0;
@@ -721,7 +743,7 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 		return 0;
 	case OPT_ZERO_COPY:
 		if (parse_zero_copy(optarg, &o->zero_copy) < 0)
-			return bad_value("--zero-copy", optarg, "want auto, on or off");
+			return bad_value("--zero-copy", optarg, "want auto, on, off or register");
 		return 0;
 	case OPT_READ_ONLY:
 		o->read_only = true;

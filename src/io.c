@@ -23,19 +23,30 @@
  * other.  The request is committed once, after its last piece: the full
  * length, or a negative errno (never a short count, never stale bytes).
  *
- * Zero copy (6.15+): the request's own pages are registered in the ring's
- * buffer table at index tag (REGISTER_IO_BUF) before the first image IO
- * and unregistered before the commit.  Image IO addresses them by byte
- * offset.  Bytes the server makes up itself (zeros, inflated clusters) go
- * in with a pwrite on /dev/ublkcN at the request's user-copy offset.
+ * Data modes (enum uq_data_mode):
+ *   copy          image IO reads into and writes from the tag's registered
+ *                 buffer; the driver copies between it and the request;
+ *   zero-copy     the request's own pages, registered in the ring's buffer
+ *                 table at index tag (REGISTER_IO_BUF) in the submission of
+ *                 the first image IO that needs them, and unregistered in
+ *                 the submission of the commit (queue.c);
+ *   auto-buf-reg  the driver registers them at index tag before it hands
+ *                 the request over, and unregisters them at the commit; a
+ *                 request it could not register comes flagged NEED_REG_BUF
+ *                 and is served as in zero-copy mode.
+ * Image IO addresses request pages by byte offset.  Bytes the server makes
+ * up itself (zeros, inflated clusters, the tail of a read past the end of
+ * the file) go in through the ring too: a write to /dev/ublkcN at the
+ * request's user-copy offset, counted like any image IO, so the commit
+ * waits for them.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "ublk-qcow.h"
 
-#define UQ_FIXED_IMAGE 1		/* registered file index of the image */
 
 /* user_data extra bits of a data op: buffer offset and length, 20 bits each */
 #define UQ_EXTRA_SHIFT 20
@@ -164,42 +175,57 @@ static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *wh
 
 /* ------------------------------------------------ bytes we make up ourselves */
 
-/* Zero copy: write len bytes into the request at byte pos through user copy. */
-static int zc_copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t len)
+static bool zero_copy(const struct uq_tag *t)
+{
+	return t->q->dev->data_mode != UQ_DATA_COPY;
+}
+
+/*
+ * Zero copy: queue the write of len bytes from src into the request at
+ * byte pos, through user copy on /dev/ublkcN; src must stay as it is until
+ * the write completes (the zero buffer, or the tag's bounce buffer).
+ */
+static void issue_fill(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t len)
 {
 	struct uq_queue *q = t->q;
-	uint64_t at = ublk_user_copy_pos(q->id, t->tag, pos);
-	ssize_t n;
+	struct io_uring_sqe *sqe = uq_get_sqe(q);
 
-	while (len) {
-		n = pwrite(q->dev->cdev_fd, src, len, (off_t)at);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			tag_log(t, "pwrite (user copy)", n < 0 ? -errno : -EIO, NULL);
-			return -EIO;
-		}
-		src += n;
-		at += (uint64_t)n;
-		len -= (uint64_t)n;
+	if (!sqe) {
+		tag_error(t, -EIO);
+		return;
 	}
-	return 0;
+	io_uring_prep_write(sqe, UQ_FIXED_CDEV, src, (unsigned)len,
+			    ublk_user_copy_pos(q->id, t->tag, pos));
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FILL, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
+	t->ops++;
+	q->backend++;
 }
 
 static void fill_zero(struct uq_tag *t, uint64_t pos, uint64_t len)
 {
-	if (!t->q->dev->zero_copy)
+	if (!zero_copy(t))
 		memset(t->buf + pos, 0, len);
-	else if (zc_copy_in(t, pos, t->q->dev->zero_buf, len) < 0)
-		tag_error(t, -EIO);
+	else
+		issue_fill(t, pos, t->q->dev->zero_buf, len);
 }
 
+/* Bytes we made up (an inflated cluster's) into the request at pos. */
 static void copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t len)
 {
-	if (!t->q->dev->zero_copy)
+	if (!zero_copy(t)) {
 		memcpy(t->buf + pos, src, len);
-	else if (zc_copy_in(t, pos, src, len) < 0)
+		return;
+	}
+	if (!t->bounce)
+		t->bounce = malloc(t->q->dev->buf_bytes);
+	if (!t->bounce) {
+		tag_log(t, "bounce buffer", -ENOMEM, NULL);
 		tag_error(t, -EIO);
+		return;
+	}
+	memcpy(t->bounce + pos, src, len);
+	issue_fill(t, pos, t->bounce + pos, len);
 }
 
 /* ------------------------------------------------------------ image IO */
@@ -208,9 +234,17 @@ static void copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t
 static int issue_data(struct uq_tag *t, bool write, uint64_t pos, uint64_t len, uint64_t host)
 {
 	struct uq_queue *q = t->q;
-	struct io_uring_sqe *sqe = uq_get_sqe(q);
-	void *addr = q->dev->zero_copy ? (void *)(uintptr_t)pos : t->buf + pos;
+	struct io_uring_sqe *sqe;
+	void *addr = zero_copy(t) ? (void *)(uintptr_t)pos : t->buf + pos;
 
+	if (!t->buf_ready) {
+		/* zero copy: the registration goes first in the same submission */
+		if (uq_queue_buf_register(t) < 0)
+			return -EIO;
+		t->ops++;
+		t->buf_ready = t->zc_reg = true;
+	}
+	sqe = uq_get_sqe(q);
 	if (!sqe)
 		return -EIO;
 	if (write)
@@ -507,12 +541,6 @@ static void finish(struct uq_tag *t)
 {
 	int result;
 
-	if (t->zc_reg) {
-		/* 6.15: unregister while we still own the request, then commit */
-		if (uq_queue_zc_cmd(t, false) == 0)
-			return;
-		t->zc_reg = false;
-	}
 	result = t->error ? t->error : (has_data(t) ? (int)t->len : 0);
 	if (t->error)
 		t->q->nr_errors++;
@@ -522,16 +550,10 @@ static void finish(struct uq_tag *t)
 /* Take t as far as it can go now; commit when everything is done. */
 void uq_io_advance(struct uq_tag *t)
 {
-	if (t->parked || t->wait_meta || t->zc_busy)
+	if (t->parked || t->wait_meta)
 		return;
 	if (!t->error && !t->issued_all) {
-		if (t->q->dev->zero_copy && has_data(t) && !t->zc_reg) {
-			if (uq_queue_zc_cmd(t, true) == 0)
-				return;
-			tag_error(t, -EIO);
-		} else {
-			op_step(t);
-		}
+		op_step(t);
 		if (t->parked || t->wait_meta)
 			return;
 	}
@@ -629,7 +651,11 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->fua = d.op_flags & UBLK_IO_F_FUA;
 	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;
 	t->issued_all = t->wait_meta = t->parked = false;
-	t->zc_reg = t->zc_busy = false;
+	/* auto-buf-reg: the driver registered it, unless it says it could not */
+	t->buf_ready = t->q->dev->data_mode == UQ_DATA_COPY ||
+		       (t->q->dev->data_mode == UQ_DATA_AUTO_BUF_REG &&
+			!(d.op_flags & UBLK_IO_F_NEED_REG_BUF));
+	t->zc_reg = false;
 	t->ops = 0;
 	t->error = 0;
 	t->off = d.start_sector << 9;
@@ -684,17 +710,29 @@ void uq_io_meta_done(struct uq_tag *t, int res)
 	uq_io_advance(t);
 }
 
-void uq_io_zc_done(struct uq_tag *t, int res)
+void uq_io_register_done(struct uq_tag *t, int res)
 {
-	bool was_registering = !t->zc_reg;
-
-	t->zc_busy = false;
-	if (res < 0)
-		tag_log(t, was_registering ? "REGISTER_IO_BUF" : "UNREGISTER_IO_BUF", res, NULL);
-	if (was_registering && res < 0)
+	t->ops--;
+	if (res < 0) {
+		/* the image IO queued behind it fails too (no buffer at the index) */
+		tag_log(t, "REGISTER_IO_BUF", res, NULL);
 		tag_error(t, -EIO);
-	else
-		t->zc_reg = was_registering;
+		t->zc_reg = false;
+	}
+	uq_io_advance(t);
+}
+
+/* A write of bytes we made up into the request: all of it, or the request fails. */
+void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
+{
+	uint64_t len = extra >> UQ_EXTRA_SHIFT;
+
+	t->ops--;
+	if ((uint64_t)res != len) {
+		tag_log(t, "write into the request (user copy)", res < 0 ? res : -EIO,
+			res >= 0 ? "short write" : NULL);
+		tag_error(t, -EIO);
+	}
 	uq_io_advance(t);
 }
 

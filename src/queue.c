@@ -8,7 +8,8 @@
  *   setup:  pin to the queue's first CPU, create the ring (SINGLE_ISSUER |
  *           DEFER_TASKRUN where the kernel has them), register the files
  *           [/dev/ublkcN, image] and the per-tag buffers (copy mode; a sparse
- *           table in zero-copy mode), map the descriptor array, queue one
+ *           table, one index per tag, in the zero-copy modes), map the
+ *           descriptor array, queue one
  *           FETCH_REQ per tag, submit, report ready;
  *   loop:   io_uring_submit_and_wait(1), then handle every CQE; what the
  *           handlers queue (commits, image IO) goes out with the next submit;
@@ -32,7 +33,6 @@
 
 #include "ublk-qcow.h"
 
-#define UQ_FIXED_CDEV 0			/* registered file indexes */
 
 static unsigned roundup_pow2(unsigned v)
 {
@@ -60,8 +60,8 @@ struct io_uring_sqe *uq_get_sqe(struct uq_queue *q)
 }
 
 /* A uring_cmd on /dev/ublkcN (fixed file 0) carrying a struct ublksrv_io_cmd. */
-static int queue_io_cmd(struct uq_queue *q, uint32_t op, unsigned tag, int result,
-			uint64_t addr, enum uq_ud_kind kind)
+static struct io_uring_sqe *queue_io_cmd(struct uq_queue *q, uint32_t op, unsigned tag,
+					 int result, uint64_t addr, uint64_t ud)
 {
 	struct ublksrv_io_cmd cmd = {
 		.q_id = (uint16_t)q->id,
@@ -72,51 +72,79 @@ static int queue_io_cmd(struct uq_queue *q, uint32_t op, unsigned tag, int resul
 	struct io_uring_sqe *sqe = uq_get_sqe(q);
 
 	if (!sqe)
-		return -EBUSY;
+		return NULL;
 	io_uring_prep_rw(IORING_OP_URING_CMD, sqe, UQ_FIXED_CDEV, NULL, 0, 0);
 	sqe->flags = IOSQE_FIXED_FILE;
 	sqe->cmd_op = op;
 	memcpy((uint8_t *)sqe + offsetof(struct io_uring_sqe, addr3), &cmd, sizeof(cmd));
-	io_uring_sqe_set_data64(sqe, uq_ud(kind, tag, 0));
+	io_uring_sqe_set_data64(sqe, ud);
+	return sqe;
+}
+
+/*
+ * FETCH_REQ or COMMIT_AND_FETCH_REQ on t.  Copy mode names the tag's
+ * buffer; auto registration asks, in the SQE's own addr, for the next
+ * request's buffer at buffer index tag, and for the fallback (the request
+ * comes flagged NEED_REG_BUF) should the driver not manage it.
+ */
+static int queue_fetch_cmd(struct uq_tag *t, uint32_t op, int result)
+{
+	struct uq_dev *dev = t->q->dev;
+	uint64_t addr = dev->data_mode == UQ_DATA_COPY ? (uint64_t)(uintptr_t)t->buf : 0;
+	struct io_uring_sqe *sqe;
+
+	sqe = queue_io_cmd(t->q, op, t->tag, result, addr, uq_ud(UQ_UD_CMD, t->tag, 0));
+	if (!sqe)
+		return -EBUSY;
+	if (dev->data_mode == UQ_DATA_AUTO_BUF_REG) {
+		struct ublk_auto_buf_reg reg = { .index = t->tag,
+						 .flags = UBLK_AUTO_BUF_REG_FALLBACK };
+
+		memcpy(&sqe->addr, &reg, sizeof(reg));
+	}
+	t->q->cmds++;
 	return 0;
 }
 
-static uint64_t tag_addr(const struct uq_tag *t)
-{
-	return t->q->dev->zero_copy ? 0 : (uint64_t)(uintptr_t)t->buf;
-}
-
-static void queue_fetch(struct uq_tag *t)
-{
-	if (queue_io_cmd(t->q, UBLK_U_IO_FETCH_REQ, t->tag, 0, tag_addr(t), UQ_UD_CMD) == 0)
-		t->q->cmds++;
-}
-
-/* Complete the tag's request with result and ask for the next one. */
+/*
+ * Complete the tag's request with result and ask for the next one.  A
+ * buffer we registered is unregistered first, in the same submission and
+ * linked to the commit: the driver takes UNREGISTER_IO_BUF only while the
+ * request is still ours.  Its success posts nothing.
+ */
 void uq_queue_commit(struct uq_tag *t, int result)
 {
 	struct uq_queue *q = t->q;
+	struct io_uring_sqe *sqe;
 
 	t->op = 0xff;
 	q->owned--;
-	if (queue_io_cmd(q, UBLK_U_IO_COMMIT_AND_FETCH_REQ, t->tag, result, tag_addr(t),
-			 UQ_UD_CMD) == 0)
-		q->cmds++;
+	if (t->zc_reg) {
+		t->zc_reg = false;
+		sqe = queue_io_cmd(q, UBLK_U_IO_UNREGISTER_IO_BUF, t->tag, 0, t->tag,
+				   uq_ud(UQ_UD_ZC, t->tag, 1));
+		if (sqe)
+			sqe->flags |= IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+	}
+	queue_fetch_cmd(t, UBLK_U_IO_COMMIT_AND_FETCH_REQ, result);
 }
 
-/* Zero copy: register or unregister the tag's request buffer at index tag. */
-int uq_queue_zc_cmd(struct uq_tag *t, bool reg)
+/*
+ * Zero copy: register the request's buffer at index tag.  The image IO
+ * that uses it may be queued right behind it, in the same submission:
+ * io_uring issues a submission's SQEs in order, and the registration is
+ * done when its command is issued.
+ */
+int uq_queue_buf_register(struct uq_tag *t)
 {
-	struct uq_queue *q = t->q;
-	int ret;
+	struct io_uring_sqe *sqe;
 
-	ret = queue_io_cmd(q, reg ? UBLK_U_IO_REGISTER_IO_BUF : UBLK_U_IO_UNREGISTER_IO_BUF,
-			   t->tag, 0, t->tag, UQ_UD_ZC);
-	if (ret == 0) {
-		q->backend++;
-		t->zc_busy = true;
-	}
-	return ret;
+	sqe = queue_io_cmd(t->q, UBLK_U_IO_REGISTER_IO_BUF, t->tag, 0, t->tag,
+			   uq_ud(UQ_UD_ZC, t->tag, 0));
+	if (!sqe)
+		return -EBUSY;
+	t->q->backend++;
+	return 0;
 }
 
 static void arm_event(struct uq_queue *q)
@@ -201,8 +229,19 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 		uq_io_meta_done(&q->tags[tag], res);
 		break;
 	case UQ_UD_ZC:
+		if (uq_ud_extra(ud)) {
+			/* an unregister failed: the buffer table is not what we think */
+			uq_err("queue %u tag %u: UNREGISTER_IO_BUF failed: %d (%s)", q->id, tag,
+			       res, strerror(-res));
+			q->fatal = true;
+			break;
+		}
 		q->backend--;
-		uq_io_zc_done(&q->tags[tag], res);
+		uq_io_register_done(&q->tags[tag], res);
+		break;
+	case UQ_UD_FILL:
+		q->backend--;
+		uq_io_fill_done(&q->tags[tag], uq_ud_extra(ud), res);
 		break;
 	case UQ_UD_EVENT:
 		handle_event_cqe(q, res);
@@ -289,7 +328,7 @@ static int buffers_init(struct uq_queue *q)
 	unsigned i;
 	int ret;
 
-	if (dev->zero_copy) {
+	if (dev->data_mode != UQ_DATA_COPY) {
 		ret = io_uring_register_buffers_sparse(&q->ring, dev->depth);
 		return ret < 0 ? uq_log_errno("io_uring_register_buffers_sparse", ret) : 0;
 	}
@@ -371,7 +410,7 @@ static int queue_setup(struct uq_queue *q)
 		return ret;
 	arm_event(q);
 	for (i = 0; i < dev->depth; i++)
-		queue_fetch(&q->tags[i]);
+		queue_fetch_cmd(&q->tags[i], UBLK_U_IO_FETCH_REQ, 0);
 	ret = io_uring_submit(&q->ring);
 	if (ret < 0)
 		return uq_log_errno("submitting the FETCH_REQs", ret);
@@ -393,6 +432,8 @@ static void queue_teardown(struct uq_queue *q)
 	q->bufs = NULL;
 	free(q->cbuf);
 	q->cbuf = NULL;
+	for (unsigned i = 0; q->tags && i < q->dev->depth; i++)
+		free(q->tags[i].bounce);
 	free(q->tags);
 	q->tags = NULL;
 }

@@ -115,7 +115,7 @@ static void state_of_dev(const struct uq_dev *dev, const char *state, const char
 	snprintf(s->image, sizeof(s->image), "%s", dev->opt.image_abs);
 	s->queues = dev->nr_queues;
 	s->depth = dev->depth;
-	snprintf(s->mode, sizeof(s->mode), "%s", dev->zero_copy ? "zero-copy" : "copy");
+	snprintf(s->mode, sizeof(s->mode), "%s", uq_data_mode_name(dev->data_mode));
 	s->read_only = dev->opt.read_only;
 	if (dev->opt.snapshot)
 		snprintf(s->snapshot, sizeof(s->snapshot), "%s", dev->opt.snapshot);

@@ -80,7 +80,29 @@ int uq_ctrl_start_recovery(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_end_recovery(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
 
 /* -------------------------------------------------------------- options */
-enum uq_zc_mode { UQ_ZC_AUTO, UQ_ZC_ON, UQ_ZC_OFF };
+/* --zero-copy: what open asks the kernel for. */
+enum uq_zc_mode {
+	UQ_ZC_AUTO,			/* the best the kernel offers */
+	UQ_ZC_ON,			/* zero copy (auto registration if offered), or fail */
+	UQ_ZC_OFF,			/* copy mode */
+	UQ_ZC_REGISTER,			/* zero copy, a REGISTER_IO_BUF per request */
+};
+
+/*
+ * How request data moves between the kernel and the image: what the device
+ * got from ADD_DEV, and the names list and the state file show.
+ */
+enum uq_data_mode {
+	UQ_DATA_COPY,			/* per-tag buffers registered with io_uring */
+	UQ_DATA_ZERO_COPY,		/* request pages, REGISTER_IO_BUF per request */
+	UQ_DATA_AUTO_BUF_REG,		/* request pages, registered by the driver */
+};
+
+static inline const char *uq_data_mode_name(enum uq_data_mode m)
+{
+	return m == UQ_DATA_AUTO_BUF_REG ? "auto-buf-reg" :
+	       m == UQ_DATA_ZERO_COPY ? "zero-copy" : "copy";
+}
 
 struct uq_open_opts {
 	const char *image;		/* as given on the command line */
@@ -112,14 +134,15 @@ struct uq_tag {
 	bool issued_all;		/* every piece issued (or done) */
 	bool wait_meta;			/* a metadata read of ours is in flight */
 	bool parked;			/* waiting for another request's progress */
-	bool zc_reg;			/* zero copy: request buffer registered */
-	bool zc_busy;			/* zero copy: (un)register in flight */
+	bool buf_ready;			/* the request buffer is usable by image IO */
+	bool zc_reg;			/* we registered it: unregister before the commit */
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
 	uint64_t off;			/* request start, bytes */
 	uint64_t len;			/* request length, bytes */
 	uint64_t pos;			/* bytes done or issued */
 	uint8_t *buf;			/* copy mode: the tag's registered buffer */
+	uint8_t *bounce;		/* zero copy: bytes we make up (inflated data) */
 	struct qcow_meta_read need;
 	struct qcow_write_plan plan;
 	struct uq_tag *next_parked;
@@ -175,13 +198,13 @@ struct uq_dev {
 	struct ublksrv_ctrl_dev_info dinfo;
 	uint32_t dev_id;
 	int cdev_fd;
-	bool zero_copy;
+	enum uq_data_mode data_mode;
 	uint32_t buf_bytes;		/* per-tag buffer: negotiated max IO */
 	unsigned nr_queues;
 	unsigned depth;
 	uint64_t dev_bytes;		/* device size: dev_sectors << 9 */
 	struct uq_queue *queues;
-	uint8_t *zero_buf;		/* zero copy: buf_bytes of zeros */
+	uint8_t *zero_buf;		/* zero copy: buf_bytes of zeros to copy in */
 	pthread_mutex_t engine_lock;
 	unsigned meta_inflight;		/* under engine_lock */
 	pthread_mutex_t ready_lock;
@@ -203,15 +226,20 @@ void uq_queues_abort(struct uq_dev *dev);
 void uq_queues_join(struct uq_dev *dev);
 struct io_uring_sqe *uq_get_sqe(struct uq_queue *q);
 void uq_queue_commit(struct uq_tag *t, int result);
-int uq_queue_zc_cmd(struct uq_tag *t, bool reg);
+int uq_queue_buf_register(struct uq_tag *t);
 void uq_queue_wake(struct uq_queue *q);
+
+/* Each queue ring's registered files. */
+#define UQ_FIXED_CDEV		0	/* /dev/ublkcN: ublk commands, user copy */
+#define UQ_FIXED_IMAGE		1	/* the image */
 
 /* user_data: kind in the top byte, tag in the low 16 bits, op-specific bits between. */
 enum uq_ud_kind {
 	UQ_UD_CMD = 1,			/* FETCH / COMMIT_AND_FETCH */
 	UQ_UD_DATA,			/* image READ_FIXED / WRITE_FIXED */
 	UQ_UD_META,			/* L2 table read */
-	UQ_UD_ZC,			/* REGISTER / UNREGISTER_IO_BUF */
+	UQ_UD_ZC,			/* REGISTER_IO_BUF; UNREGISTER_IO_BUF's failure */
+	UQ_UD_FILL,			/* zero copy: bytes written in through user copy */
 	UQ_UD_EVENT,			/* the queue's eventfd */
 };
 
@@ -239,7 +267,8 @@ static inline uint64_t uq_ud_extra(uint64_t ud)
 void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
 void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res);
 void uq_io_meta_done(struct uq_tag *t, int res);
-void uq_io_zc_done(struct uq_tag *t, int res);
+void uq_io_register_done(struct uq_tag *t, int res);
+void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res);
 void uq_io_advance(struct uq_tag *t);
 void uq_io_retry_parked(struct uq_queue *q);
 /* Quiesce: tell the main thread when idle; start held requests after. */
@@ -253,7 +282,7 @@ struct uq_state {
 	char image[PATH_MAX];
 	unsigned queues;
 	unsigned depth;
-	char mode[16];			/* "copy" / "zero-copy" */
+	char mode[16];			/* uq_data_mode_name(): copy, zero-copy, auto-buf-reg */
 	char snapshot[256];		/* the snapshot served, "" for the active image */
 	bool read_only;
 	bool recoverable;		/* "recover" can take the device over */

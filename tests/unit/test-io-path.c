@@ -184,10 +184,9 @@ void uq_queue_commit(struct uq_tag *t, int result)
 		check_survives_death(s);
 }
 
-int uq_queue_zc_cmd(struct uq_tag *t, bool reg)
+int uq_queue_buf_register(struct uq_tag *t)
 {
 	(void)t;
-	(void)reg;
 	CHECK(false, "zero-copy command in copy mode");
 	return -EIO;
 }
