@@ -3,6 +3,10 @@
 #
 # run-tests.sh TEST...: run unit test programs and test scripts one by one.
 #
+# TEST@VARIANT runs TEST with TEST_VARIANT=VARIANT in its environment and
+# reports it as <dir>/<name>@VARIANT (the VM tests take the kernel and the
+# data mode from it; see tests/vm/lib.sh).
+#
 # A test's exit status: 0 pass, 77 skip (its last line of output says why),
 # anything else fail. Each test runs from the current directory with stdin
 # from /dev/null, under a timeout, its output in LOG_DIR/<dir>/<name>.log.
@@ -44,8 +48,10 @@ show_tail() {
 }
 
 run_one() {
-	t=$1
-	name=$(test_name "$t")
+	t=${1%@*}
+	variant=
+	[ "$t" = "$1" ] || variant=${1##*@}
+	name=$(test_name "$t")${variant:+@$variant}
 	log=$log_dir/$name.log
 	mkdir -p "$(dirname "$log")"
 
@@ -73,7 +79,7 @@ run_one() {
 	fi
 
 	start=$(now_ns)
-	timeout -k 10 "$timeout_s" "$@" >"$log" 2>&1 </dev/null &
+	TEST_VARIANT=$variant timeout -k 10 "$timeout_s" "$@" >"$log" 2>&1 </dev/null &
 	child=$!
 	wait "$child" 2>/dev/null
 	rc=$?

@@ -33,8 +33,8 @@ if host_has_ublk; then
 	"$VM_DIR/demo-steps.sh" "$UBLK_QCOW" "$img" "$DEMO_DIR/mnt" || exit 1
 else
 	say "no ublk driver on this host (kernel $(uname -r), /dev/ublk-control missing)"
-	say "running inside the test VM: Debian's 6.12 kernel under qemu, with ublk_drv loaded"
 	vm_init
+	say "running inside the test VM: Debian's $(cat "$KDIR/version") kernel under qemu, with ublk_drv loaded"
 	cp "$img" "$SHARE/demo.qcow2"
 	cp "$VM_DIR/demo-steps.sh" "$SHARE/"
 	echo 'exec /bin/sh /share/demo-steps.sh ublk-qcow /share/demo.qcow2 /mnt' >"$SHARE/guest.sh"

@@ -6,8 +6,11 @@
 #
 #   pass NAME / fail NAME WHY    one result line each ("vm: PASS NAME")
 #   check NAME CMD...            pass if CMD succeeds, else fail
-#   uq_open [OPTIONS] IMAGE      ublk-qcow open; sets DEV=/dev/ublkbN, fails
-#                                unless it is a real block device
+#   uq_open [OPTIONS] IMAGE      ublk-qcow open $UQ_OPEN_ARGS (the test's
+#                                variant); sets DEV=/dev/ublkbN, fails unless
+#                                it is a real block device running in the
+#                                variant's data mode $UQ_MODE
+#   dev_mode DEV                 the data mode "ublk-qcow list" shows for DEV
 #   uq_close DEV                 ublk-qcow close; fails unless DEV is gone
 #   is_mounted DIR               true when a filesystem is mounted on DIR
 #   no_ublk_devices              true when no /dev/ublkb* / /dev/ublkc* exist
@@ -27,6 +30,8 @@ BLOCKDEV=/usr/bin/blockdev
 GUEST_FAILS=0
 GUEST_PASSES=0
 cd /share || exit 1
+UQ_OPEN_ARGS= UQ_MODE=
+. /share/variant.sh
 # e2fsck looks for mounted filesystems here
 [ -e /etc/mtab ] || ln -s /proc/mounts /etc/mtab
 
@@ -64,11 +69,17 @@ quiet() {
 	return $rc
 }
 
+dev_mode() {
+	ublk-qcow list --output=json | tr -d '\n' | sed 's/},/}\n/g' |
+		grep "\"device\":\"$1\"" | sed -n 's/.*"mode":"\([^"]*\)".*/\1/p'
+}
+
 uq_open() {
-	DEV=$(ublk-qcow open "$@" 2>/tmp/open.err)
+	# shellcheck disable=SC2086 # no option or one
+	DEV=$(ublk-qcow open $UQ_OPEN_ARGS "$@" 2>/tmp/open.err)
 	rc=$?
 	if [ $rc != 0 ]; then
-		echo "    ublk-qcow open $* exited $rc:"
+		echo "    ublk-qcow open $UQ_OPEN_ARGS $* exited $rc:"
 		sed 's/^/    | /' /tmp/open.err
 		DEV=
 		return 1
@@ -76,6 +87,11 @@ uq_open() {
 	if ! [ -b "$DEV" ]; then
 		echo "    ublk-qcow open $* printed '$DEV', which is not a block device"
 		DEV=
+		return 1
+	fi
+	mode=$(dev_mode "$DEV")
+	if [ -n "$UQ_MODE" ] && [ "$mode" != "$UQ_MODE" ]; then
+		echo "    $DEV runs in mode '$mode', not '$UQ_MODE' as this variant wants"
 		return 1
 	fi
 	return 0

@@ -22,6 +22,15 @@
 #   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
 #   vm_finish                  exit status from every result line
 #
+# Variant: TEST_VARIANT (run-tests.sh sets it from "test-x.sh@VARIANT") is
+# KERNEL or KERNEL-DATA: KERNEL is 6.12 or new (fetch-kernel.sh), DATA is the
+# data mode every open in the guest asks for: none (the kernel's best:
+# copy on 6.12, auto-buf-reg on new), copy (--zero-copy=off) or zero-copy
+# (--zero-copy=register: zero copy with a REGISTER_IO_BUF per request).
+# uq_open in the guest checks that the device runs in the expected mode,
+# and every result line ends with "[KERNEL-VERSION MODE]".  Without
+# TEST_VARIANT: $VM_KERNEL, else 6.12.
+#
 # Environment: UBLK_QCOW (the daemon, default src/ublk-qcow), UBLK_QCOW_ASAN
 # (its sanitizer build, default tests/build/asan/ublk-qcow-asan), QCOW_TOOL_FAST
 # (default tools/qcow-tool), UBLK_QCOW_VM_TIMEOUT (seconds, default 300),
@@ -45,6 +54,23 @@ UBLK_QCOW_ASAN=${UBLK_QCOW_ASAN:-$SRC_ROOT/tests/build/asan/ublk-qcow-asan}
 QCOW_TOOL_FAST=${QCOW_TOOL_FAST:-$SRC_ROOT/tools/qcow-tool}
 VM_FAILS=0
 VM_PASSES=0
+
+VM_VARIANT=${TEST_VARIANT:-${VM_KERNEL:-6.12}}
+VM_KERNEL=${VM_VARIANT%%-*}
+VM_DATA=
+[ "$VM_VARIANT" = "$VM_KERNEL" ] || VM_DATA=${VM_VARIANT#*-}
+# vm_variant: the open option and the mode the daemon must report.
+vm_variant() {
+	case $VM_KERNEL in 6.12|new) ;; *) echo "vm: FAIL setup: unknown kernel in variant '$VM_VARIANT'"; exit 1 ;; esac
+	case $VM_KERNEL-$VM_DATA in
+	6.12-|6.12-copy) VM_OPEN_ARGS=; VM_MODE=copy ;;
+	new-) VM_OPEN_ARGS=; VM_MODE=auto-buf-reg ;;
+	new-copy) VM_OPEN_ARGS=--zero-copy=off; VM_MODE=copy ;;
+	new-zero-copy) VM_OPEN_ARGS=--zero-copy=register; VM_MODE=zero-copy ;;
+	*) echo "vm: FAIL setup: variant '$VM_VARIANT' is not one the tests know"; exit 1 ;;
+	esac
+}
+vm_variant
 
 # What the guest can run besides busybox: the daemon and the tools the
 # tests drive the device with.
@@ -70,10 +96,13 @@ vm_init() {
 	done
 	[ -z "$missing" ] || vm_skip "missing packages:$missing"
 	[ -x "$UBLK_QCOW" ] || { echo "vm: FAIL setup: $UBLK_QCOW not built (run make)"; exit 1; }
-	KDIR=$("$VM_DIR/fetch-kernel.sh") || vm_skip "fetch-kernel.sh could not get the kernel"
+	KDIR=$("$VM_DIR/fetch-kernel.sh" "$VM_KERNEL") ||
+		vm_skip "fetch-kernel.sh could not get the $VM_KERNEL kernel"
+	VM_LABEL="$(cat "$KDIR/version" | cut -d+ -f1) $VM_MODE"
 	WORK=$(mktemp -d "${TMPDIR:-/tmp}/ublk-qcow-$TEST_NAME.XXXXXX")
 	SHARE=$WORK/share
 	mkdir "$SHARE"
+	printf 'UQ_OPEN_ARGS="%s"\nUQ_MODE="%s"\n' "$VM_OPEN_ARGS" "$VM_MODE" >"$SHARE/variant.sh"
 	if [ "${KEEP_TMP:-0}" = 1 ]; then
 		echo "scratch directory: $WORK"
 	else
@@ -90,10 +119,10 @@ vm_initramfs() {
 	done
 	key=$(cat "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
 		"$KDIR/modules.load" | sha256sum | cut -c1-16)
-	INITRAMFS=$cache/initramfs-$key.gz
+	INITRAMFS=$cache/initramfs-$VM_KERNEL-$key.gz
 	[ -f "$INITRAMFS" ] && return 0
 	mkdir -p "$cache"
-	rm -f "$cache"/initramfs-*.gz
+	rm -f "$cache/initramfs-$VM_KERNEL-"*.gz
 	stub=$cache/test-stub.sh
 	printf '#!/bin/sh\n# the test itself comes in through the share\nexec /bin/sh /share/guest.sh\n' >"$stub"
 	"$VM_DIR/build-initramfs.sh" -k "$KDIR" -t "$stub" "$INITRAMFS.tmp" "${paths[@]}" \
@@ -120,11 +149,11 @@ vm_run() {
 		-l "$log" "$INITRAMFS"
 	rc=$?
 	# -o: the first line can carry the firmware's screen-clearing escapes.
-	grep -a -o 'vm: .*' "$log" | tee "$WORK/results" || true
+	grep -a -o 'vm: .*' "$log" | sed "s/\$/ [$VM_LABEL]/" | tee "$WORK/results" || true
 	VM_PASSES=$((VM_PASSES + $(grep -c '^vm: PASS' "$WORK/results")))
 	VM_FAILS=$((VM_FAILS + $(grep -c '^vm: FAIL' "$WORK/results")))
 	if [ "$rc" != 0 ]; then
-		echo "vm: FAIL guest (exit $rc); console log tail:"
+		echo "vm: FAIL guest (exit $rc) [$VM_LABEL]; console log tail:"
 		grep -a -v '^vm: ' "$log" | tail -n 60 | sed 's/^/    /'
 		VM_FAILS=$((VM_FAILS + 1))
 	fi
@@ -154,8 +183,8 @@ vm_fio_job() {
 	} >"$SHARE/job.fio"
 }
 
-host_pass() { echo "vm: PASS host:$1"; VM_PASSES=$((VM_PASSES + 1)); }
-host_fail() { echo "vm: FAIL host:$1: $2"; VM_FAILS=$((VM_FAILS + 1)); }
+host_pass() { echo "vm: PASS host:$1 [$VM_LABEL]"; VM_PASSES=$((VM_PASSES + 1)); }
+host_fail() { echo "vm: FAIL host:$1: $2 [$VM_LABEL]"; VM_FAILS=$((VM_FAILS + 1)); }
 
 # host_check NAME CMD...: the command must succeed; its output is shown on failure.
 host_check() {
@@ -196,13 +225,13 @@ host_fio_verify() {
 
 vm_finish() {
 	if [ "$VM_FAILS" -ne 0 ]; then
-		echo "$TEST_NAME: $VM_FAILS check(s) failed, $VM_PASSES passed"
+		echo "$TEST_NAME [$VM_LABEL]: $VM_FAILS check(s) failed, $VM_PASSES passed"
 		exit 1
 	fi
 	if [ "$VM_PASSES" -eq 0 ]; then
-		echo "$TEST_NAME: no checks ran"
+		echo "$TEST_NAME [$VM_LABEL]: no checks ran"
 		exit 1
 	fi
-	echo "$TEST_NAME: all $VM_PASSES checks passed"
+	echo "$TEST_NAME [$VM_LABEL]: all $VM_PASSES checks passed"
 	exit 0
 }

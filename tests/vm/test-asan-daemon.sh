@@ -30,7 +30,9 @@ vm_guest <<'GUEST'
 export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 start_daemon() {
-	ublk-qcow-asan open --foreground -v -q 2 --l2-cache 16k disk.qcow2 >/tmp/dev 2>/share/daemon.err &
+	# shellcheck disable=SC2086 # the variant's option, or none
+	ublk-qcow-asan open $UQ_OPEN_ARGS --foreground -v -q 2 --l2-cache 16k disk.qcow2 \
+		>/tmp/dev 2>/share/daemon.err &
 	daemon=$!
 	i=0
 	while [ $i -lt 600 ] && ! [ -s /tmp/dev ]; do

@@ -1,7 +1,8 @@
 #!/bin/bash
 # test-driver.sh: prove the test VM can run the real ublk driver.
 #
-# Boots Debian's 6.12 kernel under qemu (see fetch-kernel.sh, run-vm.sh) and
+# Boots a Debian kernel under qemu (6.12, or the one TEST_VARIANT or
+# VM_KERNEL names: see fetch-kernel.sh and lib.sh; run-vm.sh) and
 # checks in the guest that ublk_drv is loaded and /dev/ublk-control is the
 # misc char device (10:N); then the guest writes a file to the 9p share
 # that the host checks, which is how later tests move images in and out.
@@ -12,13 +13,15 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+KERNEL=${TEST_VARIANT:-${VM_KERNEL:-6.12}}
+KERNEL=${KERNEL%%-*}
 
 skip() {
 	if [ "${VM_TESTS_REQUIRED:-0}" = 1 ] || [ "${CI:-}" = true ]; then
 		echo "vm: FAIL setup: $* (VM tests are required here)"
 		exit 1
 	fi
-	echo "SKIP: VM tests need qemu-system-x86_64 and Debian's linux-image-6.12 package: $*"
+	echo "SKIP: VM tests need qemu-system-x86_64 and Debian's $KERNEL kernel package: $*"
 	exit 77
 }
 
@@ -32,7 +35,7 @@ command -v xz >/dev/null || missing+=" xz-utils"
 start=$EPOCHREALTIME
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
-KDIR=$("$HERE/fetch-kernel.sh") || skip "fetch-kernel.sh could not get the kernel"
+KDIR=$("$HERE/fetch-kernel.sh" "$KERNEL") || skip "fetch-kernel.sh could not get the $KERNEL kernel"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ublk-qcow-vmtest.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -80,7 +83,8 @@ bstart=$EPOCHREALTIME
 rc=$?
 boot=$(since "$bstart")
 # -o: the first line can carry the firmware's screen-clearing escapes.
-grep -a -o 'vm: .*' "$WORK/console.log"
+label="[$(cut -d+ -f1 "$KDIR/version")]"
+grep -a -o 'vm: .*' "$WORK/console.log" | sed "s/\$/ $label/"
 if [ "$rc" != 0 ]; then
 	echo "vm: FAIL guest (exit $rc); console log follows"
 	sed 's/^/    /' "$WORK/console.log" | tail -n 60
@@ -91,10 +95,10 @@ fi
 want=$(printf '%s\n' "$token")
 got=$(head -n 1 "$WORK/share/from-guest" 2>/dev/null)
 if [ "$got" != "$want" ]; then
-	echo "vm: FAIL share-read-back (host read '${got}', wanted '$want')"
+	echo "vm: FAIL share-read-back (host read '${got}', wanted '$want') $label"
 	exit 1
 fi
-echo "vm: PASS share-read-back (guest kernel $(sed -n 2p "$WORK/share/from-guest"))"
+echo "vm: PASS share-read-back (guest kernel $(sed -n 2p "$WORK/share/from-guest")) $label"
 echo "vm: timing: kernel fetch $(awk -v a="$start" -v b="$kstart" 'BEGIN { printf "%.1f", b - a }') s," \
 	"initramfs $(awk -v a="$kstart" -v b="$bstart" 'BEGIN { printf "%.1f", b - a }') s," \
 	"vm run $boot s, total $(since "$start") s"

@@ -8,8 +8,9 @@
 #          31); an image using a feature outside the subset (extended L2);
 #          a file that is not qcow2 at all; an image already served
 #          read-write; bad options (queues, depth, --zero-copy, --l2-cache,
-#          unknown option, no image, two images); --zero-copy=on on a
-#          kernel without zero copy; a caller who is not root; close of a
+#          unknown option, no image, two images); --zero-copy=on and
+#          =register on a kernel without zero copy (6.12), and on one with
+#          it, the mode each --zero-copy value gives; a caller who is not root; close of a
 #          device that does not exist and of something that is not a
 #          device; after all that, list shows only the one good device;
 #          and last, with ublk_drv unloaded, a message saying what to load;
@@ -31,7 +32,29 @@ check missing-image refused 1 "missing\.qcow2.*(no such file|not found)" ublk-qc
 check corrupt-header refused 1 "corrupt\.qcow2.*cluster" ublk-qcow open corrupt.qcow2
 check unsupported-feature refused 1 "extl2\.qcow2.*extended L2" ublk-qcow open extl2.qcow2
 check not-qcow2 refused 1 "not-qcow2\.img.*(qcow2|magic)" ublk-qcow open not-qcow2.img
-check zero-copy-on-6.12 refused 1 "zero.copy" ublk-qcow open --zero-copy=on good.qcow2
+# --zero-copy: refused where the kernel has none (6.12); elsewhere each
+# value gives the mode it names
+open_in_mode() {	# --zero-copy value, the mode list must show
+	uq_open --zero-copy="$1" good.qcow2 || return 1
+	mode=$(dev_mode "$DEV")
+	echo "    --zero-copy=$1: $DEV runs in mode $mode"
+	uq_close "$DEV" || return 1
+	[ "$mode" = "$2" ]
+}
+case $(uname -r) in
+6.12.*)
+	check zero-copy-on-6.12 refused 1 "zero.copy" ublk-qcow open --zero-copy=on good.qcow2
+	check zero-copy-register-on-6.12 refused 1 "zero.copy" \
+		ublk-qcow open --zero-copy=register good.qcow2
+	check zero-copy-auto-on-6.12 open_in_mode auto copy
+	;;
+*)
+	check zero-copy-on open_in_mode on auto-buf-reg
+	check zero-copy-auto open_in_mode auto auto-buf-reg
+	check zero-copy-register open_in_mode register zero-copy
+	check zero-copy-off open_in_mode off copy
+	;;
+esac
 check zero-queues refused 2 "queue" ublk-qcow open -q 0 good.qcow2
 check huge-depth refused 2 "depth" ublk-qcow open -d 5000 good.qcow2
 check bad-zero-copy-mode refused 2 "zero-copy" ublk-qcow open --zero-copy=maybe good.qcow2

@@ -40,7 +40,11 @@ kill_and_recover() {
 	[ -b "$DEV" ] || { echo "    $DEV went away with its daemon"; return 1; }
 	quiet ublk-qcow recover "$DEV" || return 1
 	new=$(pidof ublk-qcow)
-	[ -n "$new" ] && [ "$new" != "$pid" ]
+	[ -n "$new" ] && [ "$new" != "$pid" ] || return 1
+	# the new daemon serves in the mode the device was created with
+	mode=$(dev_mode "$DEV")
+	[ -z "$UQ_MODE" ] || [ "$mode" = "$UQ_MODE" ] ||
+		{ echo "    recovered in mode '$mode', not '$UQ_MODE'"; return 1; }
 }
 
 if cp disk.qcow2 /tmp/disk.qcow2 && uq_open --recoverable -q 2 /tmp/disk.qcow2; then
