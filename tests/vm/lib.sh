@@ -17,7 +17,8 @@
 #   vm_init                    skip rules, kernel, scratch dir $WORK, share $SHARE
 #   vm_fio_job NAME OPT=VAL... the fio verify job both sides run ($SHARE/job.fio)
 #   vm_guest <<'EOF' ... EOF   the guest half (sh, guest-lib.sh already sourced)
-#   vm_run                     boot, run it, print its result lines
+#   vm_run                     boot, run it, print its result lines ($VM_APPEND:
+#                              more kernel command line)
 #   host_check NAME CMD...     a host-side check
 #   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
 #   vm_finish                  exit status from every result line
@@ -114,6 +115,10 @@ vm_init() {
 vm_initramfs() {
 	local cache=$SRC_ROOT/tests/build/vm key stub b paths=("$UBLK_QCOW" "$QCOW_TOOL_FAST")
 	[ -x "$UBLK_QCOW_ASAN" ] && paths+=("$UBLK_QCOW_ASAN")
+	# the guest-side helpers make check builds from tests/vm/*.c
+	for b in "$SRC_ROOT"/tests/build/vm-bin/*; do
+		[ -x "$b" ] && paths+=("$b")
+	done
 	for b in "${VM_BINARIES[@]}"; do
 		paths+=("$(PATH=$PATH:/usr/sbin:/sbin command -v "$b")")
 	done
@@ -146,7 +151,7 @@ vm_run() {
 	local rc log=$WORK/console.log start=$EPOCHREALTIME
 	vm_initramfs
 	"$VM_DIR/run-vm.sh" -q -k "$KDIR" -s "$SHARE" -T "${UBLK_QCOW_VM_TIMEOUT:-300}" \
-		-l "$log" "$INITRAMFS"
+		-a "${VM_APPEND:-}" -l "$log" "$INITRAMFS"
 	rc=$?
 	# -o: the first line can carry the firmware's screen-clearing escapes.
 	grep -a -o 'vm: .*' "$log" | sed "s/\$/ [$VM_LABEL]/" | tee "$WORK/results" || true
