@@ -3,6 +3,15 @@
  * The POSIX file backend: the qcow_file_ops every real image uses. Short
  * reads/writes and EINTR are retried here so the engine only ever sees
  * "all bytes moved" or an -errno.
+ *
+ * Direct IO (O_DIRECT, the daemon's --cache=none): the file system needs
+ * buffers, offsets and lengths aligned (statx's STATX_DIOALIGN says how;
+ * where it does not, a probe read finds the offset alignment).  The
+ * engine's IO is not aligned (an L1 entry, a header field), so what is not
+ * goes through an aligned buffer that covers whole blocks: read, or read,
+ * patch and write back.  Such a write never shares a block with the
+ * daemon's own IO as long as clusters are at least a block, which the
+ * daemon checks before it uses direct IO.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -16,15 +25,13 @@
 
 struct posix_ctx {
 	int fd;
+	uint32_t mem_align;	/* direct IO: see struct qcow_file; 0 when buffered */
+	uint32_t off_align;
 };
 
-static int posix_pread(void *ctx, void *buf, size_t len, uint64_t off)
+/* All of len bytes at off, zeros past the end of the file. */
+static int raw_pread(const struct posix_ctx *p, uint8_t *b, size_t len, uint64_t off)
 {
-	struct posix_ctx *p = ctx;
-	uint8_t *b = buf;
-
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -EINVAL;
 	while (len > 0) {
 		ssize_t n = pread(p->fd, b, len, (off_t)off);
 
@@ -33,9 +40,10 @@ static int posix_pread(void *ctx, void *buf, size_t len, uint64_t off)
 				continue;
 			return -errno;
 		}
-		if (n == 0) {
-			/* Past end of file: the engine treats it as zeros. */
-			memset(b, 0, len);
+		/* Past end of file (with direct IO a short read is the end):
+		 * the engine treats it as zeros. */
+		if (n == 0 || (p->off_align && (size_t)n < len)) {
+			memset(b + n, 0, len - (size_t)n);
 			return 0;
 		}
 		b += n;
@@ -45,13 +53,8 @@ static int posix_pread(void *ctx, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int posix_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+static int raw_pwrite(const struct posix_ctx *p, const uint8_t *b, size_t len, uint64_t off)
 {
-	struct posix_ctx *p = ctx;
-	const uint8_t *b = buf;
-
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -EFBIG;
 	while (len > 0) {
 		ssize_t n = pwrite(p->fd, b, len, (off_t)off);
 
@@ -67,6 +70,61 @@ static int posix_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static bool dio_aligned(const struct posix_ctx *p, const void *buf, size_t len, uint64_t off)
+{
+	return !p->off_align || ((uintptr_t)buf % p->mem_align == 0 && len % p->off_align == 0 &&
+				 off % p->off_align == 0);
+}
+
+/*
+ * Direct IO the caller did not align: through an aligned buffer covering
+ * the blocks of [off, off + len); a write reads them first.  (A write past
+ * the end of the file leaves it a block longer at most, with zeros: the
+ * engine grows files by whole clusters anyway.)
+ */
+static int bounce(const struct posix_ctx *p, uint8_t *out, const uint8_t *in, size_t len,
+		  uint64_t off)
+{
+	uint64_t a = p->off_align, start = off / a * a, end = (off + len + a - 1) / a * a;
+	size_t blen = (size_t)(end - start);
+	void *b;
+	int ret;
+
+	if (posix_memalign(&b, p->mem_align > a ? p->mem_align : a, blen))
+		return -ENOMEM;
+	ret = raw_pread(p, b, blen, start);
+	if (ret == 0 && out) {
+		memcpy(out, (uint8_t *)b + (off - start), len);
+	} else if (ret == 0) {
+		memcpy((uint8_t *)b + (off - start), in, len);
+		ret = raw_pwrite(p, b, blen, start);
+	}
+	free(b);
+	return ret;
+}
+
+static int posix_pread(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	struct posix_ctx *p = ctx;
+
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	if (!dio_aligned(p, buf, len, off))
+		return bounce(p, buf, NULL, len, off);
+	return raw_pread(p, buf, len, off);
+}
+
+static int posix_pwrite(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+	struct posix_ctx *p = ctx;
+
+	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+		return -EFBIG;
+	if (!dio_aligned(p, buf, len, off))
+		return bounce(p, NULL, buf, len, off);
+	return raw_pwrite(p, buf, len, off);
 }
 
 static int posix_flush(void *ctx)
@@ -123,6 +181,51 @@ static const struct qcow_file_ops posix_ops = {
 	.close = posix_close,
 };
 
+/*
+ * Direct IO: the file system's alignments for fd, from statx, or where it
+ * does not say (9p, tmpfs, kernels before 6.1) the smallest block a probe
+ * read of the header accepts, for offsets and memory both.
+ */
+static void dio_alignment(int fd, uint32_t *mem, uint32_t *off)
+{
+	struct statx stx;
+	uint32_t a;
+	void *b;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align &&
+	    stx.stx_dio_mem_align) {
+		*mem = stx.stx_dio_mem_align;
+		*off = stx.stx_dio_offset_align;
+		return;
+	}
+	*mem = *off = 4096;
+	if (posix_memalign(&b, 4096, 4096))
+		return;
+	for (a = 512; a < 4096; a *= 2) {
+		if (pread(fd, b, a, 0) >= 0 || errno != EINVAL) {
+			*mem = *off = a;
+			break;
+		}
+	}
+	free(b);
+}
+
+int qcow_file_posix_buffered(struct qcow_file *f)
+{
+	struct posix_ctx *p = f->ctx;
+	int fl;
+
+	if (f->ops != &posix_ops)
+		return -EINVAL;
+	fl = fcntl(p->fd, F_GETFL);
+	if (fl < 0 || fcntl(p->fd, F_SETFL, fl & ~O_DIRECT) < 0)
+		return -errno;
+	p->mem_align = p->off_align = 0;
+	f->dio_mem_align = f->dio_off_align = 0;
+	return 0;
+}
+
 int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out)
 {
 	struct posix_ctx *p;
@@ -141,9 +244,13 @@ int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out)
 		return err;
 	}
 	p->fd = fd;
+	if (flags & O_DIRECT)
+		dio_alignment(fd, &p->mem_align, &p->off_align);
 	out->ops = &posix_ops;
 	out->ctx = p;
 	out->fd = fd;
+	out->dio_mem_align = p->mem_align;
+	out->dio_off_align = p->off_align;
 	return 0;
 }
 

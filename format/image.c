@@ -322,6 +322,11 @@ void qcow_get_info(const struct qcow_image *img, struct qcow_info *info)
 		snprintf(info->backing_format, sizeof(info->backing_format), "%s", img->backing_format);
 }
 
+int qcow_use_page_cache(struct qcow_image *img)
+{
+	return qcow_file_posix_buffered(&img->file);
+}
+
 const struct qcow_file *qcow_get_file(const struct qcow_image *img)
 {
 	return &img->file;
@@ -426,6 +431,14 @@ static unsigned cache_slots(uint64_t bytes, uint64_t def, uint64_t cluster_size)
 	return (unsigned)n;
 }
 
+/* A page-aligned buffer of len bytes, or NULL; freed with free(). */
+static void *aligned_buf(size_t len)
+{
+	void *p;
+
+	return posix_memalign(&p, 4096, len) ? NULL : p;
+}
+
 static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opts)
 {
 	int ret;
@@ -439,12 +452,14 @@ static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opt
 							 img->cluster_size), img->cluster_size);
 	if (!img->l2_cache || !img->refcount_cache)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the metadata caches");
-	img->compressed_in = malloc(2 * img->cluster_size);
-	img->decompressed = malloc(img->cluster_size);
-	img->cow_buf = malloc(img->cluster_size);
-	img->zero_cluster = calloc(1, img->cluster_size);
+	/* page aligned: direct IO takes them as they are (file_posix.c) */
+	img->compressed_in = aligned_buf(2 * img->cluster_size);
+	img->decompressed = aligned_buf(img->cluster_size);
+	img->cow_buf = aligned_buf(img->cluster_size);
+	img->zero_cluster = aligned_buf(img->cluster_size);
 	if (!img->compressed_in || !img->decompressed || !img->cow_buf || !img->zero_cluster)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the IO buffers");
+	memset(img->zero_cluster, 0, img->cluster_size);
 	ret = qcow_l1_init(img);
 	if (ret < 0)
 		return ret;

@@ -310,4 +310,7 @@ static inline void qcow_decode_compressed(const struct qcow_image *img, uint64_t
 	*length = nb_sectors * QCOW_COMPRESSED_SECTOR_SIZE - (off & (QCOW_COMPRESSED_SECTOR_SIZE - 1));
 }
 
+/* file_posix.c: turn direct IO off on a POSIX file; -EINVAL for another backend. */
+int qcow_file_posix_buffered(struct qcow_file *f);
+
 #endif /* QCOW_INTERNAL_H */

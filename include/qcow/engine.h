@@ -49,10 +49,22 @@ struct qcow_file {
 	const struct qcow_file_ops *ops;
 	void *ctx;
 	int fd;         /* the POSIX descriptor when there is one (for io_uring), else -1 */
+	/*
+	 * Direct IO (O_DIRECT): the alignment, in bytes, the file needs of IO
+	 * buffers and of file offsets and lengths; 0 when it uses the page
+	 * cache.  The POSIX backend aligns the engine's own IO itself (through
+	 * an aligned bounce buffer); IO issued on fd directly must be aligned.
+	 */
+	uint32_t dio_mem_align;
+	uint32_t dio_off_align;
 };
 
-/* Open path as a POSIX file backend. flags: O_RDONLY or O_RDWR, optionally O_CREAT|O_EXCL. */
+/*
+ * Open path as a POSIX file backend. flags: O_RDONLY or O_RDWR, optionally
+ * O_CREAT|O_EXCL, and O_DIRECT (-EINVAL where the file system refuses it).
+ */
 int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out);
+
 /*
  * Locks that say who uses an image (OFD byte-range locks far past the data,
  * held until fd is closed; format/file_posix.c). The image lock: exclusive
@@ -263,6 +275,8 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 
 /* The image file, for a caller that moves data itself (io_uring). */
 const struct qcow_file *qcow_get_file(const struct qcow_image *img);
+/* Turn direct IO off on img's POSIX file (opened with O_DIRECT): 0 or -errno. */
+int qcow_use_page_cache(struct qcow_image *img);
 
 /* Read one compressed cluster's data: out gets cluster_size bytes. */
 int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
