@@ -79,6 +79,73 @@ static int serve_snapshot(struct uq_dev *dev)
 	return 0;
 }
 
+/* Direct IO does not work for the image: --cache=none fails, the default falls back. */
+static int no_direct_io(struct uq_dev *dev, const char *why)
+{
+	if (dev->opt.cache == UQ_CACHE_OPT_NONE) {
+		uq_err("--cache=none: %s: %s (--cache=writeback uses the page cache)",
+		       dev->opt.image, why);
+		return -EINVAL;
+	}
+	uq_warn("%s: %s: using the page cache (cache mode %s)", dev->opt.image, why,
+		uq_cache_mode_name(UQ_CACHE_WRITEBACK_FALLBACK));
+	dev->cache = UQ_CACHE_WRITEBACK_FALLBACK;
+	return 0;
+}
+
+/* The image file, with O_DIRECT unless --cache=writeback or the file system refuses it. */
+static int image_file_open(struct uq_dev *dev, struct qcow_file *file)
+{
+	int flags = dev->opt.read_only ? O_RDONLY : O_RDWR;
+	int ret;
+
+	dev->cache = dev->opt.cache == UQ_CACHE_OPT_WRITEBACK ? UQ_CACHE_WRITEBACK : UQ_CACHE_NONE;
+	ret = qcow_file_open_posix(dev->opt.image_abs,
+				   flags | (dev->cache == UQ_CACHE_NONE ? O_DIRECT : 0), file);
+	if (ret == -EINVAL && dev->cache == UQ_CACHE_NONE) {
+		ret = no_direct_io(dev, "the file system refuses O_DIRECT");
+		if (ret < 0)
+			return ret;
+		ret = qcow_file_open_posix(dev->opt.image_abs, flags, file);
+	}
+	if (ret < 0)
+		uq_err("%s: %s", dev->opt.image, strerror(-ret));
+	return ret;
+}
+
+/*
+ * With direct IO every request must be whole blocks of the file system:
+ * the device's logical block size is that block, which must divide the
+ * virtual size, and a cluster must hold whole blocks (the engine patches
+ * metadata inside a block, which must not hold another cluster's data).
+ */
+static int direct_io_fits(struct uq_dev *dev)
+{
+	uint32_t block = qcow_get_file(dev->img)->dio_off_align;
+	char why[160];
+	int ret;
+
+	dev->block_bytes = 512;
+	if (dev->cache != UQ_CACHE_NONE)
+		return 0;
+	if (block > 4096)
+		snprintf(why, sizeof(why), "direct IO needs %u-byte blocks, more than a page", block);
+	else if (dev->info.cluster_size < block)
+		snprintf(why, sizeof(why), "its %llu-byte clusters are smaller than the %u-byte "
+			 "blocks direct IO needs", (unsigned long long)dev->info.cluster_size, block);
+	else if (dev->info.virtual_size % block)
+		snprintf(why, sizeof(why), "its virtual size is not a multiple of the %u-byte "
+			 "blocks direct IO needs", block);
+	else {
+		dev->block_bytes = block > 512 ? block : 512;
+		return 0;
+	}
+	ret = no_direct_io(dev, why);
+	if (ret == 0)
+		ret = qcow_use_page_cache(dev->img);
+	return ret < 0 ? ret : 0;
+}
+
 static int image_open(struct uq_dev *dev)
 {
 	struct qcow_open_opts oo = {
@@ -89,12 +156,9 @@ static int image_open(struct uq_dev *dev)
 	char err[512] = "";
 	int ret;
 
-	ret = qcow_file_open_posix(dev->opt.image_abs, dev->opt.read_only ? O_RDONLY : O_RDWR,
-				   &file);
-	if (ret < 0) {
-		uq_err("%s: %s", dev->opt.image, strerror(-ret));
+	ret = image_file_open(dev, &file);
+	if (ret < 0)
 		return ret;
-	}
 	/* before the engine looks at it: opening read-write may repair it */
 	ret = image_lock(dev, file.fd);
 	if (ret < 0) {
@@ -119,7 +183,7 @@ static int image_open(struct uq_dev *dev)
 		       dev->opt.image, (unsigned long long)dev->info.virtual_size);
 		return -EINVAL;
 	}
-	return 0;
+	return direct_io_fits(dev);
 }
 
 /* ------------------------------------------------------------ device */
@@ -310,21 +374,60 @@ static int open_cdev(struct uq_dev *dev)
 	return 0;
 }
 
+static uint8_t log2_of(uint64_t v)
+{
+	uint8_t n = 0;
+
+	while (v > 1) {
+		v >>= 1;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Zero copy with direct IO: a request's pages go to the image file as they
+ * are, so the device takes only buffers the file system takes (DMA_ALIGN,
+ * a mask) and, where the file is on a block device, no more segments than
+ * it takes in one request (SEGMENT).  Kernels before 6.15 ignore both.
+ */
+static void fill_backend_params(const struct uq_dev *dev, struct ublk_params *p)
+{
+	uint32_t mem_align = qcow_get_file(dev->img)->dio_mem_align;
+	struct uq_backend_limits lim;
+
+	if (dev->data_mode == UQ_DATA_COPY || dev->cache != UQ_CACHE_NONE)
+		return;
+	if (mem_align > 4 && mem_align <= 4096) {
+		p->types |= UBLK_PARAM_TYPE_DMA_ALIGN;
+		p->dma.alignment = mem_align - 1;
+	}
+	if (uq_backend_limits(dev->img_fd, &lim) == 0 && lim.known) {
+		p->types |= UBLK_PARAM_TYPE_SEGMENT;
+		p->seg.seg_boundary_mask = 0xffffffffULL;	/* the block layer's default */
+		p->seg.max_segment_size = lim.max_segment_size;
+		p->seg.max_segments = lim.max_segments;
+	}
+}
+
 static void fill_params(const struct uq_dev *dev, struct ublk_params *p)
 {
-	unsigned cbits = dev->info.cluster_bits;
-	uint8_t phys = (uint8_t)(cbits < 12 ? cbits : 12);
+	uint8_t cbits = (uint8_t)dev->info.cluster_bits, lbits = log2_of(dev->block_bytes);
+	uint8_t phys = cbits < 12 ? cbits : 12;
 
+	if (phys < lbits)
+		phys = lbits;
 	memset(p, 0, sizeof(*p));
 	p->types = UBLK_PARAM_TYPE_BASIC;
 	p->basic.attrs = UBLK_ATTR_VOLATILE_CACHE;
 	p->basic.attrs |= dev->opt.read_only ? UBLK_ATTR_READ_ONLY : UBLK_ATTR_FUA;
-	p->basic.logical_bs_shift = 9;
+	p->basic.logical_bs_shift = lbits;
 	p->basic.physical_bs_shift = phys;
 	p->basic.io_min_shift = phys;
-	p->basic.io_opt_shift = (uint8_t)cbits;
+	p->basic.io_opt_shift = cbits;
 	p->basic.max_sectors = dev->buf_bytes >> 9;
 	p->basic.dev_sectors = dev->info.virtual_size >> 9;
+	fill_backend_params(dev, p);
 	if (dev->opt.read_only)
 		return;
 	p->types |= UBLK_PARAM_TYPE_DISCARD;
@@ -551,8 +654,9 @@ static void announce(struct uq_dev *dev)
 		uq_warn("device %u: no control socket: live snapshots unavailable", dev->dev_id);
 	uq_state_write(dev, "live", NULL);
 	lock_memory();
-	uq_info("%s serves %s (%s mode, %u queue%s, depth %u%s%s)", device, dev->opt.image_abs,
-		uq_data_mode_name(dev->data_mode), dev->nr_queues,
+	uq_info("%s serves %s (%s mode, cache %s, %u-byte blocks, %u queue%s, depth %u%s%s)",
+		device, dev->opt.image_abs, uq_data_mode_name(dev->data_mode),
+		uq_cache_mode_name(dev->cache), dev->block_bytes, dev->nr_queues,
 		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "",
 		dev->opt.recover_id >= 0 ? ", recovered" : dev->opt.recoverable ? ", recoverable" : "");
 	if (dev->opt.foreground) {
@@ -685,7 +789,7 @@ static int daemonize(const struct uq_open_opts *o)
 /* ------------------------------------------------------ command line */
 
 enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
-       OPT_SNAPSHOT };
+       OPT_SNAPSHOT, OPT_CACHE };
 
 static const struct option open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -694,6 +798,7 @@ static const struct option open_long[] = {
 	{ "read-only", no_argument, NULL, OPT_READ_ONLY },
 	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
 	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
+	{ "cache", required_argument, NULL, OPT_CACHE },
 	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -703,8 +808,8 @@ static const struct option open_long[] = {
 
 static void open_usage(FILE *f)
 {
-	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off|register] "
-		"[--read-only]\n"
+	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off|register]\n"
+		"                      [--cache=none|writeback] [--read-only]\n"
 		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
 }
@@ -744,6 +849,14 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 	case OPT_ZERO_COPY:
 		if (parse_zero_copy(optarg, &o->zero_copy) < 0)
 			return bad_value("--zero-copy", optarg, "want auto, on, off or register");
+		return 0;
+	case OPT_CACHE:
+		if (!strcmp(optarg, "none"))
+			o->cache = UQ_CACHE_OPT_NONE;
+		else if (!strcmp(optarg, "writeback"))
+			o->cache = UQ_CACHE_OPT_WRITEBACK;
+		else
+			return bad_value("--cache", optarg, "want none or writeback");
 		return 0;
 	case OPT_READ_ONLY:
 		o->read_only = true;
@@ -854,6 +967,9 @@ static int recover_opts(unsigned id, struct uq_open_opts *o)
 	o->depth = s.depth;
 	o->read_only = s.read_only;
 	o->l2_cache = s.l2_cache;
+	/* the device's blocks were set for the file as it was opened */
+	o->cache = !strcmp(s.cache, uq_cache_mode_name(UQ_CACHE_NONE)) ? UQ_CACHE_OPT_NONE
+								       : UQ_CACHE_OPT_WRITEBACK;
 	o->recoverable = true;
 	o->recover_id = (int)id;
 	return 0;

@@ -6,7 +6,8 @@
  * /run/ublk-qcow), one flat JSON object:
  *
  *   {"id":0,"pid":123,"device":"/dev/ublkb0","image":"/abs/vm.qcow2",
- *    "queues":1,"depth":64,"mode":"copy","read_only":false,"state":"live"}
+ *    "queues":1,"depth":64,"mode":"copy","cache":"none","read_only":false,
+ *    "recoverable":false,"l2_cache":0,"state":"live"}
  *
  * state is starting, live or stopping; a daemon whose shutdown failed
  * leaves "failed" with an "error" string for "close" to report.  The file
@@ -94,6 +95,8 @@ static void json_state(FILE *f, const struct uq_state *s)
 	}
 	fprintf(f, ",\"queues\":%u,\"depth\":%u,\"mode\":", s->queues, s->depth);
 	json_str(f, s->mode);
+	fputs(",\"cache\":", f);
+	json_str(f, s->cache);
 	fprintf(f, ",\"read_only\":%s,\"recoverable\":%s,\"l2_cache\":%llu,\"state\":",
 		s->read_only ? "true" : "false", s->recoverable ? "true" : "false",
 		(unsigned long long)s->l2_cache);
@@ -116,6 +119,7 @@ static void state_of_dev(const struct uq_dev *dev, const char *state, const char
 	s->queues = dev->nr_queues;
 	s->depth = dev->depth;
 	snprintf(s->mode, sizeof(s->mode), "%s", uq_data_mode_name(dev->data_mode));
+	snprintf(s->cache, sizeof(s->cache), "%s", uq_cache_mode_name(dev->cache));
 	s->read_only = dev->opt.read_only;
 	if (dev->opt.snapshot)
 		snprintf(s->snapshot, sizeof(s->snapshot), "%s", dev->opt.snapshot);
@@ -261,6 +265,8 @@ static void set_field(struct uq_state *s, const char *key, const char *val)
 		s->depth = (unsigned)strtoul(val, NULL, 10);
 	else if (!strcmp(key, "mode"))
 		copy_field(s->mode, sizeof(s->mode), val);
+	else if (!strcmp(key, "cache"))
+		copy_field(s->cache, sizeof(s->cache), val);
 	else if (!strcmp(key, "read_only"))
 		s->read_only = !strcmp(val, "true");
 	else if (!strcmp(key, "snapshot"))
@@ -416,12 +422,12 @@ static void print_human(const struct uq_state *v, size_t n)
 {
 	size_t i;
 
-	printf("%-4s %-14s %-9s %-3s %6s %5s %-9s %s\n", "ID", "DEVICE", "MODE", "RW",
-	       "QUEUES", "DEPTH", "STATE", "IMAGE");
+	printf("%-4s %-14s %-12s %-18s %-3s %6s %5s %-9s %s\n", "ID", "DEVICE", "MODE", "CACHE",
+	       "RW", "QUEUES", "DEPTH", "STATE", "IMAGE");
 	for (i = 0; i < n; i++)
-		printf("%-4u %-14s %-9s %-3s %6u %5u %-9s %s\n", v[i].id, v[i].device,
-		       v[i].mode, v[i].read_only ? "ro" : "rw", v[i].queues, v[i].depth,
-		       v[i].state, v[i].image);
+		printf("%-4u %-14s %-12s %-18s %-3s %6u %5u %-9s %s\n", v[i].id, v[i].device,
+		       v[i].mode, v[i].cache, v[i].read_only ? "ro" : "rw", v[i].queues,
+		       v[i].depth, v[i].state, v[i].image);
 }
 
 static void print_json(const struct uq_state *v, size_t n)

@@ -7,6 +7,7 @@
  *   log.c     messages: stderr, the start-up pipe of a daemonizing open, syslog
  *   ctrl.c    the control ring on /dev/ublk-control (SQE128, encoded opcodes)
  *   daemon.c  "open": image, lock, device setup, daemonizing, signals, shutdown
+ *   backend.c what the block device under the image takes in one request
  *   queue.c   one thread + one io_uring per queue: setup, event loop, SQEs
  *   io.c      the per-tag request state machine (READ/WRITE/FLUSH/...)
  *   state.c   state files under /run/ublk-qcow, "list" and "close"
@@ -88,6 +89,26 @@ enum uq_zc_mode {
 	UQ_ZC_REGISTER,			/* zero copy, a REGISTER_IO_BUF per request */
 };
 
+/* --cache, with qemu's names: how the image file is opened. */
+enum uq_cache_opt {
+	UQ_CACHE_OPT_DEFAULT,		/* none where direct IO works, else writeback */
+	UQ_CACHE_OPT_NONE,		/* O_DIRECT, or fail */
+	UQ_CACHE_OPT_WRITEBACK,		/* the page cache */
+};
+
+/* What the device got: list and the state file show these names. */
+enum uq_cache_mode {
+	UQ_CACHE_NONE,			/* O_DIRECT */
+	UQ_CACHE_WRITEBACK,		/* asked for */
+	UQ_CACHE_WRITEBACK_FALLBACK,	/* the default, where direct IO does not work */
+};
+
+static inline const char *uq_cache_mode_name(enum uq_cache_mode m)
+{
+	return m == UQ_CACHE_NONE ? "none" :
+	       m == UQ_CACHE_WRITEBACK ? "writeback" : "writeback-fallback";
+}
+
 /*
  * How request data moves between the kernel and the image: what the device
  * got from ADD_DEV, and the names list and the state file show.
@@ -110,6 +131,7 @@ struct uq_open_opts {
 	unsigned queues;
 	unsigned depth;
 	enum uq_zc_mode zero_copy;
+	enum uq_cache_opt cache;
 	bool read_only;
 	bool foreground;
 	bool recoverable;		/* ADD_DEV with USER_RECOVERY (and REISSUE) */
@@ -199,7 +221,9 @@ struct uq_dev {
 	uint32_t dev_id;
 	int cdev_fd;
 	enum uq_data_mode data_mode;
+	enum uq_cache_mode cache;
 	uint32_t buf_bytes;		/* per-tag buffer: negotiated max IO */
+	uint32_t block_bytes;		/* the device's logical block size */
 	unsigned nr_queues;
 	unsigned depth;
 	uint64_t dev_bytes;		/* device size: dev_sectors << 9 */
@@ -219,6 +243,16 @@ struct uq_dev {
 	char state_path[PATH_MAX];
 	bool state_written;
 };
+
+/* -------------------------------------------------------------- backend.c */
+struct uq_backend_limits {
+	bool known;			/* the file is on a block device */
+	uint16_t max_segments;
+	uint32_t max_segment_size;
+};
+
+/* The limits of the block device under the file fd; known false when none. */
+int uq_backend_limits(int fd, struct uq_backend_limits *out);
 
 /* ---------------------------------------------------------------- queue.c */
 int uq_queues_start(struct uq_dev *dev);
@@ -283,6 +317,7 @@ struct uq_state {
 	unsigned queues;
 	unsigned depth;
 	char mode[16];			/* uq_data_mode_name(): copy, zero-copy, auto-buf-reg */
+	char cache[24];			/* uq_cache_mode_name(): none, writeback, ... */
 	char snapshot[256];		/* the snapshot served, "" for the active image */
 	bool read_only;
 	bool recoverable;		/* "recover" can take the device over */

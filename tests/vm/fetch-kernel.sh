@@ -39,19 +39,20 @@ KIND=${1:-${VM_KERNEL:-6.12}}
 CACHE=${UBLK_QCOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-qcow/kernel}
 # ublk_drv is the point of the exercise; the 9p modules give the guest a
 # shared directory with the host; ext4 is modular in Debian's config and
-# tests mount filesystems on /dev/ublkbN.  On 6.12, ext4's metadata
+# tests mount filesystems on /dev/ublkbN, and on a virtio disk (virtio_blk)
+# with 4096-byte sectors.  On 6.12, ext4's metadata
 # checksums need the crc32c crypto driver (a module too, which ext4's mount
 # asks for by name rather than through a module dependency; later kernels
 # use the crc32c library directly); virtio_pci is listed in case the config
 # has it modular (it is skipped when built in).
 case $KIND in
 6.12)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci virtio_blk"
 	PKG_RE='^linux-image-6\.12\..*-amd64-unsigned$'
 	CACHED_GLOB='linux-image-6.12.*'
 	;;
 new)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_blk"
 	PKG_RE='^linux-binary-unsigned-[0-9.]*\+deb13-amd64$'
 	CACHED_GLOB='linux-binary-unsigned-*'
 	;;

@@ -10,7 +10,8 @@
 #                                variant); sets DEV=/dev/ublkbN, fails unless
 #                                it is a real block device running in the
 #                                variant's data mode $UQ_MODE
-#   dev_mode DEV                 the data mode "ublk-qcow list" shows for DEV
+#   dev_field DEV KEY            a string field of DEV in "ublk-qcow list
+#                                --output=json" (mode, cache, state, ...)
 #   uq_close DEV                 ublk-qcow close; fails unless DEV is gone
 #   is_mounted DIR               true when a filesystem is mounted on DIR
 #   no_ublk_devices              true when no /dev/ublkb* / /dev/ublkc* exist
@@ -69,9 +70,9 @@ quiet() {
 	return $rc
 }
 
-dev_mode() {
+dev_field() {
 	ublk-qcow list --output=json | tr -d '\n' | sed 's/},/}\n/g' |
-		grep "\"device\":\"$1\"" | sed -n 's/.*"mode":"\([^"]*\)".*/\1/p'
+		grep "\"device\":\"$1\"" | sed -n "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p"
 }
 
 uq_open() {
@@ -89,7 +90,7 @@ uq_open() {
 		DEV=
 		return 1
 	fi
-	mode=$(dev_mode "$DEV")
+	mode=$(dev_field "$DEV" mode)
 	if [ -n "$UQ_MODE" ] && [ "$mode" != "$UQ_MODE" ]; then
 		echo "    $DEV runs in mode '$mode', not '$UQ_MODE' as this variant wants"
 		return 1

@@ -18,7 +18,8 @@
 #   vm_fio_job NAME OPT=VAL... the fio verify job both sides run ($SHARE/job.fio)
 #   vm_guest <<'EOF' ... EOF   the guest half (sh, guest-lib.sh already sourced)
 #   vm_run                     boot, run it, print its result lines ($VM_APPEND:
-#                              more kernel command line)
+#                              more kernel command line; VM_QEMU_ARGS: an
+#                              array of more qemu arguments, disks say)
 #   host_check NAME CMD...     a host-side check
 #   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
 #   vm_finish                  exit status from every result line
@@ -55,6 +56,7 @@ UBLK_QCOW_ASAN=${UBLK_QCOW_ASAN:-$SRC_ROOT/tests/build/asan/ublk-qcow-asan}
 QCOW_TOOL_FAST=${QCOW_TOOL_FAST:-$SRC_ROOT/tools/qcow-tool}
 VM_FAILS=0
 VM_PASSES=0
+VM_QEMU_ARGS=()
 
 VM_VARIANT=${TEST_VARIANT:-${VM_KERNEL:-6.12}}
 VM_KERNEL=${VM_VARIANT%%-*}
@@ -151,7 +153,7 @@ vm_run() {
 	local rc log=$WORK/console.log start=$EPOCHREALTIME
 	vm_initramfs
 	"$VM_DIR/run-vm.sh" -q -k "$KDIR" -s "$SHARE" -T "${UBLK_QCOW_VM_TIMEOUT:-300}" \
-		-a "${VM_APPEND:-}" -l "$log" "$INITRAMFS"
+		-a "${VM_APPEND:-}" -l "$log" "$INITRAMFS" -- "${VM_QEMU_ARGS[@]}"
 	rc=$?
 	# -o: the first line can carry the firmware's screen-clearing escapes.
 	grep -a -o 'vm: .*' "$log" | sed "s/\$/ [$VM_LABEL]/" | tee "$WORK/results" || true

@@ -42,7 +42,7 @@ kill_and_recover() {
 	new=$(pidof ublk-qcow)
 	[ -n "$new" ] && [ "$new" != "$pid" ] || return 1
 	# the new daemon serves in the mode the device was created with
-	mode=$(dev_mode "$DEV")
+	mode=$(dev_field "$DEV" mode)
 	[ -z "$UQ_MODE" ] || [ "$mode" = "$UQ_MODE" ] ||
 		{ echo "    recovered in mode '$mode', not '$UQ_MODE'"; return 1; }
 }
