@@ -93,6 +93,8 @@ uq_open() {
 	mode=$(dev_field "$DEV" mode)
 	if [ -n "$UQ_MODE" ] && [ "$mode" != "$UQ_MODE" ]; then
 		echo "    $DEV runs in mode '$mode', not '$UQ_MODE' as this variant wants"
+		ublk-qcow close "$DEV"
+		DEV=
 		return 1
 	fi
 	return 0

@@ -35,7 +35,7 @@ check not-qcow2 refused 1 "not-qcow2\.img.*(qcow2|magic)" ublk-qcow open not-qco
 # --zero-copy: refused where the kernel has none (6.12); elsewhere each
 # value gives the mode it names
 open_in_mode() {	# --zero-copy value, the mode list must show
-	uq_open --zero-copy="$1" good.qcow2 || return 1
+	UQ_MODE= uq_open --zero-copy="$1" good.qcow2 || return 1
 	mode=$(dev_field "$DEV" mode)
 	echo "    --zero-copy=$1: $DEV runs in mode $mode"
 	uq_close "$DEV" || return 1
