@@ -188,6 +188,11 @@ static int image_open(struct uq_dev *dev)
 
 /* ------------------------------------------------------------ device */
 
+/* --zero-copy's values, by enum uq_zc_mode */
+static const char *const zc_names[] = {
+	[UQ_ZC_AUTO] = "auto", [UQ_ZC_ON] = "on", [UQ_ZC_OFF] = "off", [UQ_ZC_REGISTER] = "register",
+};
+
 /*
  * The data mode to ask ADD_DEV for.  Zero copy brings user copy along
  * where offered: the bytes we make up ourselves (zeros, inflated clusters)
@@ -202,7 +207,7 @@ static int choose_data_mode(struct uq_dev *dev, uint64_t features, uint64_t *fla
 	if ((want == UQ_ZC_ON || want == UQ_ZC_REGISTER) && !offered) {
 		uq_err("--zero-copy=%s: this kernel does not offer ublk zero copy "
 		       "(UBLK_F_SUPPORT_ZERO_COPY needs Linux 6.15 or later; features 0x%llx)",
-		       want == UQ_ZC_ON ? "on" : "register", (unsigned long long)features);
+		       zc_names[want], (unsigned long long)features);
 		return -EOPNOTSUPP;
 	}
 	if (!offered || want == UQ_ZC_OFF)
@@ -281,8 +286,7 @@ static int adopt_dev_info(struct uq_dev *dev)
 	if ((dev->opt.zero_copy == UQ_ZC_ON && dev->data_mode == UQ_DATA_COPY) ||
 	    (dev->opt.zero_copy == UQ_ZC_REGISTER && dev->data_mode != UQ_DATA_ZERO_COPY)) {
 		uq_err("--zero-copy=%s: ADD_DEV did not grant it (flags 0x%llx)",
-		       dev->opt.zero_copy == UQ_ZC_ON ? "on" : "register",
-		       (unsigned long long)di->flags);
+		       zc_names[dev->opt.zero_copy], (unsigned long long)di->flags);
 		return -EOPNOTSUPP;
 	}
 	if (dev->data_mode == UQ_DATA_COPY && (di->flags & UBLK_F_USER_COPY)) {
@@ -374,17 +378,6 @@ static int open_cdev(struct uq_dev *dev)
 	return 0;
 }
 
-static uint8_t log2_of(uint64_t v)
-{
-	uint8_t n = 0;
-
-	while (v > 1) {
-		v >>= 1;
-		n++;
-	}
-	return n;
-}
-
 /*
  * Zero copy with direct IO: a request's pages go to the image file as they
  * are, so the device takes only buffers the file system takes (DMA_ALIGN,
@@ -412,7 +405,8 @@ static void fill_backend_params(const struct uq_dev *dev, struct ublk_params *p)
 
 static void fill_params(const struct uq_dev *dev, struct ublk_params *p)
 {
-	uint8_t cbits = (uint8_t)dev->info.cluster_bits, lbits = log2_of(dev->block_bytes);
+	uint8_t cbits = (uint8_t)dev->info.cluster_bits;
+	uint8_t lbits = (uint8_t)__builtin_ctz(dev->block_bytes);	/* a power of two */
 	uint8_t phys = cbits < 12 ? cbits : 12;
 
 	if (phys < lbits)
@@ -816,17 +810,15 @@ static void open_usage(FILE *f)
 
 static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
 {
-	if (!strcmp(s, "auto"))
-		*mode = UQ_ZC_AUTO;
-	else if (!strcmp(s, "on"))
-		*mode = UQ_ZC_ON;
-	else if (!strcmp(s, "off"))
-		*mode = UQ_ZC_OFF;
-	else if (!strcmp(s, "register"))
-		*mode = UQ_ZC_REGISTER;
-	else
-		return -EINVAL;
-	return 0;
+	unsigned i;
+
+	for (i = 0; i < sizeof(zc_names) / sizeof(zc_names[0]); i++) {
+		if (!strcmp(s, zc_names[i])) {
+			*mode = (enum uq_zc_mode)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }
 
 static int bad_value(const char *opt, const char *val, const char *want)

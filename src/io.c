@@ -43,10 +43,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ublk-qcow.h"
-
 
 /* user_data extra bits of a data op: buffer offset and length, 20 bits each */
 #define UQ_EXTRA_SHIFT 20
