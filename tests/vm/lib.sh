@@ -22,6 +22,7 @@
 #                              array of more qemu arguments, disks say)
 #   host_check NAME CMD...     a host-side check
 #   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
+#   host_sum / host_unchanged  a file is byte-identical after the VM ran
 #   vm_finish                  exit status from every result line
 #
 # Variant: TEST_VARIANT (run-tests.sh sets it from "test-x.sh@VARIANT") is
@@ -215,6 +216,17 @@ host_qemu_check() {
 	else
 		host_fail "$name" "qemu-img check $(basename "$img") exited $rc"
 		printf '%s\n' "$out" | tail -n 20 | sed 's/^/    /'
+	fi
+}
+
+# host_sum FILE / host_unchanged NAME FILE SUM: FILE is byte for byte what
+# it was when host_sum printed SUM (an image served read-only).
+host_sum() { sha256sum <"$1"; }
+host_unchanged() {
+	if [ "$(host_sum "$2")" = "$3" ]; then
+		host_pass "$1"
+	else
+		host_fail "$1" "$(basename "$2") changed while served read-only"
 	fi
 }
 
