@@ -164,24 +164,10 @@ int uq_ctrl_set_params(struct uq_ctrl *c, uint32_t dev_id, struct ublk_params *p
 	return ctrl_cmd(c, UBLK_U_CMD_SET_PARAMS, dev_id, p, sizeof(*p), 0);
 }
 
-/* The first CPU of queue q's mask, or -1. */
-int uq_ctrl_get_affinity(struct uq_ctrl *c, uint32_t dev_id, unsigned q, int *cpu)
+int uq_ctrl_get_affinity(struct uq_ctrl *c, uint32_t dev_id, unsigned q, cpu_set_t *set)
 {
-	cpu_set_t set;
-	int ret, i;
-
-	*cpu = -1;
-	CPU_ZERO(&set);
-	ret = ctrl_cmd(c, UBLK_U_CMD_GET_QUEUE_AFFINITY, dev_id, &set, sizeof(set), q);
-	if (ret < 0)
-		return ret;
-	for (i = 0; i < CPU_SETSIZE; i++) {
-		if (CPU_ISSET(i, &set)) {
-			*cpu = i;
-			break;
-		}
-	}
-	return 0;
+	CPU_ZERO(set);
+	return ctrl_cmd(c, UBLK_U_CMD_GET_QUEUE_AFFINITY, dev_id, set, sizeof(*set), q);
 }
 
 int uq_ctrl_start_dev(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel)

@@ -264,7 +264,6 @@ static int alloc_queues(struct uq_dev *dev)
 		dev->queues[i].dev = dev;
 		dev->queues[i].id = i;
 		dev->queues[i].efd = -1;
-		dev->queues[i].cpu = -1;
 	}
 	return 0;
 }

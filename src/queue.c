@@ -5,11 +5,11 @@
  * so each queue gets one thread that owns one io_uring and does everything
  * for its tags:
  *
- *   setup:  pin to the queue's first CPU, create the ring (SINGLE_ISSUER |
- *           DEFER_TASKRUN where the kernel has them), register the files
- *           [/dev/ublkcN, image] and the per-tag buffers (copy mode; a sparse
- *           table, one index per tag, in the zero-copy modes), map the
- *           descriptor array, queue one
+ *   setup:  pin to the queue's CPUs (choose_cpus), create the ring
+ *           (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them),
+ *           register the files [/dev/ublkcN, image] and the per-tag buffers
+ *           (copy mode; a sparse table, one index per tag, in the zero-copy
+ *           modes), map the descriptor array, queue one
  *           FETCH_REQ per tag, submit, report ready;
  *   loop:   io_uring_submit_and_wait(1), then handle every CQE; what the
  *           handlers queue (commits, image IO) goes out with the next submit;
@@ -450,19 +450,33 @@ static void report_ready(struct uq_dev *dev, int err)
 
 static void pin_thread(struct uq_queue *q)
 {
-	cpu_set_t set;
 	char name[16];
 
 	snprintf(name, sizeof(name), "ublk-qcow-q%u", q->id);
 	pthread_setname_np(pthread_self(), name);
 	/* reclaim triggered here must not wait on writeback to our own device */
 	prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
-	if (q->cpu < 0)
+	if (q->pinned && pthread_setaffinity_np(pthread_self(), sizeof(q->cpus), &q->cpus) != 0)
+		uq_warn("queue %u: cannot pin the thread to its %d CPUs", q->id,
+			CPU_COUNT(&q->cpus));
+}
+
+/*
+ * Queue q's thread runs on the CPUs whose IO goes to q (the whole mask the
+ * kernel reports: the first CPU alone is the one its client runs on too),
+ * or anywhere when that mask holds every CPU the daemon may use anyway.
+ */
+static void choose_cpus(struct uq_dev *dev, struct uq_queue *q)
+{
+	cpu_set_t allowed, both;
+
+	q->pinned = false;
+	if (uq_ctrl_get_affinity(&dev->ctrl, dev->dev_id, q->id, &q->cpus) < 0 ||
+	    sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
 		return;
-	CPU_ZERO(&set);
-	CPU_SET(q->cpu, &set);
-	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
-		uq_warn("queue %u: cannot pin the thread to CPU %d", q->id, q->cpu);
+	CPU_AND(&both, &q->cpus, &allowed);
+	q->pinned = CPU_COUNT(&both) && CPU_COUNT(&both) < CPU_COUNT(&allowed);
+	q->cpus = both;
 }
 
 static void *queue_thread(void *arg)
@@ -515,8 +529,7 @@ int uq_queues_start(struct uq_dev *dev)
 	for (i = 0; i < dev->nr_queues; i++) {
 		struct uq_queue *q = &dev->queues[i];
 
-		if (uq_ctrl_get_affinity(&dev->ctrl, dev->dev_id, i, &q->cpu) < 0)
-			q->cpu = -1;
+		choose_cpus(dev, q);
 		ret = -pthread_create(&q->thread, NULL, queue_thread, q);
 		if (ret < 0) {
 			uq_log_errno("pthread_create", ret);

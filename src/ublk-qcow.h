@@ -21,6 +21,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -72,7 +73,8 @@ void uq_ctrl_close(struct uq_ctrl *c);
 int uq_ctrl_get_features(struct uq_ctrl *c, uint64_t *features);
 int uq_ctrl_add_dev(struct uq_ctrl *c, struct ublksrv_ctrl_dev_info *info);
 int uq_ctrl_set_params(struct uq_ctrl *c, uint32_t dev_id, struct ublk_params *p);
-int uq_ctrl_get_affinity(struct uq_ctrl *c, uint32_t dev_id, unsigned q, int *cpu);
+/* The CPUs whose IO goes to queue q. */
+int uq_ctrl_get_affinity(struct uq_ctrl *c, uint32_t dev_id, unsigned q, cpu_set_t *set);
 int uq_ctrl_start_dev(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
 int uq_ctrl_stop_dev(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_del_dev(struct uq_ctrl *c, uint32_t dev_id);
@@ -176,7 +178,8 @@ struct uq_dev;
 struct uq_queue {
 	struct uq_dev *dev;
 	unsigned id;
-	int cpu;			/* -1: no affinity */
+	cpu_set_t cpus;			/* the queue's CPUs, when pinned */
+	bool pinned;			/* false: the queue's CPUs are all we may use */
 	pthread_t thread;
 	bool thread_started;
 	struct io_uring ring;

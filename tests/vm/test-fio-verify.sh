@@ -10,9 +10,11 @@
 # 512 B, 4 KiB, 64 KiB and 1 MiB + 7 sectors (larger than one request: the
 # block layer splits it), queue depth 32, 2 queues.
 #
-#   guest: fio writes and verifies (the data read back through the daemon
-#          right after writing); close; reopen with the default cache and
-#          1 queue; fio --verify_only reads all of it again;
+#   guest: each of the 2 queues' threads runs on its own CPU (the guest
+#          has 2); fio writes and verifies (the data read back through the
+#          daemon right after writing); close; reopen with the default cache
+#          and 1 queue, whose thread may run on both CPUs; fio --verify_only
+#          reads all of it again;
 #   host:  qemu-img check finds no errors and no leaks; qemu-img convert
 #          -O raw, and fio --verify_only on that raw file: QEMU's reader
 #          sees exactly the data fio wrote.
@@ -26,13 +28,29 @@ vm_fio_job verify iodepth=32 bssplit=512/25:4k/25:64k/25:1052160/25 size=64M
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring
+# queue_cpus N: the CPUs queue N's thread may run on (Cpus_allowed_list)
+queue_cpus() {
+	for t in /proc/$(pidof ublk-qcow)/task/*; do
+		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] &&
+			awk '/^Cpus_allowed_list/ { print $2 }' "$t/status"
+	done
+}
+# the guest has 2 CPUs: with a queue each, each thread runs on its own
+# CPU; one queue for both runs on either
+pinned_one_each() {
+	echo "    queue 0: CPUs $(queue_cpus 0), queue 1: CPUs $(queue_cpus 1)"
+	case $(queue_cpus 0)/$(queue_cpus 1) in 0/1|1/0) return 0 ;; esac
+	return 1
+}
 if uq_open -q 2 --l2-cache 16k disk.qcow2; then
 	export FILE=$DEV
+	check two-queues-one-cpu-each pinned_one_each
 	check fio-write-verify quiet fio job.fio
 	check close-after-write uq_close "$DEV"
 fi
 if uq_open disk.qcow2; then
 	export FILE=$DEV
+	check one-queue-not-pinned [ "$(queue_cpus 0)" = 0-1 ]
 	check fio-verify-after-reopen quiet fio --verify_only job.fio
 	check close-after-verify uq_close "$DEV"
 fi
