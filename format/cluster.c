@@ -629,16 +629,16 @@ static int l2_get_writable(struct qcow_image *img, uint64_t l1i, uint64_t **tabl
 static int cow_read(struct qcow_image *img, const struct l2_info *old, uint8_t *buf,
 		    uint64_t from, uint64_t len)
 {
-	if (!len)
-		return 0;
-	if (old->kind == QCOW_EXTENT_DATA)
-		return qcow_pread(img, buf + from, len, old->host + from);
-	memset(buf + from, 0, len);
-	return 0;
+	return len ? qcow_pread(img, buf + from, len, old->host + from) : 0;
 }
 
-/* Copy the old contents of guest cluster gc, except [skip_start, skip_end),
- * into the new host cluster dst. */
+/*
+ * Give the new host cluster dst the old contents of guest cluster gc, except
+ * [skip_start, skip_end), which the guest write fills. Old contents that read
+ * as zeros (no backing file: unallocated and zero clusters) are not copied:
+ * a cluster at or past zero_from reads as zeros already, and any other is
+ * zeroed whole (fallocate where the file can) before the guest data goes in.
+ */
 static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t gc,
 		       uint64_t dst, uint64_t skip_start, uint64_t skip_end)
 {
@@ -653,6 +653,8 @@ static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t g
 	ret = l2_get(img, table, gc & (img->l2_size - 1), gc, &old);
 	if (ret < 0)
 		return ret;
+	if (old.kind != QCOW_EXTENT_DATA && old.kind != QCOW_EXTENT_COMPRESSED)
+		return dst >= img->zero_from ? 0 : qcow_zero_fill(img, dst, cs);
 	buf = img->cow_buf;
 	if (old.kind == QCOW_EXTENT_COMPRESSED) {
 		ext.compressed_offset = old.host;
@@ -709,6 +711,7 @@ static int plan_in_place(struct qcow_image *img, const uint64_t *table, uint64_t
 	uint64_t cs = img->cluster_size, in = off & (cs - 1);
 	uint64_t l2i = qcow_offset_to_l2_index(img, off), i;
 	struct l2_info next;
+	int ret;
 
 	for (i = 1; i < nb; i++) {
 		if (l2_parse(img, be64toh(table[l2i + i]), &next) ||
@@ -717,7 +720,10 @@ static int plan_in_place(struct qcow_image *img, const uint64_t *table, uint64_t
 	}
 	plan_set(plan, off, QCOW_MIN(len, i * cs - in), first->host + in,
 		 off >> img->cluster_bits, i);
-	return qcow_check_metadata_overlap(img, plan->host_offset, plan->length);
+	ret = qcow_check_metadata_overlap(img, plan->host_offset, plan->length);
+	if (ret == 0)
+		qcow_note_write(img, plan->host_offset, plan->length);
+	return ret;
 }
 
 /* The run of clusters that need new host clusters: allocate, fill around. */
@@ -753,6 +759,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		return ret;
 	}
 	img->data_unsynced = true;
+	qcow_note_write(img, (uint64_t)host, n * cs);
 	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
 	plan->new_host_cluster = (uint64_t)host;
 	plan->inflight_slot = (uint32_t)slot;

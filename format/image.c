@@ -103,21 +103,51 @@ int qcow_refuse_if_failed(struct qcow_image *img)
 			      strerror(-img->fatal_error));
 }
 
-int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
+static int refuse_write(struct qcow_image *img)
 {
-	int ret;
-
 	if (img->read_only)
 		return qcow_set_error(img, -EROFS, "write refused: image is open read-only");
 	if ((img->incompatible_features & QCOW_INCOMPAT_CORRUPT) && !img->for_check)
 		return qcow_set_error(img, -EIO, "write refused: image is marked corrupt");
-	ret = qcow_refuse_if_failed(img);
+	return qcow_refuse_if_failed(img);
+}
+
+int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
+{
+	int ret = refuse_write(img);
+
 	if (ret < 0)
 		return ret;
+	qcow_note_write(img, off, len);
 	ret = img->file.ops->pwrite(img->file.ctx, buf, len, off);
 	if (ret < 0)
 		return qcow_set_error(img, ret, "write of %zu bytes at offset %" PRIu64 " failed: %s",
 				      len, off, strerror(-ret));
+	return 0;
+}
+
+void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	if (off + len > img->zero_from)
+		img->zero_from = off + len;
+}
+
+int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	int ret = refuse_write(img);
+
+	if (ret < 0)
+		return ret;
+	ret = -EOPNOTSUPP;
+	if (img->file.ops->zero_range) {
+		qcow_note_write(img, off, len);
+		ret = img->file.ops->zero_range(img->file.ctx, off, len);
+	}
+	if (ret == -EOPNOTSUPP)
+		return qcow_pwrite(img, img->zero_cluster, len, off);
+	if (ret < 0)
+		return qcow_set_error(img, ret, "zeroing %" PRIu64 " bytes at offset %" PRIu64
+				      " failed: %s", len, off, strerror(-ret));
 	return 0;
 }
 
@@ -389,6 +419,7 @@ static int load_header(struct qcow_image *img)
 		return qcow_set_error(img, ret, "cannot get the file size: %s", strerror(-ret));
 	if (file_size < sizeof(struct qcow_header_v2))
 		return qcow_set_error(img, -EINVAL, "not a qcow2 image (file too short)");
+	img->zero_from = file_size;
 	n = (size_t)QCOW_MIN(file_size, HEADER_READ_MAX);
 	buf = malloc(n);
 	if (!buf)

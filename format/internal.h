@@ -153,6 +153,15 @@ struct qcow_image {
 	bool data_unsynced;
 
 	/*
+	 * The file reads as zeros from this offset on: nothing has been written
+	 * at or past it since open. It starts at the file size and rises with
+	 * every write the engine issues (qcow_pwrite) or plans for its caller
+	 * (qcow_write_begin), before the write, so it is never too low. A new
+	 * cluster at or past it needs no zero fill (cluster.c).
+	 */
+	uint64_t zero_from;
+
+	/*
 	 * An L2 table was written outside a flush (evicted from the cache) since
 	 * the last fsync. The next flush may have no dirty table left, and so no
 	 * fsync of its own after step 2, yet its L1 entries (step 3) and refcount
@@ -203,6 +212,11 @@ int qcow_signal_corruption(struct qcow_image *img, const char *fmt, ...)
  * has failed (fatal_error), qcow_pwrite and qcow_fsync refuse. */
 int qcow_pread(struct qcow_image *img, void *buf, size_t len, uint64_t off);
 int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off);
+/* Make [off, off+len) read as zeros: fallocate where the file can, else a
+ * write of zeros (len at most one cluster). */
+int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len);
+/* A write to [off, off+len) is about to be issued: raise zero_from past it. */
+void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len);
 int qcow_fsync(struct qcow_image *img);
 /* Fail the handle after err (see fatal_error); returns err. */
 int qcow_fail_handle(struct qcow_image *img, int err, const char *what);

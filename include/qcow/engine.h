@@ -41,6 +41,12 @@ struct qcow_file_ops {
 	int (*truncate)(void *ctx, uint64_t size);
 	/* Current file size in bytes. 0 or -errno. */
 	int (*get_size)(void *ctx, uint64_t *size);
+	/*
+	 * Make [off, off+len) read as zeros without writing them, where the file
+	 * system can (fallocate). -EOPNOTSUPP where it cannot: the engine then
+	 * writes zeros. May be NULL (the same as always -EOPNOTSUPP).
+	 */
+	int (*zero_range)(void *ctx, uint64_t off, uint64_t len);
 	/* Release ctx. May be NULL. */
 	void (*close)(void *ctx);
 };

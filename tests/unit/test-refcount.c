@@ -25,15 +25,8 @@ static struct qcow_image *make_image(const char *name, unsigned cb, unsigned rb,
 	struct qcow_create_opts co = {
 		.size = size, .cluster_bits = cb, .refcount_bits = rb, .version = 3,
 	};
-	struct qcow_image *img = NULL;
-	char err[512] = "";
-	int r;
 
-	r = qcow_create(path, &co, true, err, sizeof(err));
-	REQUIRE(r == 0, "create %s: %d %s", path, r, err);
-	r = qcow_open(path, NULL, &img, err, sizeof(err));
-	REQUIRE(r == 0 && img, "open %s: %d %s", path, r, err);
-	return img;
+	return t_create_open(path, &co);
 }
 
 static uint64_t width_mask(unsigned w)

@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qcow/engine.h"
+
 #define T_SKIP 77
 
 static unsigned long t_nfail;
@@ -250,6 +252,20 @@ static inline int t_run(char *out, size_t outlen, const char *fmt, ...)
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
 	return 128 + WTERMSIG(st);
+}
+
+/* Create an image at path (replacing any file there) and open it read-write. */
+static inline struct qcow_image *t_create_open(const char *path, const struct qcow_create_opts *co)
+{
+	struct qcow_image *img = NULL;
+	char err[512] = "";
+	int r;
+
+	r = qcow_create(path, co, true, err, sizeof(err));
+	REQUIRE(r == 0, "create %s: %d %s", path, r, err);
+	r = qcow_open(path, NULL, &img, err, sizeof(err));
+	REQUIRE(r == 0 && img, "open %s: %d %s", path, r, err);
+	return img;
 }
 
 /* Read a whole file; *len gets its size. Caller frees. NULL on error. */
