@@ -670,7 +670,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	uq_io_advance(t);
 }
 
-void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res)
+static void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res)
 {
 	uint64_t pos = extra & UQ_EXTRA_MASK, len = extra >> UQ_EXTRA_SHIFT;
 
@@ -687,7 +687,7 @@ void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res)
 	uq_io_advance(t);
 }
 
-void uq_io_meta_done(struct uq_tag *t, int res)
+static void uq_io_meta_done(struct uq_tag *t, int res)
 {
 	struct uq_dev *dev = t->q->dev;
 	int result = (uint64_t)res == t->need.len ? 0 : (res < 0 ? res : -EIO);
@@ -708,7 +708,7 @@ void uq_io_meta_done(struct uq_tag *t, int res)
 	uq_io_advance(t);
 }
 
-void uq_io_register_done(struct uq_tag *t, int res)
+static void uq_io_register_done(struct uq_tag *t, int res)
 {
 	t->ops--;
 	if (res < 0) {
@@ -721,7 +721,7 @@ void uq_io_register_done(struct uq_tag *t, int res)
 }
 
 /* A write of bytes we made up into the request: all of it, or the request fails. */
-void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
+static void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
 {
 	uint64_t len = extra >> UQ_EXTRA_SHIFT;
 
@@ -732,6 +732,27 @@ void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
 		tag_error(t, -EIO);
 	}
 	uq_io_advance(t);
+}
+
+void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
+{
+	struct uq_tag *t = &q->tags[uq_ud_tag(ud)];
+
+	q->backend--;
+	switch (uq_ud_kind(ud)) {
+	case UQ_UD_DATA:
+		uq_io_data_done(t, uq_ud_extra(ud), res);
+		break;
+	case UQ_UD_META:
+		uq_io_meta_done(t, res);
+		break;
+	case UQ_UD_ZC:
+		uq_io_register_done(t, res);
+		break;
+	default:
+		uq_io_fill_done(t, uq_ud_extra(ud), res);
+		break;
+	}
 }
 
 /* Retry every request parked on q (each may park again). */

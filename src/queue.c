@@ -33,16 +33,6 @@
 
 #include "ublk-qcow.h"
 
-
-static unsigned roundup_pow2(unsigned v)
-{
-	unsigned r = 1;
-
-	while (r < v)
-		r <<= 1;
-	return r;
-}
-
 /* A free SQE, flushing the queued ones to the kernel when the ring is full. */
 struct io_uring_sqe *uq_get_sqe(struct uq_queue *q)
 {
@@ -220,14 +210,6 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_CMD:
 		handle_cmd_cqe(q, tag, res);
 		break;
-	case UQ_UD_DATA:
-		q->backend--;
-		uq_io_data_done(&q->tags[tag], uq_ud_extra(ud), res);
-		break;
-	case UQ_UD_META:
-		q->backend--;
-		uq_io_meta_done(&q->tags[tag], res);
-		break;
 	case UQ_UD_ZC:
 		if (uq_ud_extra(ud)) {
 			/* an unregister failed: the buffer table is not what we think */
@@ -236,12 +218,12 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 			q->fatal = true;
 			break;
 		}
-		q->backend--;
-		uq_io_register_done(&q->tags[tag], res);
+		uq_io_complete(q, ud, res);
 		break;
+	case UQ_UD_DATA:
+	case UQ_UD_META:
 	case UQ_UD_FILL:
-		q->backend--;
-		uq_io_fill_done(&q->tags[tag], uq_ud_extra(ud), res);
+		uq_io_complete(q, ud, res);
 		break;
 	case UQ_UD_EVENT:
 		handle_event_cqe(q, res);
@@ -296,24 +278,8 @@ static void queue_loop(struct uq_queue *q)
 
 static int ring_init(struct uq_queue *q)
 {
-	unsigned sq = roundup_pow2(q->dev->depth * 2 < 64 ? 64 : q->dev->depth * 2);
-	struct io_uring_params p;
-	int ret;
+	int ret = uq_ring_init(&q->ring, q->dev->depth);
 
-	if (sq > 4096)
-		sq = 4096;
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN |
-		  IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	p.cq_entries = sq * 4;
-	ret = io_uring_queue_init_params(sq, &q->ring, &p);
-	if (ret == -EINVAL) {
-		/* kernels before 6.1: no DEFER_TASKRUN */
-		memset(&p, 0, sizeof(p));
-		p.flags = IORING_SETUP_CQSIZE;
-		p.cq_entries = sq * 4;
-		ret = io_uring_queue_init_params(sq, &q->ring, &p);
-	}
 	if (ret < 0)
 		return uq_log_errno("io_uring_queue_init_params", ret);
 	q->ring_ok = true;

@@ -257,6 +257,10 @@ struct uq_backend_limits {
 /* The limits of the block device under the file fd; known false when none. */
 int uq_backend_limits(int fd, struct uq_backend_limits *out);
 
+/* ----------------------------------------------------------------- ring.c */
+/* A queue's ring, for depth requests in flight. 0 or -errno. */
+int uq_ring_init(struct io_uring *ring, unsigned depth);
+
 /* ---------------------------------------------------------------- queue.c */
 int uq_queues_start(struct uq_dev *dev);
 void uq_queues_abort(struct uq_dev *dev);
@@ -302,10 +306,9 @@ static inline uint64_t uq_ud_extra(uint64_t ud)
 
 /* ------------------------------------------------------------------- io.c */
 void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
-void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res);
-void uq_io_meta_done(struct uq_tag *t, int res);
-void uq_io_register_done(struct uq_tag *t, int res);
-void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res);
+/* The completion of what io.c queued for a tag (kind DATA, META, FILL, or
+ * ZC for a REGISTER_IO_BUF): hands it to the tag. */
+void uq_io_complete(struct uq_queue *q, uint64_t ud, int res);
 void uq_io_advance(struct uq_tag *t);
 void uq_io_retry_parked(struct uq_queue *q);
 /* Quiesce: tell the main thread when idle; start held requests after. */

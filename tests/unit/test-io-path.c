@@ -357,7 +357,6 @@ static void deliver_sqe(unsigned i)
 	struct io_uring_sqe e = sq[i];
 	unsigned qi = sq_q[i];
 	enum uq_ud_kind kind = uq_ud_kind(e.user_data);
-	struct uq_tag *t = &tags[qi * DEPTH + uq_ud_tag(e.user_data)];
 	int res, err;
 
 	sq[i] = sq[sq_len - 1];
@@ -365,17 +364,9 @@ static void deliver_sqe(unsigned i)
 	sq_len--;
 	err = injected(&e, kind);
 	res = err ? err : execute(qi, &e);
-	queues[qi].backend--;
-	if (kind == UQ_UD_DATA)
-		uq_io_data_done(t, uq_ud_extra(e.user_data), res);
-	else if (kind == UQ_UD_META)
-		uq_io_meta_done(t, res);
-	else if (kind == UQ_UD_ZC)
-		uq_io_register_done(t, res);
-	else if (kind == UQ_UD_FILL)
-		uq_io_fill_done(t, uq_ud_extra(e.user_data), res);
-	else
-		CHECK(false, "completion of kind %d", (int)kind);
+	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL,
+	      "completion of kind %d", (int)kind);
+	uq_io_complete(&queues[qi], e.user_data, res);
 }
 
 /* The eventfd read completing: queue.c's handle_event_cqe(). */
@@ -644,6 +635,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		queues[i].id = i;
 		queues[i].efd = -1;
 		queues[i].descs = descs[i];
+		queues[i].tags = &tags[i * DEPTH];
 		queues[i].cbuf = malloc(dev.info.cluster_size);
 		REQUIRE(queues[i].cbuf, "malloc");
 		ev_pending[i] = false;
