@@ -1,0 +1,123 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# bench/host-requests: the daemon's request path at native speed, without
+# the driver: qcow-tool bench (src/io.c served from user space, one thread,
+# one io_uring) side by side with qemu-img bench and with fio on a raw copy,
+# all with direct IO at queue depth 32, as ratios of medians of ROUNDS runs:
+#
+#   4K read            a 1 GiB image, every cluster allocated
+#   4K overwrite       the same image
+#   4K allocating      an empty 8 GiB image, one request per 64 KiB cluster
+#                      (step 64K): every write allocates
+#
+# Then user-space instructions per request, counted by callgrind for
+# qcow-tool bench and qemu-img bench (-i io_uring): the difference between
+# a run of 2N and one of N requests, over N, so start-up does not count.
+#
+#   ROUNDS (default 3), COUNT (requests per timed run, default 100000),
+#   QCOW_TOOL_FAST (tools/qcow-tool)
+set -eu
+cd "$(dirname "$0")/../.."
+TOOL=${QCOW_TOOL_FAST:-$PWD/tools/qcow-tool}
+ROUNDS=${ROUNDS:-3}
+COUNT=${COUNT:-100000}
+for p in qemu-img fio; do
+	command -v $p >/dev/null || { echo "bench/host-requests: needs $p"; exit 77; }
+done
+[ -x "$TOOL" ] || { echo "bench/host-requests: build qcow-tool first (make)"; exit 1; }
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/qcow-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+
+qemu-img create -q -f qcow2 "$TMP/full.qcow2" 1G
+qemu-img bench -q -w -t none -s 512k -c 2048 -d 4 --pattern=1 "$TMP/full.qcow2" >/dev/null
+qemu-img convert -O raw "$TMP/full.qcow2" "$TMP/full.raw"
+if ! "$TOOL" bench -q -c 1 -t none "$TMP/full.qcow2" 2>/dev/null; then
+	echo "bench/host-requests: $TMP's file system refuses O_DIRECT; set TMPDIR"
+	exit 77
+fi
+
+# seconds CMD...: the run's time from its "Run completed in X seconds" line
+seconds() { "$@" | sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p'; }
+# fio_seconds FILE RW [OPTIONS]: COUNT requests of 4K at depth 32
+fio_seconds() {
+	local f=$1 rw=$2
+	shift 2
+	fio --name=b --filename="$f" --rw="$rw" --bs=4k --iodepth=32 --ioengine=io_uring \
+		--direct=1 --number_ios="$COUNT" "$@" --output-format=terse --terse-version=3 |
+		awk -F';' '{ ms = $9 > $50 ? $9 : $50; print ms / 1000 }'
+}
+# fresh: an empty 8 GiB image (and raw file) for allocating writes
+fresh() {
+	rm -f "$TMP/empty.qcow2" "$TMP/empty.raw"
+	qemu-img create -q -f qcow2 "$TMP/empty.qcow2" 8G
+	truncate -s 8G "$TMP/empty.raw"
+}
+
+ALLOC="-w -S 64k"
+run_round() {
+	local r=$1 a=(-c "$COUNT" -d 32 -t none)
+	seconds "$TOOL" bench "${a[@]}" "$TMP/full.qcow2" >>"$TMP/read.ours"
+	seconds qemu-img bench "${a[@]}" -n -i io_uring "$TMP/full.qcow2" >>"$TMP/read.qemu"
+	fio_seconds "$TMP/full.raw" read >>"$TMP/read.fio"
+	seconds "$TOOL" bench "${a[@]}" -w --pattern=$r "$TMP/full.qcow2" >>"$TMP/over.ours"
+	seconds qemu-img bench "${a[@]}" -n -i io_uring -w --pattern=$r "$TMP/full.qcow2" >>"$TMP/over.qemu"
+	fio_seconds "$TMP/full.raw" write >>"$TMP/over.fio"
+	fresh
+	# shellcheck disable=SC2086 # ALLOC is two options
+	seconds "$TOOL" bench "${a[@]}" $ALLOC "$TMP/empty.qcow2" >>"$TMP/alloc.ours"
+	fresh
+	# shellcheck disable=SC2086
+	seconds qemu-img bench "${a[@]}" -n -i io_uring $ALLOC "$TMP/empty.qcow2" >>"$TMP/alloc.qemu"
+	fio_seconds "$TMP/empty.raw" write:60k >>"$TMP/alloc.fio"
+}
+for ((r = 1; r <= ROUNDS; r++)); do
+	run_round "$r"
+done
+
+echo "make bench: the request path on the host, no driver ($COUNT requests of 4K, depth 32, direct IO;"
+echo "  requests per second, medians of $ROUNDS; ours = qcow-tool bench, ublk-qcow's request path)"
+printf "  %-22s %12s %12s %12s %10s %10s\n" workload ours qemu-img "fio raw" ours/qemu ours/fio
+for w in read:"4K read" over:"4K overwrite" alloc:"4K allocating"; do
+	k=${w%%:*}
+	o=$(median <"$TMP/$k.ours") q=$(median <"$TMP/$k.qemu") f=$(median <"$TMP/$k.fio")
+	awk -v w="${w#*:}" -v n="$COUNT" -v o="$o" -v q="$q" -v f="$f" 'BEGIN {
+		printf "  %-22s %12.0f %12.0f %12.0f %9.2fx %9.2fx\n", w, n / o, n / q, n / f, q / o, f / o }'
+done
+
+if ! command -v valgrind >/dev/null; then
+	echo "  (no valgrind: instructions per request not counted)"
+	exit 0
+fi
+# instructions CMD...: callgrind's total for the command
+instructions() {
+	valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$@" >/dev/null 2>&1
+	sed -n 's/^summary: //p' "$TMP/cg.out"
+}
+# per_request N IMG CMD...: instructions of CMD -c 2N IMG minus CMD -c N IMG,
+# over N (FRESH=1: each run on a fresh empty image)
+per_request() {
+	local n=$1 img=$2 one two
+	shift 2
+	[ "${FRESH:-}" = 1 ] && fresh
+	one=$(instructions "$@" -c "$n" "$img")
+	[ "${FRESH:-}" = 1 ] && fresh
+	two=$(instructions "$@" -c $((2 * n)) "$img")
+	awk -v a="$one" -v b="$two" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }'
+}
+N=5000
+echo "  user-space instructions per request (callgrind, 2x$N minus $N requests):"
+printf "  %-22s %12s %12s %10s\n" workload ours qemu-img ours/qemu
+for w in read over alloc; do
+	case $w in
+	read) name="4K read"; img=$TMP/full.qcow2; extra=(); FRESH= ;;
+	over) name="4K overwrite"; img=$TMP/full.qcow2; extra=(-w); FRESH= ;;
+	alloc) name="4K allocating"; img=$TMP/empty.qcow2; extra=(-w -S 64k); FRESH=1 ;;
+	esac
+	o=$(per_request $N "$img" "$TOOL" bench -q -d 32 -t none "${extra[@]}")
+	q=$(per_request $N "$img" qemu-img bench -q -d 32 -t none -n -i io_uring "${extra[@]}")
+	awk -v w="$name" -v o="$o" -v q="$q" 'BEGIN {
+		printf "  %-22s %12d %12d %9.2fx\n", w, o, q, o / q }'
+done
