@@ -27,3 +27,28 @@ ratio_line() {
 		printf "%s: %-13s ours %9.2f ms   %s %9.2f ms   ratio ours/%s %.2f\n",
 		       b, w, t / 1e6, p, q / 1e6, p, t / q }'
 }
+
+# vm_bench_per_kernel SCRIPT: without TEST_VARIANT, run SCRIPT once per
+# kernel of BENCH_KERNELS (default "6.12 new") and exit with the verdict;
+# with it (one such run), require the VM: a benchmark never skips quietly.
+vm_bench_per_kernel() {
+	local k rc=0
+	if [ -z "${TEST_VARIANT:-}" ]; then
+		for k in ${BENCH_KERNELS:-6.12 new}; do
+			TEST_VARIANT=$k bash "$1" || rc=1
+		done
+		exit $rc
+	fi
+	VM_TESTS_REQUIRED=1
+}
+
+# vm_bench_header TITLE: after vm_run, the table's title line (KERNEL in it
+# becomes the kernel's version), and a warning when the boot was spoiled.
+vm_bench_header() {
+	local kernel
+	kernel=$(cut -d+ -f1 "$KDIR/version")
+	echo "make bench: ${1//KERNEL/$kernel}"
+	grep -a -q '^bench: spoiled' "$WORK/console.log" &&
+		echo "  SPOILED: the guest's clock jumped during this boot; discard these figures"
+	return 0
+}

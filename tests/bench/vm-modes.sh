@@ -15,14 +15,8 @@
 # one boot mean anything; a boot whose kernel log shows clock trouble
 # (the guest clock can leap under emulation) is marked spoiled.
 HERE=$(cd "$(dirname "$0")" && pwd)
-if [ -z "${TEST_VARIANT:-}" ]; then
-	rc=0
-	for k in ${BENCH_KERNELS:-6.12 new}; do
-		TEST_VARIANT=$k bash "$0" || rc=1
-	done
-	exit $rc
-fi
-VM_TESTS_REQUIRED=1
+. "$HERE/lib.sh"
+vm_bench_per_kernel "$0"
 . "$HERE/../vm/lib.sh"
 
 vm_init
@@ -64,17 +58,13 @@ for m in $MODES; do
 		uq_close "$DEV"
 	done
 done
-if dmesg | grep -q -i -e 'clocksource.*unstable' -e 'rcu.*stall' -e 'timekeeping watchdog'; then
-	echo "bench: spoiled (the guest's clock jumped)"
-fi
+bench_clock_check
 pass bench-ran
 GUEST
 vm_run >/dev/null
 
 log=$WORK/console.log
-kernel=$(cut -d+ -f1 "$KDIR/version")
-echo "make bench: data modes on $kernel (IOPS; ratio to copy mode with the same queues)"
-grep -a -q '^bench: spoiled' "$log" && echo "  SPOILED: the guest's clock jumped during this boot; discard these figures"
+vm_bench_header "data modes on KERNEL (IOPS; ratio to copy mode with the same queues)"
 grep -a -o '^bench: [a-z-]* [12] .*' "$log" | awk '
 	{ mode = $2; q = $3; w = $4; v[mode, q, w] = $5; if (!(mode in seen)) { seen[mode] = 1; order[++n] = mode }
 	  if (!(w in wseen)) { wseen[w] = 1; works[++nw] = w } }

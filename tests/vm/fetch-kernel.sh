@@ -44,15 +44,16 @@ CACHE=${UBLK_QCOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-qcow/kernel}
 # checksums need the crc32c crypto driver (a module too, which ext4's mount
 # asks for by name rather than through a module dependency; later kernels
 # use the crc32c library directly); virtio_pci is listed in case the config
-# has it modular (it is skipped when built in).
+# has it modular (it is skipped when built in); loop and nbd are the peers
+# make bench compares with (tests/bench/vm-peers.sh).
 case $KIND in
 6.12)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci virtio_blk"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci virtio_blk loop nbd"
 	PKG_RE='^linux-image-6\.12\..*-amd64-unsigned$'
 	CACHED_GLOB='linux-image-6.12.*'
 	;;
 new)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_blk"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_blk loop nbd"
 	PKG_RE='^linux-binary-unsigned-[0-9.]*\+deb13-amd64$'
 	CACHED_GLOB='linux-binary-unsigned-*'
 	;;
