@@ -759,6 +759,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		return ret;
 	}
 	img->data_unsynced = true;
+	qcow_grow_for(img, (uint64_t)host + n * cs);
 	qcow_note_write(img, (uint64_t)host, n * cs);
 	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
 	plan->new_host_cluster = (uint64_t)host;

@@ -130,6 +130,39 @@ void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	if (off + len > img->zero_from)
 		img->zero_from = off + len;
+	if (off + len > img->file_end)
+		img->file_end = off + len;
+}
+
+/*
+ * A write that extends the file is slow: with direct IO, ext4 and xfs
+ * serialize extending writes and wait for each, so allocating writes at
+ * the end of the file would go one at a time.  So the file grows ahead of
+ * the data, in steps of an eighth of its size (at least a cluster, at most
+ * QCOW_GROW_MAX), by ftruncate: no data written, the new tail reads as
+ * zeros (zero_from is unchanged) and, holding no referenced cluster, is
+ * free space to qemu-img check; a crash leaves it, harmlessly.
+ */
+void qcow_grow_for(struct qcow_image *img, uint64_t end)
+{
+	uint64_t step, target;
+
+	if (end <= img->file_end || img->read_only || img->fatal_error)
+		return;
+	step = QCOW_MIN(QCOW_MAX(img->file_end / 8, img->cluster_size), QCOW_GROW_MAX);
+	target = QCOW_ALIGN_UP(end + step, img->cluster_size);
+	if (img->file.ops->truncate(img->file.ctx, target) == 0) {
+		img->file_end = target;
+		img->grown = true;
+	}
+}
+
+/* A clean close gives back the tail grown ahead and never written. */
+static void trim_grown_tail(struct qcow_image *img)
+{
+	if (img->grown && img->file_end > img->zero_from && !img->fatal_error &&
+	    img->file.ops->truncate(img->file.ctx, img->zero_from) == 0)
+		img->file_end = img->zero_from;
 }
 
 int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len)
@@ -403,6 +436,8 @@ int qcow_close(struct qcow_image *img)
 		return 0;
 	if (!img->read_only)
 		ret = qcow_flush(img);
+	if (ret == 0)
+		trim_grown_tail(img);
 	free_image(img);
 	return ret;
 }
@@ -419,7 +454,7 @@ static int load_header(struct qcow_image *img)
 		return qcow_set_error(img, ret, "cannot get the file size: %s", strerror(-ret));
 	if (file_size < sizeof(struct qcow_header_v2))
 		return qcow_set_error(img, -EINVAL, "not a qcow2 image (file too short)");
-	img->zero_from = file_size;
+	img->zero_from = img->file_end = file_size;
 	n = (size_t)QCOW_MIN(file_size, HEADER_READ_MAX);
 	buf = malloc(n);
 	if (!buf)

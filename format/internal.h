@@ -95,6 +95,8 @@ struct qcow_inflight {
 	bool used;
 };
 #define QCOW_MAX_INFLIGHT 256
+/* The most the file grows by ahead of data writes at once (image.c). */
+#define QCOW_GROW_MAX (64ULL << 20)
 
 struct qcow_image {
 	struct qcow_file file;
@@ -162,6 +164,15 @@ struct qcow_image {
 	uint64_t zero_from;
 
 	/*
+	 * How far the file reaches, as far as the engine knows: the size at
+	 * open, raised by every write noted (qcow_note_write) and by growing
+	 * it ahead of data writes (qcow_grow_for). grown: the engine grew it,
+	 * so a clean close gives the unused tail back.
+	 */
+	uint64_t file_end;
+	bool grown;
+
+	/*
 	 * An L2 table was written outside a flush (evicted from the cache) since
 	 * the last fsync. The next flush may have no dirty table left, and so no
 	 * fsync of its own after step 2, yet its L1 entries (step 3) and refcount
@@ -217,6 +228,9 @@ int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t of
 int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len);
 /* A write to [off, off+len) is about to be issued: raise zero_from past it. */
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len);
+/* Data goes up to end next: grow the file ahead so the write does not
+ * extend it (image.c says why). Never fails: a write can extend it too. */
+void qcow_grow_for(struct qcow_image *img, uint64_t end);
 int qcow_fsync(struct qcow_image *img);
 /* Fail the handle after err (see fatal_error); returns err. */
 int qcow_fail_handle(struct qcow_image *img, int err, const char *what);
