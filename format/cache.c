@@ -51,6 +51,8 @@ struct qcow_cache {
 	uint64_t clock;
 	unsigned nb_dirty;
 	unsigned nb_loading;          /* slots in state loading */
+	uint64_t hits;                /* lookups that found the table */
+	uint64_t misses;              /* table reads started */
 };
 
 static const char *cache_name(const struct qcow_cache *c)
@@ -305,6 +307,8 @@ static int lookup(struct qcow_cache *c, uint64_t offset)
 	if (idx >= 0 && c->slots[idx].state == SLOT_LOADING)
 		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx is being loaded",
 				      cache_name(c), (unsigned long long)offset);
+	if (idx >= 0)
+		c->hits++;
 	return idx;
 }
 
@@ -322,6 +326,7 @@ int qcow_cache_get(struct qcow_cache *c, uint64_t offset, void **table)
 		idx = slot_claim(c, offset, false);
 		if (idx < 0)
 			return idx;
+		c->misses++;
 		ret = qcow_pread(c->img, slot_table(c, (unsigned)idx), c->table_size, offset);
 		if (ret < 0) {
 			slot_empty(c, (unsigned)idx);
@@ -395,6 +400,7 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 		return idx;
 	c->slots[idx].state = SLOT_LOADING;
 	c->nb_loading++;
+	c->misses++;
 	need->offset = offset;
 	need->len = c->table_size;
 	need->buf = slot_table(c, (unsigned)idx);
@@ -494,6 +500,12 @@ void qcow_cache_forget(struct qcow_cache *c, uint64_t offset)
 		return;
 	}
 	slot_empty(c, (unsigned)idx);
+}
+
+void qcow_cache_counts(const struct qcow_cache *c, uint64_t *hits, uint64_t *misses)
+{
+	*hits = c->hits;
+	*misses = c->misses;
 }
 
 int qcow_cache_invalidate(struct qcow_cache *c)

@@ -656,6 +656,7 @@ static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t g
 	if (old.kind != QCOW_EXTENT_DATA && old.kind != QCOW_EXTENT_COMPRESSED)
 		return dst >= img->zero_from ? 0 : qcow_zero_fill(img, dst, cs);
 	buf = img->cow_buf;
+	img->cow_copies++;
 	if (old.kind == QCOW_EXTENT_COMPRESSED) {
 		ext.compressed_offset = old.host;
 		ext.compressed_length = old.clen;

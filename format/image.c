@@ -126,6 +126,13 @@ int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t of
 	return 0;
 }
 
+void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out)
+{
+	qcow_cache_counts(img->l2_cache, &out->l2_hits, &out->l2_misses);
+	out->clusters_allocated = img->clusters_allocated;
+	out->cow_copies = img->cow_copies;
+}
+
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	if (off + len > img->zero_from)

@@ -78,6 +78,8 @@ bool qcow_cache_has_dirty(const struct qcow_cache *c);
 void qcow_cache_forget(struct qcow_cache *c, uint64_t offset);
 /* Drop everything (after a refcount rebuild); fails if anything is dirty/pinned. */
 int qcow_cache_invalidate(struct qcow_cache *c);
+/* Lookups that found their table, and table reads started, since creation. */
+void qcow_cache_counts(const struct qcow_cache *c, uint64_t *hits, uint64_t *misses);
 
 /* --------------------------------------------------------------- image.c */
 
@@ -171,6 +173,10 @@ struct qcow_image {
 	 */
 	uint64_t file_end;
 	bool grown;
+
+	/* counters for qcow_get_stats (the L2 cache counts its own) */
+	uint64_t clusters_allocated;
+	uint64_t cow_copies;
 
 	/*
 	 * An L2 table was written outside a flush (evicted from the cache) since

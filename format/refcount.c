@@ -730,6 +730,7 @@ int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb)
 	if (ret < 0)
 		return ret;
 	img->free_cluster_index = ff == c ? c + nb : ff;
+	img->clusters_allocated += nb;
 	return (int64_t)(c << img->cluster_bits);
 }
 

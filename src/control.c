@@ -9,6 +9,8 @@
  *   snapshot delete NAME       (NAME or id)
  *   snapshot apply NAME        refused: the guest's filesystem would be
  *                              corrupted under it
+ *   stats                  ->  "ok" and the counters (stats_line), for
+ *                              ublk-qcow stats
  *
  * A snapshot is a point-in-time image of everything acknowledged before it.
  * The main thread quiesces the queues first: each queue holds new requests
@@ -33,6 +35,7 @@
 #define UQ_QUIESCE_TIMEOUT_MS	30000
 #define UQ_CLIENT_TIMEOUT_MS	5000
 #define UQ_LINE_MAX		2048
+#define UQ_REPLY_MAX		65536	/* stats: a few hundred bytes a queue */
 
 int uq_control_path(unsigned id, char *out, size_t len)
 {
@@ -197,12 +200,44 @@ static int snapshot_op(struct uq_dev *dev, const char *verb, const char *name, c
 	return ret;
 }
 
+/*
+ * "stats": "ok NQ NC", then for each queue its requests waiting now and its
+ * NC counters (enum uq_qstat order), then the engine's (struct qcow_stats
+ * order); stats.c reads it.
+ */
+static void stats_line(struct uq_dev *dev, char *msg, size_t len)
+{
+	struct qcow_stats es;
+	size_t n;
+	unsigned i, k;
+
+	n = (size_t)snprintf(msg, len, "ok %u %u", dev->nr_queues, (unsigned)UQ_QS_COUNT);
+	pthread_mutex_lock(&dev->engine_lock);
+	for (i = 0; i < dev->nr_queues && n < len; i++) {
+		n += (size_t)snprintf(msg + n, len - n, " %u", dev->queues[i].nr_parked);
+		for (k = 0; k < UQ_QS_COUNT && n < len; k++)
+			n += (size_t)snprintf(msg + n, len - n, " %llu", (unsigned long long)
+					      uq_counter(&dev->queues[i], (enum uq_qstat)k));
+	}
+	qcow_get_stats(dev->img, &es);
+	pthread_mutex_unlock(&dev->engine_lock);
+	if (n < len)
+		snprintf(msg + n, len - n, " %llu %llu %llu %llu",
+			 (unsigned long long)es.l2_hits, (unsigned long long)es.l2_misses,
+			 (unsigned long long)es.clusters_allocated,
+			 (unsigned long long)es.cow_copies);
+}
+
 /* One request line in, one answer line out (in msg, without the newline). */
 static void handle_line(struct uq_dev *dev, char *line, char *msg, size_t len)
 {
 	char *verb, *name;
 	int ret;
 
+	if (!strcmp(line, "stats")) {
+		stats_line(dev, msg, len);
+		return;
+	}
 	if (strncmp(line, "snapshot ", 9)) {
 		snprintf(msg, len, "error unknown request");
 		return;
@@ -256,7 +291,8 @@ static int read_line(int fd, char *line, size_t len)
 
 void uq_control_serve_one(struct uq_dev *dev)
 {
-	char line[UQ_LINE_MAX], msg[UQ_LINE_MAX];
+	static char msg[UQ_REPLY_MAX];	/* the main thread's alone */
+	char line[UQ_LINE_MAX];
 	int fd = accept4(dev->control_fd, NULL, NULL, SOCK_CLOEXEC);
 	ssize_t n;
 

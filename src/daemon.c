@@ -983,7 +983,7 @@ int uq_cmd_recover(int argc, char **argv)
 		else
 			o.foreground = true;
 	}
-	if (argc - optind != 1 || uq_parse_target(argv[optind], &id) < 0) {
+	if (uq_target_arg(argc, argv, &id) < 0) {
 		recover_usage(stderr);
 		return UQ_EXIT_USAGE;
 	}

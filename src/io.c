@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ublk-qcow.h"
 
@@ -122,7 +123,7 @@ static void park_locked(struct uq_tag *t)
 
 	t->parked = true;
 	t->next_parked = NULL;
-	q->nr_parks++;
+	uq_count(q, UQ_QS_WAITS, 1);
 	if (q->parked_tail)
 		q->parked_tail->next_parked = t;
 	else
@@ -278,7 +279,7 @@ static void issue_meta(struct uq_tag *t)
 	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_META, t->tag, 0));
 	t->wait_meta = true;
 	q->backend++;
-	q->nr_meta_reads++;
+	uq_count(q, UQ_QS_L2_READS, 1);
 }
 
 /* ------------------------------------------------------------------ READ */
@@ -535,13 +536,58 @@ static bool has_data(const struct uq_tag *t)
 	return t->op == UBLK_IO_OP_READ || t->op == UBLK_IO_OP_WRITE;
 }
 
+static bool op_known(unsigned op)
+{
+	return op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_FLUSH ||
+	       op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void count_flush(struct uq_tag *t)
+{
+	uint64_t ns = now_ns() - t->start_ns;
+
+	uq_count(t->q, UQ_QS_FLUSH_NS, ns);
+	uq_count_max(t->q, UQ_QS_FLUSH_MAX_NS, ns);
+}
+
+/* A request arrived: count it by kind, and its bytes. */
+static void count_start(struct uq_tag *t)
+{
+	static const enum uq_qstat by_op[] = {
+		[UBLK_IO_OP_READ] = UQ_QS_READS, [UBLK_IO_OP_WRITE] = UQ_QS_WRITES,
+		[UBLK_IO_OP_FLUSH] = UQ_QS_FLUSHES, [UBLK_IO_OP_DISCARD] = UQ_QS_DISCARDS,
+		[UBLK_IO_OP_WRITE_ZEROES] = UQ_QS_WRITE_ZEROES,
+	};
+
+	if (!op_known(t->op))
+		return;
+	uq_count(t->q, by_op[t->op], 1);
+	if (t->op == UBLK_IO_OP_READ)
+		uq_count(t->q, UQ_QS_READ_BYTES, t->len);
+	else if (t->op == UBLK_IO_OP_WRITE)
+		uq_count(t->q, UQ_QS_WRITE_BYTES, t->len);
+	else if (t->op == UBLK_IO_OP_FLUSH)
+		t->start_ns = now_ns();
+}
+
 static void finish(struct uq_tag *t)
 {
 	int result;
 
 	result = t->error ? t->error : (has_data(t) ? (int)t->len : 0);
 	if (t->error)
-		t->q->nr_errors++;
+		uq_count(t->q, UQ_QS_ERRORS, 1);
+	if (t->op == UBLK_IO_OP_FLUSH)
+		count_flush(t);
+	uq_count(t->q, UQ_QS_DONE, 1);
 	uq_queue_commit(t, result);
 }
 
@@ -583,11 +629,6 @@ static int io_check(struct uq_tag *t, const struct ublksrv_io_desc *d)
 	return 0;
 }
 
-static bool op_known(unsigned op)
-{
-	return op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE || op == UBLK_IO_OP_FLUSH ||
-	       op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES;
-}
 
 /* The device is quiesced (control.c): keep t's request, unstarted, for later. */
 static void hold(struct uq_tag *t)
@@ -660,7 +701,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->len = (uint64_t)d.nr_sectors << 9;
 	t->pos = 0;
 	t->next_parked = NULL;
-	t->q->nr_requests++;
+	count_start(t);
 	if (!op_known(t->op)) {
 		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);
 		t->error = -EOPNOTSUPP;

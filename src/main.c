@@ -29,11 +29,12 @@ static void usage(FILE *f)
 		"       %s list [--output=human|json]\n"
 		"       %s close [--timeout SECONDS] ID|/dev/ublkbN\n"
 		"       %s recover [--foreground] [-v] ID|/dev/ublkbN\n"
+		"       %s stats [--output=human|json] ID|/dev/ublkbN\n"
 		"       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
 }
 
 /* A decimal number in [min, max]. */
@@ -110,6 +111,8 @@ int main(int argc, char **argv)
 		return uq_cmd_close(argc - 1, argv + 1);
 	if (!strcmp(cmd, "recover"))
 		return uq_cmd_recover(argc - 1, argv + 1);
+	if (!strcmp(cmd, "stats"))
+		return uq_cmd_stats(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return UQ_EXIT_OK;

@@ -250,6 +250,7 @@ static void reap(struct uq_queue *q)
 		int res = cqe->res;
 
 		io_uring_cqe_seen(&q->ring, cqe);
+		uq_count(q, UQ_QS_CQES, 1);
 		handle_cqe(q, ud, res);
 	}
 }
@@ -260,6 +261,7 @@ static void queue_loop(struct uq_queue *q)
 
 	while (!queue_done(q)) {
 		ret = io_uring_submit_and_wait(&q->ring, 1);
+		uq_count(q, UQ_QS_ROUNDS, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			uq_log_errno("io_uring_submit_and_wait", ret);
 			q->fatal = true;
@@ -460,9 +462,14 @@ static void *queue_thread(void *arg)
 		atomic_store(&q->dev->queue_failed, true);
 		kill(getpid(), SIGUSR1);
 	}
-	uq_info("queue %u: %llu requests, %llu failed, %llu L2 table reads, %llu waits", q->id,
-		(unsigned long long)q->nr_requests, (unsigned long long)q->nr_errors,
-		(unsigned long long)q->nr_meta_reads, (unsigned long long)q->nr_parks);
+	uq_info("queue %u: %llu requests, %llu failed, %llu L2 table reads, %llu waits, "
+		"%llu completions in %llu rounds", q->id,
+		(unsigned long long)uq_counter(q, UQ_QS_DONE),
+		(unsigned long long)uq_counter(q, UQ_QS_ERRORS),
+		(unsigned long long)uq_counter(q, UQ_QS_L2_READS),
+		(unsigned long long)uq_counter(q, UQ_QS_WAITS),
+		(unsigned long long)uq_counter(q, UQ_QS_CQES),
+		(unsigned long long)uq_counter(q, UQ_QS_ROUNDS));
 	queue_teardown(q);
 	return NULL;
 }

@@ -483,7 +483,7 @@ int uq_cmd_list(int argc, char **argv)
 
 /* ------------------------------------------------------------- close */
 
-int uq_parse_target(const char *arg, unsigned *id)
+static int parse_target(const char *arg, unsigned *id)
 {
 	const char *p = arg;
 
@@ -494,6 +494,18 @@ int uq_parse_target(const char *arg, unsigned *id)
 	else if (p != arg)
 		return -EINVAL;
 	return uq_parse_uint(p, 0, (1U << 20) - 1, id);
+}
+
+int uq_target_arg(int argc, char **argv, unsigned *id)
+{
+	if (argc - optind != 1)
+		return -EINVAL;
+	if (parse_target(argv[optind], id) < 0) {
+		fprintf(stderr, "%s: '%s' is not a device id or /dev/ublkbN\n", UQ_PROG,
+			argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static bool wait_gone(int pid, unsigned timeout_s)
@@ -593,10 +605,7 @@ int uq_cmd_close(int argc, char **argv)
 		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
-	if (argc - optind != 1 || uq_parse_target(argv[optind], &id) < 0) {
-		if (argc - optind == 1)
-			fprintf(stderr, "%s: '%s' is not a device id or /dev/ublkbN\n", UQ_PROG,
-				argv[optind]);
+	if (uq_target_arg(argc, argv, &id) < 0) {
 		fprintf(stderr, use, UQ_PROG);
 		return UQ_EXIT_USAGE;
 	}

@@ -167,6 +167,7 @@ struct uq_tag {
 	uint64_t pos;			/* bytes done or issued */
 	uint8_t *buf;			/* copy mode: the tag's registered buffer */
 	uint8_t *bounce;		/* zero copy: bytes we make up (inflated data) */
+	uint64_t start_ns;		/* FLUSH: when it arrived */
 	struct qcow_meta_read need;
 	struct qcow_write_plan plan;
 	struct uq_tag *next_parked;
@@ -174,6 +175,22 @@ struct uq_tag {
 };
 
 struct uq_dev;
+
+/* A queue's counters, in the order the control socket sends them (stats.c
+ * names them). */
+enum uq_qstat {
+	UQ_QS_READS, UQ_QS_WRITES, UQ_QS_FLUSHES, UQ_QS_DISCARDS, UQ_QS_WRITE_ZEROES,
+	UQ_QS_READ_BYTES, UQ_QS_WRITE_BYTES,
+	UQ_QS_DONE,			/* requests committed */
+	UQ_QS_ERRORS,			/* ... with an error */
+	UQ_QS_L2_READS,			/* L2 tables read through the ring */
+	UQ_QS_WAITS,			/* times a request was parked */
+	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */
+	UQ_QS_FLUSH_MAX_NS,
+	UQ_QS_CQES,			/* completions handled */
+	UQ_QS_ROUNDS,			/* rounds of submit-and-wait */
+	UQ_QS_COUNT
+};
 
 struct uq_queue {
 	struct uq_dev *dev;
@@ -206,12 +223,30 @@ struct uq_queue {
 	unsigned backend;		/* image / metadata / zc ops in flight */
 	bool stopping;			/* a command came back -ENODEV */
 	bool fatal;			/* the loop failed: exit */
-	/* counters, reported when the queue exits (-v or syslog) */
-	uint64_t nr_requests;
-	uint64_t nr_meta_reads;
-	uint64_t nr_parks;
-	uint64_t nr_errors;
+	/* ublk-qcow stats, and the report when the queue exits (-v or syslog) */
+	_Atomic uint64_t stats[UQ_QS_COUNT];
 };
+
+/* Add n to counter s of q: only q's thread writes its counters, so a plain
+ * read and store (relaxed atomics: no locked instruction) are exact. */
+static inline void uq_count(struct uq_queue *q, enum uq_qstat s, uint64_t n)
+{
+	atomic_store_explicit(&q->stats[s],
+			      atomic_load_explicit(&q->stats[s], memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t uq_counter(const struct uq_queue *q, enum uq_qstat s)
+{
+	return atomic_load_explicit(&q->stats[s], memory_order_relaxed);
+}
+
+/* Raise counter s of q to v if it is lower (q's thread only). */
+static inline void uq_count_max(struct uq_queue *q, enum uq_qstat s, uint64_t v)
+{
+	if (v > uq_counter(q, s))
+		atomic_store_explicit(&q->stats[s], v, memory_order_relaxed);
+}
 
 struct uq_dev {
 	struct uq_open_opts opt;
@@ -339,12 +374,16 @@ void uq_state_remove(struct uq_dev *dev);
 int uq_parse_state(const char *text, struct uq_state *s);
 int uq_cmd_list(int argc, char **argv);
 int uq_cmd_close(int argc, char **argv);
+/* stats.c */
+int uq_cmd_stats(int argc, char **argv);
 /* The state file of device id: 0, -ENOENT, or another -errno (logged). */
 int uq_state_load(unsigned id, struct uq_state *s);
 /* Is pid a running ublk-qcow daemon? */
 bool uq_daemon_alive(int pid);
-/* "3", "/dev/ublkb3" or "ublkb3" -> 3 */
-int uq_parse_target(const char *arg, unsigned *id);
+
+/* The one operand left after getopt, ID or /dev/ublkbN (a message when it is
+ * neither); -EINVAL when it is not exactly one such. */
+int uq_target_arg(int argc, char **argv, unsigned *id);
 
 /* ------------------------------------------------------------- control.c */
 int uq_control_path(unsigned id, char *out, size_t len);

@@ -281,6 +281,15 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 
 /* The image file, for a caller that moves data itself (io_uring). */
 const struct qcow_file *qcow_get_file(const struct qcow_image *img);
+
+/* What the engine did since open (ublk-qcow stats). */
+struct qcow_stats {
+	uint64_t l2_hits;             /* L2 table lookups the cache answered */
+	uint64_t l2_misses;           /* L2 table reads started */
+	uint64_t clusters_allocated;  /* host clusters, for data and metadata */
+	uint64_t cow_copies;          /* new clusters given old data around a partial write */
+};
+void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out);
 /* Turn direct IO off on img's POSIX file (opened with O_DIRECT): 0 or -errno. */
 int qcow_use_page_cache(struct qcow_image *img);
 

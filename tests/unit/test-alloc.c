@@ -19,6 +19,8 @@
  *          the engine grows the file ahead, and a clean close gives back
  *          what was not used, so the file ends with the last cluster and
  *          qemu-img check finds it clean.
+ *  stats   qcow_get_stats counts what happened: clusters allocated, a
+ *          copy-on-write after a snapshot, L2 table reads and cache hits.
  *
  * Each case checks the guest bytes of the whole cluster, and the POSIX
  * image passes qemu-img check.
@@ -262,6 +264,37 @@ static void test_grow(void)
 		CHECK(t_qemu_check(path) == 0, "grow: qemu-img check %s", path);
 }
 
+static void test_stats(void)
+{
+	struct crashfile *cf = new_cf_image();
+	struct qcow_image *img = open_cf(cf);
+	struct qcow_stats st, st2;
+	uint8_t b[512];
+
+	write_fill(img, 8 * KB, 4 * KB, 0x61);
+	qcow_get_stats(img, &st);
+	CHECK(st.clusters_allocated == 2 && st.cow_copies == 0 && st.l2_misses == 0,
+	      "stats: a first write: %" PRIu64 " clusters allocated (wanted 2: L2 table and data), "
+	      "%" PRIu64 " copies, %" PRIu64 " L2 reads", st.clusters_allocated, st.cow_copies,
+	      st.l2_misses);
+	must(img, qcow_snapshot_create(img, "s"), "snapshot");
+	write_fill(img, 0, 4 * KB, 0x62);
+	qcow_get_stats(img, &st);
+	CHECK(st.cow_copies == 1, "stats: %" PRIu64 " copy-on-write copies after a partial write "
+	      "into a snapshot's cluster, wanted 1", st.cow_copies);
+	must(img, qcow_close(img), "close");
+	img = open_cf(cf);
+	must(img, qcow_read(img, b, 0, sizeof(b)), "read");
+	qcow_get_stats(img, &st);
+	must(img, qcow_read(img, b, 512, sizeof(b)), "read");
+	qcow_get_stats(img, &st2);
+	CHECK(st.l2_misses == 1 && st2.l2_misses == 1 && st2.l2_hits > st.l2_hits,
+	      "stats: reopened, two reads: %" PRIu64 " then %" PRIu64 " L2 reads (wanted 1), hits "
+	      "%" PRIu64 " then %" PRIu64, st.l2_misses, st2.l2_misses, st.l2_hits, st2.l2_hits);
+	must(img, qcow_close(img), "close");
+	cf_free(cf);
+}
+
 int main(void)
 {
 	t_init("test-alloc");
@@ -269,5 +302,6 @@ int main(void)
 	test_reuse();
 	test_tail();
 	test_grow();
+	test_stats();
 	return t_finish();
 }

@@ -707,6 +707,9 @@ static void teardown(const char *path)
 /* -------------------------------------------------------------- the tests */
 
 /* A counter of struct uq_queue summed over the queues. */
+#define COUNTER(s) ({ unsigned long long sum_ = 0; \
+	for (unsigned q_ = 0; q_ < NQ; q_++) { sum_ += uq_counter(&queues[q_], s); } \
+	sum_; })
 #define SUM(field) ({ unsigned long long sum_ = 0; \
 	for (unsigned q_ = 0; q_ < NQ; q_++) { sum_ += queues[q_].field; } \
 	sum_; })
@@ -745,8 +748,8 @@ static void test_random_workload(unsigned rounds)
 		if (slots[i].commits)
 			check_done(i);
 	printf("random workload: %llu requests, %llu L2 table reads, %llu parks\n",
-	       SUM(nr_requests), SUM(nr_meta_reads), SUM(nr_parks));
-	CHECK(SUM(nr_meta_reads) > 0, "no L2 table was ever read through the ring");
+	       COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_WAITS));
+	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
 	teardown(path);
 }
 
@@ -764,7 +767,7 @@ static void test_recoverable_workload(unsigned rounds)
 		if (slots[i].commits)
 			check_done(i);
 	printf("recoverable workload: %llu requests, %llu parks\n",
-	       SUM(nr_requests), SUM(nr_parks));
+	       COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_WAITS));
 	teardown(path);
 }
 
@@ -988,7 +991,7 @@ static void test_quiesce(unsigned rounds)
 			check_done(i);
 	printf("quiesce: %u quiesces (%u begun while held requests started), %u snapshots "
 	       "taken, %u deleted, %llu requests\n", gen - 1, requiesces, snapshots, deletes,
-	       SUM(nr_requests));
+	       COUNTER(UQ_QS_DONE));
 	teardown(path);
 }
 

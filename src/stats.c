@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ublk-qcow stats ID|/dev/ublkbN [--output=human|json]: what a serving
+ * daemon has done, per queue and in total, and what its engine did.
+ *
+ * The daemon answers "stats" on its control socket (control.c stats_line):
+ * "ok NQ NC", then for each queue the requests waiting now and its NC
+ * counters in enum uq_qstat order, then the engine's four (struct
+ * qcow_stats order).  The names below are the JSON keys, one per counter.
+ * Requests in flight are those counted in and not yet done.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ublk-qcow.h"
+
+#define STATS_REPLY_MAX	65536
+#define STATS_TIMEOUT_MS 5000
+#define ENGINE_STATS	4
+
+static const char *const qstat_names[UQ_QS_COUNT] = {
+	[UQ_QS_READS] = "reads",
+	[UQ_QS_WRITES] = "writes",
+	[UQ_QS_FLUSHES] = "flushes",
+	[UQ_QS_DISCARDS] = "discards",
+	[UQ_QS_WRITE_ZEROES] = "write_zeroes",
+	[UQ_QS_READ_BYTES] = "read_bytes",
+	[UQ_QS_WRITE_BYTES] = "write_bytes",
+	[UQ_QS_DONE] = "done",
+	[UQ_QS_ERRORS] = "errors",
+	[UQ_QS_L2_READS] = "l2_reads",
+	[UQ_QS_WAITS] = "waits",
+	[UQ_QS_FLUSH_NS] = "flush_ns",
+	[UQ_QS_FLUSH_MAX_NS] = "flush_max_ns",
+	[UQ_QS_CQES] = "completions",
+	[UQ_QS_ROUNDS] = "rounds",
+};
+
+static const char *const engine_names[ENGINE_STATS] = {
+	"l2_hits", "l2_misses", "clusters_allocated", "cow_copies",
+};
+
+/* One queue's figures, or their sum. */
+struct qfig {
+	uint64_t waiting;
+	uint64_t c[UQ_QS_COUNT];
+};
+
+struct stats {
+	unsigned nq;
+	struct qfig *q;
+	struct qfig total;
+	uint64_t engine[ENGINE_STATS];
+};
+
+static uint64_t in_flight(const struct qfig *f)
+{
+	uint64_t in = f->c[UQ_QS_READS] + f->c[UQ_QS_WRITES] + f->c[UQ_QS_FLUSHES] +
+		      f->c[UQ_QS_DISCARDS] + f->c[UQ_QS_WRITE_ZEROES];
+
+	return in > f->c[UQ_QS_DONE] ? in - f->c[UQ_QS_DONE] : 0;
+}
+
+/* ------------------------------------------------------------ asking */
+
+static int ask(unsigned id, char *reply, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct pollfd p = { .events = POLLIN };
+	size_t n = 0;
+	ssize_t r;
+	int ret = 0;
+
+	if (uq_control_path(id, sa.sun_path, sizeof(sa.sun_path)) < 0)
+		return -ENAMETOOLONG;
+	p.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (p.fd < 0)
+		return -errno;
+	if (connect(p.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(p.fd, "stats\n", 6) != 6)
+		ret = -errno;
+	while (!ret && n + 1 < len) {
+		if (poll(&p, 1, STATS_TIMEOUT_MS) <= 0) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		r = read(p.fd, reply + n, len - 1 - n);
+		if (r <= 0) {
+			ret = r < 0 ? -errno : -EPIPE;
+			break;
+		}
+		n += (size_t)r;
+		reply[n] = '\0';
+		if (memchr(reply, '\n', n))
+			break;
+	}
+	close(p.fd);
+	if (!ret && !memchr(reply, '\n', n))
+		ret = -EMSGSIZE;
+	return ret;
+}
+
+static int next_u64(char **p, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(*p, &end, 10);
+	if (end == *p || errno || (*end != ' ' && *end != '\n' && *end))
+		return -EINVAL;
+	*p = end;
+	return 0;
+}
+
+/* The reply after "ok ", into st (st->q allocated). */
+static int parse(char *p, struct stats *st)
+{
+	uint64_t nq, nc, v;
+	unsigned i, k;
+
+	if (next_u64(&p, &nq) || next_u64(&p, &nc) || nq == 0 || nq > 4096 || nc != UQ_QS_COUNT)
+		return -EPROTO;
+	st->nq = (unsigned)nq;
+	st->q = calloc(st->nq, sizeof(*st->q));
+	if (!st->q)
+		return -ENOMEM;
+	memset(&st->total, 0, sizeof(st->total));
+	for (i = 0; i < st->nq; i++) {
+		if (next_u64(&p, &st->q[i].waiting))
+			return -EPROTO;
+		st->total.waiting += st->q[i].waiting;
+		for (k = 0; k < UQ_QS_COUNT; k++) {
+			if (next_u64(&p, &v))
+				return -EPROTO;
+			st->q[i].c[k] = v;
+			if (k == UQ_QS_FLUSH_MAX_NS)
+				st->total.c[k] = v > st->total.c[k] ? v : st->total.c[k];
+			else
+				st->total.c[k] += v;
+		}
+	}
+	for (k = 0; k < ENGINE_STATS; k++)
+		if (next_u64(&p, &st->engine[k]))
+			return -EPROTO;
+	return 0;
+}
+
+/* ------------------------------------------------------------ printing */
+
+static void json_fig(const struct qfig *f)
+{
+	unsigned k;
+
+	printf("\"in_flight\":%llu,\"waiting\":%llu", (unsigned long long)in_flight(f),
+	       (unsigned long long)f->waiting);
+	for (k = 0; k < UQ_QS_COUNT; k++)
+		printf(",\"%s\":%llu", qstat_names[k], (unsigned long long)f->c[k]);
+}
+
+static void print_json(const struct uq_state *s, const struct stats *st)
+{
+	unsigned i, k;
+
+	printf("{\"id\":%u,\"device\":\"%s\",\"queues\":[", s->id, s->device);
+	for (i = 0; i < st->nq; i++) {
+		printf("%s{\"queue\":%u,", i ? "," : "", i);
+		json_fig(&st->q[i]);
+		printf("}");
+	}
+	printf("],\"total\":{");
+	json_fig(&st->total);
+	printf("},\"engine\":{");
+	for (k = 0; k < ENGINE_STATS; k++)
+		printf("%s\"%s\":%llu", k ? "," : "", engine_names[k],
+		       (unsigned long long)st->engine[k]);
+	printf("}}\n");
+}
+
+static void human_row(const char *name, const struct qfig *f)
+{
+	const uint64_t *c = f->c;
+
+	printf("%-6s %10llu %10llu %8llu %8llu %8llu %12llu %12llu %6llu %6llu %6llu\n", name,
+	       (unsigned long long)c[UQ_QS_READS], (unsigned long long)c[UQ_QS_WRITES],
+	       (unsigned long long)c[UQ_QS_FLUSHES], (unsigned long long)c[UQ_QS_DISCARDS],
+	       (unsigned long long)c[UQ_QS_WRITE_ZEROES], (unsigned long long)c[UQ_QS_READ_BYTES],
+	       (unsigned long long)c[UQ_QS_WRITE_BYTES], (unsigned long long)in_flight(f),
+	       (unsigned long long)f->waiting, (unsigned long long)c[UQ_QS_ERRORS]);
+}
+
+static void print_human(const struct uq_state *s, const struct stats *st)
+{
+	const uint64_t *t = st->total.c;
+	char name[16];
+	unsigned i;
+
+	printf("%s (device %u): %s, %u queue%s\n", s->device, s->id, s->image, st->nq,
+	       st->nq == 1 ? "" : "s");
+	printf("%-6s %10s %10s %8s %8s %8s %12s %12s %6s %6s %6s\n", "queue", "reads", "writes",
+	       "flushes", "discards", "zeroes", "read bytes", "written", "flight", "wait",
+	       "errors");
+	for (i = 0; i < st->nq; i++) {
+		snprintf(name, sizeof(name), "%u", i);
+		human_row(name, &st->q[i]);
+	}
+	if (st->nq > 1)
+		human_row("total", &st->total);
+	printf("flushes: %llu, mean %.3f ms, longest %.3f ms\n",
+	       (unsigned long long)t[UQ_QS_FLUSHES],
+	       t[UQ_QS_FLUSHES] ? (double)t[UQ_QS_FLUSH_NS] / 1e6 / (double)t[UQ_QS_FLUSHES] : 0.0,
+	       (double)t[UQ_QS_FLUSH_MAX_NS] / 1e6);
+	printf("L2 cache: %llu hits, %llu misses (%llu tables read through the ring); "
+	       "%llu waits for another request\n", (unsigned long long)st->engine[0],
+	       (unsigned long long)st->engine[1], (unsigned long long)t[UQ_QS_L2_READS],
+	       (unsigned long long)t[UQ_QS_WAITS]);
+	printf("clusters allocated: %llu; copy-on-write copies: %llu\n",
+	       (unsigned long long)st->engine[2], (unsigned long long)st->engine[3]);
+}
+
+/* ------------------------------------------------------------ command */
+
+static int stats_of(unsigned id, bool json)
+{
+	static char reply[STATS_REPLY_MAX];
+	struct stats st = { 0 };
+	struct uq_state s;
+	int ret;
+
+	if (uq_state_load(id, &s) < 0)
+		return UQ_EXIT_FAIL;
+	if (!uq_daemon_alive(s.pid)) {
+		uq_err("device %u: its daemon (pid %d) is not running", id, s.pid);
+		return UQ_EXIT_FAIL;
+	}
+	ret = ask(id, reply, sizeof(reply));
+	if (ret < 0) {
+		uq_err("device %u: control socket: %s", id, strerror(-ret));
+		return UQ_EXIT_FAIL;
+	}
+	*strchr(reply, '\n') = '\0';
+	if (strncmp(reply, "ok ", 3)) {
+		uq_err("device %u: %s", id, !strncmp(reply, "error ", 6) ? reply + 6 : reply);
+		return UQ_EXIT_FAIL;
+	}
+	ret = parse(reply + 3, &st);
+	if (ret < 0)
+		uq_err("device %u: the daemon's answer is not what this ublk-qcow reads (%s)",
+		       id, ret == -ENOMEM ? "out of memory" : "another version?");
+	else if (json)
+		print_json(&s, &st);
+	else
+		print_human(&s, &st);
+	free(st.q);
+	return ret < 0 ? UQ_EXIT_FAIL : UQ_EXIT_OK;
+}
+
+int uq_cmd_stats(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *use = "usage: %s stats [--output=human|json] ID|/dev/ublkbN\n";
+	bool json = false;
+	unsigned id;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+		if (c == 'o' && (!strcmp(optarg, "json") || !strcmp(optarg, "human"))) {
+			json = !strcmp(optarg, "json");
+			continue;
+		}
+		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
+		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
+	}
+	if (uq_target_arg(argc, argv, &id) < 0) {
+		fprintf(stderr, use, UQ_PROG);
+		return UQ_EXIT_USAGE;
+	}
+	return stats_of(id, json);
+}
