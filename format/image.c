@@ -135,6 +135,7 @@ void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out)
 
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)
 {
+	img->unsynced = true;
 	if (off + len > img->zero_from)
 		img->zero_from = off + len;
 	if (off + len > img->file_end)
@@ -210,6 +211,7 @@ int qcow_fsync(struct qcow_image *img)
 				      "refused until the image is reopened", strerror(-ret));
 	}
 	img->l2_unsynced = false;
+	img->unsynced = false;
 	return 0;
 }
 
@@ -301,9 +303,11 @@ static int flush_steps(struct qcow_image *img)
 		ret = flush_frees(img, &synced);
 	if (ret < 0)
 		return ret;
-	/* Writes the engine did not see (an async caller's data) must be
-	 * durable when a flush returns, too. */
-	if (!synced)
+	/* An async caller's data writes must be durable when a flush returns,
+	 * too; it planned them with write_begin, which noted them.  With
+	 * nothing written since the last fsync there is nothing to make
+	 * durable: a flush right after a flush costs nothing. */
+	if (!synced && img->unsynced)
 		ret = qcow_fsync(img);
 	return ret;
 }

@@ -156,6 +156,10 @@ struct qcow_image {
 	/* data clusters were written since the last fsync */
 	bool data_unsynced;
 
+	/* anything was written (or planned for a caller) since the last fsync:
+	 * a flush with nothing to write back fsyncs only then */
+	bool unsynced;
+
 	/*
 	 * The file reads as zeros from this offset on: nothing has been written
 	 * at or past it since open. It starts at the file size and rises with
