@@ -558,7 +558,7 @@ static void count_flush(struct uq_tag *t)
 	uq_count_max(t->q, UQ_QS_FLUSH_MAX_NS, ns);
 }
 
-/* A request arrived: count it by kind, and its bytes. */
+/* A request of a known operation arrived: count it by kind, and its bytes. */
 static void count_start(struct uq_tag *t)
 {
 	static const enum uq_qstat by_op[] = {
@@ -567,8 +567,6 @@ static void count_start(struct uq_tag *t)
 		[UBLK_IO_OP_WRITE_ZEROES] = UQ_QS_WRITE_ZEROES,
 	};
 
-	if (!op_known(t->op))
-		return;
 	uq_count(t->q, by_op[t->op], 1);
 	if (t->op == UBLK_IO_OP_READ)
 		uq_count(t->q, UQ_QS_READ_BYTES, t->len);
@@ -628,7 +626,6 @@ static int io_check(struct uq_tag *t, const struct ublksrv_io_desc *d)
 	}
 	return 0;
 }
-
 
 /* The device is quiesced (control.c): keep t's request, unstarted, for later. */
 static void hold(struct uq_tag *t)
@@ -701,11 +698,11 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->len = (uint64_t)d.nr_sectors << 9;
 	t->pos = 0;
 	t->next_parked = NULL;
-	count_start(t);
 	if (!op_known(t->op)) {
 		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);
 		t->error = -EOPNOTSUPP;
 	} else {
+		count_start(t);
 		t->error = io_check(t, &d);
 	}
 	uq_io_advance(t);

@@ -442,30 +442,41 @@ static void print_json(const struct uq_state *v, size_t n)
 	fputs(n ? "\n]\n" : "]\n", stdout);
 }
 
-int uq_cmd_list(int argc, char **argv)
+int uq_output_opts(int argc, char **argv, const char *use, bool *json)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct uq_state *v;
-	bool json = false;
-	size_t n;
-	int c, ret;
+	int c;
 
+	*json = false;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
 		if (c == 'o' && (!strcmp(optarg, "json") || !strcmp(optarg, "human"))) {
-			json = !strcmp(optarg, "json");
+			*json = !strcmp(optarg, "json");
 			continue;
 		}
-		fprintf(c == 'h' ? stdout : stderr,
-			"usage: %s list [--output=human|json]\n", UQ_PROG);
+		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
+	return -1;
+}
+
+int uq_cmd_list(int argc, char **argv)
+{
+	const char *use = "usage: %s list [--output=human|json]\n";
+	struct uq_state *v;
+	bool json;
+	size_t n;
+	int ret;
+
+	ret = uq_output_opts(argc, argv, use, &json);
+	if (ret >= 0)
+		return ret;
 	if (optind != argc) {
-		fprintf(stderr, "usage: %s list [--output=human|json]\n", UQ_PROG);
+		fprintf(stderr, use, UQ_PROG);
 		return UQ_EXIT_USAGE;
 	}
 	ret = collect(&v, &n);

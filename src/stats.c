@@ -10,7 +10,6 @@
  * Requests in flight are those counted in and not yet done.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,25 +262,14 @@ static int stats_of(unsigned id, bool json)
 
 int uq_cmd_stats(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'o' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *use = "usage: %s stats [--output=human|json] ID|/dev/ublkbN\n";
-	bool json = false;
+	bool json;
 	unsigned id;
-	int c;
+	int ret;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-		if (c == 'o' && (!strcmp(optarg, "json") || !strcmp(optarg, "human"))) {
-			json = !strcmp(optarg, "json");
-			continue;
-		}
-		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
-		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
-	}
+	ret = uq_output_opts(argc, argv, use, &json);
+	if (ret >= 0)
+		return ret;
 	if (uq_target_arg(argc, argv, &id) < 0) {
 		fprintf(stderr, use, UQ_PROG);
 		return UQ_EXIT_USAGE;

@@ -384,6 +384,10 @@ bool uq_daemon_alive(int pid);
 /* The one operand left after getopt, ID or /dev/ublkbN (a message when it is
  * neither); -EINVAL when it is not exactly one such. */
 int uq_target_arg(int argc, char **argv, unsigned *id);
+/* Options [--output=human|json] [--help] of list and stats, from optind 1:
+ * -1 to go on (*json set, optind at the operands), else the exit status
+ * (usage from the format use, with the program name, printed). */
+int uq_output_opts(int argc, char **argv, const char *use, bool *json);
 
 /* ------------------------------------------------------------- control.c */
 int uq_control_path(unsigned id, char *out, size_t len);

@@ -134,7 +134,7 @@ static void start_requests(struct usersrc *s)
 	const struct usersrc_job *j = s->job;
 
 	while (s->nr_free && !s->error && s->started < j->count && !flush_due(s)) {
-		if (!s->nr_free)
+		if (!s->nr_free)	/* flush_due took the last tag */
 			break;
 		s->started++;
 		start(s, j->write ? UBLK_IO_OP_WRITE : UBLK_IO_OP_READ, s->next_off, j->bufsize);
