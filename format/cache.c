@@ -17,6 +17,13 @@
  * An asynchronous caller loads tables itself: qcow_cache_get_nowait() hands
  * out the slot's buffer in state "loading", and qcow_cache_load_done() makes
  * it usable. A loading slot is never evicted, written or handed to anyone.
+ *
+ * A flush (flush.c) writes tables while the engine goes on: it takes a
+ * snapshot of each dirty table into the slot's flush copy, which is what
+ * gets written, so the table itself may change meanwhile (and is dirty
+ * again if it does). The slot stays pinned and "flushing" until that write
+ * is over: evicted, it could be read back from the file before the write
+ * lands; written back from the slot as well, the older copy could land last.
  */
 #include <stdlib.h>
 
@@ -37,6 +44,7 @@ struct cache_slot {
 	bool dirty;
 	bool hashed;                  /* reachable by offset */
 	bool orphan;                  /* forgotten while in use: empty it when released */
+	bool flushing;                /* its flush copy is being written: pinned, never written */
 };
 
 struct qcow_cache {
@@ -45,6 +53,7 @@ struct qcow_cache {
 	unsigned nb_slots;
 	size_t table_size;
 	uint8_t *tables;              /* nb_slots * table_size, page aligned */
+	uint8_t *copies;              /* the same again, for flush snapshots; NULL read-only */
 	struct cache_slot *slots;
 	int32_t *buckets;             /* first slot of each hash chain, -1: none */
 	uint32_t bucket_mask;
@@ -177,6 +186,15 @@ struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind k
 		return NULL;
 	}
 	c->tables = mem;
+	if (!img->read_only &&
+	    posix_memalign(&mem, 4096, (size_t)nb_slots * table_size)) {
+		free(c->tables);
+		free(c->slots);
+		free(c->buckets);
+		free(c);
+		return NULL;
+	}
+	c->copies = img->read_only ? NULL : mem;
 	c->img = img;
 	c->kind = kind;
 	c->nb_slots = nb_slots;
@@ -194,6 +212,7 @@ void qcow_cache_free(struct qcow_cache *c)
 	if (!c)
 		return;
 	free(c->tables);
+	free(c->copies);
 	free(c->slots);
 	free(c->buckets);
 	free(c);
@@ -205,6 +224,9 @@ static int slot_write(struct qcow_cache *c, unsigned idx)
 	struct cache_slot *s = &c->slots[idx];
 	int ret;
 
+	if (s->flushing)
+		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx is being flushed",
+				      cache_name(c), (unsigned long long)s->offset);
 	ret = qcow_check_metadata_overlap(c->img, s->offset, c->table_size);
 	if (ret < 0)
 		return ret;
@@ -234,7 +256,7 @@ static int slot_evict_write(struct qcow_cache *c, unsigned idx)
 	ret = slot_write(c, idx);
 	/* durable only at the next fsync, which the next flush must not skip */
 	if (ret == 0 && c->kind == QCOW_CACHE_L2)
-		c->img->l2_unsynced = true;
+		qcow_sync_owed(c->img, QCOW_SYNC_L2);
 	return ret;
 }
 
@@ -463,6 +485,9 @@ int qcow_cache_writeback(struct qcow_cache *c)
 
 	if (!c || !c->nb_dirty)
 		return 0;
+	ret = qcow_refuse_while_flushing(c->img);
+	if (ret < 0)
+		return ret;
 	if (c->kind == QCOW_CACHE_L2) {
 		ret = qcow_prepare_l2_writeback(c->img);
 		if (ret < 0)
@@ -515,7 +540,8 @@ int qcow_cache_invalidate(struct qcow_cache *c)
 	if (!c)
 		return 0;
 	for (i = 0; i < c->nb_slots; i++) {
-		if (c->slots[i].dirty || c->slots[i].pins || c->slots[i].state == SLOT_LOADING)
+		if (c->slots[i].dirty || c->slots[i].pins || c->slots[i].state == SLOT_LOADING ||
+		    c->slots[i].flushing)
 			return qcow_set_error(c->img, -EBUSY,
 					      "%s cache still has tables in use or unwritten",
 					      cache_name(c));
@@ -523,4 +549,57 @@ int qcow_cache_invalidate(struct qcow_cache *c)
 	for (i = 0; i < c->nb_slots; i++)
 		slot_empty(c, i);
 	return 0;
+}
+
+/* ------------------------------------------------------- flush snapshots */
+
+unsigned qcow_cache_snapshot(struct qcow_cache *c, uint32_t *idx)
+{
+	unsigned i, n = 0;
+
+	if (!c || !c->copies)
+		return 0;
+	for (i = 0; i < c->nb_slots && c->nb_dirty; i++) {
+		struct cache_slot *s = &c->slots[i];
+
+		if (!s->dirty || s->state != SLOT_READY || s->flushing)
+			continue;
+		memcpy(c->copies + (size_t)i * c->table_size, slot_table(c, i), c->table_size);
+		slot_clear_dirty(c, i);
+		slot_pin(c, i);
+		s->flushing = true;
+		idx[n++] = i;
+	}
+	return n;
+}
+
+int qcow_cache_snapshot_io(struct qcow_cache *c, uint32_t idx, struct qcow_io *io)
+{
+	int ret = qcow_check_metadata_overlap(c->img, c->slots[idx].offset, c->table_size);
+
+	if (ret < 0)
+		return ret;
+	io->op = QCOW_IO_WRITE;
+	io->buf = c->copies + (size_t)idx * c->table_size;
+	io->len = c->table_size;
+	io->offset = c->slots[idx].offset;
+	return 0;
+}
+
+void qcow_cache_snapshot_done(struct qcow_cache *c, uint32_t idx, bool written)
+{
+	struct cache_slot *s = &c->slots[idx];
+
+	s->flushing = false;
+	/* not written: the table still needs writing, unless it was forgotten */
+	if (!written && !s->orphan && s->state == SLOT_READY && !s->dirty) {
+		s->dirty = true;
+		c->nb_dirty++;
+	}
+	qcow_cache_put(c, slot_table(c, idx));
+}
+
+unsigned qcow_cache_slots(const struct qcow_cache *c)
+{
+	return c ? c->nb_slots : 0;
 }

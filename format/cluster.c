@@ -188,60 +188,6 @@ void qcow_l1_free(struct qcow_image *img)
 #define L1_PER_SECTOR 64U             /* entries in one 512-byte sector */
 #define L1_WRITE_SECTORS 8U           /* sectors per write: a 4 KiB stack buffer */
 
-static bool l1_sector_dirty(const struct qcow_image *img, uint64_t sector)
-{
-	uint64_t i = sector * L1_PER_SECTOR;
-	uint64_t end = QCOW_MIN(i + L1_PER_SECTOR, (uint64_t)img->l1_size);
-
-	for (; i < end; i++)
-		if (img->l1_dirty[i])
-			return true;
-	return false;
-}
-
-/* Write entries [from, to) of the L1 table, big-endian. */
-static int l1_write_range(struct qcow_image *img, uint64_t from, uint64_t to)
-{
-	uint64_t buf[L1_PER_SECTOR * L1_WRITE_SECTORS], i;
-	int ret;
-
-	for (i = from; i < to; i++)
-		buf[i - from] = htobe64(img->l1_table[i]);
-	ret = qcow_pwrite(img, buf, (to - from) * sizeof(uint64_t),
-			  img->l1_table_offset + from * sizeof(uint64_t));
-	if (ret < 0)
-		return ret;
-	memset(img->l1_dirty + from, 0, to - from);
-	return 0;
-}
-
-int qcow_write_l1(struct qcow_image *img)
-{
-	uint64_t nb_sectors = QCOW_DIV_ROUND_UP((uint64_t)img->l1_size, L1_PER_SECTOR);
-	uint64_t s = 0, run;
-	int ret;
-
-	if (!img->l1_any_dirty)
-		return 0;
-	/* whole sectors, so a torn write cannot mix old and new halves of one */
-	while (s < nb_sectors) {
-		if (!l1_sector_dirty(img, s)) {
-			s++;
-			continue;
-		}
-		run = s + 1;
-		while (run < nb_sectors && run - s < L1_WRITE_SECTORS && l1_sector_dirty(img, run))
-			run++;
-		ret = l1_write_range(img, s * L1_PER_SECTOR,
-				     QCOW_MIN(run * L1_PER_SECTOR, (uint64_t)img->l1_size));
-		if (ret < 0)
-			return ret;
-		s = run;
-	}
-	img->l1_any_dirty = false;
-	return 0;
-}
-
 /* Write a whole L1 table (host order) to len bytes at off, zero padded. */
 static int l1_write_new(struct qcow_image *img, const uint64_t *table, uint64_t entries,
 			uint64_t off, uint64_t len)
@@ -759,7 +705,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		img->inflight[slot].used = false;
 		return ret;
 	}
-	img->data_unsynced = true;
+	qcow_sync_owed(img, QCOW_SYNC_DATA);
 	qcow_grow_for(img, (uint64_t)host + n * cs);
 	qcow_note_write(img, (uint64_t)host, n * cs);
 	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
@@ -835,7 +781,7 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 
 	if (!plan->new_host_cluster) {
 		if (result == 0)
-			img->data_unsynced = true;
+			qcow_sync_owed(img, QCOW_SYNC_DATA);
 		return result;
 	}
 	f = inflight_of_plan(img, plan);
@@ -846,7 +792,7 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 		if (ret == 0) {
 			publish(img, table, plan);
 			qcow_cache_put(img->l2_cache, table);
-			img->data_unsynced = true;
+			qcow_sync_owed(img, QCOW_SYNC_DATA);
 		}
 		result = ret;
 	}

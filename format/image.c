@@ -103,7 +103,7 @@ int qcow_refuse_if_failed(struct qcow_image *img)
 			      strerror(-img->fatal_error));
 }
 
-static int refuse_write(struct qcow_image *img)
+int qcow_refuse_write(struct qcow_image *img)
 {
 	if (img->read_only)
 		return qcow_set_error(img, -EROFS, "write refused: image is open read-only");
@@ -114,7 +114,7 @@ static int refuse_write(struct qcow_image *img)
 
 int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off)
 {
-	int ret = refuse_write(img);
+	int ret = qcow_refuse_write(img);
 
 	if (ret < 0)
 		return ret;
@@ -135,7 +135,7 @@ void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out)
 
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)
 {
-	img->unsynced = true;
+	qcow_sync_owed(img, QCOW_SYNC_ANY);
 	if (off + len > img->zero_from)
 		img->zero_from = off + len;
 	if (off + len > img->file_end)
@@ -175,7 +175,7 @@ static void trim_grown_tail(struct qcow_image *img)
 
 int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len)
 {
-	int ret = refuse_write(img);
+	int ret = qcow_refuse_write(img);
 
 	if (ret < 0)
 		return ret;
@@ -200,18 +200,19 @@ int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len)
  */
 int qcow_fsync(struct qcow_image *img)
 {
+	uint64_t covers[QCOW_SYNC_KINDS];
 	int ret = qcow_refuse_if_failed(img);
 
 	if (ret < 0)
 		return ret;
+	memcpy(covers, img->events, sizeof(covers));
 	ret = img->file.ops->flush(img->file.ctx);
 	if (ret < 0) {
 		qcow_fail_handle(img, ret, "fsync");
 		return qcow_set_error(img, ret, "fsync failed: %s; further writes and flushes are "
 				      "refused until the image is reopened", strerror(-ret));
 	}
-	img->l2_unsynced = false;
-	img->unsynced = false;
+	memcpy(img->synced, covers, sizeof(covers));
 	return 0;
 }
 
@@ -221,116 +222,24 @@ int qcow_fsync(struct qcow_image *img)
  * and any guest data, before an L2 table may be written. */
 int qcow_prepare_l2_writeback(struct qcow_image *img)
 {
-	bool need_sync = img->data_unsynced;
-	int ret;
+	bool need_sync = qcow_sync_needed(img, QCOW_SYNC_DATA);
+	int ret = qcow_refuse_while_flushing(img);
 
+	if (ret < 0)
+		return ret;
 	if (qcow_cache_has_dirty(img->refcount_cache)) {
 		ret = qcow_cache_writeback(img->refcount_cache);
 		if (ret < 0)
 			return ret;
 		need_sync = true;
 	}
-	if (!need_sync)
-		return 0;
-	ret = qcow_fsync(img);
-	if (ret < 0)
-		return ret;
-	img->data_unsynced = false;
-	return 0;
-}
-
-/* Steps 2-3 (design 9.3): L2 tables durable, then the L1 entries pointing at them. */
-static int flush_tables(struct qcow_image *img, bool *synced)
-{
-	int ret;
-
-	if (qcow_cache_has_dirty(img->l2_cache)) {
-		ret = qcow_cache_writeback(img->l2_cache);
-		if (ret == 0)
-			ret = qcow_fsync(img);
-		if (ret < 0)
-			return ret;
-		*synced = true;
-	} else if (img->l2_unsynced) {
-		/*
-		 * Tables evicted since the last fsync. Without this fsync the L1
-		 * entries below could reach the disk before a new table they point
-		 * at (which may be a reused cluster full of old data), and the
-		 * decrements of step 4 before the table that dropped the reference.
-		 */
-		ret = qcow_fsync(img);
-		if (ret < 0)
-			return ret;
-		*synced = true;
-	}
-	if (img->l1_any_dirty) {
-		ret = qcow_write_l1(img);
-		if (ret == 0)
-			ret = qcow_fsync(img);
-		if (ret < 0)
-			return ret;
-		*synced = true;
-	}
-	return 0;
-}
-
-/* Step 4: nothing durable references the freed clusters any more. */
-static int flush_frees(struct qcow_image *img, bool *synced)
-{
-	int ret;
-
-	if (!img->nb_pending_free)
-		return 0;
-	ret = qcow_apply_deferred_frees(img);
-	if (ret == 0)
-		ret = qcow_cache_writeback(img->refcount_cache);
-	if (ret == 0)
-		ret = qcow_fsync(img);
-	if (ret == 0)
-		*synced = true;
-	return ret;
-}
-
-static int flush_steps(struct qcow_image *img)
-{
-	bool synced = img->data_unsynced || qcow_cache_has_dirty(img->refcount_cache);
-	int ret;
-
-	ret = qcow_prepare_l2_writeback(img);
-	if (ret == 0)
-		ret = flush_tables(img, &synced);
-	if (ret == 0)
-		ret = flush_frees(img, &synced);
-	if (ret < 0)
-		return ret;
-	/* An async caller's data writes must be durable when a flush returns,
-	 * too; it planned them with write_begin, which noted them.  With
-	 * nothing written since the last fsync there is nothing to make
-	 * durable: a flush right after a flush costs nothing. */
-	if (!synced && img->unsynced)
-		ret = qcow_fsync(img);
-	return ret;
+	return need_sync ? qcow_fsync(img) : 0;
 }
 
 bool qcow_metadata_unwritten(const struct qcow_image *img)
 {
 	return img->l1_any_dirty || qcow_cache_has_dirty(img->l2_cache) ||
 	       qcow_cache_has_dirty(img->refcount_cache);
-}
-
-/*
- * A flush that fails, for whatever reason, fails the handle (design 9.7):
- * its caller now treats everything since the last good flush as possibly
- * lost, and no later flush on this handle may claim otherwise.
- */
-int qcow_flush(struct qcow_image *img)
-{
-	int ret;
-
-	if (img->read_only)
-		return 0;
-	ret = flush_steps(img);
-	return ret < 0 ? qcow_fail_handle(img, ret, "flush") : 0;
 }
 
 /* ------------------------------------------------------------ overlap */
@@ -422,6 +331,7 @@ static void free_header_fields(struct qcow_image *img)
 
 static void free_image(struct qcow_image *img)
 {
+	qcow_flush_free(img);
 	qcow_cache_free(img->l2_cache);
 	qcow_cache_free(img->refcount_cache);
 	img->l2_cache = NULL;
@@ -537,6 +447,9 @@ static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opt
 	if (!img->compressed_in || !img->decompressed || !img->cow_buf || !img->zero_cluster)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the IO buffers");
 	memset(img->zero_cluster, 0, img->cluster_size);
+	ret = qcow_flush_init(img);
+	if (ret < 0)
+		return ret;
 	ret = qcow_l1_init(img);
 	if (ret < 0)
 		return ret;

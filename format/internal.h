@@ -4,7 +4,8 @@
  *
  *   file_posix.c  the POSIX qcow_file backend
  *   header.c      header + extensions: parse, validate, write back
- *   image.c       open/create/close, flush ordering, resize, info, errors
+ *   image.c       open/create/close, fsync accounting, resize, info, errors
+ *   flush.c       the flush: write-back in order, as a state machine handing out its IO
  *   refcount.c    refcount table and blocks, the cluster allocator, deferred frees
  *   cache.c       the bounded metadata table cache (L2 tables, refcount blocks)
  *   cluster.c     L1/L2 mapping, allocation for writes, copy-on-write, zero, discard
@@ -21,8 +22,8 @@
  *   4. refcount decrements (frees) are applied only after the metadata that
  *      stopped referencing the cluster is durable, and a freed cluster is not
  *      reused before its decrement is applied; a crash in between leaks it.
- * qcow_flush() performs the whole sequence; evicting a dirty L2 table from the
- * cache performs steps 1-2 first.
+ * A flush (flush.c) performs the whole sequence; evicting a dirty L2 table
+ * from the cache performs steps 1-2 first.
  */
 #ifndef QCOW_INTERNAL_H
 #define QCOW_INTERNAL_H
@@ -80,6 +81,18 @@ void qcow_cache_forget(struct qcow_cache *c, uint64_t offset);
 int qcow_cache_invalidate(struct qcow_cache *c);
 /* Lookups that found their table, and table reads started, since creation. */
 void qcow_cache_counts(const struct qcow_cache *c, uint64_t *hits, uint64_t *misses);
+/*
+ * Flush snapshots (the comment at the top of cache.c): copy every dirty
+ * table not already being flushed, mark it clean, pin it; the slot indices
+ * go to idx (room for every slot). Returns how many.
+ */
+unsigned qcow_cache_snapshot(struct qcow_cache *c, uint32_t *idx);
+/* The write of slot idx's copy; -EIO if it would hit fixed metadata. */
+int qcow_cache_snapshot_io(struct qcow_cache *c, uint32_t idx, struct qcow_io *io);
+/* Its write is over: unpin; not written, the table is dirty again. */
+void qcow_cache_snapshot_done(struct qcow_cache *c, uint32_t idx, bool written);
+/* Slots of a cache (the size of an idx array for qcow_cache_snapshot). */
+unsigned qcow_cache_slots(const struct qcow_cache *c);
 
 /* --------------------------------------------------------------- image.c */
 
@@ -89,6 +102,9 @@ struct qcow_raw_ext {
 	uint32_t length;
 	uint8_t *data;
 };
+
+/* Events an fsync makes durable (qcow_image.events). */
+enum qcow_sync_kind { QCOW_SYNC_ANY, QCOW_SYNC_DATA, QCOW_SYNC_L2, QCOW_SYNC_KINDS };
 
 /* A guest range whose allocation is between write_begin and write_end. */
 struct qcow_inflight {
@@ -153,12 +169,26 @@ struct qcow_image {
 	uint64_t *pending_free;       /* host cluster offsets whose refcount drops at flush */
 	size_t nb_pending_free, pending_free_cap;
 
-	/* data clusters were written since the last fsync */
-	bool data_unsynced;
+	/*
+	 * What an fsync must cover, as counts of events: each rises when such
+	 * an event happens, and an fsync that completes sets synced to the
+	 * counts it saw when it was issued (an asynchronous flush's fsync
+	 * covers nothing that happened after that). Kinds:
+	 *  - QCOW_SYNC_ANY: anything was written, or planned for a caller, or
+	 *    a caller's write ended: a flush with nothing to write back fsyncs
+	 *    only then;
+	 *  - QCOW_SYNC_DATA: data an L2 entry may point at was written (and
+	 *    refcount table entries): step 1 fsyncs before L2 tables then;
+	 *  - QCOW_SYNC_L2: an L2 table was written outside a flush (evicted
+	 *    from the cache). The next flush may have no dirty table left, and
+	 *    so no fsync of its own after step 2, yet its L1 entries (step 3)
+	 *    and refcount decrements (step 4) depend on that table: it owes one.
+	 */
+	uint64_t events[QCOW_SYNC_KINDS];
+	uint64_t synced[QCOW_SYNC_KINDS];
 
-	/* anything was written (or planned for a caller) since the last fsync:
-	 * a flush with nothing to write back fsyncs only then */
-	bool unsynced;
+	/* the flush in progress (flush.c) */
+	struct qcow_flush *flush;
 
 	/*
 	 * The file reads as zeros from this offset on: nothing has been written
@@ -181,14 +211,6 @@ struct qcow_image {
 	/* counters for qcow_get_stats (the L2 cache counts its own) */
 	uint64_t clusters_allocated;
 	uint64_t cow_copies;
-
-	/*
-	 * An L2 table was written outside a flush (evicted from the cache) since
-	 * the last fsync. The next flush may have no dirty table left, and so no
-	 * fsync of its own after step 2, yet its L1 entries (step 3) and refcount
-	 * decrements (step 4) depend on that table being durable: it owes one.
-	 */
-	bool l2_unsynced;
 
 	/*
 	 * Set (to the -errno) once a failure leaves the file in a state this
@@ -242,14 +264,40 @@ void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len);
  * extend it (image.c says why). Never fails: a write can extend it too. */
 void qcow_grow_for(struct qcow_image *img, uint64_t end);
 int qcow_fsync(struct qcow_image *img);
+/* An event of kind happened that the next fsync must cover. */
+static inline void qcow_sync_owed(struct qcow_image *img, enum qcow_sync_kind kind)
+{
+	img->events[kind]++;
+	if (kind != QCOW_SYNC_ANY)
+		img->events[QCOW_SYNC_ANY]++;
+}
+/* Has an event of kind happened since the last fsync was issued? */
+static inline bool qcow_sync_needed(const struct qcow_image *img, enum qcow_sync_kind kind)
+{
+	return img->events[kind] != img->synced[kind];
+}
 /* Fail the handle after err (see fatal_error); returns err. */
 int qcow_fail_handle(struct qcow_image *img, int err, const char *what);
 /* fatal_error with a message once the handle has failed, else 0. */
 int qcow_refuse_if_failed(struct qcow_image *img);
+/* That, or -EIO once the image is marked corrupt: may the engine write? */
+int qcow_refuse_write(struct qcow_image *img);
 
 /* Steps 1-2 of the ordering: fsync data, write refcount blocks, fsync.
  * Called by the L2 cache before it writes a dirty L2 table. */
 int qcow_prepare_l2_writeback(struct qcow_image *img);
+
+/* --------------------------------------------------------------- flush.c */
+
+/* Allocate the flush state at open (writable images); free it at close. */
+int qcow_flush_init(struct qcow_image *img);
+void qcow_flush_free(struct qcow_image *img);
+/*
+ * Table writes outside a flush (cache eviction, refcount block creation)
+ * are refused with -EBUSY while a flush runs: its writes are in flight
+ * unordered with them. The caller waits for the flush to end.
+ */
+int qcow_refuse_while_flushing(struct qcow_image *img);
 
 /* Refuse (-EIO, image marked corrupt) a write of [off, off+len) that would
  * land on the header, the L1 table, the refcount table or the snapshot table:
@@ -286,8 +334,9 @@ int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb);
 /* Queue a refcount decrement of each cluster touching [offset, offset+length)
  * for the next flush (after the metadata that dropped the reference is durable). */
 int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length);
-/* Apply queued decrements (called by qcow_flush after L1/L2 are durable). */
-int qcow_apply_deferred_frees(struct qcow_image *img);
+/* Apply the first n queued decrements (a flush, once the metadata that
+ * dropped those references is durable); the rest stay queued. */
+int qcow_apply_deferred_frees(struct qcow_image *img, size_t n);
 /* Decode / encode one refcount entry of a refcount block. */
 uint64_t qcow_refblock_get(const struct qcow_image *img, const void *block, uint64_t index);
 void qcow_refblock_set(const struct qcow_image *img, void *block, uint64_t index, uint64_t value);
@@ -300,8 +349,6 @@ uint64_t qcow_refcount_max(const struct qcow_image *img);
 int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, const char *what);
 /* Load the L1 table into memory. */
 int qcow_l1_init(struct qcow_image *img);
-/* Write dirty L1 entries (the L2 tables they point at must be durable). */
-int qcow_write_l1(struct qcow_image *img);
 void qcow_l1_free(struct qcow_image *img);
 /* Grow the L1 table to cover new_size (used by resize): writes the new table
  * to fresh clusters, updates the header, frees the old one deferred. */

@@ -13,7 +13,7 @@
  *    and made durable before the header points at it, and the header is
  *    durable before the old table is freed (deferred, at the next flush);
  *  - decrements normally arrive through qcow_free_deferred() and are only
- *    applied by qcow_flush() once the metadata that dropped the reference
+ *    applied by a flush once the metadata that dropped the reference
  *    is durable. Until then the cluster keeps a non-zero refcount, which is
  *    what stops the allocator from handing it out again.
  */
@@ -436,7 +436,7 @@ static int commit_new(struct qcow_image *img, struct new_blocks *nbk)
 		return ret;
 	}
 	/* The entries become durable with the fsync that precedes any L2 write. */
-	img->data_unsynced = true;
+	qcow_sync_owed(img, QCOW_SYNC_DATA);
 	nbk->n = 0;
 	return 0;
 }
@@ -515,7 +515,10 @@ static int create_blocks(struct qcow_image *img, uint64_t first, uint64_t last,
 {
 	struct new_blocks nbk = { 0 };
 	uint64_t ti = first, grow_ti = 0;
-	int ret = 0;
+	int ret = qcow_refuse_while_flushing(img);
+
+	if (ret < 0)
+		return ret;
 
 	while (ti <= last) {
 		int64_t off = refblock_offset(img, ti);
@@ -762,11 +765,13 @@ int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length)
 	return 0;
 }
 
-int qcow_apply_deferred_frees(struct qcow_image *img)
+int qcow_apply_deferred_frees(struct qcow_image *img, size_t n)
 {
-	size_t i = 0, j, n = img->nb_pending_free;
+	size_t i = 0, j, all = img->nb_pending_free;
 	int ret = 0;
 
+	if (n > all)
+		n = all;
 	while (i < n) {
 		/* Consecutive clusters go in one update. */
 		for (j = i + 1; j < n && img->pending_free[j] ==
@@ -778,7 +783,7 @@ int qcow_apply_deferred_frees(struct qcow_image *img)
 		i = j;
 	}
 	/* Keep what was not applied for the next try. */
-	memmove(img->pending_free, img->pending_free + i, (n - i) * sizeof(uint64_t));
-	img->nb_pending_free = n - i;
+	memmove(img->pending_free, img->pending_free + i, (all - i) * sizeof(uint64_t));
+	img->nb_pending_free = all - i;
 	return ret;
 }

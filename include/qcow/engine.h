@@ -239,10 +239,49 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
  */
 int qcow_flush(struct qcow_image *img);
 
+/* ------------------------------------------------------------------------
+ * Flush, step by step, for a caller that does the IO itself (an io_uring
+ * server). The same machine runs qcow_flush(), with pwrite and fdatasync.
+ *
+ *   qcow_flush_start()    snapshots what the flush makes durable: every
+ *                         write completed, every mapping published and every
+ *                         change made before it;
+ *   qcow_flush_next()     hands out the next batch of IO: table writes in
+ *                         any order among themselves, or one fsync; 0 once
+ *                         the flush is complete;
+ *   qcow_flush_io_done()  reports the batch, once every IO of it is over.
+ *
+ * The caller need not hold its lock between the calls: reads, writes and
+ * allocations go on meanwhile, and what they change waits for the next
+ * flush. Table writes that would race the flush's (evictions of dirty
+ * tables, new refcount blocks) return -EBUSY until it ends. One flush runs
+ * at a time. A failed flush fails the handle, as qcow_flush() does.
+ * ------------------------------------------------------------------------ */
+enum qcow_io_op { QCOW_IO_WRITE, QCOW_IO_FSYNC };
+
+struct qcow_io {
+	enum qcow_io_op op;
+	const void *buf;              /* WRITE: engine memory, page aligned, valid until io_done */
+	size_t len;                   /* WRITE: bytes, whole blocks of a direct IO file */
+	uint64_t offset;              /* WRITE: file offset, block aligned */
+};
+
+/* 0: started; 1: nothing to make durable (done, no IO); -EBUSY: a flush is
+ * running (start again once it is over); else -errno. */
+int qcow_flush_start(struct qcow_image *img);
+/* > 0: the batch, that many IOs in ios (max >= 1); 0: the flush is over and
+ * everything it covers durable; -errno: it failed. */
+int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max);
+/* result: 0 if every IO of the batch succeeded in full, else an -errno. */
+void qcow_flush_io_done(struct qcow_image *img, int result);
+/* Is a flush between qcow_flush_start and its end? */
+bool qcow_flush_running(const struct qcow_image *img);
+
 /*
  * True while the engine holds metadata changes (L1 entries, L2 tables,
  * refcount blocks) that are not yet written to the file: a process that
- * died now would lose them.  Data and fsyncs are not its concern.
+ * died now would lose them.  Data and fsyncs are not its concern.  While a
+ * flush runs, its tables may still be on their way: ask once it is over.
  */
 bool qcow_metadata_unwritten(const struct qcow_image *img);
 
@@ -262,7 +301,9 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
  * Returns -EBUSY when an overlapping allocation is in flight: retry after
  * any qcow_write_end(). -EBUSY also comes back (from these and from the
  * synchronous calls) while an L2 table they need is being loaded through
- * qcow_map_nowait(): retry after qcow_meta_read_done().
+ * qcow_map_nowait(): retry after qcow_meta_read_done(); and while a flush
+ * run step by step is in progress and they would write a table: retry once
+ * it is over.
  * ------------------------------------------------------------------------ */
 struct qcow_write_plan {
 	uint64_t guest_offset;

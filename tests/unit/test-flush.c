@@ -13,6 +13,20 @@
  *    still fsyncs (its data was not covered);
  *  - a write that failed: the next flush fsyncs all the same (the failed
  *    write may have landed in part, the allocation was given back).
+ *
+ * Then the flush run step by step, as the daemon runs it (flush.c), with
+ * other work done while a batch's IO is "in flight":
+ *  - no table is written behind its back: a write that would evict a dirty
+ *    table or write refcount blocks waits (-EBUSY), and nothing but the
+ *    flush writes the refcount block it is writing;
+ *  - a free queued after the start is not applied by this flush, only by
+ *    the next one (what dropped the reference was not in its snapshot);
+ *  - a write that ends after the flush's fsync was issued is not counted
+ *    as synced by it: the next flush still fsyncs;
+ *  - one flush at a time: a second start, or qcow_flush(), gets -EBUSY and
+ *    the handle goes on;
+ *  - a failed table write fails the flush and the handle, and gives back
+ *    what the flush held (the tables count as unwritten again).
  */
 #include "crashfile.h"
 #include "internal.h"
@@ -22,9 +36,11 @@
 
 static struct crashfile *cf;
 
-static struct qcow_image *open_new(void)
+static struct qcow_image *open_geometry(unsigned cluster_bits, unsigned l2_tables)
 {
-	struct qcow_create_opts co = { .size = 64 << 20, .cluster_bits = 16, .version = 3 };
+	struct qcow_create_opts co = { .size = 64 << 20, .cluster_bits = cluster_bits,
+				       .version = 3 };
+	struct qcow_open_opts oo = { .l2_cache_bytes = (uint64_t)l2_tables << cluster_bits };
 	struct qcow_image *img = NULL;
 	struct qcow_file f;
 	char err[512] = "";
@@ -35,9 +51,14 @@ static struct qcow_image *open_new(void)
 	cf_get_file(cf, &f);
 	r = qcow_create_file(&f, "cf", &co, err, sizeof(err));
 	REQUIRE(r == 0, "create: %d %s", r, err);
-	r = qcow_open_file(&f, "cf", NULL, &img, err, sizeof(err));
+	r = qcow_open_file(&f, "cf", &oo, &img, err, sizeof(err));
 	REQUIRE(r == 0 && img, "open: %d %s", r, err);
 	return img;
+}
+
+static struct qcow_image *open_new(void)
+{
+	return open_geometry(16, 0);
 }
 
 /* fsyncs issued by fn's flush */
@@ -115,9 +136,223 @@ static void test_counts(void)
 	cf_free(cf);
 }
 
+/* ------------------------------------------------- the flush step by step */
+
+/* Do a batch's IO on the crash-test file, as a server's ring would. */
+static int do_batch(const struct qcow_io *ios, int n)
+{
+	struct qcow_file f;
+	int i, r = 0;
+
+	cf_get_file(cf, &f);
+	for (i = 0; r == 0 && i < n; i++)
+		r = ios[i].op == QCOW_IO_FSYNC ? f.ops->flush(f.ctx)
+					       : f.ops->pwrite(f.ctx, ios[i].buf, ios[i].len,
+							       ios[i].offset);
+	return r;
+}
+
+/* Run the started flush to its end; its result. */
+static int finish_flush(struct qcow_image *img)
+{
+	struct qcow_io ios[8];
+	int n;
+
+	while ((n = qcow_flush_next(img, ios, 8)) > 0)
+		qcow_flush_io_done(img, do_batch(ios, n));
+	return n;
+}
+
+static int try_write_4k(struct qcow_image *img, uint64_t off, uint8_t byte)
+{
+	uint8_t b[4096];
+
+	memset(b, byte, sizeof(b));
+	return qcow_write(img, b, off, sizeof(b));
+}
+
+/* The image as it is now passes qemu-img check (leaks allowed: none expected). */
+static void qemu_check_now(const char *what)
+{
+	const uint8_t *data;
+	uint64_t size;
+	const char *path = t_path("%s.qcow2", what);
+	int r;
+
+	if (!t_want_qemu())
+		return;
+	data = cf_data(cf, &size);
+	REQUIRE(t_write_file(path, data, size) == 0, "write %s", path);
+	r = t_qemu_check(path);
+	CHECK(r == 0, "%s: qemu-img check exited %d", what, r);
+}
+
+static void test_no_table_write_behind(void)
+{
+	struct qcow_image *img = open_geometry(12, 4);	/* 2 MiB per L2 table, 4 slots */
+	struct qcow_io ios[8];
+	uint64_t block, i, busy = 0, done = 0;
+	size_t ev0, e;
+	int n, r;
+
+	try_write_4k(img, 0, 1);
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	n = qcow_flush_next(img, ios, 8);
+	REQUIRE(n == 1 && ios[0].op == QCOW_IO_WRITE, "first batch: %d IOs", n);
+	block = ios[0].offset;			/* the refcount block's copy, in flight */
+	cf_record_start(cf);
+	ev0 = cf_nevents(cf);
+	/* new L2 tables, each allocation changing that block again, until a
+	 * dirty table would have to be evicted */
+	for (i = 1; i <= 8; i++) {
+		r = try_write_4k(img, i * (2 << 20), (uint8_t)i);
+		CHECK(r == 0 || r == -EBUSY || r == -ENOMEM, "write during the flush: %d %s", r,
+		      qcow_error(img));
+		busy += r == -EBUSY || r == -ENOMEM;
+		done += r == 0;
+	}
+	CHECK(busy > 0 && done > 0, "during the flush: %" PRIu64 " writes done, %" PRIu64
+	      " waiting, wanted some of each", done, busy);
+	for (e = ev0; e < cf_nevents(cf); e++)
+		CHECK(!cf_event_writes_to(cf, e, block, 4096),
+		      "event %zu wrote the refcount block the flush is writing", e);
+	qcow_flush_io_done(img, do_batch(ios, n));
+	r = finish_flush(img);
+	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
+	for (i = 1; i <= 8; i++)
+		CHECK(try_write_4k(img, i * (2 << 20), (uint8_t)i) == 0, "write after the flush: %s",
+		      qcow_error(img));
+	CHECK(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+	qemu_check_now("behind");
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+}
+
+static uint64_t host_of(struct qcow_image *img, uint64_t off)
+{
+	struct qcow_extent ext;
+	int r = qcow_map(img, off, 4096, &ext);
+
+	REQUIRE(r == 0 && ext.kind == QCOW_EXTENT_DATA, "map %" PRIu64 ": %d", off, r);
+	return ext.host_offset;
+}
+
+static uint64_t refcount_of(struct qcow_image *img, uint64_t host)
+{
+	uint64_t rc = 0;
+	int r = qcow_refcount_get(img, host / CS, &rc);
+
+	REQUIRE(r == 0, "refcount: %d %s", r, qcow_error(img));
+	return rc;
+}
+
+static void test_frees_after_start(void)
+{
+	struct qcow_image *img = open_new();
+	uint64_t c0, c1;
+	int r;
+
+	write_4k(img, 0, 1);
+	write_4k(img, CS, 2);
+	REQUIRE(qcow_flush(img) == 0, "flush");
+	c0 = host_of(img, 0);
+	c1 = host_of(img, CS);
+	REQUIRE(qcow_discard(img, 0, CS) == 0, "discard");
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_discard(img, CS, CS) == 0, "discard during the flush: %s", qcow_error(img));
+	r = finish_flush(img);
+	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
+	CHECK(refcount_of(img, c0) == 0, "a free queued before the start: refcount %" PRIu64
+	      ", wanted 0", refcount_of(img, c0));
+	CHECK(refcount_of(img, c1) == 1, "a free queued after the start was applied: refcount %"
+	      PRIu64 ", wanted 1 until the next flush", refcount_of(img, c1));
+	REQUIRE(qcow_flush(img) == 0, "flush");
+	CHECK(refcount_of(img, c1) == 0, "the next flush: refcount %" PRIu64 ", wanted 0",
+	      refcount_of(img, c1));
+	qemu_check_now("frees");
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+}
+
+static void test_fsync_covers_only_before(void)
+{
+	struct qcow_image *img = open_new();
+	struct qcow_io ios[8];
+	uint64_t n;
+	int k, r;
+
+	write_4k(img, 0, 1);
+	REQUIRE(qcow_flush(img) == 0, "flush");
+	write_4k(img, 0, 2);			/* in place */
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	k = qcow_flush_next(img, ios, 8);
+	REQUIRE(k == 1 && ios[0].op == QCOW_IO_FSYNC, "an in-place write's flush: %d IOs", k);
+	write_4k(img, 0, 3);			/* ends while the fsync is in flight */
+	qcow_flush_io_done(img, do_batch(ios, k));
+	r = finish_flush(img);
+	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
+	n = fsyncs_of_flush(img);
+	CHECK(n == 1, "a write that ended during the fsync: the next flush did %" PRIu64
+	      " fsyncs, wanted 1", n);
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+}
+
+static void test_one_at_a_time(void)
+{
+	struct qcow_image *img = open_new();
+	int r;
+
+	write_4k(img, 0, 1);
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	CHECK(qcow_flush_running(img), "not running after a start");
+	r = qcow_flush_start(img);
+	CHECK(r == -EBUSY, "a second start: %d, wanted -EBUSY", r);
+	r = qcow_flush(img);
+	CHECK(r == -EBUSY, "qcow_flush during a flush: %d, wanted -EBUSY", r);
+	r = finish_flush(img);
+	CHECK(r == 0 && !qcow_flush_running(img), "flush: %d %s", r, qcow_error(img));
+	CHECK(try_write_4k(img, CS, 2) == 0, "the handle goes on: %s", qcow_error(img));
+	CHECK(qcow_flush_start(img) == 0, "the next flush starts: %s", qcow_error(img));
+	CHECK(finish_flush(img) == 0, "and ends: %s", qcow_error(img));
+	CHECK(qcow_flush_start(img) == 1, "nothing left: start says so");
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+}
+
+static void test_failed_batch(void)
+{
+	struct qcow_image *img = open_new();
+	struct qcow_io ios[8];
+	int n, r;
+
+	write_4k(img, 0, 1);
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	n = qcow_flush_next(img, ios, 8);
+	REQUIRE(n > 0, "a batch: %d", n);
+	qcow_flush_io_done(img, -EIO);
+	r = qcow_flush_next(img, ios, 8);
+	CHECK(r == -EIO, "after a failed batch: %d, wanted -EIO", r);
+	CHECK(!qcow_flush_running(img), "still running after failing");
+	CHECK(qcow_metadata_unwritten(img), "the tables it did not write count as written");
+	r = try_write_4k(img, CS, 2);
+	CHECK(r < 0 && t_msg_has(qcow_error(img), "flush failed"),
+	      "a write after the failed flush: %d %s", r, qcow_error(img));
+	r = qcow_flush_start(img);
+	CHECK(r == -EIO, "a start after the failed flush: %d", r);
+	r = qcow_close(img);
+	CHECK(r == -EIO, "close after the failed flush: %d", r);
+	cf_free(cf);
+}
+
 int main(void)
 {
 	t_init("test-flush");
 	test_counts();
+	test_no_table_write_behind();
+	test_frees_after_start();
+	test_fsync_covers_only_before();
+	test_one_at_a_time();
+	test_failed_batch();
 	return t_finish();
 }

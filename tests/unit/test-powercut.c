@@ -82,6 +82,14 @@ struct workload {
 	uint8_t *live;            /* what the running image must read back */
 	uint64_t req_off, req_len;/* the discard as asked (the op holds its effect) */
 	unsigned zero_flags;
+	/* during an asynchronous flush: the guest ops run meanwhile, added to
+	 * the model after the flush (which covers none of them) */
+	struct cf_gop during[64];
+	unsigned zero_flags_of[64];
+	uint64_t req_of[64][2];       /* a discard's req_off, req_len */
+	unsigned nb_during;
+	bool in_flush;
+	unsigned async_flushes, ops_during, ops_refused;   /* for the summary */
 };
 
 static bool have_qemu;
@@ -178,7 +186,14 @@ static int wl_call(struct workload *w, struct cf_gop *g, int (*fn)(struct worklo
 	r = fn(w, g);
 	g->ev_end = cf_nevents(w->cf);
 	g->failed = r < 0;
-	cf_model_add(w->model, g);
+	if (w->in_flush) {
+		w->zero_flags_of[w->nb_during] = w->zero_flags;
+		w->req_of[w->nb_during][0] = w->req_off;
+		w->req_of[w->nb_during][1] = w->req_len;
+		w->during[w->nb_during++] = *g;
+	} else {
+		cf_model_add(w->model, g);
+	}
 	if (r == 0 && g->kind == CF_G_WRITE)
 		cf_pattern(g->id, g->off, w->live + g->off, g->len);
 	else if (r == 0 && g->kind == CF_G_ZERO)
@@ -304,6 +319,7 @@ static int op_zero(struct workload *w, struct cf_gop *g)
 {
 	pick_range(w, 4ULL << w->cfg->cb, &g->off, &g->len);
 	g->kind = CF_G_ZERO;
+	w->req_len = 0;
 	w->zero_flags = t_rand_below(2) ? QCOW_ZERO_MAY_UNMAP : 0;
 	return wl_call(w, g, do_zero);
 }
@@ -344,13 +360,122 @@ static int op_trim_scan_flush(struct workload *w, struct cf_gop *g)
 	return op_flush(w, g);
 }
 
+/*
+ * A flush as the daemon runs it (flush.c, qcow_flush_start/next/io_done):
+ * each batch's writes in a random order, and guest writes, zeroings and
+ * discards run between them, as a server's requests go on while the
+ * flush's IO is in flight. The flush covers what completed before it started: it goes into
+ * the model first, with the events of its whole run, and the ops run
+ * meanwhile after it, never durable through it. One refused with -EBUSY (a
+ * table write that must wait for the flush) or -ENOMEM (every cache slot
+ * pinned by it) may have done part of its work: it counts as failed, and
+ * is done again once the flush is over.
+ */
+static void during_flush(struct workload *w)
+{
+	struct cf_gop g = { .id = 0 };
+	int r;
+
+	if (w->nb_during == sizeof(w->during) / sizeof(w->during[0]) || t_rand_below(2))
+		return;
+	g.id = 100000 + (uint32_t)cf_model_nops(w->model) * 64 + w->nb_during;
+	switch (t_rand_below(4)) {
+	case 0:
+		r = op_zero(w, &g);
+		break;
+	case 1:
+		r = op_discard(w, &g);
+		break;
+	default:
+		r = op_write(w, &g);
+		break;
+	}
+	/* -ENOMEM: every cache slot is pinned by the flush's writes */
+	CHECK(r == 0 || r == -EBUSY || r == -ENOMEM, "%s: op during a flush: %d %s",
+	      w->cfg->name, r, qcow_error(w->img));
+}
+
+static void run_flush_batch(struct workload *w, struct qcow_io *ios, int n)
+{
+	const struct qcow_file *f = qcow_get_file(w->img);
+	int i, r, result = 0;
+
+	for (i = n - 1; i > 0; i--) {
+		unsigned j = (unsigned)t_rand_below((uint64_t)i + 1);
+		struct qcow_io tmp = ios[i];
+
+		ios[i] = ios[j];
+		ios[j] = tmp;
+	}
+	for (i = 0; i < n; i++) {
+		during_flush(w);
+		if (ios[i].op == QCOW_IO_FSYNC)
+			r = f->ops->flush(f->ctx);
+		else
+			r = f->ops->pwrite(f->ctx, ios[i].buf, ios[i].len, ios[i].offset);
+		if (r < 0 && !result)
+			result = r;
+	}
+	during_flush(w);
+	qcow_flush_io_done(w->img, result);
+}
+
+static int op_async_flush(struct workload *w, struct cf_gop *g)
+{
+	struct qcow_io ios[4];
+	unsigned i;
+	int r, n;
+
+	g->kind = CF_G_FLUSH;
+	g->ev_begin = cf_nevents(w->cf);
+	r = qcow_flush_start(w->img);
+	if (r < 0)
+		return r;
+	w->in_flush = true;
+	w->nb_during = 0;
+	while (r == 0 && (n = qcow_flush_next(w->img, ios, 1 + (unsigned)t_rand_below(4))) != 0) {
+		if (n < 0) {
+			r = n;
+			break;
+		}
+		run_flush_batch(w, ios, n);
+	}
+	w->in_flush = false;
+	w->async_flushes++;
+	w->ops_during += w->nb_during;
+	g->ev_end = cf_nevents(w->cf);
+	g->failed = r < 0;
+	cf_model_add(w->model, g);
+	for (i = 0; i < w->nb_during; i++)
+		cf_model_add(w->model, &w->during[i]);
+	for (i = 0; i < w->nb_during; i++) {
+		struct cf_gop redo = w->during[i];
+
+		if (!w->during[i].failed)
+			continue;
+		w->ops_refused++;
+		w->zero_flags = w->zero_flags_of[i];
+		w->req_off = w->req_of[i][0];
+		w->req_len = w->req_of[i][1];
+		if (redo.kind == CF_G_WRITE)
+			r = wl_call(w, &redo, do_write);
+		else if (w->req_len)
+			r = wl_call(w, &redo, do_discard);
+		else
+			r = wl_call(w, &redo, do_zero);
+		if (r < 0)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
 struct random_op {
 	unsigned weight;              /* percent; the fill writes get the config's */
 	int (*run)(struct workload *w, struct cf_gop *g);
 };
 
 static const struct random_op random_ops[] = {
-	{ 12, op_flush }, { 0, op_fill }, { 8, op_zero }, { 8, op_discard },
+	{ 4, op_flush }, { 8, op_async_flush }, { 0, op_fill }, { 8, op_zero }, { 8, op_discard },
 	{ 6, op_read }, { 5, op_scan }, { 5, op_trim_scan_flush }, { 100, op_write },
 };
 
@@ -417,6 +542,8 @@ static void wl_describe(struct workload *w)
 	printf("%s: file %" PRIu64 " bytes, L1 %u entries at 0x%" PRIx64 ", refcount table %u "
 	       "clusters at 0x%" PRIx64 "\n", w->cfg->name, info.file_size, info.l1_size,
 	       info.l1_table_offset, info.refcount_table_clusters, info.refcount_table_offset);
+	printf("%s: %u flushes run step by step, %u guest ops during them (%u refused until "
+	       "they ended)\n", w->cfg->name, w->async_flushes, w->ops_during, w->ops_refused);
 }
 
 static void wl_run(struct workload *w)

@@ -1,0 +1,493 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Flush: everything written so far made durable in the crash-safe order
+ * (rules 1-4 in internal.h, doc/design.md 9.3), as a state machine that
+ * hands out its IO instead of doing it (engine.h), so that a server runs it
+ * on its ring without holding its lock across a write or an fsync.
+ * qcow_flush() runs the same machine with the file ops.
+ *
+ * qcow_flush_start() takes a snapshot, under the caller's lock: the dirty
+ * refcount blocks and L2 tables (copied and pinned, cache.c), the dirty L1
+ * sectors (copied), how many frees are queued, and which fsyncs are owed.
+ * The snapshot is consistent: every L2 entry in it was published after its
+ * data write completed (rule 1) and after its refcount increment reached a
+ * refcount block, which is in the same snapshot (rule 2). Then, each step
+ * its writes (any order among them) and then its fsync:
+ *
+ *   1 REFCOUNTS  the refcount block copies; fsync if there were any or if
+ *                data was written since the last fsync.
+ *                Crash right after: blocks hold extra increments, and
+ *                clusters nothing points at yet leak; no decrement is
+ *                among them (decrements are written only in step 4).
+ *   2 L2         the L2 table copies; fsync if there were any or an L2
+ *                table evicted since the last fsync owes one.
+ *                Crash right after: any subset of the tables landed; each
+ *                entry points at data and refcounts that are durable, and
+ *                the clusters the old entries used are not freed yet.
+ *   3 L1         the dirty L1 sectors, whole sectors; fsync.
+ *                Crash right after: the entries point at durable tables.
+ *   4 FREES      the frees queued before the start are applied (what
+ *                dropped those references was in the snapshot, durable
+ *                now: rule 4) and the refcount blocks copied and written
+ *                again; fsync. Crash right after: decrements lost leak.
+ *   5 LAST       no fsync yet, and something written since the last one
+ *                (an in-place write): fsync.
+ *
+ * Meanwhile requests go on. What they change is newer than the snapshot
+ * and waits for the next flush: a table changed while its copy is written
+ * is dirty again, a free queued now is applied by the next flush. They
+ * write only data to clusters no durable metadata points at, or in place
+ * where the guest owns the data. Table writes of their own could land in
+ * either order with the flush's, so they are refused with -EBUSY until the
+ * flush ends (qcow_refuse_while_flushing): evictions of dirty tables and
+ * new refcount blocks. Pinned copies also keep a slot from being evicted
+ * and read back from the file before its write lands.
+ *
+ * An fsync covers only what happened before it was issued: it records the
+ * event counts then (internal.h, events), and they become the synced
+ * counts when it completes.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define L1_PER_SECTOR 64U             /* entries in one 512-byte sector */
+
+enum flush_step {
+	FLUSH_IDLE,                   /* no flush running */
+	FLUSH_REFCOUNTS,
+	FLUSH_L2,
+	FLUSH_L1,
+	FLUSH_FREES,
+	FLUSH_LAST,
+	FLUSH_OVER,                   /* every step done: next() ends it */
+};
+
+/* What was handed out and not yet reported. */
+enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC };
+
+struct l1_run {
+	uint64_t start, len;          /* bytes into the L1 table */
+};
+
+struct qcow_flush {
+	enum flush_step step;
+	enum flush_batch batch;
+	unsigned cursor;              /* the step's writes handed out so far */
+	unsigned batch_n;             /* writes of the batch: [cursor - batch_n, cursor) */
+	bool step_synced;             /* this step's fsync is over */
+	bool synced;                  /* some fsync of this flush is over */
+	bool owed_any, owed_data;     /* at the start: something / data unsynced */
+	size_t nb_frees;              /* frees queued before the start */
+	uint64_t covers[QCOW_SYNC_KINDS]; /* the fsync in flight: events then */
+	int error;
+
+	/* the snapshot */
+	uint32_t *rc, *l2;            /* slots of the two caches */
+	unsigned nb_rc, nb_l2;
+	uint8_t *l1_copy;             /* the L1 table, big-endian, whole clusters */
+	size_t l1_copy_len;
+	struct l1_run *l1_runs;
+	unsigned nb_l1_runs;
+};
+
+int qcow_flush_init(struct qcow_image *img)
+{
+	struct qcow_flush *fl;
+
+	if (img->read_only)
+		return 0;
+	fl = calloc(1, sizeof(*fl));
+	if (fl) {
+		fl->rc = calloc(qcow_cache_slots(img->refcount_cache) + 1, sizeof(uint32_t));
+		fl->l2 = calloc(qcow_cache_slots(img->l2_cache) + 1, sizeof(uint32_t));
+	}
+	img->flush = fl;
+	if (!fl || !fl->rc || !fl->l2)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the flush state");
+	return 0;
+}
+
+void qcow_flush_free(struct qcow_image *img)
+{
+	struct qcow_flush *fl = img->flush;
+
+	if (!fl)
+		return;
+	free(fl->rc);
+	free(fl->l2);
+	free(fl->l1_copy);
+	free(fl->l1_runs);
+	free(fl);
+	img->flush = NULL;
+}
+
+bool qcow_flush_running(const struct qcow_image *img)
+{
+	return img->flush && img->flush->step != FLUSH_IDLE;
+}
+
+int qcow_refuse_while_flushing(struct qcow_image *img)
+{
+	if (!qcow_flush_running(img))
+		return 0;
+	return qcow_set_error(img, -EBUSY, "metadata write-back waits for the flush in progress");
+}
+
+/* ---------------------------------------------------------------- L1 */
+
+/* Room for a copy of the whole L1 table: allocated again only after the
+ * table grew (resize, snapshot apply), never while serving. */
+static int l1_room(struct qcow_image *img, struct qcow_flush *fl)
+{
+	size_t len = QCOW_ALIGN_UP((uint64_t)img->l1_size * 8, img->cluster_size);
+	size_t sectors = len / 512;
+	void *p;
+
+	if (len <= fl->l1_copy_len)
+		return 0;
+	if (posix_memalign(&p, 4096, len))
+		return qcow_set_error(img, -ENOMEM, "out of memory for the L1 table's flush copy");
+	free(fl->l1_copy);
+	free(fl->l1_runs);
+	fl->l1_copy = p;
+	fl->l1_copy_len = 0;
+	fl->l1_runs = calloc(sectors, sizeof(*fl->l1_runs));
+	if (!fl->l1_runs)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the L1 table's flush copy");
+	fl->l1_copy_len = len;
+	return 0;
+}
+
+/* Is any entry in block b (block entries each) dirty? */
+static bool l1_block_dirty(const struct qcow_image *img, uint64_t b, uint64_t entries)
+{
+	uint64_t i = b * entries, end = QCOW_MIN(i + entries, (uint64_t)img->l1_size);
+
+	for (; i < end; i++)
+		if (img->l1_dirty[i])
+			return true;
+	return false;
+}
+
+/*
+ * Copy the dirty L1 entries, whole blocks (sectors, or what direct IO
+ * needs) so that a torn write cannot mix old and new halves of one, zeros
+ * past the last entry, and note the runs of blocks to write.
+ */
+static int l1_snapshot(struct qcow_image *img, struct qcow_flush *fl)
+{
+	uint64_t block = QCOW_MIN(QCOW_MAX(512U, img->file.dio_off_align), img->cluster_size);
+	uint64_t per = block / 8, nb = QCOW_DIV_ROUND_UP((uint64_t)img->l1_size, per), b, i;
+	uint64_t *copy;
+	int ret;
+
+	fl->nb_l1_runs = 0;
+	if (!img->l1_any_dirty)
+		return 0;
+	ret = l1_room(img, fl);
+	if (ret < 0)
+		return ret;
+	copy = (uint64_t *)fl->l1_copy;
+	for (b = 0; b < nb; b++) {
+		struct l1_run *r = fl->nb_l1_runs ? &fl->l1_runs[fl->nb_l1_runs - 1] : NULL;
+
+		if (!l1_block_dirty(img, b, per))
+			continue;
+		for (i = b * per; i < (b + 1) * per; i++)
+			copy[i] = i < img->l1_size ? htobe64(img->l1_table[i]) : 0;
+		if (r && r->start + r->len == b * block)
+			r->len += block;
+		else
+			fl->l1_runs[fl->nb_l1_runs++] = (struct l1_run){ b * block, block };
+	}
+	memset(img->l1_dirty, 0, img->l1_size);
+	img->l1_any_dirty = false;
+	return 0;
+}
+
+/* Runs not written: their entries are dirty again (the handle has failed,
+ * but what memory says must not claim otherwise). */
+static void l1_unwritten(struct qcow_image *img, struct qcow_flush *fl, unsigned from)
+{
+	unsigned r;
+
+	for (r = from; r < fl->nb_l1_runs; r++) {
+		uint64_t i = fl->l1_runs[r].start / 8;
+		uint64_t end = QCOW_MIN(i + fl->l1_runs[r].len / 8, (uint64_t)img->l1_size);
+
+		if (i < end) {
+			memset(img->l1_dirty + i, 1, end - i);
+			img->l1_any_dirty = true;
+		}
+	}
+}
+
+/* ------------------------------------------------------------- the steps */
+
+/* The current step's writes. */
+static unsigned step_writes(const struct qcow_flush *fl)
+{
+	switch (fl->step) {
+	case FLUSH_REFCOUNTS:
+	case FLUSH_FREES:
+		return fl->nb_rc;
+	case FLUSH_L2:
+		return fl->nb_l2;
+	case FLUSH_L1:
+		return fl->nb_l1_runs;
+	default:
+		return 0;
+	}
+}
+
+static bool step_needs_fsync(struct qcow_image *img, const struct qcow_flush *fl)
+{
+	switch (fl->step) {
+	case FLUSH_REFCOUNTS:
+		return fl->nb_rc || fl->owed_data;
+	case FLUSH_L2:
+		return fl->nb_l2 || qcow_sync_needed(img, QCOW_SYNC_L2);
+	case FLUSH_L1:
+		return fl->nb_l1_runs > 0;
+	case FLUSH_FREES:
+		return fl->nb_frees > 0;
+	case FLUSH_LAST:
+		return !fl->synced && fl->owed_any;
+	default:
+		return false;
+	}
+}
+
+/* Write i of the current step. */
+static int step_io(struct qcow_image *img, struct qcow_flush *fl, unsigned i, struct qcow_io *io)
+{
+	switch (fl->step) {
+	case FLUSH_REFCOUNTS:
+	case FLUSH_FREES:
+		return qcow_cache_snapshot_io(img->refcount_cache, fl->rc[i], io);
+	case FLUSH_L2:
+		return qcow_cache_snapshot_io(img->l2_cache, fl->l2[i], io);
+	default:
+		io->op = QCOW_IO_WRITE;
+		io->buf = fl->l1_copy + fl->l1_runs[i].start;
+		io->len = fl->l1_runs[i].len;
+		io->offset = img->l1_table_offset + fl->l1_runs[i].start;
+		return 0;
+	}
+}
+
+/* Writes [from, to) of the current step are over (written or not). */
+static void step_release(struct qcow_image *img, struct qcow_flush *fl, unsigned from,
+			 unsigned to, bool written)
+{
+	unsigned i;
+
+	for (i = from; i < to; i++) {
+		if (fl->step == FLUSH_REFCOUNTS || fl->step == FLUSH_FREES)
+			qcow_cache_snapshot_done(img->refcount_cache, fl->rc[i], written);
+		else if (fl->step == FLUSH_L2)
+			qcow_cache_snapshot_done(img->l2_cache, fl->l2[i], written);
+	}
+	if (fl->step == FLUSH_L1 && !written)
+		l1_unwritten(img, fl, from);
+}
+
+/* Step 4 begins: apply the frees queued before the start, copy the blocks. */
+static int frees_begin(struct qcow_image *img, struct qcow_flush *fl)
+{
+	int ret;
+
+	fl->nb_rc = 0;
+	if (!fl->nb_frees)
+		return 0;
+	ret = qcow_apply_deferred_frees(img, fl->nb_frees);
+	if (ret < 0)
+		return ret;
+	fl->nb_rc = qcow_cache_snapshot(img->refcount_cache, fl->rc);
+	return 0;
+}
+
+static void step_next(struct qcow_image *img, struct qcow_flush *fl)
+{
+	int ret = 0;
+
+	fl->step++;
+	fl->cursor = 0;
+	fl->step_synced = false;
+	if (fl->step == FLUSH_FREES)
+		ret = frees_begin(img, fl);
+	if (ret < 0)
+		fl->error = ret;
+}
+
+/* Give back everything the snapshot still holds, unwritten. */
+static void release_all(struct qcow_image *img, struct qcow_flush *fl)
+{
+	unsigned i;
+
+	if (fl->step <= FLUSH_L2 || fl->step == FLUSH_FREES)
+		step_release(img, fl, fl->cursor, step_writes(fl), false);
+	if (fl->step == FLUSH_L1)
+		step_release(img, fl, fl->cursor, fl->nb_l1_runs, false);
+	if (fl->step == FLUSH_REFCOUNTS) {
+		for (i = 0; i < fl->nb_l2; i++)
+			qcow_cache_snapshot_done(img->l2_cache, fl->l2[i], false);
+	}
+	if (fl->step <= FLUSH_L2)
+		l1_unwritten(img, fl, 0);
+}
+
+/* The flush is over: 0, or its error (the handle fails). */
+static int flush_end(struct qcow_image *img, struct qcow_flush *fl)
+{
+	int err = fl->error;
+
+	if (err)
+		release_all(img, fl);
+	fl->step = FLUSH_IDLE;
+	fl->batch = BATCH_NONE;
+	fl->error = 0;
+	return err ? qcow_fail_handle(img, err, "flush") : 0;
+}
+
+/* ----------------------------------------------------------------- API */
+
+int qcow_flush_start(struct qcow_image *img)
+{
+	struct qcow_flush *fl = img->flush;
+	int ret;
+
+	if (img->read_only)
+		return 1;
+	ret = qcow_refuse_if_failed(img);
+	if (ret < 0)
+		return ret;
+	if (!fl)
+		return qcow_set_error(img, -EINVAL, "flush on an image opened without flush state");
+	if (fl->step != FLUSH_IDLE)
+		return qcow_set_error(img, -EBUSY, "a flush is in progress already");
+	ret = l1_snapshot(img, fl);
+	if (ret < 0)
+		return qcow_fail_handle(img, ret, "flush");
+	fl->nb_rc = qcow_cache_snapshot(img->refcount_cache, fl->rc);
+	fl->nb_l2 = qcow_cache_snapshot(img->l2_cache, fl->l2);
+	fl->nb_frees = img->nb_pending_free;
+	fl->owed_any = qcow_sync_needed(img, QCOW_SYNC_ANY);
+	fl->owed_data = qcow_sync_needed(img, QCOW_SYNC_DATA);
+	fl->synced = false;
+	fl->error = 0;
+	fl->batch = BATCH_NONE;
+	if (!fl->nb_rc && !fl->nb_l2 && !fl->nb_l1_runs && !fl->nb_frees && !fl->owed_any)
+		return 1;
+	fl->step = FLUSH_REFCOUNTS;
+	fl->cursor = 0;
+	fl->step_synced = false;
+	return 0;
+}
+
+/* Hand out up to max of the step's remaining writes. */
+static int hand_out_writes(struct qcow_image *img, struct qcow_flush *fl, struct qcow_io *ios,
+			   unsigned max)
+{
+	unsigned n = QCOW_MIN(max, step_writes(fl) - fl->cursor), i;
+	int ret = qcow_refuse_write(img);
+
+	for (i = 0; ret == 0 && i < n; i++) {
+		ret = step_io(img, fl, fl->cursor + i, &ios[i]);
+		if (ret == 0)
+			qcow_note_write(img, ios[i].offset, ios[i].len);
+	}
+	if (ret < 0) {
+		fl->error = ret;
+		return ret;
+	}
+	fl->cursor += n;
+	fl->batch_n = n;
+	fl->batch = BATCH_WRITES;
+	return (int)n;
+}
+
+int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max)
+{
+	struct qcow_flush *fl = img->flush;
+	int ret;
+
+	if (!qcow_flush_running(img) || fl->batch != BATCH_NONE || !max)
+		return qcow_set_error(img, -EINVAL, "flush step asked for out of turn");
+	for (;;) {
+		if (fl->error || fl->step == FLUSH_OVER)
+			return flush_end(img, fl);
+		if (fl->cursor < step_writes(fl)) {
+			ret = hand_out_writes(img, fl, ios, max);
+			if (ret < 0)
+				continue;
+			return ret;
+		}
+		if (!fl->step_synced && step_needs_fsync(img, fl)) {
+			memcpy(fl->covers, img->events, sizeof(fl->covers));
+			ios[0] = (struct qcow_io){ .op = QCOW_IO_FSYNC };
+			fl->batch = BATCH_FSYNC;
+			return 1;
+		}
+		step_next(img, fl);
+	}
+}
+
+void qcow_flush_io_done(struct qcow_image *img, int result)
+{
+	struct qcow_flush *fl = img->flush;
+
+	if (!qcow_flush_running(img))
+		return;
+	if (fl->batch == BATCH_WRITES) {
+		step_release(img, fl, fl->cursor - fl->batch_n, fl->cursor, result == 0);
+		if (result < 0) {
+			fl->error = qcow_set_error(img, result, "writing metadata failed: %s",
+						   strerror(-result));
+		}
+	} else if (fl->batch == BATCH_FSYNC && result == 0) {
+		memcpy(img->synced, fl->covers, sizeof(fl->covers));
+		fl->synced = fl->step_synced = true;
+	} else if (fl->batch == BATCH_FSYNC) {
+		/* design 9.7: the kernel may have dropped what it could not write */
+		qcow_fail_handle(img, result, "fsync");
+		fl->error = qcow_set_error(img, result, "fsync failed: %s; further writes and "
+					   "flushes are refused until the image is reopened",
+					   strerror(-result));
+	}
+	fl->batch = BATCH_NONE;
+}
+
+/* ------------------------------------------------------- the sync flush */
+
+/* One batch with the file ops: 0 or the first failure. */
+static int run_batch(struct qcow_image *img, const struct qcow_io *ios, int n)
+{
+	int i, ret = 0;
+
+	for (i = 0; ret == 0 && i < n; i++) {
+		if (ios[i].op == QCOW_IO_FSYNC)
+			ret = img->file.ops->flush(img->file.ctx);
+		else
+			ret = img->file.ops->pwrite(img->file.ctx, ios[i].buf, ios[i].len,
+						    ios[i].offset);
+	}
+	return ret;
+}
+
+int qcow_flush(struct qcow_image *img)
+{
+	struct qcow_io ios[16];
+	int ret, n;
+
+	ret = qcow_flush_start(img);
+	if (ret == 1)
+		return 0;
+	if (ret < 0)
+		return ret;
+	while ((n = qcow_flush_next(img, ios, 16)) > 0)
+		qcow_flush_io_done(img, run_batch(img, ios, n));
+	return n;
+}
