@@ -13,8 +13,15 @@
  *          qcow_write_begin (allocation and copy-on-write, synchronous under
  *          the engine lock), WRITE_FIXED of plan.length bytes, then
  *          qcow_write_end publishes the mapping; repeated until the whole
- *          request is written.  FUA adds a qcow_flush at the end.
- *   FLUSH, DISCARD, WRITE_ZEROES: one synchronous engine call each.
+ *          request is written.  FUA adds a flush at the end.
+ *   DISCARD, WRITE_ZEROES: one synchronous engine call each.
+ *   FLUSH  the engine's flush machine (qcow_flush_start/next/io_done): its
+ *          table writes and fsyncs go through the ring, and the engine lock
+ *          is held only between batches.  One flush runs at a time; a
+ *          request that finds one running waits for its end and asks again
+ *          (usually nothing is left to do: it was covered).  FUA writes end
+ *          with the same flush, and with --recoverable writes, discards and
+ *          zeroings end with it whenever metadata is unwritten.
  *
  * -EBUSY from the engine (an overlapping allocation or an L2 table another
  * request is loading; -ENOMEM while every cache slot is loading) parks the
@@ -114,7 +121,8 @@ static void eng_log_locked(const struct uq_tag *t, const char *what, int err)
 /* Under the engine lock: is err a wait for another request's progress? */
 static bool parkable(const struct uq_dev *dev, int err)
 {
-	return err == -EBUSY || (err == -ENOMEM && dev->meta_inflight > 0);
+	return err == -EBUSY ||
+	       (err == -ENOMEM && (dev->meta_inflight > 0 || qcow_flush_running(dev->img)));
 }
 
 static void park_locked(struct uq_tag *t)
@@ -379,29 +387,6 @@ static int do_write_begin(struct uq_tag *t)
 	return qcow_write_begin(dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
 }
 
-static int do_flush(struct uq_tag *t)
-{
-	return qcow_flush(t->q->dev->img);
-}
-
-/*
- * --recoverable: after the daemon dies the kernel resends only the requests
- * it has not seen complete, and the dead daemon's metadata caches die with
- * it.  So a write, discard or zeroing completes only once the metadata it
- * depends on is in the file, in the engine's crash-safe order: its own
- * allocations, and also those of another request whose cluster it wrote
- * into in place (published, but not yet flushed, when it mapped; without
- * this, that request would be redone after a recovery into a new cluster,
- * and the completed overwrite lost).  Whatever the engine has not written
- * when the request ends is flushed; nothing unwritten, nothing to do.
- */
-static int do_write_back(struct uq_tag *t)
-{
-	struct qcow_image *img = t->q->dev->img;
-
-	return qcow_metadata_unwritten(img) ? qcow_flush(img) : 0;
-}
-
 static void write_issue(struct uq_tag *t)
 {
 	struct qcow_write_plan *p = &t->plan;
@@ -423,16 +408,137 @@ static void write_issue(struct uq_tag *t)
 	}
 }
 
-/* One synchronous engine call for the whole request (FLUSH, DISCARD,
- * WRITE_ZEROES, and the flush ending a FUA or recoverable write). */
-static void sync_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
-{
-	int ret = eng_call(t, fn, what);
+/* ---------------------------------------------------------------- FLUSH */
 
+#define UQ_FLUSH_BATCH 16
+
+/*
+ * What the request's flush stage asks for (uq_io_start sets it):
+ *  - UQ_FLUSH_ALL: FLUSH, and a write with FUA;
+ *  - UQ_FLUSH_METADATA, with --recoverable: after the daemon dies the
+ *    kernel resends only the requests it has not seen complete, and the
+ *    dead daemon's metadata caches die with it.  So a write, discard or
+ *    zeroing completes only once the metadata it depends on is in the
+ *    file, in the engine's crash-safe order: its own allocations, and also
+ *    those of another request whose cluster it wrote into in place
+ *    (published, but not yet flushed, when it mapped; without this, that
+ *    request would be redone after a recovery into a new cluster, and the
+ *    completed overwrite lost).  Nothing unwritten, nothing to do.
+ */
+static enum uq_flush_stage flush_wanted(const struct uq_tag *t)
+{
+	bool recoverable = t->q->dev->opt.recoverable;
+
+	switch (t->op) {
+	case UBLK_IO_OP_FLUSH:
+		return UQ_FLUSH_ALL;
+	case UBLK_IO_OP_WRITE:
+		return t->fua ? UQ_FLUSH_ALL : recoverable ? UQ_FLUSH_METADATA : UQ_FLUSH_NONE;
+	case UBLK_IO_OP_DISCARD:
+	case UBLK_IO_OP_WRITE_ZEROES:
+		return recoverable ? UQ_FLUSH_METADATA : UQ_FLUSH_NONE;
+	default:
+		return UQ_FLUSH_NONE;
+	}
+}
+
+/* Under the engine lock: 1 nothing to do, 0 t now drives a flush, else
+ * -errno (-EBUSY: t is parked until the running flush ends). */
+static int flush_begin_locked(struct uq_tag *t)
+{
+	struct qcow_image *img = t->q->dev->img;
+	int ret;
+
+	if (t->flush == UQ_FLUSH_METADATA && !qcow_flush_running(img) &&
+	    !qcow_metadata_unwritten(img))
+		return 1;
+	ret = qcow_flush_start(img);
+	if (ret == 0)
+		t->flush = UQ_FLUSH_DRIVING;
+	else if (ret == -EBUSY)
+		park_locked(t);
+	else if (ret < 0)
+		eng_log_locked(t, "qcow_flush_start", ret);
+	return ret;
+}
+
+/*
+ * Queue a batch of the flush.  Never fails the tag itself: a driving tag
+ * must report every batch, or the engine's flush would never end; what
+ * could not be queued fails the batch.
+ */
+static void issue_flush_io(struct uq_tag *t, const struct qcow_io *ios, int n)
+{
+	struct uq_queue *q = t->q;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = uq_get_sqe(q);
+
+		if (!sqe) {
+			t->flush_result = -EIO;
+			break;
+		}
+		if (ios[i].op == QCOW_IO_FSYNC)
+			io_uring_prep_fsync(sqe, UQ_FIXED_IMAGE, IORING_FSYNC_DATASYNC);
+		else
+			io_uring_prep_write(sqe, UQ_FIXED_IMAGE, ios[i].buf, (unsigned)ios[i].len,
+					    ios[i].offset);
+		sqe->flags |= IOSQE_FIXED_FILE;
+		io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FLUSH, t->tag,
+						   ios[i].op == QCOW_IO_FSYNC ? 0 : ios[i].len));
+		t->ops++;
+		q->backend++;
+	}
+}
+
+/* Every IO of the batch is over: tell the engine. */
+static void flush_batch_done(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	eng_lock(dev);
+	qcow_flush_io_done(dev->img, t->flush_result);
+	eng_unlock(dev);
+	t->flush_result = 0;
+}
+
+/* The request's flush stage: begin (or wait), then batch after batch. */
+static void flush_step(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	struct qcow_io ios[UQ_FLUSH_BATCH];
+	int ret = 1, n = 0;
+
+	if (t->ops)
+		return;
+	for (;;) {
+		eng_lock(dev);
+		if (t->flush == UQ_FLUSH_ALL || t->flush == UQ_FLUSH_METADATA)
+			ret = flush_begin_locked(t);
+		if (t->flush == UQ_FLUSH_DRIVING) {
+			ret = n = qcow_flush_next(dev->img, ios, UQ_FLUSH_BATCH);
+			if (n <= 0) {
+				/* over: its waiters, and table writes it held up, go on */
+				t->flush = UQ_FLUSH_NONE;
+				engine_event_locked(t->q);
+				if (n < 0)
+					eng_log_locked(t, "flush", n);
+			}
+		}
+		eng_unlock(dev);
+		if (n <= 0)
+			break;
+		issue_flush_io(t, ios, n);
+		if (t->ops)
+			return;
+		flush_batch_done(t);	/* nothing could be queued */
+	}
 	if (t->parked)
 		return;
 	if (ret < 0)
 		tag_error(t, io_errno(ret));
+	t->flush = UQ_FLUSH_NONE;
 	t->issued_all = true;
 }
 
@@ -452,12 +558,7 @@ static void write_step(struct uq_tag *t)
 			write_issue(t);
 		return;
 	}
-	if (t->fua)
-		sync_step(t, do_flush, "qcow_flush");
-	else if (t->q->dev->opt.recoverable)
-		sync_step(t, do_write_back, "qcow_flush");
-	else
-		t->issued_all = true;
+	flush_step(t);
 }
 
 static void write_done(struct uq_tag *t, uint64_t len, int res)
@@ -487,22 +588,34 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
 
-/* Discard and zeroing change metadata: with --recoverable they end with
- * the write-back, as writes do (a parked write-back redoes them, harmlessly). */
-static int then_write_back(struct uq_tag *t, int ret)
-{
-	return ret < 0 || !t->q->dev->opt.recoverable ? ret : do_write_back(t);
-}
-
 static int do_discard(struct uq_tag *t)
 {
-	return then_write_back(t, qcow_discard(t->q->dev->img, t->off, t->len));
+	return qcow_discard(t->q->dev->img, t->off, t->len);
 }
 
 static int do_write_zeroes(struct uq_tag *t)
 {
-	return then_write_back(t, qcow_write_zeroes(t->q->dev->img, t->off, t->len,
-						    t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP));
+	return qcow_write_zeroes(t->q->dev->img, t->off, t->len,
+				 t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP);
+}
+
+/* DISCARD, WRITE_ZEROES: one synchronous engine call (a parked one is
+ * redone, harmlessly), then the flush stage. */
+static void change_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
+{
+	int ret;
+
+	if (t->pos < t->len) {
+		ret = eng_call(t, fn, what);
+		if (t->parked)
+			return;
+		if (ret < 0) {
+			tag_error(t, io_errno(ret));
+			return;
+		}
+		t->pos = t->len;
+	}
+	flush_step(t);
 }
 
 static void op_step(struct uq_tag *t)
@@ -515,13 +628,13 @@ static void op_step(struct uq_tag *t)
 		write_step(t);
 		break;
 	case UBLK_IO_OP_FLUSH:
-		sync_step(t, do_flush, "qcow_flush");
+		flush_step(t);
 		break;
 	case UBLK_IO_OP_DISCARD:
-		sync_step(t, do_discard, "qcow_discard");
+		change_step(t, do_discard, "qcow_discard");
 		break;
 	case UBLK_IO_OP_WRITE_ZEROES:
-		sync_step(t, do_write_zeroes, "qcow_write_zeroes");
+		change_step(t, do_write_zeroes, "qcow_write_zeroes");
 		break;
 	default:
 		tag_error(t, -EOPNOTSUPP);
@@ -698,6 +811,8 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->len = (uint64_t)d.nr_sectors << 9;
 	t->pos = 0;
 	t->next_parked = NULL;
+	t->flush = (uint8_t)flush_wanted(t);
+	t->flush_result = 0;
 	if (!op_known(t->op)) {
 		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);
 		t->error = -EOPNOTSUPP;
@@ -772,6 +887,21 @@ static void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
 	uq_io_advance(t);
 }
 
+/* A write or fsync of the engine's flush; the batch reported after its last. */
+static void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res)
+{
+	t->ops--;
+	if (res < 0 || (uint64_t)res != len) {
+		tag_log(t, len ? "metadata write" : "fsync", res < 0 ? res : -EIO,
+			res >= 0 ? "short write" : NULL);
+		if (!t->flush_result)
+			t->flush_result = res < 0 ? res : -EIO;
+	}
+	if (!t->ops)
+		flush_batch_done(t);
+	uq_io_advance(t);
+}
+
 void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 {
 	struct uq_tag *t = &q->tags[uq_ud_tag(ud)];
@@ -786,6 +916,9 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 		break;
 	case UQ_UD_ZC:
 		uq_io_register_done(t, res);
+		break;
+	case UQ_UD_FLUSH:
+		uq_io_flush_done(t, uq_ud_extra(ud), res);
 		break;
 	default:
 		uq_io_fill_done(t, uq_ud_extra(ud), res);

@@ -223,6 +223,7 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_DATA:
 	case UQ_UD_META:
 	case UQ_UD_FILL:
+	case UQ_UD_FLUSH:
 		uq_io_complete(q, ud, res);
 		break;
 	case UQ_UD_EVENT:

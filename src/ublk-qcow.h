@@ -149,6 +149,14 @@ struct uq_queue;
  * One tag: the request the kernel handed us on it and how far serving it
  * got.  Everything the IO path needs is here, allocated at setup.
  */
+/* The flush a request ends with (io.c). */
+enum uq_flush_stage {
+	UQ_FLUSH_NONE,			/* none, or over */
+	UQ_FLUSH_ALL,			/* everything completed so far durable (FLUSH, FUA) */
+	UQ_FLUSH_METADATA,		/* the engine's metadata written (--recoverable) */
+	UQ_FLUSH_DRIVING,		/* this request runs the engine's flush on its ring */
+};
+
 struct uq_tag {
 	struct uq_queue *q;
 	uint16_t tag;
@@ -162,6 +170,8 @@ struct uq_tag {
 	bool zc_reg;			/* we registered it: unregister before the commit */
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
+	uint8_t flush;			/* enum uq_flush_stage */
+	int flush_result;		/* first failure in the flush batch in flight */
 	uint64_t off;			/* request start, bytes */
 	uint64_t len;			/* request length, bytes */
 	uint64_t pos;			/* bytes done or issued */
@@ -317,6 +327,7 @@ enum uq_ud_kind {
 	UQ_UD_ZC,			/* REGISTER_IO_BUF; UNREGISTER_IO_BUF's failure */
 	UQ_UD_FILL,			/* zero copy: bytes written in through user copy */
 	UQ_UD_EVENT,			/* the queue's eventfd */
+	UQ_UD_FLUSH,			/* the engine's flush: a table write (extra: its length) or fsync */
 };
 
 static inline uint64_t uq_ud(enum uq_ud_kind kind, unsigned tag, uint64_t extra)

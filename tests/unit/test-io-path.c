@@ -129,7 +129,7 @@ struct slot {
 static struct slot slots[NT];
 
 /* Fault injection: the next data completion of this kind fails or is cut short. */
-static int fail_next_read, fail_next_write, fail_next_meta;
+static int fail_next_read, fail_next_write, fail_next_meta, fail_next_flush;
 
 /* test_quiesce: the next quiesce begins while held requests are started */
 static bool requiesce_armed;
@@ -315,7 +315,12 @@ static int execute(unsigned qi, const struct io_uring_sqe *e)
 		n = pread(fd, addr, e->len, (off_t)e->off);
 		break;
 	case IORING_OP_WRITE_FIXED:
+	case IORING_OP_WRITE:		/* the engine's flush: a table from its memory */
 		n = pwrite(fd, addr, e->len, (off_t)e->off);
+		break;
+	case IORING_OP_FSYNC:
+		CHECK(e->fsync_flags == IORING_FSYNC_DATASYNC, "fsync flags %u", e->fsync_flags);
+		n = fdatasync(fd);
 		break;
 	default:
 		CHECK(false, "unexpected opcode %u", e->opcode);
@@ -329,7 +334,7 @@ static int injected(const struct io_uring_sqe *e, enum uq_ud_kind kind)
 {
 	if (kind == UQ_UD_ZC)
 		return 0;	/* fail_next_register, when queued */
-	int *which = kind == UQ_UD_META ? &fail_next_meta :
+	int *which = kind == UQ_UD_META ? &fail_next_meta : kind == UQ_UD_FLUSH ? &fail_next_flush :
 		     e->opcode == IORING_OP_WRITE_FIXED ? &fail_next_write : &fail_next_read;
 	int err = *which;
 
@@ -364,8 +369,8 @@ static void deliver_sqe(unsigned i)
 	sq_len--;
 	err = injected(&e, kind);
 	res = err ? err : execute(qi, &e);
-	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL,
-	      "completion of kind %d", (int)kind);
+	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
+	      kind == UQ_UD_FLUSH, "completion of kind %d", (int)kind);
 	uq_io_complete(&queues[qi], e.user_data, res);
 }
 
@@ -653,7 +658,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		auto_reg[i] = false;
 		slots[i].busy = false;
 	}
-	fail_next_read = fail_next_write = fail_next_meta = 0;
+	fail_next_read = fail_next_write = fail_next_meta = fail_next_flush = 0;
 	sq_len = 0;
 }
 
@@ -867,6 +872,51 @@ static void test_injected_errors(void)
 		      "read after a failed registration: %d", r);
 	}
 	teardown(path);
+}
+
+/*
+ * A flush whose table write or fsync fails: the FLUSH fails, and so does
+ * every later write and flush (design 9.7), while reads go on; the image
+ * left behind is consistent (at most leaks).
+ */
+static void test_failed_flush(void)
+{
+	const char *path = t_path("failed-flush.qcow2");
+	int r;
+
+	setup(path, 1);
+	t_fill_random(req_mem(0), BUF_BYTES);
+	memcpy(model, req_mem(0), BUF_BYTES);
+	CHECK(one(UBLK_IO_OP_WRITE, 0, 0, BUF_BYTES / 512) == (int)BUF_BYTES, "first write");
+	CHECK(one(UBLK_IO_OP_FLUSH, 0, 0, 0) == 0, "first flush");
+	t_fill_random(req_mem(0), 4096);
+	CHECK(one(UBLK_IO_OP_WRITE, 0, (30u << 20) >> 9, 8) == 4096, "write before the flush");
+	fail_next_flush = -EIO;
+	r = one(UBLK_IO_OP_FLUSH, 0, 0, 0);
+	CHECK(r == -EIO, "FLUSH whose IO failed: %d", r);
+	CHECK(!fail_next_flush, "the FLUSH issued no IO: the injection did not happen");
+	r = one(UBLK_IO_OP_WRITE, 0, (32u << 20) >> 9, 8);
+	CHECK(r == -EIO, "write after a failed FLUSH: %d", r);
+	r = one(UBLK_IO_OP_FLUSH, 0, 0, 0);
+	CHECK(r == -EIO, "FLUSH after a failed FLUSH: %d", r);
+	memset(req_mem(0), 0xa5, BUF_BYTES);
+	r = one(UBLK_IO_OP_READ, 0, 0, BUF_BYTES / 512);
+	CHECK(r == (int)BUF_BYTES && !memcmp(req_mem(0), model, BUF_BYTES),
+	      "read after a failed FLUSH: %d", r);
+	r = qcow_close(dev.img);
+	CHECK(r == -EIO, "close after a failed FLUSH: %d", r);
+	dev.img = NULL;
+	for (unsigned i = 0; i < NQ; i++)
+		free(queues[i].cbuf);
+	for (unsigned i = 0; i < NT; i++)
+		free(tags[i].bounce);
+	free(dev.zero_buf);
+	if (t_have_prog("qemu-img")) {
+		char out[8192];
+
+		r = t_run(out, sizeof(out), "qemu-img check -f qcow2 '%s' 2>&1", path);
+		CHECK(r == 0 || r == 3, "qemu-img check %s exited %d:\n%s", path, r, out);
+	}
 }
 
 /*
@@ -1133,6 +1183,7 @@ int main(void)
 		printf("data mode %s\n", uq_data_mode_name(data_mode));
 		test_hostile_descriptors();
 		test_injected_errors();
+		test_failed_flush();
 		test_random_workload(data_mode == UQ_DATA_COPY ? rounds : rounds / 2);
 	}
 	data_mode = UQ_DATA_COPY;
