@@ -225,8 +225,8 @@ static int slot_write(struct qcow_cache *c, unsigned idx)
 	int ret;
 
 	if (s->flushing)
-		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx is being flushed",
-				      cache_name(c), (unsigned long long)s->offset);
+		return qcow_busy(c->img, QCOW_WAIT_FLUSH, "%s at 0x%llx is being flushed",
+				 cache_name(c), (unsigned long long)s->offset);
 	ret = qcow_check_metadata_overlap(c->img, s->offset, c->table_size);
 	if (ret < 0)
 		return ret;
@@ -327,8 +327,8 @@ static int lookup(struct qcow_cache *c, uint64_t offset)
 	int idx = slot_find(c, offset);
 
 	if (idx >= 0 && c->slots[idx].state == SLOT_LOADING)
-		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx is being loaded",
-				      cache_name(c), (unsigned long long)offset);
+		return qcow_busy(c->img, QCOW_WAIT_LOAD, "%s at 0x%llx is being loaded",
+				 cache_name(c), (unsigned long long)offset);
 	if (idx >= 0)
 		c->hits++;
 	return idx;
@@ -414,8 +414,8 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 	 * over and over (a livelock under cache pressure).
 	 */
 	if (c->nb_loading + 2 >= c->nb_slots)
-		return qcow_set_error(c->img, -EBUSY, "%s cache: %u table loads in flight already",
-				      cache_name(c), c->nb_loading);
+		return qcow_busy(c->img, QCOW_WAIT_LOAD, "%s cache: %u table loads in flight already",
+				 cache_name(c), c->nb_loading);
 	/* a clean victim avoids a synchronous write in the caller's fast path */
 	idx = slot_claim(c, offset, true);
 	if (idx < 0)

@@ -476,8 +476,8 @@ static int inflight_reserve(struct qcow_image *img, uint64_t first, uint64_t nb)
 			return (int)i;
 		}
 	}
-	return qcow_set_error(img, -EBUSY, "%u cluster allocations in flight already",
-			      QCOW_MAX_INFLIGHT);
+	return qcow_busy(img, QCOW_WAIT_WRITE, "%u cluster allocations in flight already",
+			 QCOW_MAX_INFLIGHT);
 }
 
 static struct qcow_inflight *inflight_of_plan(struct qcow_image *img,
@@ -496,8 +496,8 @@ static struct qcow_inflight *inflight_of_plan(struct qcow_image *img,
 
 static int busy(struct qcow_image *img, uint64_t first)
 {
-	return qcow_set_error(img, -EBUSY, "guest offset 0x%llx: cluster allocation in flight",
-			      ULL(first << img->cluster_bits));
+	return qcow_busy(img, QCOW_WAIT_WRITE, "guest offset 0x%llx: cluster allocation in flight",
+			 ULL(first << img->cluster_bits));
 }
 
 /* ------------------------------------------------- L2 tables for writing */

@@ -132,7 +132,7 @@ int qcow_refuse_while_flushing(struct qcow_image *img)
 {
 	if (!qcow_flush_running(img))
 		return 0;
-	return qcow_set_error(img, -EBUSY, "metadata write-back waits for the flush in progress");
+	return qcow_busy(img, QCOW_WAIT_FLUSH, "metadata write-back waits for the flush in progress");
 }
 
 /* ---------------------------------------------------------------- L1 */
@@ -367,7 +367,7 @@ int qcow_flush_start(struct qcow_image *img)
 	if (!fl)
 		return qcow_set_error(img, -EINVAL, "flush on an image opened without flush state");
 	if (fl->step != FLUSH_IDLE)
-		return qcow_set_error(img, -EBUSY, "a flush is in progress already");
+		return qcow_busy(img, QCOW_WAIT_FLUSH, "a flush is in progress already");
 	ret = l1_snapshot(img, fl);
 	if (ret < 0)
 		return qcow_fail_handle(img, ret, "flush");

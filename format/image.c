@@ -35,12 +35,20 @@ int qcow_set_error(struct qcow_image *img, int err, const char *fmt, ...)
 	n += 2;
 	strncpy(img->errmsg + n, msg, sizeof(img->errmsg) - n - 1);
 	img->errmsg[sizeof(img->errmsg) - 1] = '\0';
+	/* a wait whose resource the caller did not name: any progress may end it */
+	if (err == -EBUSY)
+		img->busy_reason = QCOW_WAIT_ANY;
 	return err;
 }
 
 const char *qcow_error(const struct qcow_image *img)
 {
 	return img ? img->errmsg : "";
+}
+
+enum qcow_wait qcow_busy_reason(const struct qcow_image *img)
+{
+	return img->busy_reason;
 }
 
 /* Set the corrupt bit on disk with the raw file ops: qcow_pwrite refuses

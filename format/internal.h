@@ -228,6 +228,9 @@ struct qcow_image {
 	int fatal_error;
 	const char *fatal_what;       /* "fsync", "flush", "header write" */
 
+	/* what the latest -EBUSY waits for (qcow_busy) */
+	enum qcow_wait busy_reason;
+
 	/*
 	 * Scratch buffers allocated once at open, so that serving IO never
 	 * allocates (a daemon allocating while it serves its own block device
@@ -246,6 +249,9 @@ struct qcow_image {
  * The message gets the image name prefixed. */
 int qcow_set_error(struct qcow_image *img, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* -EBUSY with a message, waiting for why (engine.h, enum qcow_wait). */
+#define qcow_busy(img, why, ...) \
+	(qcow_set_error((img), -EBUSY, __VA_ARGS__), (img)->busy_reason = (why), -EBUSY)
 /* Mark the image corrupt (sets the header's corrupt bit if writable) after a
  * metadata inconsistency; returns -EIO. Further writes fail. */
 int qcow_signal_corruption(struct qcow_image *img, const char *fmt, ...)

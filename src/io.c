@@ -23,11 +23,14 @@
  *          with the same flush, and with --recoverable writes, discards and
  *          zeroings end with it whenever metadata is unwritten.
  *
- * -EBUSY from the engine (an overlapping allocation or an L2 table another
- * request is loading; -ENOMEM while every cache slot is loading) parks the
- * request; parked requests are retried after the next metadata read
- * completes or write ends, on this queue or, through its eventfd, on any
- * other.  The request is committed once, after its last piece: the full
+ * -EBUSY from the engine (an overlapping allocation, an L2 table another
+ * request is loading, the flush in progress; -ENOMEM while every cache slot
+ * is loading or held by the flush) parks the request on the list of what
+ * it waits for (enum qcow_wait, from the engine): an overlapping
+ * allocation's waiters are retried when a write ends, a load's when a
+ * metadata read completes, the flush's when it ends, and those whose wait
+ * has no name after any of these; on this queue or, through its eventfd,
+ * on any other.  The request is committed once, after its last piece: the full
  * length, or a negative errno (never a short count, never stale bytes).
  *
  * Data modes (enum uq_data_mode):
@@ -125,35 +128,59 @@ static bool parkable(const struct uq_dev *dev, int err)
 	       (err == -ENOMEM && (dev->meta_inflight > 0 || qcow_flush_running(dev->img)));
 }
 
-static void park_locked(struct uq_tag *t)
+/* Under the engine lock, after err: park t on the list of what it waits for. */
+static void park_locked(struct uq_tag *t, int err)
 {
 	struct uq_queue *q = t->q;
+	enum qcow_wait why = err == -EBUSY ? qcow_busy_reason(q->dev->img) : QCOW_WAIT_ANY;
+	struct uq_wait_list *l = &q->parked[why < QCOW_WAIT_KINDS ? why : QCOW_WAIT_ANY];
 
 	t->parked = true;
 	t->next_parked = NULL;
 	uq_count(q, UQ_QS_WAITS, 1);
-	if (q->parked_tail)
-		q->parked_tail->next_parked = t;
+	if (l->tail)
+		l->tail->next_parked = t;
 	else
-		q->parked_head = t;
-	q->parked_tail = t;
+		l->head = t;
+	l->tail = t;
 	q->nr_parked++;
 }
 
+/* Lists a what-event wakes: its own, and the waits with no name. */
+static unsigned wakes(enum qcow_wait what)
+{
+	return 1U << what | 1U << QCOW_WAIT_ANY;
+}
+
+static bool waiting_on(const struct uq_queue *q, unsigned mask)
+{
+	unsigned k;
+
+	for (k = 0; k < QCOW_WAIT_KINDS; k++)
+		if ((mask & 1U << k) && q->parked[k].head)
+			return true;
+	return false;
+}
+
 /*
- * Under the engine lock, after a metadata read completed or a write ended:
- * parked requests may go on now, here and on the other queues.
+ * Under the engine lock, after what happened (a metadata read completed:
+ * LOAD; a write ended: WRITE; the flush ended: FLUSH; the flush released
+ * its slots: ANY): the requests waiting for it may go on now, here and on
+ * the other queues.
  */
-static void engine_event_locked(struct uq_queue *self)
+static void engine_event_locked(struct uq_queue *self, enum qcow_wait what)
 {
 	struct uq_dev *dev = self->dev;
-	unsigned i;
+	unsigned i, mask = wakes(what);
 
-	self->retry_parked = true;
+	self->retry |= mask;
 	for (i = 0; i < dev->nr_queues; i++) {
 		struct uq_queue *o = &dev->queues[i];
 
-		if (o == self || !o->nr_parked || o->wake_sent)
+		if (o == self || !waiting_on(o, mask))
+			continue;
+		o->wake_mask |= mask;
+		if (o->wake_sent)
 			continue;
 		o->wake_sent = true;
 		uq_queue_wake(o);
@@ -173,7 +200,7 @@ static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *wh
 	eng_lock(dev);
 	ret = fn(t);
 	if (ret < 0 && parkable(dev, ret))
-		park_locked(t);
+		park_locked(t, ret);
 	else if (ret < 0 && ret != -EAGAIN)	/* -EAGAIN: a metadata read to issue */
 		eng_log_locked(t, what, ret);
 	eng_unlock(dev);
@@ -276,7 +303,7 @@ static void issue_meta(struct uq_tag *t)
 		eng_lock(dev);
 		qcow_meta_read_done(dev->img, &t->need, -EIO);
 		dev->meta_inflight--;
-		engine_event_locked(q);
+		engine_event_locked(q, QCOW_WAIT_LOAD);
 		eng_unlock(dev);
 		tag_error(t, -EIO);
 		return;
@@ -338,7 +365,7 @@ static int read_map(struct uq_tag *t, struct qcow_extent *ext)
 	if (ret == -EAGAIN)
 		dev->meta_inflight++;
 	else if (ret < 0 && parkable(dev, ret))
-		park_locked(t);
+		park_locked(t, ret);
 	else if (ret < 0)
 		eng_log_locked(t, "qcow_map_nowait", ret);
 	eng_unlock(dev);
@@ -402,7 +429,7 @@ static void write_issue(struct uq_tag *t)
 	if (ret < 0) {
 		eng_lock(dev);
 		qcow_write_end(dev->img, p, ret);
-		engine_event_locked(t->q);
+		engine_event_locked(t->q, QCOW_WAIT_WRITE);
 		eng_unlock(dev);
 		tag_error(t, -EIO);
 	}
@@ -456,7 +483,7 @@ static int flush_begin_locked(struct uq_tag *t)
 	if (ret == 0)
 		t->flush = UQ_FLUSH_DRIVING;
 	else if (ret == -EBUSY)
-		park_locked(t);
+		park_locked(t, ret);
 	else if (ret < 0)
 		eng_log_locked(t, "qcow_flush_start", ret);
 	return ret;
@@ -499,6 +526,7 @@ static void flush_batch_done(struct uq_tag *t)
 
 	eng_lock(dev);
 	qcow_flush_io_done(dev->img, t->flush_result);
+	engine_event_locked(t->q, QCOW_WAIT_ANY);	/* its slots are free again */
 	eng_unlock(dev);
 	t->flush_result = 0;
 }
@@ -521,7 +549,7 @@ static void flush_step(struct uq_tag *t)
 			if (n <= 0) {
 				/* over: its waiters, and table writes it held up, go on */
 				t->flush = UQ_FLUSH_NONE;
-				engine_event_locked(t->q);
+				engine_event_locked(t->q, QCOW_WAIT_FLUSH);
 				if (n < 0)
 					eng_log_locked(t, "flush", n);
 			}
@@ -571,10 +599,10 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 		tag_log(t, "image write", result, res >= 0 ? "short write" : NULL);
 	eng_lock(dev);
 	ret = qcow_write_end(dev->img, &t->plan, result);
-	engine_event_locked(t->q);
+	engine_event_locked(t->q, QCOW_WAIT_WRITE);
 	/* publication found its table busy: the allocation was rolled back, redo it */
 	if (result == 0 && ret < 0 && parkable(dev, ret))
-		park_locked(t);
+		park_locked(t, ret);
 	else if (result == 0 && ret < 0)
 		eng_log_locked(t, "qcow_write_end", ret);
 	eng_unlock(dev);
@@ -851,7 +879,7 @@ static void uq_io_meta_done(struct uq_tag *t, int res)
 	eng_lock(dev);
 	ret = qcow_meta_read_done(dev->img, &t->need, result);
 	dev->meta_inflight--;
-	engine_event_locked(t->q);
+	engine_event_locked(t->q, QCOW_WAIT_LOAD);
 	if (ret < 0 && result == 0)
 		eng_log_locked(t, "qcow_meta_read_done", ret);
 	eng_unlock(dev);
@@ -926,15 +954,36 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 	}
 }
 
-/* Retry every request parked on q (each may park again). */
+void uq_io_woken(struct uq_queue *q)
+{
+	pthread_mutex_lock(&q->dev->engine_lock);
+	q->wake_sent = false;
+	q->retry |= q->wake_mask;
+	q->wake_mask = 0;
+	pthread_mutex_unlock(&q->dev->engine_lock);
+}
+
 void uq_io_retry_parked(struct uq_queue *q)
 {
-	struct uq_tag *t, *next;
+	struct uq_tag *t = NULL, *tail = NULL, *next;
+	unsigned k;
 
 	pthread_mutex_lock(&q->dev->engine_lock);
-	t = q->parked_head;
-	q->parked_head = q->parked_tail = NULL;
-	q->nr_parked = 0;
+	for (k = 0; k < QCOW_WAIT_KINDS; k++) {
+		struct uq_wait_list *l = &q->parked[k];
+
+		if (!(q->retry & 1U << k) || !l->head)
+			continue;
+		if (tail)
+			tail->next_parked = l->head;
+		else
+			t = l->head;
+		tail = l->tail;
+		l->head = l->tail = NULL;
+	}
+	q->retry = 0;
+	for (next = t; next; next = next->next_parked)
+		q->nr_parked--;
 	pthread_mutex_unlock(&q->dev->engine_lock);
 	for (; t; t = next) {
 		next = t->next_parked;

@@ -190,10 +190,7 @@ static void handle_event_cqe(struct uq_queue *q, int res)
 		uq_log_errno("eventfd read", res);
 	if (atomic_load(&dev->abort))
 		return;
-	pthread_mutex_lock(&dev->engine_lock);
-	q->wake_sent = false;
-	pthread_mutex_unlock(&dev->engine_lock);
-	q->retry_parked = true;
+	uq_io_woken(q);
 	arm_event(q);
 }
 
@@ -269,10 +266,8 @@ static void queue_loop(struct uq_queue *q)
 			break;
 		}
 		reap(q);
-		if (q->retry_parked) {
-			q->retry_parked = false;
+		if (q->retry)
 			uq_io_retry_parked(q);
-		}
 		uq_io_quiesce_step(q);
 	}
 }

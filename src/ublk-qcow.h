@@ -186,6 +186,10 @@ struct uq_tag {
 
 struct uq_dev;
 
+struct uq_wait_list {
+	struct uq_tag *head, *tail;
+};
+
 /* A queue's counters, in the order the control socket sends them (stats.c
  * names them). */
 enum uq_qstat {
@@ -217,13 +221,15 @@ struct uq_queue {
 	size_t bufs_len;
 	uint8_t *cbuf;			/* one cluster, for compressed clusters */
 	struct uq_tag *tags;
-	struct uq_tag *parked_head;	/* owned by the queue thread */
-	struct uq_tag *parked_tail;
-	unsigned nr_parked;		/* under engine_lock */
+	/* parked requests, one list per thing they wait for (enum qcow_wait);
+	 * under engine_lock */
+	struct uq_wait_list parked[QCOW_WAIT_KINDS];
+	unsigned nr_parked;		/* on all lists; under engine_lock */
+	unsigned wake_mask;		/* lists another queue woke; under engine_lock */
 	bool wake_sent;			/* under engine_lock */
 	int efd;			/* wakes the thread: parked work, abort */
 	uint64_t efd_val;
-	bool retry_parked;
+	unsigned retry;			/* lists to retry now (bits of enum qcow_wait) */
 	struct uq_tag *held_head;	/* requests not started: quiesced device */
 	struct uq_tag *held_tail;
 	unsigned nr_held;
@@ -356,7 +362,10 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
  * ZC for a REGISTER_IO_BUF): hands it to the tag. */
 void uq_io_complete(struct uq_queue *q, uint64_t ud, int res);
 void uq_io_advance(struct uq_tag *t);
+/* Retry the parked requests of the lists in q->retry (each may park again). */
 void uq_io_retry_parked(struct uq_queue *q);
+/* q's eventfd fired: take the lists other queues woke into q->retry. */
+void uq_io_woken(struct uq_queue *q);
 /* Quiesce: tell the main thread when idle; start held requests after. */
 void uq_io_quiesce_step(struct uq_queue *q);
 

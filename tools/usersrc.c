@@ -166,7 +166,7 @@ static int run_loop(struct usersrc *s)
 		start_requests(s);
 		if (!s->q.owned && (s->error || s->started == s->job->count))
 			return s->error;
-		if (!s->q.backend && !s->q.retry_parked) {
+		if (!s->q.backend && !s->q.retry) {
 			snprintf(s->err, s->errlen, "request path stalled: %u requests wait with "
 				 "nothing in flight", s->q.owned);
 			return -EIO;
@@ -180,10 +180,8 @@ static int run_loop(struct usersrc *s)
 			snprintf(s->err, s->errlen, "a completion for an unknown tag");
 			return -EIO;
 		}
-		if (s->q.retry_parked) {
-			s->q.retry_parked = false;
+		if (s->q.retry)
 			uq_io_retry_parked(&s->q);
-		}
 	}
 }
 

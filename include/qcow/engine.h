@@ -141,6 +141,19 @@ int qcow_close(struct qcow_image *img);
 /* Message describing the most recent failure on img ("" if none). */
 const char *qcow_error(const struct qcow_image *img);
 
+/*
+ * What a call that returned -EBUSY waits for, so that an asynchronous
+ * caller retries it only when that happens (valid until the next -EBUSY).
+ */
+enum qcow_wait {
+	QCOW_WAIT_ANY,                /* any of the below (retry after each) */
+	QCOW_WAIT_LOAD,               /* a table load: qcow_meta_read_done() */
+	QCOW_WAIT_WRITE,              /* an overlapping allocation: qcow_write_end() */
+	QCOW_WAIT_FLUSH,              /* the flush in progress: its end */
+	QCOW_WAIT_KINDS
+};
+enum qcow_wait qcow_busy_reason(const struct qcow_image *img);
+
 /* ------------------------------------------------------------------------
  * Information
  * ------------------------------------------------------------------------ */

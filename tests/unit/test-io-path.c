@@ -345,10 +345,8 @@ static int injected(const struct io_uring_sqe *e, enum uq_ud_kind kind)
 /* What a queue's loop does after each batch of completions (queue.c). */
 static void loop_tail(struct uq_queue *q)
 {
-	if (q->retry_parked) {
-		q->retry_parked = false;
+	if (q->retry)
 		uq_io_retry_parked(q);
-	}
 	uq_io_quiesce_step(q);
 }
 
@@ -378,10 +376,7 @@ static void deliver_sqe(unsigned i)
 static void deliver_event(unsigned qi)
 {
 	ev_pending[qi] = false;
-	pthread_mutex_lock(&dev.engine_lock);
-	queues[qi].wake_sent = false;
-	pthread_mutex_unlock(&dev.engine_lock);
-	queues[qi].retry_parked = true;
+	uq_io_woken(&queues[qi]);
 }
 
 /*
@@ -462,7 +457,7 @@ static void drain(void)
 		REQUIRE(++rounds < 1000000, "requests never finish");
 	}
 	for (unsigned qi = 0; qi < NQ; qi++)
-		REQUIRE(!queues[qi].parked_head, "queue %u: %u requests parked with nothing in "
+		REQUIRE(!queues[qi].nr_parked, "queue %u: %u requests parked with nothing in "
 			"flight to wake them (a lost wake-up)", qi, queues[qi].nr_parked);
 }
 
