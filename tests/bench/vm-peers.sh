@@ -17,7 +17,9 @@
 # image; 4 KiB random write at depth 32 on an empty 8 GiB image (every write
 # allocates; a sparse raw file for loop; at most 256 MiB written); 1 MiB sequential read and write at
 # depth 8; 4 KiB random read at depth 1 (latency); 2 jobs x depth 16 random
-# read.  Printed: one table of IOPS (mean latency for QD1) with ratios to
+# read; 4 KiB random write at depth 32 with an fdatasync every 8 writes, one
+# job and 2 jobs x depth 16 (what a flush costs, and flushes from two
+# queues at once).  Printed: one table of IOPS (mean latency for QD1) with ratios to
 # ublk-qcow -q 1, and the server's CPU time per request (utime + stime from
 # /proc; the loop device works in kernel threads, so it has none).  The
 # guest runs under software emulation, so only ratios of one boot mean
@@ -35,13 +37,14 @@ EOF
 
 vm_guest <<'GUEST'
 . ./bench.conf
-# run_fio NAME DEV RW BS DEPTH JOBS [BYTES]: prints "IOPS LAT_US RUNTIME_MS"
-# (mean total latency). SECS seconds; with BYTES, at most that much IO (the
-# RAM file system must hold what allocating writes add).
+# run_fio NAME DEV RW BS DEPTH JOBS FSYNC [BYTES]: prints "IOPS LAT_US
+# RUNTIME_MS" (mean total latency). SECS seconds; FSYNC: an fdatasync every
+# that many writes (0: none); with BYTES, at most that much IO (the RAM file
+# system must hold what allocating writes add).
 run_fio() {
-	if [ -n "${7:-}" ]; then limit=--io_size=$7; else limit=--time_based; fi
+	if [ -n "${8:-}" ]; then limit=--io_size=$8; else limit=--time_based; fi
 	fio --name="$1" --filename="$2" --rw="$3" --bs="$4" --iodepth="$5" --numjobs="$6" \
-		--group_reporting --ioengine=io_uring --direct=1 --runtime="$SECS" "$limit" \
+		--fdatasync="$7" --group_reporting --ioengine=io_uring --direct=1 --runtime="$SECS" "$limit" \
 		--output-format=terse --terse-version=3 >/tmp/fio.terse 2>/tmp/fio.err ||
 		{ sed 's/^/    | /' /tmp/fio.err >&2; return 1; }
 	# terse v3: read 8 IOPS, 9 runtime, 40 mean latency; write 49, 50, 81
@@ -50,11 +53,11 @@ run_fio() {
 cpu_ticks() {	# PID: user + system clock ticks so far
 	if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi
 }
-# bench TARGET DEV PID WORKLOAD RW BS DEPTH JOBS [BYTES]
+# bench TARGET DEV PID WORKLOAD RW BS DEPTH JOBS FSYNC [BYTES]
 bench() {
 	local t0 t1 out
 	t0=$(cpu_ticks "$3")
-	out=$(run_fio "$1-$4" "$2" "$5" "$6" "$7" "$8" "${9:-}") ||
+	out=$(run_fio "$1-$4" "$2" "$5" "$6" "$7" "$8" "$9" "${10:-}") ||
 		{ fail "fio-$1-$4" "fio failed"; return; }
 	t1=$(cpu_ticks "$3")
 	set -- "$1" "$4" $out "$((t1 - t0))" "$3"
@@ -64,14 +67,15 @@ bench() {
 			 cpu = pid == "" || n == 0 ? "-" : sprintf("%.1f", ticks * 10000 / n)
 			 printf "bench: %s %s %.0f %.1f %s\n", t, w, iops, lat, cpu }'
 }
-WORKLOADS="randread:randread:4k:32:1 randwrite:randwrite:4k:32:1 read-1M:read:1M:8:1
-write-1M:write:1M:8:1 qd1-read:randread:4k:1:1 2jobs-read:randread:4k:16:2"
+WORKLOADS="randread:randread:4k:32:1:0 randwrite:randwrite:4k:32:1:0 read-1M:read:1M:8:1:0
+write-1M:write:1M:8:1:0 qd1-read:randread:4k:1:1:0 2jobs-read:randread:4k:16:2:0
+sync-write:randwrite:4k:32:1:8 2jobs-sync:randwrite:4k:16:2:8"
 run_all() {	# TARGET DEV PID
 	for w in $WORKLOADS; do
-		IFS=: read -r name rw bs depth jobs <<EOF
+		IFS=: read -r name rw bs depth jobs fsync <<EOF
 $w
 EOF
-		bench "$1" "$2" "$3" "$name" "$rw" "$bs" "$depth" "$jobs"
+		bench "$1" "$2" "$3" "$name" "$rw" "$bs" "$depth" "$jobs" "$fsync"
 	done
 }
 uq_pid() {
@@ -93,7 +97,7 @@ for q in 1 2; do
 	uq_close "$DEV"
 	qcow-tool create /tmp/empty.qcow2 8G >/dev/null
 	uq_open -q "$q" /tmp/empty.qcow2 || { fail "open-empty-q$q" "open failed"; continue; }
-	bench "ublk-qcow-q$q" "$DEV" "$(uq_pid "$DEV")" empty-write randwrite 4k 32 1 256M
+	bench "ublk-qcow-q$q" "$DEV" "$(uq_pid "$DEV")" empty-write randwrite 4k 32 1 0 256M
 	uq_close "$DEV"
 	rm -f /tmp/empty.qcow2
 done
@@ -110,7 +114,7 @@ if loop_attach /tmp/full.raw; then
 	/usr/bin/losetup -d "$LOOP"
 	rm -f /tmp/full.raw
 	truncate -s 8G /tmp/empty.raw
-	loop_attach /tmp/empty.raw && bench loop "$LOOP" "" empty-write randwrite 4k 32 1 256M
+	loop_attach /tmp/empty.raw && bench loop "$LOOP" "" empty-write randwrite 4k 32 1 0 256M
 	/usr/bin/losetup -d "$LOOP"
 	rm -f /tmp/empty.raw
 else
@@ -147,7 +151,7 @@ if [ -b /dev/nbd0 ] && nbd_attach /tmp/full.qcow2; then
 	run_all qemu-nbd /dev/nbd0 "$NBD_PID"
 	nbd_detach
 	qcow-tool create /tmp/empty.qcow2 8G >/dev/null
-	nbd_attach /tmp/empty.qcow2 && bench qemu-nbd /dev/nbd0 "$NBD_PID" empty-write randwrite 4k 32 1 256M
+	nbd_attach /tmp/empty.qcow2 && bench qemu-nbd /dev/nbd0 "$NBD_PID" empty-write randwrite 4k 32 1 0 256M
 	nbd_detach
 	rm -f /tmp/empty.qcow2
 else
