@@ -164,7 +164,7 @@ struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind k
 {
 	struct qcow_cache *c;
 	unsigned nb_buckets, i;
-	void *mem = NULL;
+	void *tables = NULL, *copies = NULL;
 
 	if (nb_slots < QCOW_CACHE_MIN_SLOTS)
 		nb_slots = QCOW_CACHE_MIN_SLOTS;
@@ -177,24 +177,19 @@ struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind k
 	nb_buckets = bucket_count(nb_slots);
 	c->slots = calloc(nb_slots, sizeof(*c->slots));
 	c->buckets = malloc(nb_buckets * sizeof(*c->buckets));
-	/* page aligned so a caller may read tables with O_DIRECT */
+	/* page aligned so a caller may read tables, and a flush write its
+	 * copies, with O_DIRECT */
 	if (!c->slots || !c->buckets ||
-	    posix_memalign(&mem, 4096, (size_t)nb_slots * table_size)) {
+	    posix_memalign(&tables, 4096, (size_t)nb_slots * table_size) ||
+	    (!img->read_only && posix_memalign(&copies, 4096, (size_t)nb_slots * table_size))) {
+		free(tables);
 		free(c->slots);
 		free(c->buckets);
 		free(c);
 		return NULL;
 	}
-	c->tables = mem;
-	if (!img->read_only &&
-	    posix_memalign(&mem, 4096, (size_t)nb_slots * table_size)) {
-		free(c->tables);
-		free(c->slots);
-		free(c->buckets);
-		free(c);
-		return NULL;
-	}
-	c->copies = img->read_only ? NULL : mem;
+	c->tables = tables;
+	c->copies = copies;
 	c->img = img;
 	c->kind = kind;
 	c->nb_slots = nb_slots;

@@ -52,8 +52,6 @@
 
 #include "internal.h"
 
-#define L1_PER_SECTOR 64U             /* entries in one 512-byte sector */
-
 enum flush_step {
 	FLUSH_IDLE,                   /* no flush running */
 	FLUSH_REFCOUNTS,
@@ -327,10 +325,7 @@ static void release_all(struct qcow_image *img, struct qcow_flush *fl)
 {
 	unsigned i;
 
-	if (fl->step <= FLUSH_L2 || fl->step == FLUSH_FREES)
-		step_release(img, fl, fl->cursor, step_writes(fl), false);
-	if (fl->step == FLUSH_L1)
-		step_release(img, fl, fl->cursor, fl->nb_l1_runs, false);
+	step_release(img, fl, fl->cursor, step_writes(fl), false);
 	if (fl->step == FLUSH_REFCOUNTS) {
 		for (i = 0; i < fl->nb_l2; i++)
 			qcow_cache_snapshot_done(img->l2_cache, fl->l2[i], false);
