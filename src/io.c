@@ -540,6 +540,10 @@ static void flush_step(struct uq_tag *t)
 
 	if (t->ops)
 		return;
+	if (t->flush == UQ_FLUSH_NONE) {	/* most requests: no lock taken */
+		t->issued_all = true;
+		return;
+	}
 	for (;;) {
 		eng_lock(dev);
 		if (t->flush == UQ_FLUSH_ALL || t->flush == UQ_FLUSH_METADATA)
