@@ -571,27 +571,33 @@ static int l2_get_writable(struct qcow_image *img, uint64_t l1i, uint64_t **tabl
 
 /* ------------------------------------------------------- copy-on-write */
 
-/* Old contents of one guest cluster, bytes [from, from+len), into buf+from. */
-static int cow_read(struct qcow_image *img, const struct l2_info *old, uint8_t *buf,
-		    uint64_t from, uint64_t len)
+/* Part p: len bytes at byte in of guest cluster guest and of new host cluster dst. */
+static void cow_part_set(struct qcow_cow_part *p, enum qcow_cow_kind kind,
+			 const struct l2_info *old, uint64_t guest, uint64_t dst, uint64_t in,
+			 uint64_t len)
 {
-	return len ? qcow_pread(img, buf + from, len, old->host + from) : 0;
+	p->kind = (uint8_t)kind;
+	p->guest = guest + in;
+	p->dst = dst + in;
+	p->len = len;
+	p->src = kind == QCOW_COW_COPY ? old->host + in : kind == QCOW_COW_INFLATE ? old->host : 0;
+	p->src_len = kind == QCOW_COW_INFLATE ? old->clen : 0;
 }
 
 /*
- * Give the new host cluster dst the old contents of guest cluster gc, except
- * [skip_start, skip_end), which the guest write fills. Old contents that read
- * as zeros (no backing file: unallocated and zero clusters) are not copied:
- * a cluster at or past zero_from reads as zeros already, and any other is
- * zeroed whole (fallocate where the file can) before the guest data goes in.
+ * What the new host cluster dst of guest cluster gc needs besides the guest
+ * bytes [skip_start, skip_end): the old contents before them (plan->cow[0])
+ * and after them (plan->cow[1]). Old contents that read as zeros (no backing
+ * file: unallocated and zero clusters) are not copied: nothing at all where
+ * the file reads as zeros already (at or past zero_from), else zeros.
  */
-static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t gc,
-		       uint64_t dst, uint64_t skip_start, uint64_t skip_end)
+static int cow_plan_cluster(struct qcow_image *img, const uint64_t *table, uint64_t gc,
+			    uint64_t dst, uint64_t skip_start, uint64_t skip_end,
+			    struct qcow_write_plan *plan)
 {
-	uint64_t cs = img->cluster_size;
-	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED };
+	uint64_t cs = img->cluster_size, guest = gc << img->cluster_bits;
+	enum qcow_cow_kind kind;
 	struct l2_info old;
-	uint8_t *buf;
 	int ret;
 
 	if (skip_start == 0 && skip_end == cs)
@@ -599,29 +605,24 @@ static int cow_cluster(struct qcow_image *img, const uint64_t *table, uint64_t g
 	ret = l2_get(img, table, gc & (img->l2_size - 1), gc, &old);
 	if (ret < 0)
 		return ret;
-	if (old.kind != QCOW_EXTENT_DATA && old.kind != QCOW_EXTENT_COMPRESSED)
-		return dst >= img->zero_from ? 0 : qcow_zero_fill(img, dst, cs);
-	buf = img->cow_buf;
-	img->cow_copies++;
-	if (old.kind == QCOW_EXTENT_COMPRESSED) {
-		ext.compressed_offset = old.host;
-		ext.compressed_length = old.clen;
-		ret = qcow_read_compressed_cluster(img, &ext, buf);
-	} else {
-		ret = cow_read(img, &old, buf, 0, skip_start);
-		if (ret == 0)
-			ret = cow_read(img, &old, buf, skip_end, cs - skip_end);
-	}
-	if (ret == 0 && skip_start)
-		ret = qcow_pwrite(img, buf, skip_start, dst);
-	if (ret == 0 && skip_end < cs)
-		ret = qcow_pwrite(img, buf + skip_end, cs - skip_end, dst + skip_end);
-	return ret;
+	if (old.kind == QCOW_EXTENT_DATA)
+		kind = QCOW_COW_COPY;
+	else if (old.kind == QCOW_EXTENT_COMPRESSED)
+		kind = QCOW_COW_INFLATE;
+	else
+		kind = dst >= img->zero_from ? QCOW_COW_NONE : QCOW_COW_ZEROS;
+	if (kind == QCOW_COW_COPY || kind == QCOW_COW_INFLATE)
+		img->cow_copies++;
+	if (skip_start)
+		cow_part_set(&plan->cow[0], kind, &old, guest, dst, 0, skip_start);
+	if (skip_end < cs)
+		cow_part_set(&plan->cow[1], kind, &old, guest, dst, skip_end, cs - skip_end);
+	return 0;
 }
 
-/* Fill what the guest write [off, end) leaves of the n new clusters at dst. */
-static int cow_fill(struct qcow_image *img, const uint64_t *table, uint64_t off, uint64_t end,
-		    uint64_t n, uint64_t dst)
+/* Plan what the guest write [off, end) leaves of the n new clusters at dst. */
+static int cow_plan(struct qcow_image *img, const uint64_t *table, uint64_t off, uint64_t end,
+		    uint64_t n, uint64_t dst, struct qcow_write_plan *plan)
 {
 	uint64_t cs = img->cluster_size, first = off >> img->cluster_bits;
 	uint64_t last = first + n - 1;
@@ -629,10 +630,56 @@ static int cow_fill(struct qcow_image *img, const uint64_t *table, uint64_t off,
 	int ret;
 
 	if (n == 1)
-		return cow_cluster(img, table, first, dst, head, tail);
-	ret = cow_cluster(img, table, first, dst, head, cs);
+		return cow_plan_cluster(img, table, first, dst, head, tail, plan);
+	ret = cow_plan_cluster(img, table, first, dst, head, cs, plan);
 	if (ret == 0)
-		ret = cow_cluster(img, table, last, dst + (n - 1) * cs, 0, tail);
+		ret = cow_plan_cluster(img, table, last, dst + (n - 1) * cs, 0, tail, plan);
+	return ret;
+}
+
+int qcow_cow_read(struct qcow_image *img, const struct qcow_cow_part *p, void *buf)
+{
+	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED };
+	int ret;
+
+	switch (p->kind) {
+	case QCOW_COW_COPY:
+		return qcow_pread(img, buf, p->len, p->src);
+	case QCOW_COW_INFLATE:
+		ext.guest_offset = p->guest;
+		ext.compressed_offset = p->src;
+		ext.compressed_length = p->src_len;
+		ret = qcow_read_compressed_cluster(img, &ext, img->decompressed);
+		if (ret == 0)
+			memcpy(buf, img->decompressed + (p->dst & (img->cluster_size - 1)), p->len);
+		return ret;
+	case QCOW_COW_ZEROS:
+		memset(buf, 0, p->len);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* The synchronous caller's copy-on-write: the plan's parts, read and written here. */
+static int cow_write(struct qcow_image *img, const struct qcow_write_plan *plan)
+{
+	unsigned i;
+	int ret = 0;
+
+	for (i = 0; i < 2 && ret == 0; i++) {
+		const struct qcow_cow_part *p = &plan->cow[i];
+
+		if (p->kind == QCOW_COW_NONE)
+			continue;
+		if (p->kind == QCOW_COW_ZEROS) {
+			ret = qcow_pwrite(img, img->zero_cluster, p->len, p->dst);
+			continue;
+		}
+		ret = qcow_cow_read(img, p, img->cow_buf);
+		if (ret == 0)
+			ret = qcow_pwrite(img, img->cow_buf, p->len, p->dst);
+	}
 	return ret;
 }
 
@@ -648,6 +695,7 @@ static void plan_set(struct qcow_write_plan *plan, uint64_t off, uint64_t len, u
 	plan->nb_clusters = nb;
 	plan->new_host_cluster = 0;
 	plan->inflight_slot = UINT32_MAX;
+	plan->cow[0].kind = plan->cow[1].kind = QCOW_COW_NONE;
 }
 
 /* The run starting at a COPIED data cluster: written where it is. */
@@ -697,9 +745,10 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		return (int)host;
 	}
 	end = QCOW_MIN(off + len, (first + n) << img->cluster_bits);
+	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
 	ret = qcow_check_metadata_overlap(img, (uint64_t)host, n * cs);
 	if (ret == 0)
-		ret = cow_fill(img, table, off, end, n, (uint64_t)host);
+		ret = cow_plan(img, table, off, end, n, (uint64_t)host, plan);
 	if (ret < 0) {
 		release(img, (uint64_t)host, n * cs);
 		img->inflight[slot].used = false;
@@ -708,7 +757,6 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 	qcow_sync_owed(img, QCOW_SYNC_DATA);
 	qcow_grow_for(img, (uint64_t)host + n * cs);
 	qcow_note_write(img, (uint64_t)host, n * cs);
-	plan_set(plan, off, end - off, (uint64_t)host + (off & (cs - 1)), first, n);
 	plan->new_host_cluster = (uint64_t)host;
 	plan->inflight_slot = (uint32_t)slot;
 	return 0;
@@ -724,8 +772,8 @@ static uint64_t clusters_in_table(const struct qcow_image *img, uint64_t off, ui
 	return QCOW_MIN(last - first + 1, table_left);
 }
 
-int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
-		     struct qcow_write_plan *plan)
+int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			    struct qcow_write_plan *plan)
 {
 	uint64_t first = off >> img->cluster_bits, nb, *table;
 	struct l2_info info;
@@ -748,6 +796,20 @@ int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 	else if (ret == 0)
 		ret = plan_alloc(img, table, off, len, nb, plan);
 	qcow_cache_put(img->l2_cache, table);
+	return ret;
+}
+
+int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
+		     struct qcow_write_plan *plan)
+{
+	int ret = qcow_write_begin_nowait(img, off, len, plan);
+
+	if (ret == 0 && plan->new_host_cluster) {
+		ret = cow_write(img, plan);
+		if (ret < 0)
+			qcow_write_end(img, plan, ret);
+		plan->cow[0].kind = plan->cow[1].kind = QCOW_COW_NONE;
+	}
 	return ret;
 }
 

@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,7 +27,6 @@ struct posix_ctx {
 	int fd;
 	uint32_t mem_align;	/* direct IO: see struct qcow_file; 0 when buffered */
 	uint32_t off_align;
-	unsigned zero_mode;	/* first fallocate mode of posix_zero_range to try */
 };
 
 /* All of len bytes at off, zeros past the end of the file. */
@@ -153,36 +151,6 @@ static int posix_truncate(void *ctx, uint64_t size)
 	return 0;
 }
 
-/*
- * Zero without writing: FALLOC_FL_ZERO_RANGE keeps the blocks allocated;
- * file systems without it (tmpfs) can punch a hole, which reads as zeros
- * too. A mode the file system refuses is not asked again; with neither,
- * -EOPNOTSUPP, and the engine writes zeros.
- */
-static int posix_zero_range(void *ctx, uint64_t off, uint64_t len)
-{
-	static const int modes[] = { FALLOC_FL_ZERO_RANGE,
-				     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE };
-	struct posix_ctx *p = ctx;
-	unsigned i;
-
-	if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-		return -EFBIG;
-	for (i = p->zero_mode; i < sizeof(modes) / sizeof(modes[0]); i++) {
-		int ret;
-
-		do {
-			ret = fallocate(p->fd, modes[i], (off_t)off, (off_t)len);
-		} while (ret < 0 && errno == EINTR);
-		if (ret == 0)
-			return 0;
-		if (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
-			return -errno;
-		p->zero_mode = i + 1;
-	}
-	return -EOPNOTSUPP;
-}
-
 static int posix_get_size(void *ctx, uint64_t *size)
 {
 	struct posix_ctx *p = ctx;
@@ -210,7 +178,6 @@ static const struct qcow_file_ops posix_ops = {
 	.flush = posix_flush,
 	.truncate = posix_truncate,
 	.get_size = posix_get_size,
-	.zero_range = posix_zero_range,
 	.close = posix_close,
 };
 

@@ -181,25 +181,6 @@ static void trim_grown_tail(struct qcow_image *img)
 		img->file_end = img->zero_from;
 }
 
-int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len)
-{
-	int ret = qcow_refuse_write(img);
-
-	if (ret < 0)
-		return ret;
-	ret = -EOPNOTSUPP;
-	if (img->file.ops->zero_range) {
-		qcow_note_write(img, off, len);
-		ret = img->file.ops->zero_range(img->file.ctx, off, len);
-	}
-	if (ret == -EOPNOTSUPP)
-		return qcow_pwrite(img, img->zero_cluster, len, off);
-	if (ret < 0)
-		return qcow_set_error(img, ret, "zeroing %" PRIu64 " bytes at offset %" PRIu64
-				      " failed: %s", len, off, strerror(-ret));
-	return 0;
-}
-
 /*
  * A failed fsync is never retried as if nothing happened: the kernel may
  * have dropped the pages it could not write (and cleared their error), and

@@ -261,9 +261,6 @@ int qcow_signal_corruption(struct qcow_image *img, const char *fmt, ...)
  * has failed (fatal_error), qcow_pwrite and qcow_fsync refuse. */
 int qcow_pread(struct qcow_image *img, void *buf, size_t len, uint64_t off);
 int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t off);
-/* Make [off, off+len) read as zeros: fallocate where the file can, else a
- * write of zeros (len at most one cluster). */
-int qcow_zero_fill(struct qcow_image *img, uint64_t off, uint64_t len);
 /* A write to [off, off+len) is about to be issued: raise zero_from past it. */
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len);
 /* Data goes up to end next: grow the file ahead so the write does not

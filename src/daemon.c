@@ -444,12 +444,7 @@ static int device_setup(struct uq_dev *dev)
 	ret = dev->opt.recover_id < 0 ? uq_ctrl_set_params(&dev->ctrl, dev->dev_id, &p) : 0;
 	if (ret < 0)
 		return uq_log_errno("SET_PARAMS", ret);
-	if (dev->data_mode != UQ_DATA_COPY) {
-		dev->zero_buf = calloc(1, dev->buf_bytes);
-		if (!dev->zero_buf)
-			return uq_log_errno("calloc", -ENOMEM);
-	}
-	return 0;
+	return uq_io_zero_buf_alloc(dev);
 }
 
 static int device_start(struct uq_dev *dev)

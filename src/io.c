@@ -10,8 +10,9 @@
  *          miss (-EAGAIN) sends the table read through the ring and the walk
  *          goes on when it completes.
  *   WRITE  the L2 table loaded through the ring like a READ's, then
- *          qcow_write_begin (allocation and copy-on-write, synchronous under
- *          the engine lock), WRITE_FIXED of plan.length bytes, then
+ *          qcow_write_begin_nowait (allocation, no IO), the old bytes its
+ *          copy-on-write keeps read through the ring, the guest bytes and
+ *          those parts written (one vectored write in copy mode), then
  *          qcow_write_end publishes the mapping; repeated until the whole
  *          request is written.  FUA adds a flush at the end.
  *   DISCARD, WRITE_ZEROES: one synchronous engine call each.
@@ -207,6 +208,9 @@ static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *wh
 	return ret;
 }
 
+static void write_step(struct uq_tag *t);
+static void flush_step(struct uq_tag *t);
+
 /* ------------------------------------------------ bytes we make up ourselves */
 
 static bool zero_copy(const struct uq_tag *t)
@@ -264,8 +268,10 @@ static void copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t
 
 /* ------------------------------------------------------------ image IO */
 
-/* Queue a READ_FIXED or WRITE_FIXED of len bytes at tag buffer offset pos. */
-static int issue_data(struct uq_tag *t, bool write, uint64_t pos, uint64_t len, uint64_t host)
+/* An SQE for a READ_FIXED or WRITE_FIXED of len bytes at request byte pos,
+ * registering the request's memory first where we must; NULL on failure. */
+static struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint64_t len,
+				       uint64_t host)
 {
 	struct uq_queue *q = t->q;
 	struct io_uring_sqe *sqe;
@@ -274,21 +280,37 @@ static int issue_data(struct uq_tag *t, bool write, uint64_t pos, uint64_t len, 
 	if (!t->buf_ready) {
 		/* zero copy: the registration goes first in the same submission */
 		if (uq_queue_buf_register(t) < 0)
-			return -EIO;
+			return NULL;
 		t->ops++;
 		t->buf_ready = t->zc_reg = true;
 	}
 	sqe = uq_get_sqe(q);
 	if (!sqe)
-		return -EIO;
+		return NULL;
 	if (write)
 		io_uring_prep_write_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
 	else
 		io_uring_prep_read_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_DATA, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
+	return sqe;
+}
+
+/* Count a queued image op of t's with user data ud. */
+static void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud)
+{
+	io_uring_sqe_set_data64(sqe, ud);
 	t->ops++;
-	q->backend++;
+	t->q->backend++;
+}
+
+/* Queue a READ_FIXED of len bytes of the image at host into request byte pos. */
+static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t host)
+{
+	struct io_uring_sqe *sqe = prep_fixed(t, false, pos, len, host);
+
+	if (!sqe)
+		return -EIO;
+	queued(t, sqe, uq_ud(UQ_UD_DATA, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
 	return 0;
 }
 
@@ -340,7 +362,7 @@ static void read_extent(struct uq_tag *t, const struct qcow_extent *ext)
 {
 	switch (ext->kind) {
 	case QCOW_EXTENT_DATA:
-		if (issue_data(t, false, t->pos, ext->length, ext->host_offset) < 0)
+		if (issue_read(t, t->pos, ext->length, ext->host_offset) < 0)
 			tag_error(t, -EIO);
 		break;
 	case QCOW_EXTENT_COMPRESSED:
@@ -396,9 +418,17 @@ static void read_step(struct uq_tag *t)
 /* ----------------------------------------------------------------- WRITE */
 
 /*
- * The L2 table first, through the ring when it is not cached (-EAGAIN,
- * t->need filled): qcow_write_begin would read it synchronously, holding up
- * every request on the queue meanwhile.
+ * One plan at a time (enum uq_write_stage): qcow_write_begin_nowait, after
+ * the L2 table is loaded through the ring like a READ's (the engine would
+ * read it synchronously, holding up every request on every queue);
+ * then the old bytes its copy-on-write parts keep, read through the ring
+ * into t->cow (an inflated cluster's under the lock, as a READ's); then the
+ * writes: in copy mode one vectored write of parts and guest bytes (the new
+ * clusters are contiguous), in the zero-copy modes up to three (the guest
+ * bytes are reachable only by WRITE_FIXED; the pieces do not overlap, so
+ * their order does not matter); qcow_write_end after the last.  A failure
+ * at any stage ends the plan with qcow_write_end(error), which gives the
+ * new clusters back, and fails the request.
  */
 static int do_write_begin(struct uq_tag *t)
 {
@@ -411,28 +441,266 @@ static int do_write_begin(struct uq_tag *t)
 		dev->meta_inflight++;
 	if (ret < 0)
 		return ret;
-	return qcow_write_begin(dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
+	return qcow_write_begin_nowait(dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
+}
+
+static bool part_used(const struct qcow_write_plan *p, unsigned i)
+{
+	return p->cow[i].kind != QCOW_COW_NONE;
+}
+
+/* Does the plan cover the next bytes of the request, its parts around them? */
+static bool plan_fits(const struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	uint64_t cs = t->q->dev->info.cluster_size;
+
+	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos)
+		return false;
+	if (part_used(p, 0) && (p->cow[0].len >= cs || p->cow[0].dst + p->cow[0].len != p->host_offset))
+		return false;
+	return !part_used(p, 1) || (p->cow[1].len < cs &&
+				    p->cow[1].dst == p->host_offset + p->length);
+}
+
+/* The plan is over: give its clusters back after err, and fail the request. */
+static void write_abort(struct uq_tag *t, int err)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	eng_lock(dev);
+	qcow_write_end(dev->img, &t->plan, err);
+	engine_event_locked(t->q, QCOW_WAIT_WRITE);
+	eng_unlock(dev);
+	t->write = UQ_WRITE_PLAN;
+	tag_error(t, -EIO);
+}
+
+/* Where part i's bytes are (once read). */
+static uint8_t *part_bytes(struct uq_tag *t, unsigned i)
+{
+	if (t->plan.cow[i].kind == QCOW_COW_ZEROS)
+		return t->q->dev->zero_buf;
+	return t->cow + i * t->q->dev->info.cluster_size;
+}
+
+/* Queue the read of part i's old bytes into t->cow. */
+static int issue_old_read(struct uq_tag *t, unsigned i)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i];
+	struct io_uring_sqe *sqe = uq_get_sqe(t->q);
+
+	if (!sqe)
+		return -EIO;
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, part_bytes(t, i), (unsigned)c->len, c->src);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_OLD, t->tag, i));
+	return 0;
+}
+
+/* The old bytes the parts keep: copies through the ring, inflated ones here. */
+static int write_old(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	unsigned i;
+	int ret = 0;
+
+	if (!t->cow && posix_memalign((void **)&t->cow, UQ_BUF_ALIGN, 2 * dev->info.cluster_size)) {
+		t->cow = NULL;
+		tag_log(t, "copy-on-write buffer", -ENOMEM, NULL);
+		return -ENOMEM;
+	}
+	for (i = 0; i < 2 && ret == 0; i++) {
+		const struct qcow_cow_part *c = &t->plan.cow[i];
+
+		if (c->kind == QCOW_COW_COPY) {
+			ret = issue_old_read(t, i);
+		} else if (c->kind == QCOW_COW_INFLATE) {
+			eng_lock(dev);
+			ret = qcow_cow_read(dev->img, c, part_bytes(t, i));
+			if (ret < 0)
+				eng_log_locked(t, "qcow_cow_read", ret);
+			eng_unlock(dev);
+		}
+	}
+	return ret;
+}
+
+static bool needs_old(const struct qcow_write_plan *p)
+{
+	return p->cow[0].kind >= QCOW_COW_COPY || p->cow[1].kind >= QCOW_COW_COPY;
+}
+
+/* Queue an image write of len bytes, counted as a piece of the plan. */
+static void write_queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t len)
+{
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_WRITE, t->tag, len));
+	t->pieces++;
+}
+
+/* Copy mode: parts and guest bytes in one vectored write. */
+static int issue_merged(struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	struct io_uring_sqe *sqe = uq_get_sqe(t->q);
+	uint64_t start = part_used(p, 0) ? p->cow[0].dst : p->host_offset, len = 0;
+	unsigned n = 0, i;
+
+	if (!sqe)
+		return -EIO;
+	for (i = 0; i < 2; i++) {
+		if (i == 1)
+			t->iov[n++] = (struct iovec){ t->buf + t->pos, p->length };
+		if (part_used(p, i))
+			t->iov[n++] = (struct iovec){ part_bytes(t, i), p->cow[i].len };
+	}
+	for (i = 0; i < n; i++)
+		len += t->iov[i].iov_len;
+	io_uring_prep_writev(sqe, UQ_FIXED_IMAGE, t->iov, n, start);
+	write_queued(t, sqe, len);
+	return 0;
+}
+
+/* Zero-copy modes: the guest bytes by WRITE_FIXED, each part by a WRITE. */
+static int issue_pieces(struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	struct io_uring_sqe *sqe;
+	unsigned i;
+
+	sqe = prep_fixed(t, true, t->pos, p->length, p->host_offset);
+	if (!sqe)
+		return -EIO;
+	write_queued(t, sqe, p->length);
+	for (i = 0; i < 2; i++) {
+		if (!part_used(p, i))
+			continue;
+		sqe = uq_get_sqe(t->q);
+		if (!sqe)
+			return -EIO;
+		io_uring_prep_write(sqe, UQ_FIXED_IMAGE, part_bytes(t, i), (unsigned)p->cow[i].len,
+				    p->cow[i].dst);
+		write_queued(t, sqe, p->cow[i].len);
+	}
+	return 0;
 }
 
 static void write_issue(struct uq_tag *t)
 {
-	struct qcow_write_plan *p = &t->plan;
-	struct uq_dev *dev = t->q->dev;
-	int ret = 0;
+	int ret;
 
-	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos) {
-		tag_log(t, "qcow_write_begin", -EIO, "plan outside the request");
-		ret = -EIO;
-	} else {
-		ret = issue_data(t, true, t->pos, p->length, p->host_offset);
+	t->write = UQ_WRITE_DATA;
+	t->pieces = 0;
+	if (!part_used(&t->plan, 0) && !part_used(&t->plan, 1))
+		ret = issue_pieces(t);		/* the guest bytes alone */
+	else if (!zero_copy(t))
+		ret = issue_merged(t);
+	else
+		ret = issue_pieces(t);
+	if (ret < 0 && !t->pieces)
+		write_abort(t, ret);
+	else if (ret < 0 && !t->write_result)
+		t->write_result = ret;		/* write_done ends the plan */
+}
+
+/* A plan from the engine: read what its parts keep, or write at once. */
+static void write_planned(struct uq_tag *t)
+{
+	int ret;
+
+	t->write_result = 0;
+	if (!plan_fits(t)) {
+		tag_log(t, "qcow_write_begin_nowait", -EIO, "plan outside the request");
+		write_abort(t, -EIO);
+		return;
 	}
-	if (ret < 0) {
-		eng_lock(dev);
-		qcow_write_end(dev->img, p, ret);
-		engine_event_locked(t->q, QCOW_WAIT_WRITE);
-		eng_unlock(dev);
-		tag_error(t, -EIO);
+	if (!needs_old(&t->plan)) {
+		write_issue(t);
+		return;
 	}
+	t->write = UQ_WRITE_OLD;
+	ret = write_old(t);
+	if (ret < 0)
+		t->write_result = ret;
+	if (!t->ops)
+		write_step(t);
+}
+
+static void write_step(struct uq_tag *t)
+{
+	int ret;
+
+	if (t->ops)
+		return;			/* one stage at a time */
+	if (t->write == UQ_WRITE_OLD) {
+		if (t->write_result < 0)
+			write_abort(t, t->write_result);
+		else
+			write_issue(t);
+		return;
+	}
+	if (t->pos < t->len) {
+		ret = eng_call(t, do_write_begin, "qcow_write_begin_nowait");
+		if (ret == -EAGAIN)
+			issue_meta(t);
+		else if (ret < 0 && !t->parked)
+			tag_error(t, io_errno(ret));
+		else if (ret >= 0)
+			write_planned(t);
+		return;
+	}
+	flush_step(t);
+}
+
+/* Part i's old bytes are read (a short read: past the end of the file, zeros). */
+static void old_read_done(struct uq_tag *t, unsigned i, int res)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i & 1];
+
+	t->ops--;
+	if (res < 0) {
+		tag_log(t, "copy-on-write read", res, NULL);
+		if (!t->write_result)
+			t->write_result = res;
+	} else if ((uint64_t)res < c->len) {
+		memset(part_bytes(t, i & 1) + res, 0, c->len - (uint64_t)res);
+	}
+	uq_io_advance(t);
+}
+
+/* One of the plan's writes is done; after the last, publish or roll back. */
+static void write_done(struct uq_tag *t, uint64_t len, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+	int result, ret;
+
+	t->ops--;
+	if ((uint64_t)res != len) {
+		tag_log(t, "image write", res < 0 ? res : -EIO, res >= 0 ? "short write" : NULL);
+		if (!t->write_result)
+			t->write_result = res < 0 ? res : -EIO;
+	}
+	if (--t->pieces) {
+		uq_io_advance(t);
+		return;
+	}
+	result = t->write_result;
+	t->write = UQ_WRITE_PLAN;
+	eng_lock(dev);
+	ret = qcow_write_end(dev->img, &t->plan, result);
+	engine_event_locked(t->q, QCOW_WAIT_WRITE);
+	/* publication found its table busy: the allocation was rolled back, redo it */
+	if (result == 0 && ret < 0 && parkable(dev, ret))
+		park_locked(t, ret);
+	else if (result == 0 && ret < 0)
+		eng_log_locked(t, "qcow_write_end", ret);
+	eng_unlock(dev);
+	if (!t->parked && (result < 0 || ret < 0))
+		tag_error(t, io_errno(result < 0 ? result : ret));
+	else if (!t->parked)
+		t->pos += t->plan.length;
+	uq_io_advance(t);
 }
 
 /* ---------------------------------------------------------------- FLUSH */
@@ -572,50 +840,6 @@ static void flush_step(struct uq_tag *t)
 		tag_error(t, io_errno(ret));
 	t->flush = UQ_FLUSH_NONE;
 	t->issued_all = true;
-}
-
-static void write_step(struct uq_tag *t)
-{
-	int ret;
-
-	if (t->ops)
-		return;			/* one piece at a time */
-	if (t->pos < t->len) {
-		ret = eng_call(t, do_write_begin, "qcow_write_begin");
-		if (ret == -EAGAIN)
-			issue_meta(t);
-		else if (ret < 0 && !t->parked)
-			tag_error(t, io_errno(ret));
-		else if (ret >= 0)
-			write_issue(t);
-		return;
-	}
-	flush_step(t);
-}
-
-static void write_done(struct uq_tag *t, uint64_t len, int res)
-{
-	struct uq_dev *dev = t->q->dev;
-	int result = (uint64_t)res == len ? 0 : (res < 0 ? res : -EIO);
-	int ret;
-
-	if (result < 0)
-		tag_log(t, "image write", result, res >= 0 ? "short write" : NULL);
-	eng_lock(dev);
-	ret = qcow_write_end(dev->img, &t->plan, result);
-	engine_event_locked(t->q, QCOW_WAIT_WRITE);
-	/* publication found its table busy: the allocation was rolled back, redo it */
-	if (result == 0 && ret < 0 && parkable(dev, ret))
-		park_locked(t, ret);
-	else if (result == 0 && ret < 0)
-		eng_log_locked(t, "qcow_write_end", ret);
-	eng_unlock(dev);
-	if (t->parked)
-		return;
-	if (result < 0 || ret < 0)
-		tag_error(t, io_errno(result < 0 ? result : ret));
-	else
-		t->pos += len;
 }
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
@@ -855,14 +1079,12 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	uq_io_advance(t);
 }
 
-static void uq_io_data_done(struct uq_tag *t, uint64_t extra, int res)
+static void uq_io_read_done(struct uq_tag *t, uint64_t extra, int res)
 {
 	uint64_t pos = extra & UQ_EXTRA_MASK, len = extra >> UQ_EXTRA_SHIFT;
 
 	t->ops--;
-	if (t->op == UBLK_IO_OP_WRITE) {
-		write_done(t, len, res);
-	} else if (res < 0) {
+	if (res < 0) {
 		tag_log(t, "image read", res, NULL);
 		tag_error(t, -EIO);
 	} else if ((uint64_t)res < len) {
@@ -941,7 +1163,13 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 	q->backend--;
 	switch (uq_ud_kind(ud)) {
 	case UQ_UD_DATA:
-		uq_io_data_done(t, uq_ud_extra(ud), res);
+		uq_io_read_done(t, uq_ud_extra(ud), res);
+		break;
+	case UQ_UD_WRITE:
+		write_done(t, uq_ud_extra(ud), res);
+		break;
+	case UQ_UD_OLD:
+		old_read_done(t, (unsigned)uq_ud_extra(ud), res);
 		break;
 	case UQ_UD_META:
 		uq_io_meta_done(t, res);
@@ -956,6 +1184,19 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 		uq_io_fill_done(t, uq_ud_extra(ud), res);
 		break;
 	}
+}
+
+int uq_io_zero_buf_alloc(struct uq_dev *dev)
+{
+	size_t len = dev->buf_bytes > dev->info.cluster_size ? dev->buf_bytes
+							      : dev->info.cluster_size;
+	void *p;
+
+	if (posix_memalign(&p, UQ_BUF_ALIGN, len))
+		return uq_log_errno("allocating the zero buffer", -ENOMEM);
+	memset(p, 0, len);
+	dev->zero_buf = p;
+	return 0;
 }
 
 void uq_io_woken(struct uq_queue *q)

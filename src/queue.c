@@ -218,6 +218,8 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 		uq_io_complete(q, ud, res);
 		break;
 	case UQ_UD_DATA:
+	case UQ_UD_WRITE:
+	case UQ_UD_OLD:
 	case UQ_UD_META:
 	case UQ_UD_FILL:
 	case UQ_UD_FLUSH:
@@ -396,8 +398,10 @@ static void queue_teardown(struct uq_queue *q)
 	q->bufs = NULL;
 	free(q->cbuf);
 	q->cbuf = NULL;
-	for (unsigned i = 0; q->tags && i < q->dev->depth; i++)
+	for (unsigned i = 0; q->tags && i < q->dev->depth; i++) {
 		free(q->tags[i].bounce);
+		free(q->tags[i].cow);
+	}
 	free(q->tags);
 	q->tags = NULL;
 }

@@ -157,6 +157,13 @@ enum uq_flush_stage {
 	UQ_FLUSH_DRIVING,		/* this request runs the engine's flush on its ring */
 };
 
+/* Where a WRITE is with its current plan (io.c). */
+enum uq_write_stage {
+	UQ_WRITE_PLAN,			/* no plan: the next one is asked for */
+	UQ_WRITE_OLD,			/* copy-on-write: old bytes being read */
+	UQ_WRITE_DATA,			/* the plan's writes in flight */
+};
+
 struct uq_tag {
 	struct uq_queue *q;
 	uint16_t tag;
@@ -177,6 +184,11 @@ struct uq_tag {
 	uint64_t pos;			/* bytes done or issued */
 	uint8_t *buf;			/* copy mode: the tag's registered buffer */
 	uint8_t *bounce;		/* zero copy: bytes we make up (inflated data) */
+	uint8_t *cow;			/* 2 clusters: a WRITE's copy-on-write parts */
+	uint8_t write;			/* enum uq_write_stage */
+	uint8_t pieces;			/* WRITE: image writes in flight */
+	int write_result;		/* WRITE: first failure of the stage */
+	struct iovec iov[3];		/* WRITE, copy mode: parts and guest bytes */
 	uint64_t start_ns;		/* FLUSH: when it arrived */
 	struct qcow_meta_read need;
 	struct qcow_write_plan plan;
@@ -282,7 +294,7 @@ struct uq_dev {
 	unsigned depth;
 	uint64_t dev_bytes;		/* device size: dev_sectors << 9 */
 	struct uq_queue *queues;
-	uint8_t *zero_buf;		/* zero copy: buf_bytes of zeros to copy in */
+	uint8_t *zero_buf;		/* zeros to copy from (uq_io_zero_buf_alloc) */
 	pthread_mutex_t engine_lock;
 	unsigned meta_inflight;		/* under engine_lock */
 	pthread_mutex_t ready_lock;
@@ -321,6 +333,9 @@ void uq_queue_commit(struct uq_tag *t, int result);
 int uq_queue_buf_register(struct uq_tag *t);
 void uq_queue_wake(struct uq_queue *q);
 
+/* Image IO from the daemon's own memory: aligned for any direct IO. */
+#define UQ_BUF_ALIGN		4096
+
 /* Each queue ring's registered files. */
 #define UQ_FIXED_CDEV		0	/* /dev/ublkcN: ublk commands, user copy */
 #define UQ_FIXED_IMAGE		1	/* the image */
@@ -328,7 +343,9 @@ void uq_queue_wake(struct uq_queue *q);
 /* user_data: kind in the top byte, tag in the low 16 bits, op-specific bits between. */
 enum uq_ud_kind {
 	UQ_UD_CMD = 1,			/* FETCH / COMMIT_AND_FETCH */
-	UQ_UD_DATA,			/* image READ_FIXED / WRITE_FIXED */
+	UQ_UD_DATA,			/* image READ_FIXED of a READ */
+	UQ_UD_WRITE,			/* a WRITE's image write (extra: its length) */
+	UQ_UD_OLD,			/* copy-on-write: old bytes read (extra: the part) */
 	UQ_UD_META,			/* L2 table read */
 	UQ_UD_ZC,			/* REGISTER_IO_BUF; UNREGISTER_IO_BUF's failure */
 	UQ_UD_FILL,			/* zero copy: bytes written in through user copy */
@@ -357,9 +374,11 @@ static inline uint64_t uq_ud_extra(uint64_t ud)
 }
 
 /* ------------------------------------------------------------------- io.c */
+/* dev->zero_buf, for dev's buffer and cluster sizes: 0 or -ENOMEM. */
+int uq_io_zero_buf_alloc(struct uq_dev *dev);
 void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
-/* The completion of what io.c queued for a tag (kind DATA, META, FILL, or
- * ZC for a REGISTER_IO_BUF): hands it to the tag. */
+/* The completion of what io.c queued for a tag (kind DATA, WRITE, OLD,
+ * META, FILL, FLUSH, or ZC for a REGISTER_IO_BUF): hands it to the tag. */
 void uq_io_complete(struct uq_queue *q, uint64_t ud, int res);
 void uq_io_advance(struct uq_tag *t);
 /* Retry the parked requests of the lists in q->retry (each may park again). */

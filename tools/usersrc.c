@@ -238,7 +238,7 @@ static int setup(struct usersrc *s)
 	q->cbuf = malloc(dev->info.cluster_size);
 	s->descs = calloc(j->depth, sizeof(*s->descs));
 	s->free_tags = calloc(j->depth, sizeof(*s->free_tags));
-	if (!q->tags || !q->cbuf || !s->descs || !s->free_tags)
+	if (!q->tags || !q->cbuf || !s->descs || !s->free_tags || uq_io_zero_buf_alloc(dev) < 0)
 		return -ENOMEM;
 	for (i = 0; i < j->depth; i++) {
 		q->tags[i].q = q;
@@ -264,7 +264,10 @@ static void teardown(struct usersrc *s)
 	}
 	pthread_mutex_destroy(&s->dev.engine_lock);
 	free(s->q.bufs);
+	for (unsigned i = 0; s->q.tags && i < s->dev.depth; i++)
+		free(s->q.tags[i].cow);
 	free(s->q.tags);
+	free(s->dev.zero_buf);
 	free(s->q.cbuf);
 	free(s->descs);
 	free(s->free_tags);

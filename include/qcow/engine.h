@@ -41,12 +41,6 @@ struct qcow_file_ops {
 	int (*truncate)(void *ctx, uint64_t size);
 	/* Current file size in bytes. 0 or -errno. */
 	int (*get_size)(void *ctx, uint64_t *size);
-	/*
-	 * Make [off, off+len) read as zeros without writing them, where the file
-	 * system can (fallocate). -EOPNOTSUPP where it cannot: the engine then
-	 * writes zeros. May be NULL (the same as always -EOPNOTSUPP).
-	 */
-	int (*zero_range)(void *ctx, uint64_t off, uint64_t len);
 	/* Release ctx. May be NULL. */
 	void (*close)(void *ctx);
 };
@@ -305,10 +299,16 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
 /* ------------------------------------------------------------------------
  * Guest writes, split for an asynchronous caller
  *
- *   qcow_write_begin()  allocates (and copy-on-write fills) the clusters for
- *                       the first run of the range and says where its bytes go;
+ *   qcow_write_begin()  allocates the clusters for the first run of the
+ *                       range, fills what the guest write leaves of them
+ *                       (copy-on-write) and says where its bytes go;
  *   the caller writes plan.length bytes at plan.host_offset;
  *   qcow_write_end()    publishes the new mapping (or rolls it back on error).
+ *
+ * qcow_write_begin_nowait() does no IO: the fill is left to the caller, as
+ * the plan's cow[] parts (below), to be written, like the guest bytes,
+ * before qcow_write_end(). The old clusters they copy from stay as they are
+ * until then (the allocation holds their guest clusters).
  *
  * Only a prefix of [off, off+len) may be covered; call again for the rest.
  * Returns -EBUSY when an overlapping allocation is in flight: retry after
@@ -318,10 +318,28 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
  * run step by step is in progress and they would write a table: retry once
  * it is over.
  * ------------------------------------------------------------------------ */
+enum qcow_cow_kind {
+	QCOW_COW_NONE,                /* nothing: the file reads as zeros there already */
+	QCOW_COW_ZEROS,               /* write zeros */
+	QCOW_COW_COPY,                /* copy len bytes from the old data at src */
+	QCOW_COW_INFLATE,             /* the old cluster is compressed: qcow_cow_read() */
+};
+/* Bytes of a new cluster that the guest write leaves, and where they come from. */
+struct qcow_cow_part {
+	uint8_t kind;                 /* enum qcow_cow_kind */
+	uint64_t guest;               /* guest offset of the bytes */
+	uint64_t dst;                 /* host offset they go to */
+	uint64_t len;
+	uint64_t src;                 /* COPY: host offset of the old bytes; INFLATE: of the stream */
+	uint64_t src_len;             /* INFLATE: bytes that may hold the stream */
+};
 struct qcow_write_plan {
 	uint64_t guest_offset;
 	uint64_t length;
 	uint64_t host_offset;
+	/* cow[0] ends at host_offset, cow[1] starts at host_offset + length;
+	 * both QCOW_COW_NONE for a write in place or from qcow_write_begin() */
+	struct qcow_cow_part cow[2];
 	/* engine-private */
 	uint64_t first_cluster;       /* guest cluster index */
 	uint64_t nb_clusters;
@@ -330,6 +348,11 @@ struct qcow_write_plan {
 };
 int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 		     struct qcow_write_plan *plan);
+int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			    struct qcow_write_plan *plan);
+/* The bytes of part p (p->len) into buf, synchronously: a read of the old
+ * data, an inflated cluster's, or zeros. 0 or -errno. */
+int qcow_cow_read(struct qcow_image *img, const struct qcow_cow_part *p, void *buf);
 /* result: 0 if the data write succeeded, else its -errno. */
 int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int result);
 

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A new cluster gets zeros written only where the file does not give them
- * already (cluster.c cow_cluster, image.c zero_from):
+ * already (cluster.c cow_plan_cluster, image.c zero_from):
  *
  *  fresh   a partial write into an empty image allocates past the end of
  *          the file: no write event touches the rest of the new cluster,
  *          and it still reads as zeros;
  *  reuse   a partial write into a cluster freed earlier (inside the file,
- *          still holding the old bytes) reads zeros around the guest data:
- *          through the POSIX file (fallocate) and through the crashfile,
- *          which has no zero_range and so gets zeros written;
+ *          still holding the old bytes) reads zeros around the guest data,
+ *          written there, through the POSIX file and the crashfile;
  *  tail    a cluster the image references but whose bytes lie past the end
  *          of the file at open: an in-place write there, planned with
  *          qcow_write_begin and written by the caller as a server does,

@@ -315,8 +315,12 @@ static int execute(unsigned qi, const struct io_uring_sqe *e)
 		n = pread(fd, addr, e->len, (off_t)e->off);
 		break;
 	case IORING_OP_WRITE_FIXED:
-	case IORING_OP_WRITE:		/* the engine's flush: a table from its memory */
+	case IORING_OP_WRITE:		/* the engine's flush; copy-on-write parts */
 		n = pwrite(fd, addr, e->len, (off_t)e->off);
+		break;
+	case IORING_OP_WRITEV:		/* copy mode: parts and guest bytes */
+		CHECK(data_mode == UQ_DATA_COPY, "vectored write in a zero-copy mode");
+		n = pwritev(fd, addr, (int)e->len, (off_t)e->off);
 		break;
 	case IORING_OP_FSYNC:
 		CHECK(e->fsync_flags == IORING_FSYNC_DATASYNC, "fsync flags %u", e->fsync_flags);
@@ -330,12 +334,12 @@ static int execute(unsigned qi, const struct io_uring_sqe *e)
 }
 
 /* An injected failure for this completion, or 0. */
-static int injected(const struct io_uring_sqe *e, enum uq_ud_kind kind)
+static int injected(enum uq_ud_kind kind)
 {
 	if (kind == UQ_UD_ZC)
 		return 0;	/* fail_next_register, when queued */
 	int *which = kind == UQ_UD_META ? &fail_next_meta : kind == UQ_UD_FLUSH ? &fail_next_flush :
-		     e->opcode == IORING_OP_WRITE_FIXED ? &fail_next_write : &fail_next_read;
+		     kind == UQ_UD_WRITE ? &fail_next_write : &fail_next_read;
 	int err = *which;
 
 	*which = 0;
@@ -355,6 +359,9 @@ static void loop_tail(struct uq_queue *q)
 static int running_q = -1;
 static bool preempting;
 
+/* Copy-on-write seen: old bytes read, vectored writes (copy mode). */
+static unsigned long long old_reads, merged_writes;
+
 static void deliver_sqe(unsigned i)
 {
 	struct io_uring_sqe e = sq[i];
@@ -365,9 +372,12 @@ static void deliver_sqe(unsigned i)
 	sq[i] = sq[sq_len - 1];
 	sq_q[i] = sq_q[sq_len - 1];
 	sq_len--;
-	err = injected(&e, kind);
+	err = injected(kind);
 	res = err ? err : execute(qi, &e);
-	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
+	old_reads += kind == UQ_UD_OLD;
+	merged_writes += e.opcode == IORING_OP_WRITEV;
+	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD ||
+	      kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
 	      kind == UQ_UD_FLUSH, "completion of kind %d", (int)kind);
 	uq_io_complete(&queues[qi], e.user_data, res);
 }
@@ -622,7 +632,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 	qcow_get_info(dev.img, &dev.info);
 	dev.buf_bytes = BUF_BYTES;
 	dev.data_mode = data_mode;
-	dev.zero_buf = data_mode == UQ_DATA_COPY ? NULL : calloc(1, BUF_BYTES);
+	REQUIRE(uq_io_zero_buf_alloc(&dev) == 0, "zero buffer");
 	memset(buf_table, 0, sizeof(buf_table));
 	fail_next_register = 0;
 	dev.depth = DEPTH;
@@ -650,6 +660,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		 * buffer table */
 		tags[i].buf = data_mode == UQ_DATA_COPY ? req_mem(i) : NULL;
 		tags[i].bounce = NULL;
+		tags[i].cow = NULL;
 		auto_reg[i] = false;
 		slots[i].busy = false;
 	}
@@ -674,8 +685,10 @@ static void close_dev(const char *path, int want, bool leaks_ok)
 	dev.img = NULL;
 	for (unsigned i = 0; i < NQ; i++)
 		free(queues[i].cbuf);
-	for (unsigned i = 0; i < NT; i++)
+	for (unsigned i = 0; i < NT; i++) {
 		free(tags[i].bounce);
+		free(tags[i].cow);
+	}
 	free(dev.zero_buf);
 	if (leaks_ok && t_have_prog("qemu-img")) {
 		/* leaks are expected here: only say more about anything worse */
@@ -751,14 +764,19 @@ static void test_random_workload(unsigned rounds)
 	unsigned i;
 
 	setup(path, 1);
+	merged_writes = 0;
 	run_rounds(rounds);
 	drain();
 	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
-	printf("random workload: %llu requests, %llu L2 table reads, %llu parks\n",
-	       COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_WAITS));
+	printf("random workload: %llu requests, %llu L2 table reads, %llu parks, "
+	       "%llu vectored writes\n", COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS),
+	       COUNTER(UQ_QS_WAITS), merged_writes);
 	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
+	/* partial writes into discarded clusters reused below the file's end */
+	CHECK(data_mode != UQ_DATA_COPY || merged_writes > 0,
+	      "no write ever merged zeros around the guest bytes");
 	teardown(path);
 }
 
@@ -788,6 +806,70 @@ static int one(uint8_t op, uint32_t flags, uint64_t sector, uint32_t sectors)
 	CHECK(slots[0].commits == 1, "op %u: %u commits", op, slots[0].commits);
 	slots[0].commits = 0;
 	return slots[0].result;
+}
+
+/*
+ * Copy-on-write through the ring: a snapshot shares every cluster, so a
+ * write of 1 KiB into the middle of one allocates a new cluster and keeps
+ * the old bytes around the guest's (read through the ring, then written
+ * with them); a failed read of the old bytes, and a failed write, fail the
+ * request and leave the image as it was, nothing leaked. Then the same into
+ * a compressed cluster (made by qemu-img), whose bytes are inflated.
+ */
+static void cow_write(uint64_t off, int fail_read, int fail_write, int want, bool reads_old)
+{
+	uint64_t reads = old_reads;
+	int r;
+
+	t_fill_random(req_mem(0), 1024);
+	fail_next_read = fail_read;
+	fail_next_write = fail_write;
+	r = one(UBLK_IO_OP_WRITE, 0, off >> 9, 2);
+	CHECK(r == want, "partial write at %llu into a shared cluster (read failure %d, write "
+	      "failure %d): %d, wanted %d", (unsigned long long)off, fail_read, fail_write, r,
+	      want);
+	CHECK(!fail_next_read && !fail_next_write, "an injected failure did not happen");
+	if (r == want && want > 0)
+		memcpy(model + off, req_mem(0), 1024);
+	CHECK(!reads_old || old_reads > reads, "no old bytes were read for the copy-on-write "
+	      "at %llu", (unsigned long long)off);
+}
+
+static void expect_model(uint64_t off, uint64_t len, const char *what)
+{
+	memset(req_mem(0), 0xa5, len);
+	CHECK(one(UBLK_IO_OP_READ, 0, off >> 9, (uint32_t)(len >> 9)) == (int)len &&
+	      !memcmp(req_mem(0), model + off, len), "%s: reads back wrong", what);
+}
+
+static void test_copy_on_write(void)
+{
+	const char *path = t_path("cow.qcow2"), *zpath = t_path("cow-compressed.qcow2");
+	char out[4096];
+	int r;
+
+	setup(path, 1);
+	t_fill_random(model, 64 << 10);
+	memcpy(req_mem(0), model, 64 << 10);
+	CHECK(one(UBLK_IO_OP_WRITE, 0, 0, 128) == 64 << 10, "first write");
+	r = qcow_snapshot_create(dev.img, "s1");
+	CHECK(r == 0, "snapshot: %d %s", r, qcow_error(dev.img));
+	cow_write(5120, 0, 0, 1024, true);
+	cow_write(9216, -EIO, 0, -EIO, true);
+	cow_write(13312, 0, -EIO, -EIO, true);
+	expect_model(0, 64 << 10, "after copy-on-write");
+	teardown(path);		/* qemu-img check: no leak either */
+
+	if (!t_have_prog("qemu-img"))
+		return;
+	r = t_run(out, sizeof(out), "qemu-img convert -c -f qcow2 -O qcow2 -o cluster_size=4096 "
+		  "'%s' '%s' 2>&1", path, zpath);
+	REQUIRE(r == 0, "qemu-img convert -c: %d %s", r, out);
+	serve(zpath, 1, false);
+	cow_write(20480 + 1024, 0, 0, 1024, false);	/* inflated, not read */
+	expect_model(0, 64 << 10, "after copy-on-write of a compressed cluster");
+	CHECK(qcow_snapshot_create(dev.img, "s2") == 0, "snapshot of the converted image");
+	teardown(zpath);
 }
 
 static void test_hostile_descriptors(void)
@@ -1066,12 +1148,16 @@ static void ring_at_death(void)
 	for (i = 0; i < sq_len; i++) {
 		struct io_uring_sqe *e = &sq[i];
 
-		if (e->opcode == IORING_OP_WRITE_FIXED && t_rand_below(2)) {
-			/* a prefix of it, possibly all */
-			e->len = (uint32_t)(t_rand_below(e->len / 512 + 1) * 512);
-			if (e->len)
-				execute(sq_q[i], e);
+		if (uq_ud_kind(e->user_data) != UQ_UD_WRITE || !t_rand_below(2))
+			continue;
+		if (e->opcode == IORING_OP_WRITEV) {
+			execute(sq_q[i], e);	/* all of it */
+			continue;
 		}
+		/* a prefix of it, possibly all */
+		e->len = (uint32_t)(t_rand_below(e->len / 512 + 1) * 512);
+		if (e->len)
+			execute(sq_q[i], e);
 	}
 }
 
@@ -1175,6 +1261,7 @@ int main(void)
 		test_hostile_descriptors();
 		test_injected_errors();
 		test_failed_flush();
+		test_copy_on_write();
 		test_random_workload(data_mode == UQ_DATA_COPY ? rounds : rounds / 2);
 	}
 	data_mode = UQ_DATA_COPY;
