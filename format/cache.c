@@ -257,9 +257,9 @@ static int slot_evict_write(struct qcow_cache *c, unsigned idx)
 
 /*
  * Least recently used evictable slot: an empty one first, else a ready
- * unpinned one (among the clean ones first when prefer_clean).
+ * unpinned one (only among the clean ones when clean_only).
  */
-static int pick_victim(const struct qcow_cache *c, bool prefer_clean)
+static int pick_victim(const struct qcow_cache *c, bool clean_only)
 {
 	int best = -1, best_clean = -1;
 	unsigned i;
@@ -276,17 +276,22 @@ static int pick_victim(const struct qcow_cache *c, bool prefer_clean)
 		if (!s->dirty && (best_clean < 0 || s->last_used < c->slots[best_clean].last_used))
 			best_clean = (int)i;
 	}
-	if (prefer_clean && best_clean >= 0)
-		return best_clean;
-	return best;
+	return clean_only ? best_clean : best;
 }
 
-/* Free a slot for offset (not present in the cache) and give it that offset. */
-static int slot_claim(struct qcow_cache *c, uint64_t offset, bool prefer_clean)
+/*
+ * Free a slot for offset (not present in the cache) and give it that offset.
+ * clean_only: never write a table back here; if only dirty ones could go,
+ * -EBUSY (QCOW_WAIT_WRITEBACK): a flush writes them, without the lock.
+ */
+static int slot_claim(struct qcow_cache *c, uint64_t offset, bool clean_only)
 {
 	int idx, ret;
 
-	idx = pick_victim(c, prefer_clean);
+	idx = pick_victim(c, clean_only);
+	if (idx < 0 && clean_only && pick_victim(c, false) >= 0)
+		return qcow_busy(c->img, QCOW_WAIT_WRITEBACK, "%s cache: every table that could "
+				 "make room is dirty", cache_name(c));
 	if (idx < 0)
 		return qcow_set_error(c->img, -ENOMEM,
 				      "%s cache full: all %u slots pinned or loading",
@@ -411,7 +416,7 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 	if (c->nb_loading + 2 >= c->nb_slots)
 		return qcow_busy(c->img, QCOW_WAIT_LOAD, "%s cache: %u table loads in flight already",
 				 cache_name(c), c->nb_loading);
-	/* a clean victim avoids a synchronous write in the caller's fast path */
+	/* a dirty victim would need a synchronous write (and fsync) here */
 	idx = slot_claim(c, offset, true);
 	if (idx < 0)
 		return idx;

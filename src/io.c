@@ -101,6 +101,12 @@ static int io_errno(int err)
 	return -EIO;
 }
 
+/* After an engine call: does t wait (parked), or run the flush it needs? */
+static bool waits(const struct uq_tag *t)
+{
+	return t->parked || t->driving;
+}
+
 static void tag_error(struct uq_tag *t, int err)
 {
 	if (!t->error)
@@ -129,13 +135,34 @@ static bool parkable(const struct uq_dev *dev, int err)
 	       (err == -ENOMEM && (dev->meta_inflight > 0 || qcow_flush_running(dev->img)));
 }
 
-/* Under the engine lock, after err: park t on the list of what it waits for. */
+/*
+ * Under the engine lock, after err: park t on the list of what it waits for;
+ * or, when dirty tables are in the way, have t run the flush that writes
+ * them (t->driving; uq_io_advance drives it, then t goes on), or wait for
+ * the end of the one running.
+ */
 static void park_locked(struct uq_tag *t, int err)
 {
 	struct uq_queue *q = t->q;
 	enum qcow_wait why = err == -EBUSY ? qcow_busy_reason(q->dev->img) : QCOW_WAIT_ANY;
-	struct uq_wait_list *l = &q->parked[why < QCOW_WAIT_KINDS ? why : QCOW_WAIT_ANY];
+	struct uq_wait_list *l;
+	int ret;
 
+	if (why == QCOW_WAIT_WRITEBACK) {
+		ret = qcow_flush_start(q->dev->img);
+		if (ret == 0) {
+			t->driving = true;
+			uq_count(q, UQ_QS_WRITEBACKS, 1);
+			return;
+		}
+		if (ret < 0 && ret != -EBUSY) {
+			eng_log_locked(t, "qcow_flush_start", ret);
+			return;		/* not waiting: the caller fails t */
+		}
+		/* 1 cannot be (dirty tables, no flush running): retry on anything */
+		why = ret == -EBUSY ? QCOW_WAIT_FLUSH : QCOW_WAIT_ANY;
+	}
+	l = &q->parked[why < QCOW_WAIT_KINDS ? why : QCOW_WAIT_ANY];
 	t->parked = true;
 	t->next_parked = NULL;
 	uq_count(q, UQ_QS_WAITS, 1);
@@ -190,7 +217,7 @@ static void engine_event_locked(struct uq_queue *self, enum qcow_wait what)
 
 /*
  * Run one synchronous engine call for t: park on a transient -EBUSY, log a
- * real failure.  Returns the call's result; t->parked tells the caller to
+ * real failure.  Returns the call's result; waits(t) tells the caller to
  * stop here.
  */
 static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
@@ -393,7 +420,7 @@ static int read_map(struct uq_tag *t, struct qcow_extent *ext)
 	eng_unlock(dev);
 	if (ret == -EAGAIN)
 		issue_meta(t);
-	else if (ret < 0 && !t->parked)
+	else if (ret < 0 && !waits(t))
 		tag_error(t, io_errno(ret));
 	else if (ret >= 0 && (!ext->length || ext->length > t->len - t->pos)) {
 		tag_log(t, "qcow_map_nowait", -EIO, "extent outside the request");
@@ -644,7 +671,7 @@ static void write_step(struct uq_tag *t)
 		ret = eng_call(t, do_write_begin, "qcow_write_begin_nowait");
 		if (ret == -EAGAIN)
 			issue_meta(t);
-		else if (ret < 0 && !t->parked)
+		else if (ret < 0 && !waits(t))
 			tag_error(t, io_errno(ret));
 		else if (ret >= 0)
 			write_planned(t);
@@ -696,9 +723,9 @@ static void write_done(struct uq_tag *t, uint64_t len, int res)
 	else if (result == 0 && ret < 0)
 		eng_log_locked(t, "qcow_write_end", ret);
 	eng_unlock(dev);
-	if (!t->parked && (result < 0 || ret < 0))
+	if (!waits(t) && (result < 0 || ret < 0))
 		tag_error(t, io_errno(result < 0 ? result : ret));
-	else if (!t->parked)
+	else if (result == 0 && ret == 0)
 		t->pos += t->plan.length;
 	uq_io_advance(t);
 }
@@ -737,19 +764,17 @@ static enum uq_flush_stage flush_wanted(const struct uq_tag *t)
 	}
 }
 
-/* Under the engine lock: 1 nothing to do, 0 t now drives a flush, else
- * -errno (-EBUSY: t is parked until the running flush ends). */
-static int flush_begin_locked(struct uq_tag *t)
+/*
+ * Under the engine lock: start the engine's flush, with t driving it.
+ * 0 started, 1 nothing to make durable, -EBUSY one is running (t parked
+ * until it ends), else -errno.
+ */
+static int flush_start_locked(struct uq_tag *t)
 {
-	struct qcow_image *img = t->q->dev->img;
-	int ret;
+	int ret = qcow_flush_start(t->q->dev->img);
 
-	if (t->flush == UQ_FLUSH_METADATA && !qcow_flush_running(img) &&
-	    !qcow_metadata_unwritten(img))
-		return 1;
-	ret = qcow_flush_start(img);
 	if (ret == 0)
-		t->flush = UQ_FLUSH_DRIVING;
+		t->driving = true;
 	else if (ret == -EBUSY)
 		park_locked(t, ret);
 	else if (ret < 0)
@@ -799,46 +824,61 @@ static void flush_batch_done(struct uq_tag *t)
 	t->flush_result = 0;
 }
 
-/* The request's flush stage: begin (or wait), then batch after batch. */
-static void flush_step(struct uq_tag *t)
+/*
+ * Drive the flush t started, batch after batch: true while it goes on (its
+ * IO in flight), false once it is over (t failed if it did).
+ */
+static bool flush_drive(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
 	struct qcow_io ios[UQ_FLUSH_BATCH];
-	int ret = 1, n = 0;
+	int n;
+
+	for (;;) {
+		eng_lock(dev);
+		n = qcow_flush_next(dev->img, ios, UQ_FLUSH_BATCH);
+		if (n <= 0) {
+			/* over: its waiters, and table writes it held up, go on */
+			t->driving = false;
+			engine_event_locked(t->q, QCOW_WAIT_FLUSH);
+			if (n < 0)
+				eng_log_locked(t, "flush", n);
+		}
+		eng_unlock(dev);
+		if (n < 0)
+			tag_error(t, io_errno(n));
+		if (n <= 0)
+			return false;
+		issue_flush_io(t, ios, n);
+		if (t->ops)
+			return true;
+		flush_batch_done(t);	/* nothing could be queued */
+	}
+}
+
+/* The request's flush stage, at its end: start one (or wait for the one
+ * running); uq_io_advance drives it and comes back here once it is over. */
+static void flush_step(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret = 1;
 
 	if (t->ops)
 		return;
-	if (t->flush == UQ_FLUSH_NONE) {	/* most requests: no lock taken */
-		t->issued_all = true;
-		return;
-	}
-	for (;;) {
+	if (t->flush != UQ_FLUSH_NONE) {	/* most requests: no lock taken */
 		eng_lock(dev);
-		if (t->flush == UQ_FLUSH_ALL || t->flush == UQ_FLUSH_METADATA)
-			ret = flush_begin_locked(t);
-		if (t->flush == UQ_FLUSH_DRIVING) {
-			ret = n = qcow_flush_next(dev->img, ios, UQ_FLUSH_BATCH);
-			if (n <= 0) {
-				/* over: its waiters, and table writes it held up, go on */
-				t->flush = UQ_FLUSH_NONE;
-				engine_event_locked(t->q, QCOW_WAIT_FLUSH);
-				if (n < 0)
-					eng_log_locked(t, "flush", n);
-			}
-		}
+		if (t->flush == UQ_FLUSH_ALL || qcow_flush_running(dev->img) ||
+		    qcow_metadata_unwritten(dev->img))
+			ret = flush_start_locked(t);
 		eng_unlock(dev);
-		if (n <= 0)
-			break;
-		issue_flush_io(t, ios, n);
-		if (t->ops)
+		if (t->parked)
 			return;
-		flush_batch_done(t);	/* nothing could be queued */
+		t->flush = UQ_FLUSH_NONE;
+		if (ret < 0)
+			tag_error(t, io_errno(ret));
+		if (t->driving)
+			return;
 	}
-	if (t->parked)
-		return;
-	if (ret < 0)
-		tag_error(t, io_errno(ret));
-	t->flush = UQ_FLUSH_NONE;
 	t->issued_all = true;
 }
 
@@ -863,7 +903,7 @@ static void change_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char
 
 	if (t->pos < t->len) {
 		ret = eng_call(t, fn, what);
-		if (t->parked)
+		if (waits(t))
 			return;
 		if (ret < 0) {
 			tag_error(t, io_errno(ret));
@@ -958,15 +998,26 @@ static void finish(struct uq_tag *t)
 	uq_queue_commit(t, result);
 }
 
-/* Take t as far as it can go now; commit when everything is done. */
+/*
+ * Take t as far as it can go now; commit when everything is done.  A flush
+ * t runs (its own at the end, or one to write back the tables in its way)
+ * comes first, and the request goes on where it was once it is over.
+ */
 void uq_io_advance(struct uq_tag *t)
 {
-	if (t->parked || t->wait_meta)
-		return;
-	if (!t->error && !t->issued_all) {
-		op_step(t);
+	for (;;) {
 		if (t->parked || t->wait_meta)
 			return;
+		if (t->driving) {
+			if (t->ops || flush_drive(t))
+				return;
+			continue;	/* over: t goes on */
+		}
+		if (t->error || t->issued_all)
+			break;
+		op_step(t);
+		if (!t->driving)
+			break;
 	}
 	if ((t->error || t->issued_all) && !t->ops)
 		finish(t);
@@ -1068,6 +1119,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->pos = 0;
 	t->next_parked = NULL;
 	t->flush = (uint8_t)flush_wanted(t);
+	t->driving = false;
 	t->flush_result = 0;
 	if (!op_known(t->op)) {
 		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);

@@ -36,6 +36,7 @@ static const char *const qstat_names[UQ_QS_COUNT] = {
 	[UQ_QS_ERRORS] = "errors",
 	[UQ_QS_L2_READS] = "l2_reads",
 	[UQ_QS_WAITS] = "waits",
+	[UQ_QS_WRITEBACKS] = "writebacks",
 	[UQ_QS_FLUSH_NS] = "flush_ns",
 	[UQ_QS_FLUSH_MAX_NS] = "flush_max_ns",
 	[UQ_QS_CQES] = "completions",
@@ -215,9 +216,10 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 	       (unsigned long long)t[UQ_QS_FLUSHES],
 	       t[UQ_QS_FLUSHES] ? (double)t[UQ_QS_FLUSH_NS] / 1e6 / (double)t[UQ_QS_FLUSHES] : 0.0,
 	       (double)t[UQ_QS_FLUSH_MAX_NS] / 1e6);
-	printf("L2 cache: %llu hits, %llu misses (%llu tables read through the ring); "
-	       "%llu waits for another request\n", (unsigned long long)st->engine[0],
-	       (unsigned long long)st->engine[1], (unsigned long long)t[UQ_QS_L2_READS],
+	printf("L2 cache: %llu hits, %llu misses (%llu tables read through the ring, %llu "
+	       "flushes to make room); %llu waits for another request\n",
+	       (unsigned long long)st->engine[0], (unsigned long long)st->engine[1],
+	       (unsigned long long)t[UQ_QS_L2_READS], (unsigned long long)t[UQ_QS_WRITEBACKS],
 	       (unsigned long long)t[UQ_QS_WAITS]);
 	printf("clusters allocated: %llu; copy-on-write copies: %llu\n",
 	       (unsigned long long)st->engine[2], (unsigned long long)st->engine[3]);

@@ -154,7 +154,6 @@ enum uq_flush_stage {
 	UQ_FLUSH_NONE,			/* none, or over */
 	UQ_FLUSH_ALL,			/* everything completed so far durable (FLUSH, FUA) */
 	UQ_FLUSH_METADATA,		/* the engine's metadata written (--recoverable) */
-	UQ_FLUSH_DRIVING,		/* this request runs the engine's flush on its ring */
 };
 
 /* Where a WRITE is with its current plan (io.c). */
@@ -177,7 +176,8 @@ struct uq_tag {
 	bool zc_reg;			/* we registered it: unregister before the commit */
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
-	uint8_t flush;			/* enum uq_flush_stage */
+	uint8_t flush;			/* enum uq_flush_stage: what it still asks for */
+	bool driving;			/* it runs the engine's flush on its ring */
 	int flush_result;		/* first failure in the flush batch in flight */
 	uint64_t off;			/* request start, bytes */
 	uint64_t len;			/* request length, bytes */
@@ -211,6 +211,7 @@ enum uq_qstat {
 	UQ_QS_ERRORS,			/* ... with an error */
 	UQ_QS_L2_READS,			/* L2 tables read through the ring */
 	UQ_QS_WAITS,			/* times a request was parked */
+	UQ_QS_WRITEBACKS,		/* flushes run to make room in the L2 cache */
 	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */
 	UQ_QS_FLUSH_MAX_NS,
 	UQ_QS_CQES,			/* completions handled */

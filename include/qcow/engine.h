@@ -144,6 +144,7 @@ enum qcow_wait {
 	QCOW_WAIT_LOAD,               /* a table load: qcow_meta_read_done() */
 	QCOW_WAIT_WRITE,              /* an overlapping allocation: qcow_write_end() */
 	QCOW_WAIT_FLUSH,              /* the flush in progress: its end */
+	QCOW_WAIT_WRITEBACK,          /* dirty tables in the way: a flush to start, then its end */
 	QCOW_WAIT_KINDS
 };
 enum qcow_wait qcow_busy_reason(const struct qcow_image *img);
@@ -216,7 +217,10 @@ struct qcow_meta_read {
 /*
  * Non-blocking qcow_map: returns -EAGAIN with *need filled when the L2 table
  * is not cached (a read the caller must issue), -EBUSY when a read of it is
- * already in flight (retry after any qcow_meta_read_done), else as qcow_map.
+ * already in flight (retry after any qcow_meta_read_done), or when room for
+ * it would need a dirty table written (QCOW_WAIT_WRITEBACK: a flush writes
+ * them, so run one, qcow_flush_start, and retry once it is over); else as
+ * qcow_map.
  */
 int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 		    struct qcow_extent *ext, struct qcow_meta_read *need);
@@ -305,10 +309,12 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
  *   the caller writes plan.length bytes at plan.host_offset;
  *   qcow_write_end()    publishes the new mapping (or rolls it back on error).
  *
- * qcow_write_begin_nowait() does no IO: the fill is left to the caller, as
- * the plan's cow[] parts (below), to be written, like the guest bytes,
- * before qcow_write_end(). The old clusters they copy from stay as they are
- * until then (the allocation holds their guest clusters).
+ * qcow_write_begin_nowait() leaves the fill to the caller, as the plan's
+ * cow[] parts (below), to be written, like the guest bytes, before
+ * qcow_write_end(). The old clusters they copy from stay as they are until
+ * then (the allocation holds their guest clusters). Its only IO is the
+ * allocator's: a refcount block not cached, and the table a new L2 table or
+ * refcount block evicts, read or written synchronously.
  *
  * Only a prefix of [off, off+len) may be covered; call again for the rest.
  * Returns -EBUSY when an overlapping allocation is in flight: retry after

@@ -770,10 +770,13 @@ static void test_random_workload(unsigned rounds)
 	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
-	printf("random workload: %llu requests, %llu L2 table reads, %llu parks, "
-	       "%llu vectored writes\n", COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS),
-	       COUNTER(UQ_QS_WAITS), merged_writes);
+	printf("random workload: %llu requests, %llu L2 table reads, %llu parks, %llu flushes "
+	       "to make room, %llu vectored writes\n", COUNTER(UQ_QS_DONE),
+	       COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_WAITS), COUNTER(UQ_QS_WRITEBACKS),
+	       merged_writes);
 	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
+	/* the cache holds 4 tables, the workload writes into 16 */
+	CHECK(COUNTER(UQ_QS_WRITEBACKS) > 0, "no flush ever made room in the L2 cache");
 	/* partial writes into discarded clusters reused below the file's end */
 	CHECK(data_mode != UQ_DATA_COPY || merged_writes > 0,
 	      "no write ever merged zeros around the guest bytes");

@@ -5,7 +5,8 @@
  *    read; a second miss on the same table gives -EBUSY; a table whose L1
  *    entry is empty needs no read; after qcow_meta_read_done the answer
  *    matches qcow_map on an independent handle; a failed read frees the
- *    slot (the next call asks again instead of -EBUSY);
+ *    slot (the next call asks again instead of -EBUSY); with every slot
+ *    dirty it writes none back but asks for a flush (QCOW_WAIT_WRITEBACK);
  *  - qcow_write_begin/qcow_write_end: the plan, -EBUSY for an overlapping
  *    begin, in-place rewrites, rollback on a failed data write, partial
  *    clusters, multi-run ranges, several plans in flight at once;
@@ -322,11 +323,61 @@ static void test_write_split(void)
 	free(back);
 }
 
+/*
+ * A cache whose every slot holds a dirty table: map_nowait does not write one
+ * back under the caller's lock; it says a flush must make room
+ * (QCOW_WAIT_WRITEBACK), the tables stay unwritten, and after the flush the
+ * load goes ahead.
+ */
+static void test_writeback(void)
+{
+	const char *path = t_path("writeback.qcow2");
+	struct qcow_create_opts co = { .size = SIZE, .cluster_bits = CB };
+	struct qcow_meta_read need = { 0 };
+	struct qcow_image *img, *ref;
+	struct qcow_extent e, re;
+	uint8_t data[512];
+	char err[512];
+	int r, t;
+
+	REQUIRE(qcow_create(path, &co, false, err, sizeof(err)) == 0, "create: %s", err);
+	img = open_img(path, false, CS);	/* the fewest slots: 4 */
+	memset(data, 0x5c, sizeof(data));
+	for (t = 0; t < 6; t++)
+		REQUIRE(qcow_write(img, data, (uint64_t)t * L2COV, 512) == 0, "write: %s",
+			qcow_error(img));
+	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+	for (t = 0; t < 4; t++)		/* four tables dirty: a new cluster each */
+		REQUIRE(qcow_write(img, data, (uint64_t)t * L2COV + CS, 512) == 0, "write: %s",
+			qcow_error(img));
+	r = qcow_map_nowait(img, 5 * L2COV, 512, &e, &need);
+	CHECK(r == -EBUSY && qcow_busy_reason(img) == QCOW_WAIT_WRITEBACK,
+	      "map_nowait with every slot dirty: %d (wait %d), wanted -EBUSY for a write-back",
+	      r, r == -EBUSY ? (int)qcow_busy_reason(img) : -1);
+	CHECK(qcow_metadata_unwritten(img), "the dirty tables were written back under the lock");
+	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+	r = qcow_map_nowait(img, 5 * L2COV, 512, &e, &need);
+	CHECK(r == -EAGAIN, "map_nowait after the flush: %d, wanted a load", r);
+	if (r == -EAGAIN) {
+		CHECK(serve(img, &need) == 0, "pread");
+		CHECK(qcow_meta_read_done(img, &need, 0) == 0, "done");
+		r = qcow_map_nowait(img, 5 * L2COV, 512, &e, &need);
+		ref = open_img(path, true, 0);
+		CHECK(r == 0 && qcow_map(ref, 5 * L2COV, 512, &re) == 0 && same_extent(&e, &re),
+		      "map after the load: %d", r);
+		qcow_close(ref);
+	}
+	CHECK(qcow_close(img) == 0, "close");
+	if (have_qemu)
+		CHECK(t_qemu_check(path) == 0, "qemu-img check %s", path);
+}
+
 int main(void)
 {
 	t_init("nowait");
 	have_qemu = t_want_qemu();
 	test_map_nowait();
 	test_write_split();
+	test_writeback();
 	return t_finish();
 }
