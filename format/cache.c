@@ -49,7 +49,7 @@ struct cache_slot {
 
 struct qcow_cache {
 	struct qcow_image *img;
-	enum qcow_cache_kind kind;
+	enum qcow_table_kind kind;
 	unsigned nb_slots;
 	size_t table_size;
 	uint8_t *tables;              /* nb_slots * table_size, page aligned */
@@ -66,7 +66,7 @@ struct qcow_cache {
 
 static const char *cache_name(const struct qcow_cache *c)
 {
-	return c->kind == QCOW_CACHE_L2 ? "L2 table" : "refcount block";
+	return c->kind == QCOW_TABLE_L2 ? "L2 table" : "refcount block";
 }
 
 static void *slot_table(const struct qcow_cache *c, unsigned idx)
@@ -159,7 +159,7 @@ static unsigned bucket_count(unsigned nb_slots)
 	return n;
 }
 
-struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind kind,
+struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_table_kind kind,
 				  unsigned nb_slots, size_t table_size)
 {
 	struct qcow_cache *c;
@@ -237,7 +237,7 @@ static int slot_evict_write(struct qcow_cache *c, unsigned idx)
 {
 	int ret;
 
-	if (c->kind == QCOW_CACHE_L2) {
+	if (c->kind == QCOW_TABLE_L2) {
 		ret = qcow_prepare_l2_writeback(c->img);
 		if (ret < 0)
 			return ret;
@@ -250,7 +250,7 @@ static int slot_evict_write(struct qcow_cache *c, unsigned idx)
 		return 0;
 	ret = slot_write(c, idx);
 	/* durable only at the next fsync, which the next flush must not skip */
-	if (ret == 0 && c->kind == QCOW_CACHE_L2)
+	if (ret == 0 && c->kind == QCOW_TABLE_L2)
 		qcow_sync_owed(c->img, QCOW_SYNC_L2);
 	return ret;
 }
@@ -375,7 +375,8 @@ int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table)
 		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx reused while still in use",
 				      cache_name(c), (unsigned long long)offset);
 	if (idx < 0) {
-		idx = slot_claim(c, offset, false);
+		/* a new L2 table in a nowait call: no write-back under the lock */
+		idx = slot_claim(c, offset, c->kind == QCOW_TABLE_L2 && c->img->need);
 		if (idx < 0)
 			return idx;
 	}
@@ -427,7 +428,15 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 	need->len = c->table_size;
 	need->buf = slot_table(c, (unsigned)idx);
 	need->slot = (uint32_t)idx;
+	need->cache = (uint8_t)c->kind;
 	return -EAGAIN;
+}
+
+int qcow_cache_pin(struct qcow_cache *c, uint64_t offset, void **table)
+{
+	if (c->img->need)
+		return qcow_cache_get_nowait(c, offset, table, c->img->need);
+	return qcow_cache_get(c, offset, table);
 }
 
 int qcow_cache_load_done(struct qcow_cache *c, const struct qcow_meta_read *done, int result)
@@ -488,7 +497,7 @@ int qcow_cache_writeback(struct qcow_cache *c)
 	ret = qcow_refuse_while_flushing(c->img);
 	if (ret < 0)
 		return ret;
-	if (c->kind == QCOW_CACHE_L2) {
+	if (c->kind == QCOW_TABLE_L2) {
 		ret = qcow_prepare_l2_writeback(c->img);
 		if (ret < 0)
 			return ret;

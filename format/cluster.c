@@ -441,6 +441,10 @@ int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 
 int qcow_meta_read_done(struct qcow_image *img, const struct qcow_meta_read *done, int result)
 {
+	if (done && done->cache == QCOW_TABLE_REFCOUNT)
+		return qcow_cache_load_done(img->refcount_cache, done, result);
+	if (done && done->cache != QCOW_TABLE_L2)
+		return qcow_set_error(img, -EINVAL, "metadata read completion of no cache");
 	return qcow_cache_load_done(img->l2_cache, done, result);
 }
 
@@ -517,7 +521,7 @@ static int l2_table_new(struct qcow_image *img, uint64_t l1i, uint64_t old, uint
 	 * load it again, and again (a livelock under cache pressure).
 	 */
 	if (old) {
-		ret = qcow_cache_get(c, old, &src);
+		ret = qcow_cache_pin(c, old, &src);
 		if (ret < 0)
 			return ret;
 	}
@@ -565,7 +569,7 @@ static int l2_get_writable(struct qcow_image *img, uint64_t l1i, uint64_t **tabl
 	if (ret < 0)
 		return ret;
 	if (off && (img->l1_table[l1i] & QCOW_OFLAG_COPIED))
-		return qcow_cache_get(img->l2_cache, off, (void **)table);
+		return qcow_cache_pin(img->l2_cache, off, (void **)table);
 	return l2_table_new(img, l1i, off, table);
 }
 
@@ -772,8 +776,8 @@ static uint64_t clusters_in_table(const struct qcow_image *img, uint64_t off, ui
 	return QCOW_MIN(last - first + 1, table_left);
 }
 
-int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
-			    struct qcow_write_plan *plan)
+static int write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
+		       struct qcow_write_plan *plan)
 {
 	uint64_t first = off >> img->cluster_bits, nb, *table;
 	struct l2_info info;
@@ -799,10 +803,23 @@ int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 	return ret;
 }
 
+int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			    struct qcow_write_plan *plan, struct qcow_meta_read *need)
+{
+	int ret;
+
+	if (!need)
+		return qcow_set_error(img, -EINVAL, "qcow_write_begin_nowait needs a qcow_meta_read");
+	img->need = need;
+	ret = write_begin(img, off, len, plan);
+	img->need = NULL;
+	return ret;
+}
+
 int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 		     struct qcow_write_plan *plan)
 {
-	int ret = qcow_write_begin_nowait(img, off, len, plan);
+	int ret = write_begin(img, off, len, plan);
 
 	if (ret == 0 && plan->new_host_cluster) {
 		ret = cow_write(img, plan);

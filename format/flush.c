@@ -301,7 +301,9 @@ static int frees_begin(struct qcow_image *img, struct qcow_flush *fl)
 	if (!fl->nb_frees)
 		return 0;
 	ret = qcow_apply_deferred_frees(img, fl->nb_frees);
-	if (ret < 0)
+	/* a block a request is loading: what it would decrement stays queued
+	 * for the next flush (a free applied late only leaks meanwhile) */
+	if (ret < 0 && ret != -EBUSY)
 		return ret;
 	fl->nb_rc = qcow_cache_snapshot(img->refcount_cache, fl->rc);
 	return 0;

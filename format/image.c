@@ -419,10 +419,10 @@ static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opt
 {
 	int ret;
 
-	img->l2_cache = qcow_cache_new(img, QCOW_CACHE_L2,
+	img->l2_cache = qcow_cache_new(img, QCOW_TABLE_L2,
 				       cache_slots(opts->l2_cache_bytes, QCOW_DEFAULT_L2_CACHE_BYTES,
 						   img->cluster_size), img->cluster_size);
-	img->refcount_cache = qcow_cache_new(img, QCOW_CACHE_REFCOUNT,
+	img->refcount_cache = qcow_cache_new(img, QCOW_TABLE_REFCOUNT,
 					     cache_slots(opts->refcount_cache_bytes,
 							 QCOW_DEFAULT_REFCOUNT_CACHE_BYTES,
 							 img->cluster_size), img->cluster_size);

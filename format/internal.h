@@ -55,9 +55,8 @@
  */
 struct qcow_cache;
 
-enum qcow_cache_kind { QCOW_CACHE_L2, QCOW_CACHE_REFCOUNT };
 
-struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_cache_kind kind,
+struct qcow_cache *qcow_cache_new(struct qcow_image *img, enum qcow_table_kind kind,
 				  unsigned nb_slots, size_t table_size);
 void qcow_cache_free(struct qcow_cache *c);
 /* Load (reading the file if needed) and pin the table at offset. */
@@ -68,6 +67,9 @@ int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table);
  * that table is loading already, 0 + *table pinned on a hit. */
 int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 			  struct qcow_meta_read *need);
+/* qcow_cache_get, or qcow_cache_get_nowait into img->need while a nowait
+ * call runs (-EAGAIN: a read for the caller, -EBUSY: see get_nowait). */
+int qcow_cache_pin(struct qcow_cache *c, uint64_t offset, void **table);
 /* Finish a load started by get_nowait; on error the slot is freed. */
 int qcow_cache_load_done(struct qcow_cache *c, const struct qcow_meta_read *done, int result);
 void qcow_cache_put(struct qcow_cache *c, void *table);
@@ -163,6 +165,9 @@ struct qcow_image {
 
 	struct qcow_cache *l2_cache;
 	struct qcow_cache *refcount_cache;
+	/* set while a nowait call runs: a table it finds not cached is left
+	 * here for the caller to read (qcow_cache_pin) */
+	struct qcow_meta_read *need;
 
 	/* allocator state */
 	uint64_t free_cluster_index;  /* lowest host cluster that may be free */

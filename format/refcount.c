@@ -178,12 +178,17 @@ int qcow_refcount_get(struct qcow_image *img, uint64_t cluster_index, uint64_t *
  * Find nb contiguous clusters with refcount 0 at or after start. Clusters
  * without a refcount block count as free. *first_free gets the first free
  * cluster seen (so the caller can keep free_cluster_index tight).
+ *
+ * In a nowait call only the first block is left to the caller to load: a
+ * search through more blocks than the cache holds would otherwise evict,
+ * with each load, a block the next try starts with, and never end.
  */
 static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 			   uint64_t *out, uint64_t *first_free)
 {
 	uint64_t ci = start, run_start = start, run = 0, limit = max_clusters(img);
 	uint64_t mask = blk_entries(img) - 1;
+	bool first = true;
 	int ret = 0;
 
 	*first_free = UINT64_MAX;
@@ -209,7 +214,11 @@ static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 			ci += n;
 			continue;
 		}
-		ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
+		if (first)
+			ret = qcow_cache_pin(img->refcount_cache, (uint64_t)off, &blk);
+		else
+			ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
+		first = false;
 		if (ret < 0)
 			return ret;
 		for (; n > 0 && run < nb; n--, ci++) {

@@ -341,7 +341,7 @@ static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t hos
 	return 0;
 }
 
-/* Queue the L2 table read the engine asked for in t->need. */
+/* Queue the table read the engine asked for in t->need. */
 static void issue_meta(struct uq_tag *t)
 {
 	struct uq_queue *q = t->q;
@@ -363,7 +363,7 @@ static void issue_meta(struct uq_tag *t)
 	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_META, t->tag, 0));
 	t->wait_meta = true;
 	q->backend++;
-	uq_count(q, UQ_QS_L2_READS, 1);
+	uq_count(q, t->need.cache == QCOW_TABLE_REFCOUNT ? UQ_QS_REFCOUNT_READS : UQ_QS_L2_READS, 1);
 }
 
 /* ------------------------------------------------------------------ READ */
@@ -446,8 +446,9 @@ static void read_step(struct uq_tag *t)
 
 /*
  * One plan at a time (enum uq_write_stage): qcow_write_begin_nowait, after
- * the L2 table is loaded through the ring like a READ's (the engine would
- * read it synchronously, holding up every request on every queue);
+ * the tables it needs (L2 table, refcount block) are loaded through the
+ * ring like a READ's (the engine would read them synchronously, holding up
+ * every request on every queue);
  * then the old bytes its copy-on-write parts keep, read through the ring
  * into t->cow (an inflated cluster's under the lock, as a READ's); then the
  * writes: in copy mode one vectored write of parts and guest bytes (the new
@@ -460,15 +461,13 @@ static void read_step(struct uq_tag *t)
 static int do_write_begin(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
-	struct qcow_extent ext;
 	int ret;
 
-	ret = qcow_map_nowait(dev->img, t->off + t->pos, t->len - t->pos, &ext, &t->need);
+	ret = qcow_write_begin_nowait(dev->img, t->off + t->pos, t->len - t->pos, &t->plan,
+				      &t->need);
 	if (ret == -EAGAIN)
 		dev->meta_inflight++;
-	if (ret < 0)
-		return ret;
-	return qcow_write_begin_nowait(dev->img, t->off + t->pos, t->len - t->pos, &t->plan);
+	return ret;
 }
 
 static bool part_used(const struct qcow_write_plan *p, unsigned i)

@@ -35,6 +35,7 @@ static const char *const qstat_names[UQ_QS_COUNT] = {
 	[UQ_QS_DONE] = "done",
 	[UQ_QS_ERRORS] = "errors",
 	[UQ_QS_L2_READS] = "l2_reads",
+	[UQ_QS_REFCOUNT_READS] = "refcount_reads",
 	[UQ_QS_WAITS] = "waits",
 	[UQ_QS_WRITEBACKS] = "writebacks",
 	[UQ_QS_FLUSH_NS] = "flush_ns",
@@ -221,8 +222,9 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 	       (unsigned long long)st->engine[0], (unsigned long long)st->engine[1],
 	       (unsigned long long)t[UQ_QS_L2_READS], (unsigned long long)t[UQ_QS_WRITEBACKS],
 	       (unsigned long long)t[UQ_QS_WAITS]);
-	printf("clusters allocated: %llu; copy-on-write copies: %llu\n",
-	       (unsigned long long)st->engine[2], (unsigned long long)st->engine[3]);
+	printf("clusters allocated: %llu (%llu refcount blocks read through the ring); "
+	       "copy-on-write copies: %llu\n", (unsigned long long)st->engine[2],
+	       (unsigned long long)t[UQ_QS_REFCOUNT_READS], (unsigned long long)st->engine[3]);
 }
 
 /* ------------------------------------------------------------ command */

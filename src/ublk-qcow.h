@@ -210,6 +210,7 @@ enum uq_qstat {
 	UQ_QS_DONE,			/* requests committed */
 	UQ_QS_ERRORS,			/* ... with an error */
 	UQ_QS_L2_READS,			/* L2 tables read through the ring */
+	UQ_QS_REFCOUNT_READS,		/* refcount blocks read through the ring */
 	UQ_QS_WAITS,			/* times a request was parked */
 	UQ_QS_WRITEBACKS,		/* flushes run to make room in the L2 cache */
 	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */

@@ -201,6 +201,9 @@ struct qcow_extent {
  */
 int qcow_map(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext);
 
+/* The tables the engine caches (qcow_meta_read.cache). */
+enum qcow_table_kind { QCOW_TABLE_L2, QCOW_TABLE_REFCOUNT };
+
 /*
  * A metadata read the caller must perform before the engine can go on.
  * The caller reads len bytes at offset of the image file into buf, then
@@ -212,6 +215,7 @@ struct qcow_meta_read {
 	size_t len;
 	void *buf;
 	uint32_t slot;                /* engine's cookie */
+	uint8_t cache;                /* enum qcow_table_kind: what it reads */
 };
 
 /*
@@ -312,9 +316,10 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size);
  * qcow_write_begin_nowait() leaves the fill to the caller, as the plan's
  * cow[] parts (below), to be written, like the guest bytes, before
  * qcow_write_end(). The old clusters they copy from stay as they are until
- * then (the allocation holds their guest clusters). Its only IO is the
- * allocator's: a refcount block not cached, and the table a new L2 table or
- * refcount block evicts, read or written synchronously.
+ * then (the allocation holds their guest clusters). The tables it needs and
+ * finds not cached it leaves to the caller to read, as qcow_map_nowait
+ * does; its only IO is the rare growth of the refcount structures (a new
+ * refcount block every few GiB of allocation, written with its fsyncs).
  *
  * Only a prefix of [off, off+len) may be covered; call again for the rest.
  * Returns -EBUSY when an overlapping allocation is in flight: retry after
@@ -354,8 +359,10 @@ struct qcow_write_plan {
 };
 int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 		     struct qcow_write_plan *plan);
+/* -EAGAIN with *need: an L2 table or refcount block to read first (then
+ * qcow_meta_read_done, and call again); -EBUSY as qcow_map_nowait's too. */
 int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
-			    struct qcow_write_plan *plan);
+			    struct qcow_write_plan *plan, struct qcow_meta_read *need);
 /* The bytes of part p (p->len) into buf, synchronously: a read of the old
  * data, an inflated cluster's, or zeros. 0 or -errno. */
 int qcow_cow_read(struct qcow_image *img, const struct qcow_cow_part *p, void *buf);

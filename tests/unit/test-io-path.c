@@ -614,7 +614,9 @@ static void random_request(unsigned tag)
 static void serve(const char *path, unsigned l2_tables, bool create)
 {
 	struct qcow_create_opts co = { .size = DISK_BYTES, .cluster_bits = 12 };
-	struct qcow_open_opts oo = { .l2_cache_bytes = (uint64_t)l2_tables << 12 };
+	/* refcount blocks: the fewest slots (4) for some 9 blocks of 8 MiB */
+	struct qcow_open_opts oo = { .l2_cache_bytes = (uint64_t)l2_tables << 12,
+				     .refcount_cache_bytes = 4096 };
 	char err[512] = "";
 	unsigned i;
 	int r;
@@ -770,10 +772,10 @@ static void test_random_workload(unsigned rounds)
 	for (i = 0; i < NT; i++)
 		if (slots[i].commits)
 			check_done(i);
-	printf("random workload: %llu requests, %llu L2 table reads, %llu parks, %llu flushes "
-	       "to make room, %llu vectored writes\n", COUNTER(UQ_QS_DONE),
-	       COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_WAITS), COUNTER(UQ_QS_WRITEBACKS),
-	       merged_writes);
+	printf("random workload: %llu requests, %llu L2 table and %llu refcount block reads, "
+	       "%llu parks, %llu flushes to make room, %llu vectored writes\n",
+	       COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_REFCOUNT_READS),
+	       COUNTER(UQ_QS_WAITS), COUNTER(UQ_QS_WRITEBACKS), merged_writes);
 	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
 	/* the cache holds 4 tables, the workload writes into 16 */
 	CHECK(COUNTER(UQ_QS_WRITEBACKS) > 0, "no flush ever made room in the L2 cache");

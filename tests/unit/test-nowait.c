@@ -372,6 +372,63 @@ static void test_writeback(void)
 		CHECK(t_qemu_check(path) == 0, "qemu-img check %s", path);
 }
 
+/*
+ * write_begin_nowait on a cold cache leaves every table read to the caller:
+ * the L2 table, then the refcount block the allocator searches (the image
+ * has more blocks than the cache holds); once they are served the plan is
+ * the same as the synchronous call's would be, and the write reads back.
+ */
+static void test_nowait_alloc(void)
+{
+	const char *path = t_path("alloc.qcow2");
+	struct qcow_create_opts co = { .size = SIZE, .cluster_bits = CB };
+	struct qcow_open_opts oo = { .l2_cache_bytes = CS, .refcount_cache_bytes = CS };
+	struct qcow_meta_read need;
+	struct qcow_write_plan p;
+	struct qcow_image *img;
+	uint8_t *data = malloc(SIZE), back[512];
+	unsigned l2_reads = 0, rc_reads = 0, tries;
+	char err[512];
+	int r;
+
+	REQUIRE(data, "oom");
+	REQUIRE(qcow_create(path, &co, false, err, sizeof(err)) == 0, "create: %s", err);
+	img = open_img(path, false, 0);
+	memset(data, 0x3c, SIZE);
+	/* 7/8 of the guest but its last cluster: some 1800 clusters, 8
+	 * refcount blocks of 256; that cluster's L2 table exists */
+	REQUIRE(qcow_write(img, data, 0, SIZE / 8 * 7 - CS) == 0, "write: %s", qcow_error(img));
+	REQUIRE(qcow_close(img) == 0, "close");
+	r = qcow_open(path, &oo, &img, err, sizeof(err));
+	REQUIRE(r == 0, "open: %s", err);
+	for (tries = 0; tries < 10; tries++) {
+		memset(&need, 0, sizeof(need));
+		r = qcow_write_begin_nowait(img, SIZE / 8 * 7 - CS, 512, &p, &need);
+		if (r != -EAGAIN)
+			break;
+		l2_reads += need.cache == QCOW_TABLE_L2;
+		rc_reads += need.cache == QCOW_TABLE_REFCOUNT;
+		CHECK(serve(img, &need) == 0, "pread");
+		CHECK(qcow_meta_read_done(img, &need, 0) == 0, "meta_read_done: %s", qcow_error(img));
+	}
+	REQUIRE(r == 0, "write_begin_nowait after %u reads: %d %s", tries, r, qcow_error(img));
+	CHECK(l2_reads == 1 && rc_reads >= 1, "reads asked for: %u L2 tables, %u refcount blocks; "
+	      "wanted 1 and at least 1", l2_reads, rc_reads);
+	CHECK(p.cow[0].kind == QCOW_COW_NONE && p.cow[1].kind == QCOW_COW_NONE,
+	      "a whole-cluster write into an empty cluster has copy-on-write parts");
+	memset(back, 0xc3, sizeof(back));
+	r = pwrite_file(img, back, 512, p.host_offset);
+	CHECK(qcow_write_end(img, &p, r) == 0, "write_end: %s", qcow_error(img));
+	memset(back, 0, sizeof(back));
+	CHECK(qcow_read(img, back, SIZE / 8 * 7 - CS, 512) == 0 && back[0] == 0xc3 &&
+	      back[511] == 0xc3,
+	      "the nowait write does not read back");
+	CHECK(qcow_close(img) == 0, "close");
+	if (have_qemu)
+		CHECK(t_qemu_check(path) == 0, "qemu-img check %s", path);
+	free(data);
+}
+
 int main(void)
 {
 	t_init("nowait");
@@ -379,5 +436,6 @@ int main(void)
 	test_map_nowait();
 	test_write_split();
 	test_writeback();
+	test_nowait_alloc();
 	return t_finish();
 }
