@@ -803,17 +803,27 @@ static int write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 	return ret;
 }
 
+/* A nowait call begins: the table reads it cannot do go to need (qcow_cache_pin). */
+static int nowait_enter(struct qcow_image *img, struct qcow_meta_read *need, const char *fn)
+{
+	if (!need)
+		return qcow_set_error(img, -EINVAL, "%s needs a qcow_meta_read", fn);
+	img->need = need;
+	return 0;
+}
+
+static int nowait_leave(struct qcow_image *img, int ret)
+{
+	img->need = NULL;
+	return ret;
+}
+
 int qcow_write_begin_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 			    struct qcow_write_plan *plan, struct qcow_meta_read *need)
 {
-	int ret;
+	int ret = nowait_enter(img, need, __func__);
 
-	if (!need)
-		return qcow_set_error(img, -EINVAL, "qcow_write_begin_nowait needs a qcow_meta_read");
-	img->need = need;
-	ret = write_begin(img, off, len, plan);
-	img->need = NULL;
-	return ret;
+	return ret < 0 ? ret : nowait_leave(img, write_begin(img, off, len, plan));
 }
 
 int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
@@ -969,7 +979,7 @@ static int clear_in_table(struct qcow_image *img, uint64_t first, uint64_t nb,
 		return 0;
 	if (l2_offset) {
 		/* look first: unsharing or allocating a table for no change is waste */
-		ret = qcow_cache_get(img->l2_cache, l2_offset, (void **)&table);
+		ret = qcow_cache_pin(img->l2_cache, l2_offset, (void **)&table);
 		if (ret < 0)
 			return ret;
 		ret = clear_scan(img, table, first, nb, mode, &changes);
@@ -1022,7 +1032,7 @@ static int zero_partial(struct qcow_image *img, uint64_t from, uint64_t to)
 
 	for (; from < to && ret == 0; from += n) {
 		n = QCOW_MIN(to, QCOW_ALIGN_DOWN(from, img->cluster_size) + img->cluster_size) - from;
-		ret = qcow_map(img, from, n, &ext);
+		ret = map_common(img, from, n, &ext, img->need);
 		if (ret < 0)
 			break;
 		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
@@ -1069,4 +1079,20 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
 	if (first >= last_end)
 		return 0;
 	return clear_clusters(img, first, last_end, CLEAR_DEALLOC);
+}
+
+int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			     unsigned flags, struct qcow_meta_read *need)
+{
+	int ret = nowait_enter(img, need, __func__);
+
+	return ret < 0 ? ret : nowait_leave(img, qcow_write_zeroes(img, off, len, flags));
+}
+
+int qcow_discard_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			struct qcow_meta_read *need)
+{
+	int ret = nowait_enter(img, need, __func__);
+
+	return ret < 0 ? ret : nowait_leave(img, qcow_discard(img, off, len));
 }

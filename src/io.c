@@ -15,7 +15,8 @@
  *          those parts written (one vectored write in copy mode), then
  *          qcow_write_end publishes the mapping; repeated until the whole
  *          request is written.  FUA adds a flush at the end.
- *   DISCARD, WRITE_ZEROES: one synchronous engine call each.
+ *   DISCARD, WRITE_ZEROES: one engine call per L2 table's span, its table
+ *          loaded through the ring like a READ's.
  *   FLUSH  the engine's flush machine (qcow_flush_start/next/io_done): its
  *          table writes and fsyncs go through the ring, and the engine lock
  *          is held only between batches.  One flush runs at a time; a
@@ -227,9 +228,11 @@ static int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *wh
 
 	eng_lock(dev);
 	ret = fn(t);
-	if (ret < 0 && parkable(dev, ret))
+	if (ret == -EAGAIN)			/* a table read for t to issue */
+		dev->meta_inflight++;
+	else if (ret < 0 && parkable(dev, ret))
 		park_locked(t, ret);
-	else if (ret < 0 && ret != -EAGAIN)	/* -EAGAIN: a metadata read to issue */
+	else if (ret < 0)
 		eng_log_locked(t, what, ret);
 	eng_unlock(dev);
 	return ret;
@@ -460,14 +463,8 @@ static void read_step(struct uq_tag *t)
  */
 static int do_write_begin(struct uq_tag *t)
 {
-	struct uq_dev *dev = t->q->dev;
-	int ret;
-
-	ret = qcow_write_begin_nowait(dev->img, t->off + t->pos, t->len - t->pos, &t->plan,
-				      &t->need);
-	if (ret == -EAGAIN)
-		dev->meta_inflight++;
-	return ret;
+	return qcow_write_begin_nowait(t->q->dev->img, t->off + t->pos, t->len - t->pos,
+				       &t->plan, &t->need);
 }
 
 static bool part_used(const struct qcow_write_plan *p, unsigned i)
@@ -883,32 +880,52 @@ static void flush_step(struct uq_tag *t)
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
 
+/* Bytes from t->pos to the end of the request or of the L2 table's span. */
+static uint64_t change_piece(const struct uq_tag *t)
+{
+	uint64_t cs = t->q->dev->info.cluster_size, span = cs * (cs / 8);
+	uint64_t at = t->off + t->pos;
+
+	uint64_t left = t->len - t->pos, to_span_end = span - at % span;
+
+	return left < to_span_end ? left : to_span_end;
+}
+
 static int do_discard(struct uq_tag *t)
 {
-	return qcow_discard(t->q->dev->img, t->off, t->len);
+	return qcow_discard_nowait(t->q->dev->img, t->off + t->pos, change_piece(t), &t->need);
 }
 
 static int do_write_zeroes(struct uq_tag *t)
 {
-	return qcow_write_zeroes(t->q->dev->img, t->off, t->len,
-				 t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP);
+	return qcow_write_zeroes_nowait(t->q->dev->img, t->off + t->pos, change_piece(t),
+					t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP, &t->need);
 }
 
-/* DISCARD, WRITE_ZEROES: one synchronous engine call (a parked one is
- * redone, harmlessly), then the flush stage. */
+/*
+ * DISCARD, WRITE_ZEROES: one engine call per L2 table's span, its table
+ * read through the ring first when it is not cached (a piece cut short by
+ * -EAGAIN or -EBUSY is redone, harmlessly); then the flush stage.
+ */
 static void change_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
 {
+	uint64_t piece;
 	int ret;
 
-	if (t->pos < t->len) {
+	while (t->pos < t->len) {
+		piece = change_piece(t);
 		ret = eng_call(t, fn, what);
+		if (ret == -EAGAIN) {
+			issue_meta(t);
+			return;
+		}
 		if (waits(t))
 			return;
 		if (ret < 0) {
 			tag_error(t, io_errno(ret));
 			return;
 		}
-		t->pos = t->len;
+		t->pos += piece;
 	}
 	flush_step(t);
 }

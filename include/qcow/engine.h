@@ -244,6 +244,19 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
 /* Deallocate whole clusters in [off, off+len); partial clusters are left as
  * they are. Discarded ranges read as zero. */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
+/*
+ * The same for an asynchronous caller: an L2 table they need and find not
+ * cached comes back as -EAGAIN with *need (read it, qcow_meta_read_done,
+ * call again: what was done stays done, and doing it again changes
+ * nothing); -EBUSY as qcow_write_begin_nowait's. A range within one L2
+ * table's span needs at most one read at a time (a longer one could need
+ * more tables than the cache holds at once: split it). Zeros for partial
+ * clusters are still written synchronously.
+ */
+int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			     unsigned flags, struct qcow_meta_read *need);
+int qcow_discard_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			struct qcow_meta_read *need);
 
 /*
  * Write back all dirty metadata in dependency order and make it durable.

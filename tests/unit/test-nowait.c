@@ -7,6 +7,9 @@
  *    matches qcow_map on an independent handle; a failed read frees the
  *    slot (the next call asks again instead of -EBUSY); with every slot
  *    dirty it writes none back but asks for a flush (QCOW_WAIT_WRITEBACK);
+ *  - qcow_write_begin_nowait, qcow_discard_nowait, qcow_write_zeroes_nowait
+ *    on a cold cache: the L2 table (and refcount block) reads asked for,
+ *    then the plan or the change;
  *  - qcow_write_begin/qcow_write_end: the plan, -EBUSY for an overlapping
  *    begin, in-place rewrites, rollback on a failed data write, partial
  *    clusters, multi-run ranges, several plans in flight at once;
@@ -423,6 +426,30 @@ static void test_nowait_alloc(void)
 	CHECK(qcow_read(img, back, SIZE / 8 * 7 - CS, 512) == 0 && back[0] == 0xc3 &&
 	      back[511] == 0xc3,
 	      "the nowait write does not read back");
+	/* discard and zeroing on a cold cache: the table read first, then done */
+	CHECK(qcow_close(img) == 0, "close");
+	r = qcow_open(path, &oo, &img, err, sizeof(err));
+	REQUIRE(r == 0, "open: %s", err);
+	for (int op = 0; op < 2; op++) {
+		uint64_t at = (op ? 3 : 1) * L2COV;
+		unsigned reads = 0;
+
+		do {
+			memset(&need, 0, sizeof(need));
+			r = op ? qcow_write_zeroes_nowait(img, at, L2COV, QCOW_ZERO_MAY_UNMAP, &need)
+			       : qcow_discard_nowait(img, at, L2COV, &need);
+			if (r == -EAGAIN) {
+				reads++;
+				CHECK(need.cache == QCOW_TABLE_L2 && serve(img, &need) == 0, "read");
+				CHECK(qcow_meta_read_done(img, &need, 0) == 0, "meta_read_done");
+			}
+		} while (r == -EAGAIN && reads < 5);
+		CHECK(r == 0 && reads == 1, "%s on a cold cache: %d after %u reads, wanted 0 after 1",
+		      op ? "write_zeroes_nowait" : "discard_nowait", r, reads);
+		CHECK(qcow_read(img, data, at, L2COV) == 0 && data[0] == 0 &&
+		      !memcmp(data, data + 1, L2COV - 1), "%s range does not read as zeros",
+		      op ? "zeroed" : "discarded");
+	}
 	CHECK(qcow_close(img) == 0, "close");
 	if (have_qemu)
 		CHECK(t_qemu_check(path) == 0, "qemu-img check %s", path);
