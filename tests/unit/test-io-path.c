@@ -69,6 +69,9 @@
 static int engine_unlock(pthread_mutex_t *m);
 #define pthread_mutex_unlock engine_unlock
 #include "src/io.c"
+#include "src/tag.c"
+#include "src/write.c"
+#include "src/flush.c"
 #undef pthread_mutex_unlock
 #include "src/log.c"
 

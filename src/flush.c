@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The request's flush stage (the request machine is io.c's): a FLUSH, the
+ * end of a FUA write, and with --recoverable the end of a write, discard or
+ * zeroing while metadata is unwritten, run the engine's flush
+ * (qcow_flush_start/next/io_done) on the request's ring: its table writes
+ * and fsyncs are queued batch by batch, and the engine lock is held only to
+ * report a batch and ask for the next.  One flush runs at a time; a request
+ * that finds one running waits for its end and asks again (usually nothing
+ * is left to do: it was covered).  A request whose load finds only dirty
+ * tables to evict runs one too (io.c, park_locked), then goes on.  A driving
+ * request never fails itself mid-flush (what it cannot queue fails the
+ * batch), so the engine's flush always ends.
+ */
+#include <errno.h>
+
+#include "io.h"
+
+#define UQ_FLUSH_BATCH 16
+
+/*
+ * What the request's flush stage asks for (uq_io_start sets it):
+ *  - UQ_FLUSH_ALL: FLUSH, and a write with FUA;
+ *  - UQ_FLUSH_METADATA, with --recoverable: after the daemon dies the
+ *    kernel resends only the requests it has not seen complete, and the
+ *    dead daemon's metadata caches die with it.  So a write, discard or
+ *    zeroing completes only once the metadata it depends on is in the
+ *    file, in the engine's crash-safe order: its own allocations, and also
+ *    those of another request whose cluster it wrote into in place
+ *    (published, but not yet flushed, when it mapped; without this, that
+ *    request would be redone after a recovery into a new cluster, and the
+ *    completed overwrite lost).  Nothing unwritten, nothing to do.
+ */
+enum uq_flush_stage flush_wanted(const struct uq_tag *t)
+{
+	bool recoverable = t->q->dev->opt.recoverable;
+
+	switch (t->op) {
+	case UBLK_IO_OP_FLUSH:
+		return UQ_FLUSH_ALL;
+	case UBLK_IO_OP_WRITE:
+		return t->fua ? UQ_FLUSH_ALL : recoverable ? UQ_FLUSH_METADATA : UQ_FLUSH_NONE;
+	case UBLK_IO_OP_DISCARD:
+	case UBLK_IO_OP_WRITE_ZEROES:
+		return recoverable ? UQ_FLUSH_METADATA : UQ_FLUSH_NONE;
+	default:
+		return UQ_FLUSH_NONE;
+	}
+}
+
+/*
+ * Under the engine lock: start the engine's flush, with t driving it.
+ * 0 started, 1 nothing to make durable, -EBUSY one is running (t parked
+ * until it ends), else -errno.
+ */
+static int flush_start_locked(struct uq_tag *t)
+{
+	int ret = qcow_flush_start(t->q->dev->img);
+
+	if (ret == 0)
+		t->driving = true;
+	else if (ret == -EBUSY)
+		park_locked(t, ret);
+	else if (ret < 0)
+		eng_log_locked(t, "qcow_flush_start", ret);
+	return ret;
+}
+
+/*
+ * Queue a batch of the flush.  Never fails the tag itself: a driving tag
+ * must report every batch, or the engine's flush would never end; what
+ * could not be queued fails the batch.
+ */
+static void issue_flush_io(struct uq_tag *t, const struct qcow_io *ios, int n)
+{
+	struct uq_queue *q = t->q;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = uq_get_sqe(q);
+
+		if (!sqe) {
+			t->flush_result = -EIO;
+			break;
+		}
+		if (ios[i].op == QCOW_IO_FSYNC)
+			io_uring_prep_fsync(sqe, UQ_FIXED_IMAGE, IORING_FSYNC_DATASYNC);
+		else
+			io_uring_prep_write(sqe, UQ_FIXED_IMAGE, ios[i].buf, (unsigned)ios[i].len,
+					    ios[i].offset);
+		sqe->flags |= IOSQE_FIXED_FILE;
+		io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FLUSH, t->tag,
+						   ios[i].op == QCOW_IO_FSYNC ? 0 : ios[i].len));
+		t->ops++;
+		q->backend++;
+	}
+}
+
+/* Every IO of the batch is over: tell the engine. */
+static void flush_batch_done(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	eng_lock(dev);
+	qcow_flush_io_done(dev->img, t->flush_result);
+	engine_event_locked(t->q, QCOW_WAIT_ANY);	/* its slots are free again */
+	eng_unlock(dev);
+	t->flush_result = 0;
+}
+
+/*
+ * Drive the flush t started, batch after batch: true while it goes on (its
+ * IO in flight), false once it is over (t failed if it did).
+ */
+bool flush_drive(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	struct qcow_io ios[UQ_FLUSH_BATCH];
+	int n;
+
+	for (;;) {
+		eng_lock(dev);
+		n = qcow_flush_next(dev->img, ios, UQ_FLUSH_BATCH);
+		if (n <= 0) {
+			/* over: its waiters, and table writes it held up, go on */
+			t->driving = false;
+			engine_event_locked(t->q, QCOW_WAIT_FLUSH);
+			if (n < 0)
+				eng_log_locked(t, "flush", n);
+		}
+		eng_unlock(dev);
+		if (n < 0)
+			tag_error(t, io_errno(n));
+		if (n <= 0)
+			return false;
+		issue_flush_io(t, ios, n);
+		if (t->ops)
+			return true;
+		flush_batch_done(t);	/* nothing could be queued */
+	}
+}
+
+/* The request's flush stage, at its end: start one (or wait for the one
+ * running); uq_io_advance drives it and comes back here once it is over. */
+void flush_step(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret = 1;
+
+	if (t->ops)
+		return;
+	if (t->flush != UQ_FLUSH_NONE) {	/* most requests: no lock taken */
+		eng_lock(dev);
+		if (t->flush == UQ_FLUSH_ALL || qcow_flush_running(dev->img) ||
+		    qcow_metadata_unwritten(dev->img))
+			ret = flush_start_locked(t);
+		eng_unlock(dev);
+		if (t->parked)
+			return;
+		t->flush = UQ_FLUSH_NONE;
+		if (ret < 0)
+			tag_error(t, io_errno(ret));
+		if (t->driving)
+			return;
+	}
+	t->issued_all = true;
+}
+
+/* A write or fsync of the engine's flush; the batch reported after its last. */
+void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res)
+{
+	t->ops--;
+	if (res < 0 || (uint64_t)res != len) {
+		tag_log(t, len ? "metadata write" : "fsync", res < 0 ? res : -EIO,
+			res >= 0 ? "short write" : NULL);
+		if (!t->flush_result)
+			t->flush_result = res < 0 ? res : -EIO;
+	}
+	if (!t->ops)
+		flush_batch_done(t);
+}
+

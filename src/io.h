@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the request machine: what its files share with each other, and
+ * nothing outside them uses.
+ *   tag.c    what every stage uses: engine lock, errors, waits, image IO;
+ *   write.c  WRITE requests;
+ *   flush.c  the flush stage;
+ *   io.c     the machine itself (start, advance, completions), READ,
+ *            DISCARD and WRITE_ZEROES; its entry points are ublk-qcow.h's.
+ */
+#ifndef UQ_IO_H
+#define UQ_IO_H
+
+#include "ublk-qcow.h"
+
+/* user_data extra bits of a read: buffer offset and length, 20 bits each */
+#define UQ_EXTRA_SHIFT 20
+#define UQ_EXTRA_MASK ((1ULL << UQ_EXTRA_SHIFT) - 1)
+
+/* tag.c: the engine lock, errors, waits */
+void eng_lock(struct uq_dev *dev);
+void eng_unlock(struct uq_dev *dev);
+/* The errno a request commits for an engine or image error. */
+int io_errno(int err);
+/* After an engine call: does t wait (parked), or run the flush it needs? */
+bool waits(const struct uq_tag *t);
+void tag_error(struct uq_tag *t, int err);
+void tag_log(const struct uq_tag *t, const char *what, int err, const char *detail);
+void eng_log_locked(const struct uq_tag *t, const char *what, int err);
+bool parkable(const struct uq_dev *dev, int err);
+void park_locked(struct uq_tag *t, int err);
+void engine_event_locked(struct uq_queue *self, enum qcow_wait what);
+/* One engine call for t under the lock: -EAGAIN a table read for t to
+ * issue (issue_meta), a wait parks t, a failure is logged. */
+int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what);
+
+/* tag.c: image IO */
+bool zero_copy(const struct uq_tag *t);
+struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint64_t len,
+				uint64_t host);
+void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud);
+void issue_meta(struct uq_tag *t);
+
+/* write.c */
+void write_step(struct uq_tag *t);
+void write_done(struct uq_tag *t, uint64_t len, int res);
+void old_read_done(struct uq_tag *t, unsigned i, int res);
+
+/* flush.c */
+enum uq_flush_stage flush_wanted(const struct uq_tag *t);
+void flush_step(struct uq_tag *t);
+bool flush_drive(struct uq_tag *t);
+void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res);
+
+#endif

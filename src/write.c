@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * WRITE requests (the request machine is io.c's), one plan at a time (enum
+ * uq_write_stage):
+ *   PLAN  qcow_write_begin_nowait, once the tables it needs (L2 table,
+ *         refcount block) are loaded through the ring like a READ's (the
+ *         engine would read them synchronously, holding up every request
+ *         on every queue);
+ *   OLD   the old bytes its copy-on-write parts keep, read through the
+ *         ring into t->cow (an inflated cluster's under the lock, as a
+ *         READ's);
+ *   DATA  the writes: in copy mode one vectored write of parts and guest
+ *         bytes (the new clusters are contiguous), in the zero-copy modes
+ *         up to three (the guest bytes are reachable only by WRITE_FIXED;
+ *         the pieces do not overlap, so their order does not matter);
+ *         qcow_write_end after the last.
+ * A failure at any stage ends the plan with qcow_write_end(error), which
+ * gives the new clusters back, and fails the request.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+
+static int do_write_begin(struct uq_tag *t)
+{
+	return qcow_write_begin_nowait(t->q->dev->img, t->off + t->pos, t->len - t->pos,
+				       &t->plan, &t->need);
+}
+
+static bool part_used(const struct qcow_write_plan *p, unsigned i)
+{
+	return p->cow[i].kind != QCOW_COW_NONE;
+}
+
+/* Does the plan cover the next bytes of the request, its parts around them? */
+static bool plan_fits(const struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	uint64_t cs = t->q->dev->info.cluster_size;
+
+	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos)
+		return false;
+	if (part_used(p, 0) && (p->cow[0].len >= cs || p->cow[0].dst + p->cow[0].len != p->host_offset))
+		return false;
+	return !part_used(p, 1) || (p->cow[1].len < cs &&
+				    p->cow[1].dst == p->host_offset + p->length);
+}
+
+/* The plan is over: give its clusters back after err, and fail the request. */
+static void write_abort(struct uq_tag *t, int err)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	eng_lock(dev);
+	qcow_write_end(dev->img, &t->plan, err);
+	engine_event_locked(t->q, QCOW_WAIT_WRITE);
+	eng_unlock(dev);
+	t->write = UQ_WRITE_PLAN;
+	tag_error(t, -EIO);
+}
+
+/* Where part i's bytes are (once read). */
+static uint8_t *part_bytes(struct uq_tag *t, unsigned i)
+{
+	if (t->plan.cow[i].kind == QCOW_COW_ZEROS)
+		return t->q->dev->zero_buf;
+	return t->cow + i * t->q->dev->info.cluster_size;
+}
+
+/* Queue the read of part i's old bytes into t->cow. */
+static int issue_old_read(struct uq_tag *t, unsigned i)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i];
+	struct io_uring_sqe *sqe = uq_get_sqe(t->q);
+
+	if (!sqe)
+		return -EIO;
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, part_bytes(t, i), (unsigned)c->len, c->src);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_OLD, t->tag, i));
+	return 0;
+}
+
+/* The old bytes the parts keep: copies through the ring, inflated ones here. */
+static int write_old(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	unsigned i;
+	int ret = 0;
+
+	if (!t->cow && posix_memalign((void **)&t->cow, UQ_BUF_ALIGN, 2 * dev->info.cluster_size)) {
+		t->cow = NULL;
+		tag_log(t, "copy-on-write buffer", -ENOMEM, NULL);
+		return -ENOMEM;
+	}
+	for (i = 0; i < 2 && ret == 0; i++) {
+		const struct qcow_cow_part *c = &t->plan.cow[i];
+
+		if (c->kind == QCOW_COW_COPY) {
+			ret = issue_old_read(t, i);
+		} else if (c->kind == QCOW_COW_INFLATE) {
+			eng_lock(dev);
+			ret = qcow_cow_read(dev->img, c, part_bytes(t, i));
+			if (ret < 0)
+				eng_log_locked(t, "qcow_cow_read", ret);
+			eng_unlock(dev);
+		}
+	}
+	return ret;
+}
+
+static bool needs_old(const struct qcow_write_plan *p)
+{
+	return p->cow[0].kind >= QCOW_COW_COPY || p->cow[1].kind >= QCOW_COW_COPY;
+}
+
+/* Queue an image write of len bytes, counted as a piece of the plan. */
+static void write_queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t len)
+{
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_WRITE, t->tag, len));
+	t->pieces++;
+}
+
+/* Copy mode: parts and guest bytes in one vectored write. */
+static int issue_merged(struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	struct io_uring_sqe *sqe = uq_get_sqe(t->q);
+	uint64_t start = part_used(p, 0) ? p->cow[0].dst : p->host_offset, len = 0;
+	unsigned n = 0, i;
+
+	if (!sqe)
+		return -EIO;
+	for (i = 0; i < 2; i++) {
+		if (i == 1)
+			t->iov[n++] = (struct iovec){ t->buf + t->pos, p->length };
+		if (part_used(p, i))
+			t->iov[n++] = (struct iovec){ part_bytes(t, i), p->cow[i].len };
+	}
+	for (i = 0; i < n; i++)
+		len += t->iov[i].iov_len;
+	io_uring_prep_writev(sqe, UQ_FIXED_IMAGE, t->iov, n, start);
+	write_queued(t, sqe, len);
+	return 0;
+}
+
+/* Zero-copy modes: the guest bytes by WRITE_FIXED, each part by a WRITE. */
+static int issue_pieces(struct uq_tag *t)
+{
+	const struct qcow_write_plan *p = &t->plan;
+	struct io_uring_sqe *sqe;
+	unsigned i;
+
+	sqe = prep_fixed(t, true, t->pos, p->length, p->host_offset);
+	if (!sqe)
+		return -EIO;
+	write_queued(t, sqe, p->length);
+	for (i = 0; i < 2; i++) {
+		if (!part_used(p, i))
+			continue;
+		sqe = uq_get_sqe(t->q);
+		if (!sqe)
+			return -EIO;
+		io_uring_prep_write(sqe, UQ_FIXED_IMAGE, part_bytes(t, i), (unsigned)p->cow[i].len,
+				    p->cow[i].dst);
+		write_queued(t, sqe, p->cow[i].len);
+	}
+	return 0;
+}
+
+static void write_issue(struct uq_tag *t)
+{
+	int ret;
+
+	t->write = UQ_WRITE_DATA;
+	t->pieces = 0;
+	if (!part_used(&t->plan, 0) && !part_used(&t->plan, 1))
+		ret = issue_pieces(t);		/* the guest bytes alone */
+	else if (!zero_copy(t))
+		ret = issue_merged(t);
+	else
+		ret = issue_pieces(t);
+	if (ret < 0 && !t->pieces)
+		write_abort(t, ret);
+	else if (ret < 0 && !t->write_result)
+		t->write_result = ret;		/* write_done ends the plan */
+}
+
+/* A plan from the engine: read what its parts keep, or write at once. */
+static void write_planned(struct uq_tag *t)
+{
+	int ret;
+
+	t->write_result = 0;
+	if (!plan_fits(t)) {
+		tag_log(t, "qcow_write_begin_nowait", -EIO, "plan outside the request");
+		write_abort(t, -EIO);
+		return;
+	}
+	if (!needs_old(&t->plan)) {
+		write_issue(t);
+		return;
+	}
+	t->write = UQ_WRITE_OLD;
+	ret = write_old(t);
+	if (ret < 0)
+		t->write_result = ret;
+	if (!t->ops)
+		write_step(t);
+}
+
+void write_step(struct uq_tag *t)
+{
+	int ret;
+
+	if (t->ops)
+		return;			/* one stage at a time */
+	if (t->write == UQ_WRITE_OLD) {
+		if (t->write_result < 0)
+			write_abort(t, t->write_result);
+		else
+			write_issue(t);
+		return;
+	}
+	if (t->pos < t->len) {
+		ret = eng_call(t, do_write_begin, "qcow_write_begin_nowait");
+		if (ret == -EAGAIN)
+			issue_meta(t);
+		else if (ret < 0 && !waits(t))
+			tag_error(t, io_errno(ret));
+		else if (ret >= 0)
+			write_planned(t);
+		return;
+	}
+	flush_step(t);
+}
+
+/* Part i's old bytes are read (a short read: past the end of the file, zeros). */
+void old_read_done(struct uq_tag *t, unsigned i, int res)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i & 1];
+
+	t->ops--;
+	if (res < 0) {
+		tag_log(t, "copy-on-write read", res, NULL);
+		if (!t->write_result)
+			t->write_result = res;
+	} else if ((uint64_t)res < c->len) {
+		memset(part_bytes(t, i & 1) + res, 0, c->len - (uint64_t)res);
+	}
+}
+
+/* One of the plan's writes is done; after the last, publish or roll back. */
+void write_done(struct uq_tag *t, uint64_t len, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+	int result, ret;
+
+	t->ops--;
+	if ((uint64_t)res != len) {
+		tag_log(t, "image write", res < 0 ? res : -EIO, res >= 0 ? "short write" : NULL);
+		if (!t->write_result)
+			t->write_result = res < 0 ? res : -EIO;
+	}
+	if (--t->pieces)
+		return;
+	result = t->write_result;
+	t->write = UQ_WRITE_PLAN;
+	eng_lock(dev);
+	ret = qcow_write_end(dev->img, &t->plan, result);
+	engine_event_locked(t->q, QCOW_WAIT_WRITE);
+	/* publication found its table busy: the allocation was rolled back, redo it */
+	if (result == 0 && ret < 0 && parkable(dev, ret))
+		park_locked(t, ret);
+	else if (result == 0 && ret < 0)
+		eng_log_locked(t, "qcow_write_end", ret);
+	eng_unlock(dev);
+	if (!waits(t) && (result < 0 || ret < 0))
+		tag_error(t, io_errno(result < 0 ? result : ret));
+	else if (result == 0 && ret == 0)
+		t->pos += t->plan.length;
+}
