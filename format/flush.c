@@ -26,7 +26,9 @@
  *                the clusters the old entries used are not freed yet.
  *   3 L1         the dirty L1 sectors, whole sectors; fsync.
  *                Crash right after: the entries point at durable tables.
- *   4 FREES      the frees queued before the start are applied (what
+ *   4 FREES      the refcount blocks these frees change and the cache
+ *                lacks are read (a batch of reads, no lock held), then
+ *                the frees queued before the start are applied (what
  *                dropped those references was in the snapshot, durable
  *                now: rule 4) and the refcount blocks copied and written
  *                again; fsync. Crash right after: decrements lost leak.
@@ -63,7 +65,10 @@ enum flush_step {
 };
 
 /* What was handed out and not yet reported. */
-enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC };
+enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC, BATCH_LOADS };
+
+/* Where step 4 is before its writes. */
+enum frees_phase { FREES_LOAD, FREES_APPLY, FREES_APPLIED };
 
 struct l1_run {
 	uint64_t start, len;          /* bytes into the L1 table */
@@ -78,6 +83,9 @@ struct qcow_flush {
 	bool synced;                  /* some fsync of this flush is over */
 	bool owed_any, owed_data;     /* at the start: something / data unsynced */
 	size_t nb_frees;              /* frees queued before the start */
+	enum frees_phase frees;
+	struct qcow_meta_read *loads; /* step 4's batch of block reads */
+	unsigned nb_loads;
 	uint64_t covers[QCOW_SYNC_KINDS]; /* the fsync in flight: events then */
 	int error;
 
@@ -100,9 +108,10 @@ int qcow_flush_init(struct qcow_image *img)
 	if (fl) {
 		fl->rc = calloc(qcow_cache_slots(img->refcount_cache) + 1, sizeof(uint32_t));
 		fl->l2 = calloc(qcow_cache_slots(img->l2_cache) + 1, sizeof(uint32_t));
+		fl->loads = calloc(qcow_cache_slots(img->refcount_cache) + 1, sizeof(*fl->loads));
 	}
 	img->flush = fl;
-	if (!fl || !fl->rc || !fl->l2)
+	if (!fl || !fl->rc || !fl->l2 || !fl->loads)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the flush state");
 	return 0;
 }
@@ -115,6 +124,7 @@ void qcow_flush_free(struct qcow_image *img)
 		return;
 	free(fl->rc);
 	free(fl->l2);
+	free(fl->loads);
 	free(fl->l1_copy);
 	free(fl->l1_runs);
 	free(fl);
@@ -292,11 +302,63 @@ static void step_release(struct qcow_image *img, struct qcow_flush *fl, unsigned
 		l1_unwritten(img, fl, from);
 }
 
-/* Step 4 begins: apply the frees queued before the start, copy the blocks. */
-static int frees_begin(struct qcow_image *img, struct qcow_flush *fl)
+/*
+ * Step 4's reads: the refcount blocks the frees change that the cache
+ * lacks, as many as it can load at once (at most max). A block it cannot
+ * take now (being loaded, no clean slot) is left to the apply, which reads
+ * it itself or leaves its frees for the next flush.
+ */
+static unsigned frees_loads(struct qcow_image *img, struct qcow_flush *fl, struct qcow_io *ios,
+			    unsigned max)
+{
+	uint64_t prev = UINT64_MAX;
+	size_t i;
+	void *blk;
+
+	fl->nb_loads = 0;
+	for (i = 0; i < fl->nb_frees && fl->nb_loads < max; i++) {
+		uint64_t ti = (img->pending_free[i] >> img->cluster_bits) >> img->refcount_block_bits;
+		struct qcow_meta_read *ld = &fl->loads[fl->nb_loads];
+		int64_t off;
+		int ret;
+
+		if (ti == prev)
+			continue;
+		prev = ti;
+		off = qcow_refblock_offset(img, ti);
+		if (off <= 0)
+			continue;
+		ret = qcow_cache_get_nowait(img->refcount_cache, (uint64_t)off, &blk, ld);
+		if (ret == 0)
+			qcow_cache_put(img->refcount_cache, blk);
+		if (ret != -EAGAIN)
+			continue;
+		ios[fl->nb_loads++] = (struct qcow_io){ .op = QCOW_IO_READ, .buf = ld->buf,
+							 .len = ld->len, .offset = ld->offset };
+	}
+	if (fl->nb_loads)
+		fl->batch = BATCH_LOADS;
+	return fl->nb_loads;
+}
+
+static void frees_loaded(struct qcow_image *img, struct qcow_flush *fl, int result)
+{
+	unsigned i;
+
+	for (i = 0; i < fl->nb_loads; i++)
+		qcow_cache_load_done(img->refcount_cache, &fl->loads[i], result);
+	if (result < 0)
+		fl->error = qcow_set_error(img, result, "reading refcount blocks failed: %s",
+					   strerror(-result));
+	fl->nb_loads = 0;
+}
+
+/* Step 4's writes begin: apply the frees queued before the start, copy the blocks. */
+static int frees_apply(struct qcow_image *img, struct qcow_flush *fl)
 {
 	int ret;
 
+	fl->frees = FREES_APPLIED;
 	fl->nb_rc = 0;
 	if (!fl->nb_frees)
 		return 0;
@@ -309,17 +371,15 @@ static int frees_begin(struct qcow_image *img, struct qcow_flush *fl)
 	return 0;
 }
 
-static void step_next(struct qcow_image *img, struct qcow_flush *fl)
+static void step_next(struct qcow_flush *fl)
 {
-	int ret = 0;
-
 	fl->step++;
 	fl->cursor = 0;
 	fl->step_synced = false;
-	if (fl->step == FLUSH_FREES)
-		ret = frees_begin(img, fl);
-	if (ret < 0)
-		fl->error = ret;
+	if (fl->step == FLUSH_FREES) {
+		fl->frees = fl->nb_frees ? FREES_LOAD : FREES_APPLIED;
+		fl->nb_rc = 0;
+	}
 }
 
 /* Give back everything the snapshot still holds, unwritten. */
@@ -416,6 +476,17 @@ int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max)
 	for (;;) {
 		if (fl->error || fl->step == FLUSH_OVER)
 			return flush_end(img, fl);
+		if (fl->step == FLUSH_FREES && fl->frees == FREES_LOAD) {
+			fl->frees = FREES_APPLY;
+			if (frees_loads(img, fl, ios, max))
+				return (int)fl->nb_loads;
+		}
+		if (fl->step == FLUSH_FREES && fl->frees == FREES_APPLY) {
+			ret = frees_apply(img, fl);
+			if (ret < 0)
+				fl->error = ret;
+			continue;
+		}
 		if (fl->cursor < step_writes(fl)) {
 			ret = hand_out_writes(img, fl, ios, max);
 			if (ret < 0)
@@ -428,7 +499,7 @@ int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max)
 			fl->batch = BATCH_FSYNC;
 			return 1;
 		}
-		step_next(img, fl);
+		step_next(fl);
 	}
 }
 
@@ -438,7 +509,9 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 
 	if (!qcow_flush_running(img))
 		return;
-	if (fl->batch == BATCH_WRITES) {
+	if (fl->batch == BATCH_LOADS) {
+		frees_loaded(img, fl, result);
+	} else if (fl->batch == BATCH_WRITES) {
 		step_release(img, fl, fl->cursor - fl->batch_n, fl->cursor, result == 0);
 		if (result < 0) {
 			fl->error = qcow_set_error(img, result, "writing metadata failed: %s",
@@ -459,18 +532,25 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 
 /* ------------------------------------------------------- the sync flush */
 
+int qcow_io_do(struct qcow_image *img, const struct qcow_io *io)
+{
+	switch (io->op) {
+	case QCOW_IO_FSYNC:
+		return img->file.ops->flush(img->file.ctx);
+	case QCOW_IO_READ:
+		return img->file.ops->pread(img->file.ctx, io->buf, io->len, io->offset);
+	default:
+		return img->file.ops->pwrite(img->file.ctx, io->buf, io->len, io->offset);
+	}
+}
+
 /* One batch with the file ops: 0 or the first failure. */
 static int run_batch(struct qcow_image *img, const struct qcow_io *ios, int n)
 {
 	int i, ret = 0;
 
-	for (i = 0; ret == 0 && i < n; i++) {
-		if (ios[i].op == QCOW_IO_FSYNC)
-			ret = img->file.ops->flush(img->file.ctx);
-		else
-			ret = img->file.ops->pwrite(img->file.ctx, ios[i].buf, ios[i].len,
-						    ios[i].offset);
-	}
+	for (i = 0; ret == 0 && i < n; i++)
+		ret = qcow_io_do(img, &ios[i]);
 	return ret;
 }
 

@@ -67,6 +67,9 @@ int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table);
  * that table is loading already, 0 + *table pinned on a hit. */
 int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 			  struct qcow_meta_read *need);
+/* Host offset of refcount block ti: 0 none, < 0 a bad table entry (the
+ * image is marked corrupt). */
+int64_t qcow_refblock_offset(struct qcow_image *img, uint64_t ti);
 /* qcow_cache_get, or qcow_cache_get_nowait into img->need while a nowait
  * call runs (-EAGAIN: a read for the caller, -EBUSY: see get_nowait). */
 int qcow_cache_pin(struct qcow_cache *c, uint64_t offset, void **table);

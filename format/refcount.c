@@ -138,7 +138,7 @@ void qcow_refcount_free(struct qcow_image *img)
 
 /* Offset of the refcount block for table index ti: 0 when there is none,
  * -EIO when the entry is not a valid offset (checked before any use). */
-static int64_t refblock_offset(struct qcow_image *img, uint64_t ti)
+int64_t qcow_refblock_offset(struct qcow_image *img, uint64_t ti)
 {
 	uint64_t e;
 
@@ -157,7 +157,7 @@ static int64_t refblock_offset(struct qcow_image *img, uint64_t ti)
 int qcow_refcount_get(struct qcow_image *img, uint64_t cluster_index, uint64_t *refcount)
 {
 	uint64_t ti = cluster_index >> img->refcount_block_bits;
-	int64_t off = refblock_offset(img, ti);
+	int64_t off = qcow_refblock_offset(img, ti);
 	void *blk;
 	int ret;
 
@@ -200,7 +200,7 @@ static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 		if (ci >= limit || nb - run > limit - ci)
 			return qcow_set_error(img, -ENOSPC, "no room for %" PRIu64
 					      " clusters below the maximum host offset", nb);
-		off = refblock_offset(img, ti);
+		off = qcow_refblock_offset(img, ti);
 		if (off < 0)
 			return (int)off;
 		blk_end = (ti + 1) << img->refcount_block_bits;
@@ -501,7 +501,7 @@ static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_
 			*grow_ti = tj;
 			return -EAGAIN;
 		}
-		off = refblock_offset(img, tj);
+		off = qcow_refblock_offset(img, tj);
 		if (off < 0)
 			return (int)off;
 		if (off == 0) {
@@ -530,7 +530,7 @@ static int create_blocks(struct qcow_image *img, uint64_t first, uint64_t last,
 		return ret;
 
 	while (ti <= last) {
-		int64_t off = refblock_offset(img, ti);
+		int64_t off = qcow_refblock_offset(img, ti);
 
 		if (off < 0) {
 			ret = (int)off;
@@ -628,7 +628,7 @@ static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int
 
 	while (ci < end) {
 		uint64_t ti = ci >> img->refcount_block_bits;
-		int64_t off = refblock_offset(img, ti);
+		int64_t off = qcow_refblock_offset(img, ti);
 		uint64_t n, done;
 		void *blk;
 
@@ -704,7 +704,7 @@ static int cover_range(struct qcow_image *img, uint64_t c, uint64_t nb, bool *ch
 		return grow_reftable(img, last, 0);
 	}
 	for (ti = first; ti <= last; ti++) {
-		int64_t off = refblock_offset(img, ti);
+		int64_t off = qcow_refblock_offset(img, ti);
 
 		if (off < 0)
 			return (int)off;

@@ -85,6 +85,9 @@ static void issue_flush_io(struct uq_tag *t, const struct qcow_io *ios, int n)
 		}
 		if (ios[i].op == QCOW_IO_FSYNC)
 			io_uring_prep_fsync(sqe, UQ_FIXED_IMAGE, IORING_FSYNC_DATASYNC);
+		else if (ios[i].op == QCOW_IO_READ)
+			io_uring_prep_read(sqe, UQ_FIXED_IMAGE, ios[i].buf, (unsigned)ios[i].len,
+					   ios[i].offset);
 		else
 			io_uring_prep_write(sqe, UQ_FIXED_IMAGE, ios[i].buf, (unsigned)ios[i].len,
 					    ios[i].offset);
@@ -166,13 +169,14 @@ void flush_step(struct uq_tag *t)
 	t->issued_all = true;
 }
 
-/* A write or fsync of the engine's flush; the batch reported after its last. */
+/* A table write or read, or the fsync, of the engine's flush; the batch
+ * reported after its last. */
 void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res)
 {
 	t->ops--;
 	if (res < 0 || (uint64_t)res != len) {
-		tag_log(t, len ? "metadata write" : "fsync", res < 0 ? res : -EIO,
-			res >= 0 ? "short write" : NULL);
+		tag_log(t, len ? "metadata IO of the flush" : "fsync", res < 0 ? res : -EIO,
+			res >= 0 ? "short" : NULL);
 		if (!t->flush_result)
 			t->flush_result = res < 0 ? res : -EIO;
 	}

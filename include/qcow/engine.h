@@ -275,8 +275,10 @@ int qcow_flush(struct qcow_image *img);
  *                         write completed, every mapping published and every
  *                         change made before it;
  *   qcow_flush_next()     hands out the next batch of IO: table writes in
- *                         any order among themselves, or one fsync; 0 once
- *                         the flush is complete;
+ *                         any order among themselves, or one fsync, or
+ *                         reads of the refcount blocks that queued frees
+ *                         change and the cache lacks; 0 once the flush is
+ *                         complete;
  *   qcow_flush_io_done()  reports the batch, once every IO of it is over.
  *
  * The caller need not hold its lock between the calls: reads, writes and
@@ -285,14 +287,17 @@ int qcow_flush(struct qcow_image *img);
  * tables, new refcount blocks) return -EBUSY until it ends. One flush runs
  * at a time. A failed flush fails the handle, as qcow_flush() does.
  * ------------------------------------------------------------------------ */
-enum qcow_io_op { QCOW_IO_WRITE, QCOW_IO_FSYNC };
+enum qcow_io_op { QCOW_IO_WRITE, QCOW_IO_FSYNC, QCOW_IO_READ };
 
 struct qcow_io {
 	enum qcow_io_op op;
-	const void *buf;              /* WRITE: engine memory, page aligned, valid until io_done */
-	size_t len;                   /* WRITE: bytes, whole blocks of a direct IO file */
-	uint64_t offset;              /* WRITE: file offset, block aligned */
+	void *buf;                    /* WRITE, READ: engine memory, page aligned, valid until io_done */
+	size_t len;                   /* WRITE, READ: bytes, whole blocks of a direct IO file */
+	uint64_t offset;              /* WRITE, READ: file offset, block aligned */
 };
+/* One IO of a batch with the image's file ops, as qcow_flush() does it:
+ * 0 or -errno (a short read is an error). */
+int qcow_io_do(struct qcow_image *img, const struct qcow_io *io);
 
 /* 0: started; 1: nothing to make durable (done, no IO); -EBUSY: a flush is
  * running (start again once it is over); else -errno. */

@@ -26,7 +26,9 @@
  *  - one flush at a time: a second start, or qcow_flush(), gets -EBUSY and
  *    the handle goes on;
  *  - a failed table write fails the flush and the handle, and gives back
- *    what the flush held (the tables count as unwritten again).
+ *    what the flush held (the tables count as unwritten again);
+ *  - frees whose refcount blocks are not cached: the flush reads them as a
+ *    batch of its own before applying them.
  */
 #include "crashfile.h"
 #include "internal.h"
@@ -139,16 +141,12 @@ static void test_counts(void)
 /* ------------------------------------------------- the flush step by step */
 
 /* Do a batch's IO on the crash-test file, as a server's ring would. */
-static int do_batch(const struct qcow_io *ios, int n)
+static int do_batch(struct qcow_image *img, const struct qcow_io *ios, int n)
 {
-	struct qcow_file f;
 	int i, r = 0;
 
-	cf_get_file(cf, &f);
 	for (i = 0; r == 0 && i < n; i++)
-		r = ios[i].op == QCOW_IO_FSYNC ? f.ops->flush(f.ctx)
-					       : f.ops->pwrite(f.ctx, ios[i].buf, ios[i].len,
-							       ios[i].offset);
+		r = qcow_io_do(img, &ios[i]);
 	return r;
 }
 
@@ -159,7 +157,7 @@ static int finish_flush(struct qcow_image *img)
 	int n;
 
 	while ((n = qcow_flush_next(img, ios, 8)) > 0)
-		qcow_flush_io_done(img, do_batch(ios, n));
+		qcow_flush_io_done(img, do_batch(img, ios, n));
 	return n;
 }
 
@@ -216,7 +214,7 @@ static void test_no_table_write_behind(void)
 	for (e = ev0; e < cf_nevents(cf); e++)
 		CHECK(!cf_event_writes_to(cf, e, block, 4096),
 		      "event %zu wrote the refcount block the flush is writing", e);
-	qcow_flush_io_done(img, do_batch(ios, n));
+	qcow_flush_io_done(img, do_batch(img, ios, n));
 	r = finish_flush(img);
 	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
 	for (i = 1; i <= 8; i++)
@@ -288,7 +286,7 @@ static void test_fsync_covers_only_before(void)
 	k = qcow_flush_next(img, ios, 8);
 	REQUIRE(k == 1 && ios[0].op == QCOW_IO_FSYNC, "an in-place write's flush: %d IOs", k);
 	write_4k(img, 0, 3);			/* ends while the fsync is in flight */
-	qcow_flush_io_done(img, do_batch(ios, k));
+	qcow_flush_io_done(img, do_batch(img, ios, k));
 	r = finish_flush(img);
 	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
 	n = fsyncs_of_flush(img);
@@ -345,6 +343,53 @@ static void test_failed_batch(void)
 	cf_free(cf);
 }
 
+/*
+ * Frees whose refcount blocks the cache lacks: the flush hands out their
+ * reads as a batch (the daemon's ring does them, no lock held) before it
+ * applies the frees, and the image ends exact.
+ */
+static void test_frees_read_blocks(void)
+{
+	struct qcow_create_opts co = { .size = 4 << 20, .cluster_bits = 9, .version = 3 };
+	/* 512-byte clusters: a refcount block covers 128 KiB; 4 of them cached */
+	struct qcow_open_opts oo = { .refcount_cache_bytes = 512 };
+	size_t len = 3 << 19;
+	uint8_t *data = malloc(len);
+	struct qcow_image *img = NULL;
+	struct qcow_io ios[8];
+	unsigned reads = 0;
+	struct qcow_file f;
+	char err[512] = "";
+	int n, i;
+
+	REQUIRE(data, "malloc");
+	memset(data, 0x77, len);
+	cf = cf_new(NULL, 0);
+	REQUIRE(cf, "cf_new");
+	cf_get_file(cf, &f);
+	REQUIRE(qcow_create_file(&f, "cf", &co, err, sizeof(err)) == 0, "create: %s", err);
+	REQUIRE(qcow_open_file(&f, "cf", &oo, &img, err, sizeof(err)) == 0, "open: %s", err);
+	REQUIRE(qcow_write(img, data, 0, len) == 0, "write: %s", qcow_error(img));
+	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+	/* 3072 clusters over some 13 blocks: discarded, their frees queued */
+	REQUIRE(qcow_discard(img, 0, len) == 0, "discard: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	while ((n = qcow_flush_next(img, ios, 8)) > 0) {
+		for (i = 0; i < n; i++)
+			reads += ios[i].op == QCOW_IO_READ;
+		qcow_flush_io_done(img, do_batch(img, ios, n));
+	}
+	CHECK(n == 0, "flush: %d %s", n, qcow_error(img));
+	CHECK(reads > 0, "no refcount block was read as part of the flush");
+	/* frees it could not apply (no room to load their blocks) go next time */
+	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+	CHECK(img->nb_pending_free == 0, "%zu frees still queued", img->nb_pending_free);
+	qemu_check_now("frees-read");
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+	free(data);
+}
+
 int main(void)
 {
 	t_init("test-flush");
@@ -354,5 +399,6 @@ int main(void)
 	test_fsync_covers_only_before();
 	test_one_at_a_time();
 	test_failed_batch();
+	test_frees_read_blocks();
 	return t_finish();
 }

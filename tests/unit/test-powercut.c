@@ -397,7 +397,6 @@ static void during_flush(struct workload *w)
 
 static void run_flush_batch(struct workload *w, struct qcow_io *ios, int n)
 {
-	const struct qcow_file *f = qcow_get_file(w->img);
 	int i, r, result = 0;
 
 	for (i = n - 1; i > 0; i--) {
@@ -409,10 +408,7 @@ static void run_flush_batch(struct workload *w, struct qcow_io *ios, int n)
 	}
 	for (i = 0; i < n; i++) {
 		during_flush(w);
-		if (ios[i].op == QCOW_IO_FSYNC)
-			r = f->ops->flush(f->ctx);
-		else
-			r = f->ops->pwrite(f->ctx, ios[i].buf, ios[i].len, ios[i].offset);
+		r = qcow_io_do(w->img, &ios[i]);
 		if (r < 0 && !result)
 			result = r;
 	}
