@@ -20,18 +20,19 @@
 /* Raw deflate with the 4 KiB window qcow2 writers use. */
 #define QCOW_DEFLATE_WINDOW_BITS (-12)
 
-int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
-			    void *out, size_t out_len)
+/* 0, or the zlib code of a stream that does not fill out (*done bytes). */
+static int inflate_raw(const void *in, size_t in_len, void *out, size_t out_len, size_t *done)
 {
 	z_stream zs;
 	int zr;
 	bool ok;
 
 	memset(&zs, 0, sizeof(zs));
+	*done = 0;
 	if (in_len > UINT32_MAX || out_len > UINT32_MAX)
-		return qcow_set_error(img, -EINVAL, "compressed cluster too large");
+		return Z_BUF_ERROR;
 	if (inflateInit2(&zs, QCOW_DEFLATE_WINDOW_BITS) != Z_OK)
-		return qcow_set_error(img, -ENOMEM, "cannot initialise zlib");
+		return Z_MEM_ERROR;
 	zs.next_in = (Bytef *)in;
 	zs.avail_in = (uInt)in_len;
 	zs.next_out = out;
@@ -40,18 +41,36 @@ int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_le
 	/* input may run on past the stream (sector granularity): only a full
 	 * output buffer counts */
 	ok = (zr == Z_STREAM_END || zr == Z_BUF_ERROR || zr == Z_OK) && zs.avail_out == 0;
+	*done = out_len - zs.avail_out;
 	inflateEnd(&zs);
-	if (!ok)
+	return ok ? 0 : (zr == Z_OK || zr == Z_STREAM_END ? Z_DATA_ERROR : zr);
+}
+
+int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
+			    void *out, size_t out_len)
+{
+	size_t done;
+	int zr = inflate_raw(in, in_len, out, out_len, &done);
+
+	if (zr == Z_MEM_ERROR)
+		return qcow_set_error(img, -ENOMEM, "cannot initialise zlib");
+	if (zr)
 		return qcow_set_error(img, -EIO, "corrupt compressed cluster: inflates to %zu of "
-				      "%zu bytes (zlib %d)", out_len - zs.avail_out, out_len, zr);
+				      "%zu bytes (zlib %d)", done, out_len, zr);
 	return 0;
 }
 
-int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
-				 void *out)
+int qcow_inflate_cluster(const struct qcow_image *img, const void *in, size_t in_len, void *out)
 {
-	uint64_t off = ext->compressed_offset, len = ext->compressed_length, file_size;
-	void *in;
+	size_t done;
+
+	return inflate_raw(in, in_len, out, img->cluster_size, &done) ? -EIO : 0;
+}
+
+int qcow_compressed_span(struct qcow_image *img, const struct qcow_extent *ext,
+			 uint64_t *offset, size_t *len)
+{
+	uint64_t off = ext->compressed_offset, n = ext->compressed_length, file_size;
 	int ret;
 
 	if (ext->kind != QCOW_EXTENT_COMPRESSED)
@@ -60,17 +79,29 @@ int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_exten
 	ret = img->file.ops->get_size(img->file.ctx, &file_size);
 	if (ret < 0)
 		return qcow_set_error(img, ret, "cannot get the file size: %s", strerror(-ret));
-	if (off < img->cluster_size || off >= file_size || !len)
+	if (off < img->cluster_size || off >= file_size || !n)
 		return qcow_set_error(img, -EIO, "compressed cluster of guest offset 0x%llx: data "
 				      "at 0x%llx is outside the file", ULL(ext->guest_offset),
 				      ULL(off));
 	/* the entry format cannot describe more than two clusters of input */
-	len = QCOW_MIN(len, 2 * img->cluster_size);
-	len = QCOW_MIN(len, file_size - off);
-	in = img->compressed_in;
-	ret = qcow_pread(img, in, len, off);
+	n = QCOW_MIN(n, 2 * img->cluster_size);
+	*offset = off;
+	*len = QCOW_MIN(n, file_size - off);
+	return 0;
+}
+
+int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
+				 void *out)
+{
+	uint64_t off;
+	size_t len;
+	int ret;
+
+	ret = qcow_compressed_span(img, ext, &off, &len);
 	if (ret == 0)
-		ret = qcow_decompress_cluster(img, in, len, out, img->cluster_size);
+		ret = qcow_pread(img, img->compressed_in, len, off);
+	if (ret == 0)
+		ret = qcow_decompress_cluster(img, img->compressed_in, len, out, img->cluster_size);
 	return ret;
 }
 

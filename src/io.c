@@ -8,9 +8,10 @@
  *   READ   walks the request with qcow_map_nowait.  DATA extents become
  *          READ_FIXED from the image into the tag's buffer (all in flight
  *          at once); holes and zero clusters are zero-filled explicitly;
- *          compressed clusters are inflated synchronously (rare).  An L2
- *          miss (-EAGAIN) sends the table read through the ring and the walk
- *          goes on when it completes.
+ *          a compressed cluster's stream is read through the ring and
+ *          inflated when it completes, without the engine lock (one at a
+ *          time per request).  An L2 miss (-EAGAIN) sends the table read
+ *          through the ring and the walk goes on when it completes.
  *   WRITE  the L2 table loaded through the ring like a READ's, then
  *          qcow_write_begin_nowait (allocation, no IO), the old bytes its
  *          copy-on-write keeps read through the ring, the guest bytes and
@@ -126,21 +127,64 @@ static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t hos
 
 /* ------------------------------------------------------------------ READ */
 
+/*
+ * A compressed cluster: its stream read through the ring into the tag's
+ * scratch buffer (whole blocks around it, for direct IO), inflated when the
+ * read completes, without the engine lock (stream_read_done).  One at a
+ * time per request: read_step waits for it before it maps further.
+ */
 static void read_compressed(struct uq_tag *t, const struct qcow_extent *ext)
 {
 	struct uq_dev *dev = t->q->dev;
-	uint64_t in = ext->guest_offset & (dev->info.cluster_size - 1);
+	struct io_uring_sqe *sqe;
+	uint64_t off, from, to;
+	size_t len;
 	int ret;
 
 	eng_lock(dev);
-	ret = qcow_read_compressed_cluster(dev->img, ext, t->q->cbuf);
+	ret = qcow_compressed_span(dev->img, ext, &off, &len);
 	if (ret < 0)
-		eng_log_locked(t, "qcow_read_compressed_cluster", ret);
+		eng_log_locked(t, "qcow_compressed_span", ret);
 	eng_unlock(dev);
-	if (ret < 0)
-		tag_error(t, io_errno(ret));
-	else
-		copy_in(t, t->pos, t->q->cbuf + in, ext->length);
+	if (ret < 0 || !tag_scratch(t) || !(sqe = uq_get_sqe(t->q))) {
+		tag_error(t, ret < 0 ? io_errno(ret) : -EIO);
+		return;
+	}
+	from = off & ~(uint64_t)(UQ_BUF_ALIGN - 1);
+	to = (off + len + UQ_BUF_ALIGN - 1) & ~(uint64_t)(UQ_BUF_ALIGN - 1);
+	t->z.pos = t->pos;
+	t->z.len = ext->length;
+	t->z.in = (uint32_t)(ext->guest_offset & (dev->info.cluster_size - 1));
+	t->z.skip = (uint32_t)(off - from);
+	t->z.stream = (uint32_t)len;
+	t->inflating = true;
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->scratch, (unsigned)(to - from), from);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_STREAM, t->tag, to - from));
+}
+
+/* The stream is read: inflate it (no lock: qcow_inflate_cluster) and copy
+ * the extent's bytes into the request. */
+static void stream_read_done(struct uq_tag *t, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	t->ops--;
+	t->inflating = false;
+	if (t->error)
+		return;
+	if (res < 0 || (uint64_t)res < (uint64_t)t->z.skip + t->z.stream) {
+		tag_log(t, "compressed cluster read", res < 0 ? res : -EIO,
+			res >= 0 ? "short read" : NULL);
+		tag_error(t, -EIO);
+		return;
+	}
+	if (qcow_inflate_cluster(dev->img, t->scratch + t->z.skip, t->z.stream, t->q->cbuf) < 0) {
+		tag_log(t, "compressed cluster", -EIO, "its stream does not inflate to a cluster");
+		tag_error(t, -EIO);
+		return;
+	}
+	copy_in(t, t->z.pos, t->q->cbuf + t->z.in, t->z.len);
 }
 
 static void read_extent(struct uq_tag *t, const struct qcow_extent *ext)
@@ -193,11 +237,14 @@ static void read_step(struct uq_tag *t)
 	struct qcow_extent ext;
 
 	while (t->pos < t->len && !t->error) {
+		if (t->inflating)
+			return;
 		if (read_map(t, &ext) < 0)
 			return;
 		read_extent(t, &ext);
 	}
-	t->issued_all = true;
+	if (!t->inflating)
+		t->issued_all = true;
 }
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
@@ -444,7 +491,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->op = (uint8_t)ublk_io_op(&d);
 	t->fua = d.op_flags & UBLK_IO_F_FUA;
 	t->nounmap = d.op_flags & UBLK_IO_F_NOUNMAP;
-	t->issued_all = t->wait_meta = t->parked = false;
+	t->issued_all = t->wait_meta = t->parked = t->inflating = false;
 	/* auto-buf-reg: the driver registered it, unless it says it could not */
 	t->buf_ready = t->q->dev->data_mode == UQ_DATA_COPY ||
 		       (t->q->dev->data_mode == UQ_DATA_AUTO_BUF_REG &&
@@ -541,6 +588,9 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 		break;
 	case UQ_UD_OLD:
 		old_read_done(t, (unsigned)uq_ud_extra(ud), res);
+		break;
+	case UQ_UD_STREAM:
+		stream_read_done(t, res);
 		break;
 	case UQ_UD_META:
 		uq_io_meta_done(t, res);

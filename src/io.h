@@ -36,6 +36,9 @@ int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what);
 
 /* tag.c: image IO */
 bool zero_copy(const struct uq_tag *t);
+/* t's scratch buffer (2 clusters and 2 alignment units), allocated on first
+ * use and kept; NULL (logged) when memory is short. */
+uint8_t *tag_scratch(struct uq_tag *t);
 struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint64_t len,
 				uint64_t host);
 void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud);

@@ -220,6 +220,7 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_DATA:
 	case UQ_UD_WRITE:
 	case UQ_UD_OLD:
+	case UQ_UD_STREAM:
 	case UQ_UD_META:
 	case UQ_UD_FILL:
 	case UQ_UD_FLUSH:
@@ -400,7 +401,7 @@ static void queue_teardown(struct uq_queue *q)
 	q->cbuf = NULL;
 	for (unsigned i = 0; q->tags && i < q->dev->depth; i++) {
 		free(q->tags[i].bounce);
-		free(q->tags[i].cow);
+		free(q->tags[i].scratch);
 	}
 	free(q->tags);
 	q->tags = NULL;

@@ -7,6 +7,7 @@
  * on the ring.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "io.h"
@@ -191,6 +192,17 @@ int eng_call(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
 bool zero_copy(const struct uq_tag *t)
 {
 	return t->q->dev->data_mode != UQ_DATA_COPY;
+}
+
+uint8_t *tag_scratch(struct uq_tag *t)
+{
+	size_t len = 2 * (size_t)t->q->dev->info.cluster_size + 2 * UQ_BUF_ALIGN;
+
+	if (!t->scratch && posix_memalign((void **)&t->scratch, UQ_BUF_ALIGN, len)) {
+		t->scratch = NULL;
+		tag_log(t, "scratch buffer", -ENOMEM, NULL);
+	}
+	return t->scratch;
 }
 
 /* An SQE for a READ_FIXED or WRITE_FIXED of len bytes at request byte pos,

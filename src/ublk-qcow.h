@@ -184,7 +184,16 @@ struct uq_tag {
 	uint64_t pos;			/* bytes done or issued */
 	uint8_t *buf;			/* copy mode: the tag's registered buffer */
 	uint8_t *bounce;		/* zero copy: bytes we make up (inflated data) */
-	uint8_t *cow;			/* 2 clusters: a WRITE's copy-on-write parts */
+	uint8_t *scratch;		/* tag_scratch(): a WRITE's copy-on-write parts,
+					 * a READ's compressed stream */
+	bool inflating;			/* READ: a compressed stream being read */
+	struct {			/* ... and where its cluster's bytes go */
+		uint64_t pos;		/* request byte the extent starts at */
+		uint64_t len;		/* its bytes */
+		uint32_t in;		/* their offset in the cluster */
+		uint32_t skip;		/* the stream: at scratch + skip, */
+		uint32_t stream;	/* this many bytes */
+	} z;
 	uint8_t write;			/* enum uq_write_stage */
 	uint8_t pieces;			/* WRITE: image writes in flight */
 	int write_result;		/* WRITE: first failure of the stage */
@@ -348,6 +357,7 @@ enum uq_ud_kind {
 	UQ_UD_DATA,			/* image READ_FIXED of a READ */
 	UQ_UD_WRITE,			/* a WRITE's image write (extra: its length) */
 	UQ_UD_OLD,			/* copy-on-write: old bytes read (extra: the part) */
+	UQ_UD_STREAM,			/* a compressed cluster's stream read (extra: its length) */
 	UQ_UD_META,			/* L2 table read */
 	UQ_UD_ZC,			/* REGISTER_IO_BUF; UNREGISTER_IO_BUF's failure */
 	UQ_UD_FILL,			/* zero copy: bytes written in through user copy */

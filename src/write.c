@@ -7,8 +7,8 @@
  *         engine would read them synchronously, holding up every request
  *         on every queue);
  *   OLD   the old bytes its copy-on-write parts keep, read through the
- *         ring into t->cow (an inflated cluster's under the lock, as a
- *         READ's);
+ *         ring into t's scratch buffer (an inflated cluster's read and
+ *         inflated under the lock: rare, once per cluster);
  *   DATA  the writes: in copy mode one vectored write of parts and guest
  *         bytes (the new clusters are contiguous), in the zero-copy modes
  *         up to three (the guest bytes are reachable only by WRITE_FIXED;
@@ -42,7 +42,8 @@ static bool plan_fits(const struct uq_tag *t)
 
 	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos)
 		return false;
-	if (part_used(p, 0) && (p->cow[0].len >= cs || p->cow[0].dst + p->cow[0].len != p->host_offset))
+	if (part_used(p, 0) &&
+	    (p->cow[0].len >= cs || p->cow[0].dst + p->cow[0].len != p->host_offset))
 		return false;
 	return !part_used(p, 1) || (p->cow[1].len < cs &&
 				    p->cow[1].dst == p->host_offset + p->length);
@@ -66,10 +67,10 @@ static uint8_t *part_bytes(struct uq_tag *t, unsigned i)
 {
 	if (t->plan.cow[i].kind == QCOW_COW_ZEROS)
 		return t->q->dev->zero_buf;
-	return t->cow + i * t->q->dev->info.cluster_size;
+	return t->scratch + i * t->q->dev->info.cluster_size;
 }
 
-/* Queue the read of part i's old bytes into t->cow. */
+/* Queue the read of part i's old bytes into t's scratch buffer. */
 static int issue_old_read(struct uq_tag *t, unsigned i)
 {
 	const struct qcow_cow_part *c = &t->plan.cow[i];
@@ -90,11 +91,8 @@ static int write_old(struct uq_tag *t)
 	unsigned i;
 	int ret = 0;
 
-	if (!t->cow && posix_memalign((void **)&t->cow, UQ_BUF_ALIGN, 2 * dev->info.cluster_size)) {
-		t->cow = NULL;
-		tag_log(t, "copy-on-write buffer", -ENOMEM, NULL);
+	if (!tag_scratch(t))
 		return -ENOMEM;
-	}
 	for (i = 0; i < 2 && ret == 0; i++) {
 		const struct qcow_cow_part *c = &t->plan.cow[i];
 

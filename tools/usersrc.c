@@ -265,7 +265,7 @@ static void teardown(struct usersrc *s)
 	pthread_mutex_destroy(&s->dev.engine_lock);
 	free(s->q.bufs);
 	for (unsigned i = 0; s->q.tags && i < s->dev.depth; i++)
-		free(s->q.tags[i].cow);
+		free(s->q.tags[i].scratch);
 	free(s->q.tags);
 	free(s->dev.zero_buf);
 	free(s->q.cbuf);

@@ -404,6 +404,14 @@ int qcow_use_page_cache(struct qcow_image *img);
 /* Read one compressed cluster's data: out gets cluster_size bytes. */
 int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_extent *ext,
 				 void *out);
+/* The same in two halves for a caller that reads the file itself:
+ * qcow_compressed_span() says which bytes hold the stream (checked against
+ * the file), qcow_inflate_cluster() inflates them into cluster_size bytes
+ * at out. The latter touches nothing of img but its geometry, so it needs no
+ * lock; 0 or -EIO for a stream that does not inflate to a whole cluster. */
+int qcow_compressed_span(struct qcow_image *img, const struct qcow_extent *ext,
+			 uint64_t *offset, size_t *len);
+int qcow_inflate_cluster(const struct qcow_image *img, const void *in, size_t in_len, void *out);
 
 /* ------------------------------------------------------------------------
  * Consistency check and repair (format/check.c)

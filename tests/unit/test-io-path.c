@@ -362,8 +362,9 @@ static void loop_tail(struct uq_queue *q)
 static int running_q = -1;
 static bool preempting;
 
-/* Copy-on-write seen: old bytes read, vectored writes (copy mode). */
-static unsigned long long old_reads, merged_writes;
+/* Seen: copy-on-write's old bytes read, vectored writes (copy mode),
+ * compressed streams read. */
+static unsigned long long old_reads, merged_writes, stream_reads;
 
 static void deliver_sqe(unsigned i)
 {
@@ -378,8 +379,9 @@ static void deliver_sqe(unsigned i)
 	err = injected(kind);
 	res = err ? err : execute(qi, &e);
 	old_reads += kind == UQ_UD_OLD;
+	stream_reads += kind == UQ_UD_STREAM;
 	merged_writes += e.opcode == IORING_OP_WRITEV;
-	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD ||
+	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD || kind == UQ_UD_STREAM ||
 	      kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
 	      kind == UQ_UD_FLUSH, "completion of kind %d", (int)kind);
 	uq_io_complete(&queues[qi], e.user_data, res);
@@ -665,7 +667,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		 * buffer table */
 		tags[i].buf = data_mode == UQ_DATA_COPY ? req_mem(i) : NULL;
 		tags[i].bounce = NULL;
-		tags[i].cow = NULL;
+		tags[i].scratch = NULL;
 		auto_reg[i] = false;
 		slots[i].busy = false;
 	}
@@ -692,7 +694,7 @@ static void close_dev(const char *path, int want, bool leaks_ok)
 		free(queues[i].cbuf);
 	for (unsigned i = 0; i < NT; i++) {
 		free(tags[i].bounce);
-		free(tags[i].cow);
+		free(tags[i].scratch);
 	}
 	free(dev.zero_buf);
 	if (leaks_ok && t_have_prog("qemu-img")) {
@@ -853,11 +855,14 @@ static void expect_model(uint64_t off, uint64_t len, const char *what)
 static void test_copy_on_write(void)
 {
 	const char *path = t_path("cow.qcow2"), *zpath = t_path("cow-compressed.qcow2");
+	unsigned long long reads;
 	char out[4096];
 	int r;
 
 	setup(path, 1);
-	t_fill_random(model, 64 << 10);
+	/* compressible, so that qemu-img convert -c below compresses it */
+	for (unsigned i = 0; i < 64 << 10; i++)
+		model[i] = (uint8_t)(i / 700 + (i % 7 == 0));
 	memcpy(req_mem(0), model, 64 << 10);
 	CHECK(one(UBLK_IO_OP_WRITE, 0, 0, 128) == 64 << 10, "first write");
 	r = qcow_snapshot_create(dev.img, "s1");
@@ -874,6 +879,10 @@ static void test_copy_on_write(void)
 		  "'%s' '%s' 2>&1", path, zpath);
 	REQUIRE(r == 0, "qemu-img convert -c: %d %s", r, out);
 	serve(zpath, 1, false);
+	reads = stream_reads;
+	expect_model(0, 64 << 10, "the compressed image");
+	expect_model(28672 + 1536, 1024, "the middle of a compressed cluster");
+	CHECK(stream_reads > reads, "no compressed cluster was read: qemu-img did not compress?");
 	cow_write(20480 + 1024, 0, 0, 1024, false);	/* inflated, not read */
 	expect_model(0, 64 << 10, "after copy-on-write of a compressed cluster");
 	CHECK(qcow_snapshot_create(dev.img, "s2") == 0, "snapshot of the converted image");
