@@ -10,6 +10,9 @@
 #   4K overwrite       the same image
 #   4K allocating      an empty 8 GiB image, one request per 64 KiB cluster
 #                      (step 64K): every write allocates
+#   4K copy-on-write   the 1 GiB image after an internal snapshot, one
+#                      request per cluster (16384 of them): every write
+#                      copies the other 60 KiB of its cluster
 #
 # Then user-space instructions per request, counted by callgrind for
 # qcow-tool bench and qemu-img bench (-i io_uring): the difference between
@@ -55,6 +58,12 @@ fresh() {
 	qemu-img create -q -f qcow2 "$TMP/empty.qcow2" 8G
 	truncate -s 8G "$TMP/empty.raw"
 }
+# fresh_cow: the full image with a snapshot taken, every cluster shared
+fresh_cow() {
+	cp "$TMP/full.qcow2" "$TMP/cow.qcow2"
+	qemu-img snapshot -c base "$TMP/cow.qcow2"
+}
+COW_COUNT=16384
 
 ALLOC="-w -S 64k"
 run_round() {
@@ -72,6 +81,13 @@ run_round() {
 	# shellcheck disable=SC2086
 	seconds qemu-img bench "${a[@]}" -n -i io_uring $ALLOC "$TMP/empty.qcow2" >>"$TMP/alloc.qemu"
 	fio_seconds "$TMP/empty.raw" write:60k >>"$TMP/alloc.fio"
+	fresh_cow
+	# shellcheck disable=SC2086
+	seconds "$TOOL" bench -c $COW_COUNT -d 32 -t none $ALLOC "$TMP/cow.qcow2" >>"$TMP/cow.ours"
+	fresh_cow
+	# shellcheck disable=SC2086
+	seconds qemu-img bench -c $COW_COUNT -d 32 -t none -n -i io_uring $ALLOC \
+		"$TMP/cow.qcow2" >>"$TMP/cow.qemu"
 }
 for ((r = 1; r <= ROUNDS; r++)); do
 	run_round "$r"
@@ -86,6 +102,9 @@ for w in read:"4K read" over:"4K overwrite" alloc:"4K allocating"; do
 	awk -v w="${w#*:}" -v n="$COUNT" -v o="$o" -v q="$q" -v f="$f" 'BEGIN {
 		printf "  %-22s %12.0f %12.0f %12.0f %9.2fx %9.2fx\n", w, n / o, n / q, n / f, q / o, f / o }'
 done
+o=$(median <"$TMP/cow.ours") q=$(median <"$TMP/cow.qemu")
+awk -v n="$COW_COUNT" -v o="$o" -v q="$q" 'BEGIN {
+	printf "  %-22s %12.0f %12.0f %12s %9.2fx %10s\n", "4K copy-on-write", n / o, n / q, "-", q / o, "-" }'
 
 if ! command -v valgrind >/dev/null; then
 	echo "  (no valgrind: instructions per request not counted)"
@@ -97,24 +116,25 @@ instructions() {
 	sed -n 's/^summary: //p' "$TMP/cg.out"
 }
 # per_request N IMG CMD...: instructions of CMD -c 2N IMG minus CMD -c N IMG,
-# over N (FRESH=1: each run on a fresh empty image)
+# over N (FRESH: a command that makes IMG afresh before each run)
 per_request() {
 	local n=$1 img=$2 one two
 	shift 2
-	[ "${FRESH:-}" = 1 ] && fresh
+	${FRESH:-:}
 	one=$(instructions "$@" -c "$n" "$img")
-	[ "${FRESH:-}" = 1 ] && fresh
+	${FRESH:-:}
 	two=$(instructions "$@" -c $((2 * n)) "$img")
 	awk -v a="$one" -v b="$two" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }'
 }
 N=5000
 echo "  user-space instructions per request (callgrind, 2x$N minus $N requests):"
 printf "  %-22s %12s %12s %10s\n" workload ours qemu-img ours/qemu
-for w in read over alloc; do
+for w in read over alloc cow; do
 	case $w in
 	read) name="4K read"; img=$TMP/full.qcow2; extra=(); FRESH= ;;
 	over) name="4K overwrite"; img=$TMP/full.qcow2; extra=(-w); FRESH= ;;
-	alloc) name="4K allocating"; img=$TMP/empty.qcow2; extra=(-w -S 64k); FRESH=1 ;;
+	alloc) name="4K allocating"; img=$TMP/empty.qcow2; extra=(-w -S 64k); FRESH=fresh ;;
+	cow) name="4K copy-on-write"; img=$TMP/cow.qcow2; extra=(-w -S 64k); FRESH=fresh_cow ;;
 	esac
 	o=$(per_request $N "$img" "$TOOL" bench -q -d 32 -t none "${extra[@]}")
 	q=$(per_request $N "$img" qemu-img bench -q -d 32 -t none -n -i io_uring "${extra[@]}")
