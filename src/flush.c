@@ -55,11 +55,9 @@ enum uq_flush_stage flush_wanted(const struct uq_tag *t)
  */
 static int flush_start_locked(struct uq_tag *t)
 {
-	int ret = qcow_flush_start(t->q->dev->img);
+	int ret = drive_start_locked(t);
 
-	if (ret == 0)
-		t->driving = true;
-	else if (ret == -EBUSY)
+	if (ret == -EBUSY)
 		park_locked(t, ret);
 	else if (ret < 0)
 		eng_log_locked(t, "qcow_flush_start", ret);
@@ -127,6 +125,8 @@ bool flush_drive(struct uq_tag *t)
 		if (n <= 0) {
 			/* over: its waiters, and table writes it held up, go on */
 			t->driving = false;
+			if (n == 0 && dev->flushes_done < t->drive_gen)
+				dev->flushes_done = t->drive_gen;
 			engine_event_locked(t->q, QCOW_WAIT_FLUSH);
 			if (n < 0)
 				eng_log_locked(t, "flush", n);
@@ -143,20 +143,33 @@ bool flush_drive(struct uq_tag *t)
 	}
 }
 
-/* The request's flush stage, at its end: start one (or wait for the one
- * running); uq_io_advance drives it and comes back here once it is over. */
+/*
+ * The request's flush stage, at its end: start a flush, or wait for the one
+ * running to end; uq_io_advance drives the one it starts and comes back
+ * here once it is over.  A flush started after the stage began covers it
+ * (it snapshots everything completed before its start), so a request that
+ * waited is done once such a flush has succeeded, whoever ran it: FLUSHes
+ * that arrive while one runs join the next (by generation), they do not
+ * each start their own.
+ */
 void flush_step(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
+	struct qcow_image *img = dev->img;
 	int ret = 1;
 
 	if (t->ops)
 		return;
 	if (t->flush != UQ_FLUSH_NONE) {	/* most requests: no lock taken */
 		eng_lock(dev);
-		if (t->flush == UQ_FLUSH_ALL || qcow_flush_running(dev->img) ||
-		    qcow_metadata_unwritten(dev->img))
+		if (t->flush_gen && dev->flushes_done >= t->flush_gen) {
+			uq_count(t->q, UQ_QS_FLUSH_JOINS, 1);
+		} else if (t->flush == UQ_FLUSH_ALL || qcow_flush_running(img) ||
+			   qcow_metadata_unwritten(img)) {
+			if (!t->flush_gen)
+				t->flush_gen = dev->flushes_started + 1;
 			ret = flush_start_locked(t);
+		}
 		eng_unlock(dev);
 		if (t->parked)
 			return;

@@ -505,6 +505,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->next_parked = NULL;
 	t->flush = (uint8_t)flush_wanted(t);
 	t->driving = false;
+	t->flush_gen = 0;
 	t->flush_result = 0;
 	if (!op_known(t->op)) {
 		uq_err("queue %u tag %u: unsupported operation %u", t->q->id, t->tag, t->op);

@@ -29,6 +29,8 @@ void tag_log(const struct uq_tag *t, const char *what, int err, const char *deta
 void eng_log_locked(const struct uq_tag *t, const char *what, int err);
 bool parkable(const struct uq_dev *dev, int err);
 void park_locked(struct uq_tag *t, int err);
+/* Start the engine's flush with t driving it: qcow_flush_start's result. */
+int drive_start_locked(struct uq_tag *t);
 void engine_event_locked(struct uq_queue *self, enum qcow_wait what);
 /* One engine call for t under the lock: -EAGAIN a table read for t to
  * issue (issue_meta), a wait parks t, a failure is logged. */

@@ -99,9 +99,8 @@ void park_locked(struct uq_tag *t, int err)
 	int ret;
 
 	if (why == QCOW_WAIT_WRITEBACK) {
-		ret = qcow_flush_start(q->dev->img);
+		ret = drive_start_locked(t);
 		if (ret == 0) {
-			t->driving = true;
 			uq_count(q, UQ_QS_WRITEBACKS, 1);
 			return;
 		}
@@ -163,6 +162,18 @@ void engine_event_locked(struct uq_queue *self, enum qcow_wait what)
 		o->wake_sent = true;
 		uq_queue_wake(o);
 	}
+}
+
+int drive_start_locked(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret = qcow_flush_start(dev->img);
+
+	if (ret == 0) {
+		t->driving = true;
+		t->drive_gen = ++dev->flushes_started;
+	}
+	return ret;
 }
 
 /*

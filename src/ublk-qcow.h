@@ -177,7 +177,10 @@ struct uq_tag {
 	uint32_t ops;			/* data/meta ops in flight */
 	int error;			/* first failure, -errno */
 	uint8_t flush;			/* enum uq_flush_stage: what it still asks for */
-	bool driving;			/* it runs the engine's flush on its ring */
+	bool driving;			/* it runs the engine's flush on its ring, */
+	uint64_t drive_gen;		/* ... that flush (dev->flushes_started then) */
+	uint64_t flush_gen;		/* its flush stage is over once dev->flushes_done
+					 * reaches this (0: none asked for yet) */
 	int flush_result;		/* first failure in the flush batch in flight */
 	uint64_t off;			/* request start, bytes */
 	uint64_t len;			/* request length, bytes */
@@ -222,6 +225,7 @@ enum uq_qstat {
 	UQ_QS_REFCOUNT_READS,		/* refcount blocks read through the ring */
 	UQ_QS_WAITS,			/* times a request was parked */
 	UQ_QS_WRITEBACKS,		/* flushes run to make room in the L2 cache */
+	UQ_QS_FLUSH_JOINS,		/* flush stages another request's flush covered */
 	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */
 	UQ_QS_FLUSH_MAX_NS,
 	UQ_QS_CQES,			/* completions handled */
@@ -308,6 +312,8 @@ struct uq_dev {
 	uint8_t *zero_buf;		/* zeros to copy from (uq_io_zero_buf_alloc) */
 	pthread_mutex_t engine_lock;
 	unsigned meta_inflight;		/* under engine_lock */
+	uint64_t flushes_started;	/* under engine_lock: the engine's flushes run, */
+	uint64_t flushes_done;		/* and the latest of them that succeeded */
 	pthread_mutex_t ready_lock;
 	pthread_cond_t ready_cond;
 	unsigned nr_ready;		/* queues that finished setup */
