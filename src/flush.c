@@ -104,7 +104,10 @@ static void flush_batch_done(struct uq_tag *t)
 
 	eng_lock(dev);
 	qcow_flush_io_done(dev->img, t->flush_result);
-	engine_event_locked(t->q, QCOW_WAIT_ANY);	/* its slots are free again */
+	/* its slots are free again, and refcount blocks it read are loaded
+	 * (a request may wait for one: LOAD) */
+	engine_event_locked(t->q, QCOW_WAIT_ANY);
+	engine_event_locked(t->q, QCOW_WAIT_LOAD);
 	eng_unlock(dev);
 	t->flush_result = 0;
 }
