@@ -7,7 +7,9 @@
  * Everything is allocated when the cache is created, so serving a request
  * never allocates memory: a miss takes an empty slot or evicts the least
  * recently used slot that is neither pinned nor being loaded. When every
- * slot is in use the request fails with -ENOMEM instead of growing.
+ * slot is in use a synchronous caller fails with -ENOMEM instead of growing,
+ * and a nowait caller waits (-EBUSY) for a pin to go: a write plan holds
+ * its L2 table pinned until qcow_write_end.
  *
  * A dirty L2 table may only reach the disk after the data and refcount
  * increments it depends on are durable (ordering rules 1-2 in internal.h),
@@ -292,6 +294,10 @@ static int slot_claim(struct qcow_cache *c, uint64_t offset, bool clean_only)
 	if (idx < 0 && clean_only && pick_victim(c, false) >= 0)
 		return qcow_busy(c->img, QCOW_WAIT_WRITEBACK, "%s cache: every table that could "
 				 "make room is dirty", cache_name(c));
+	/* a nowait caller waits for a pin to go: a write's end, a load's, a flush's */
+	if (idx < 0 && (clean_only || c->img->need))
+		return qcow_busy(c->img, QCOW_WAIT_ANY, "%s cache: all %u slots pinned or loading",
+				 cache_name(c), c->nb_slots);
 	if (idx < 0)
 		return qcow_set_error(c->img, -ENOMEM,
 				      "%s cache full: all %u slots pinned or loading",

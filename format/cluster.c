@@ -763,6 +763,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 	qcow_note_write(img, (uint64_t)host, n * cs);
 	plan->new_host_cluster = (uint64_t)host;
 	plan->inflight_slot = (uint32_t)slot;
+	img->inflight[slot].table = (uint64_t *)table;	/* write_begin's pin, kept */
 	return 0;
 }
 
@@ -799,7 +800,9 @@ static int write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 		ret = plan_in_place(img, table, off, len, nb, &info, plan);
 	else if (ret == 0)
 		ret = plan_alloc(img, table, off, len, nb, plan);
-	qcow_cache_put(img->l2_cache, table);
+	/* an allocation keeps the table pinned for its publication */
+	if (ret < 0 || !plan->new_host_cluster)
+		qcow_cache_put(img->l2_cache, table);
 	return ret;
 }
 
@@ -865,8 +868,6 @@ static void publish(struct qcow_image *img, uint64_t *table, const struct qcow_w
 int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int result)
 {
 	struct qcow_inflight *f;
-	uint64_t *table;
-	int ret;
 
 	if (!plan->new_host_cluster) {
 		if (result == 0)
@@ -877,16 +878,13 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 	if (!f)
 		return qcow_set_error(img, -EINVAL, "write completion for an unknown allocation");
 	if (result == 0) {
-		ret = l2_get_writable(img, plan->first_cluster >> img->l2_bits, &table);
-		if (ret == 0) {
-			publish(img, table, plan);
-			qcow_cache_put(img->l2_cache, table);
-			qcow_sync_owed(img, QCOW_SYNC_DATA);
-		}
-		result = ret;
-	}
-	if (result < 0)
+		publish(img, f->table, plan);
+		qcow_sync_owed(img, QCOW_SYNC_DATA);
+	} else {
 		release(img, plan->new_host_cluster, plan->nb_clusters * img->cluster_size);
+	}
+	qcow_cache_put(img->l2_cache, f->table);
+	f->table = NULL;
 	f->used = false;
 	plan->new_host_cluster = 0;
 	return result;

@@ -115,6 +115,9 @@ enum qcow_sync_kind { QCOW_SYNC_ANY, QCOW_SYNC_DATA, QCOW_SYNC_L2, QCOW_SYNC_KIN
 struct qcow_inflight {
 	uint64_t first_cluster;
 	uint64_t nb_clusters;
+	/* the plan's L2 table, pinned from qcow_write_begin to qcow_write_end
+	 * so that publishing needs no load (nor a write-back to make room) */
+	uint64_t *table;
 	bool used;
 };
 #define QCOW_MAX_INFLIGHT 256
