@@ -1021,62 +1021,83 @@ static void whole_clusters(const struct qcow_image *img, uint64_t off, uint64_t 
 		*last_end = end >> img->cluster_bits;
 }
 
-/* Explicit zeros for [from, to), skipping clusters that already read as zero. */
-static int zero_partial(struct qcow_image *img, uint64_t from, uint64_t to)
+uint64_t qcow_clear_piece(const struct qcow_image *img, uint64_t off, uint64_t len,
+			  bool *partial)
+{
+	uint64_t cs = img->cluster_size, end = off + len, first, last_end, span;
+
+	whole_clusters(img, off, end, &first, &last_end);
+	*partial = first >= last_end || off < (first << img->cluster_bits) ||
+		   off >= (last_end << img->cluster_bits);
+	if (*partial)
+		return QCOW_MIN(end, QCOW_ALIGN_DOWN(off, cs) + cs) - off;
+	span = cs << img->l2_bits;
+	return QCOW_MIN(QCOW_MIN(end, last_end << img->cluster_bits),
+			QCOW_ALIGN_DOWN(off, span) + span) - off;
+}
+
+/* Must the partial piece [off, off+len) get explicit zeros (1), or does it
+ * read as zeros already (0)? */
+static int partial_needs_zeros(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	struct qcow_extent ext;
-	uint64_t n;
+	int ret = map_common(img, off, len, &ext, img->need);
+
+	if (ret < 0)
+		return ret;
+	return ext.kind != QCOW_EXTENT_ZERO && ext.kind != QCOW_EXTENT_UNALLOCATED;
+}
+
+static enum clear_mode zero_mode(const struct qcow_image *img, unsigned flags)
+{
+	/* v2 has no zero flag; without a backing file unallocated reads as zero */
+	if (img->version < 3)
+		return CLEAR_DEALLOC;
+	return (flags & QCOW_ZERO_MAY_UNMAP) ? CLEAR_ZERO_UNMAP : CLEAR_ZERO;
+}
+
+/*
+ * Clear [off, off+len) piece by piece (qcow_clear_piece): whole clusters in
+ * mode; partial ones get explicit zeros (written) or are left (nothing
+ * written) or refused (nowait: the caller's write).
+ */
+enum partial_action { PARTIAL_WRITE, PARTIAL_LEAVE, PARTIAL_REFUSE };
+
+static int clear_range(struct qcow_image *img, uint64_t off, uint64_t len,
+		       enum clear_mode mode, enum partial_action action)
+{
+	uint64_t end = off + len, n;
+	bool partial;
 	int ret = 0;
 
-	for (; from < to && ret == 0; from += n) {
-		n = QCOW_MIN(to, QCOW_ALIGN_DOWN(from, img->cluster_size) + img->cluster_size) - from;
-		ret = map_common(img, from, n, &ext, img->need);
-		if (ret < 0)
-			break;
-		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
-			continue;
-		ret = qcow_write(img, img->zero_cluster, from, n);
+	for (; off < end && ret >= 0; off += n) {
+		n = qcow_clear_piece(img, off, end - off, &partial);
+		if (!partial)
+			ret = clear_clusters(img, off >> img->cluster_bits,
+					     QCOW_DIV_ROUND_UP(off + n, img->cluster_size), mode);
+		else if (action == PARTIAL_REFUSE)
+			ret = qcow_set_error(img, -EINVAL, "zeroing part of the cluster at "
+					     "0x%llx is the caller's write", ULL(off));
+		else if (action == PARTIAL_WRITE)
+			ret = partial_needs_zeros(img, off, n);
+		if (ret > 0)
+			ret = qcow_write(img, img->zero_cluster, off, n);
 	}
-	return ret;
+	return ret < 0 ? ret : 0;
 }
 
 int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsigned flags)
 {
-	uint64_t end = off + len, first, last_end;
-	enum clear_mode mode;
-	int ret;
+	int ret = check_write(img, off, len, "write zeroes");
 
-	ret = check_write(img, off, len, "write zeroes");
-	if (ret < 0 || !len)
-		return ret;
-	/* v2 has no zero flag; without a backing file unallocated reads as zero */
-	if (img->version < 3)
-		mode = CLEAR_DEALLOC;
-	else
-		mode = (flags & QCOW_ZERO_MAY_UNMAP) ? CLEAR_ZERO_UNMAP : CLEAR_ZERO;
-	whole_clusters(img, off, end, &first, &last_end);
-	if (first >= last_end)
-		return zero_partial(img, off, end);
-	ret = zero_partial(img, off, first << img->cluster_bits);
-	if (ret == 0)
-		ret = clear_clusters(img, first, last_end, mode);
-	if (ret == 0 && (last_end << img->cluster_bits) < end)
-		ret = zero_partial(img, last_end << img->cluster_bits, end);
-	return ret;
+	return ret < 0 ? ret : clear_range(img, off, len, zero_mode(img, flags), PARTIAL_WRITE);
 }
 
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
 {
-	uint64_t first, last_end;
-	int ret;
+	int ret = check_write(img, off, len, "discard");
 
-	ret = check_write(img, off, len, "discard");
-	if (ret < 0 || !len)
-		return ret;
-	whole_clusters(img, off, off + len, &first, &last_end);
-	if (first >= last_end)
-		return 0;
-	return clear_clusters(img, first, last_end, CLEAR_DEALLOC);
+	return ret < 0 ? ret : clear_range(img, off, len, CLEAR_DEALLOC, PARTIAL_LEAVE);
 }
 
 int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
@@ -1084,7 +1105,11 @@ int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 {
 	int ret = nowait_enter(img, need, __func__);
 
-	return ret < 0 ? ret : nowait_leave(img, qcow_write_zeroes(img, off, len, flags));
+	if (ret == 0)
+		ret = check_write(img, off, len, "write zeroes");
+	if (ret == 0)
+		ret = clear_range(img, off, len, zero_mode(img, flags), PARTIAL_REFUSE);
+	return nowait_leave(img, ret);
 }
 
 int qcow_discard_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
@@ -1093,4 +1118,20 @@ int qcow_discard_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 	int ret = nowait_enter(img, need, __func__);
 
 	return ret < 0 ? ret : nowait_leave(img, qcow_discard(img, off, len));
+}
+
+int qcow_partial_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			       struct qcow_meta_read *need)
+{
+	bool partial;
+	int ret = nowait_enter(img, need, __func__);
+
+	if (ret == 0)
+		ret = check_write(img, off, len, "write zeroes");
+	if (ret == 0 && (!len || qcow_clear_piece(img, off, len, &partial) != len || !partial))
+		ret = qcow_set_error(img, -EINVAL, "0x%llx+%llu is not part of one cluster",
+				     ULL(off), ULL(len));
+	if (ret == 0)
+		ret = partial_needs_zeros(img, off, len);
+	return nowait_leave(img, ret);
 }

@@ -249,41 +249,65 @@ static void read_step(struct uq_tag *t)
 
 /* ------------------------------------------------- FLUSH, DISCARD, ZEROES */
 
-/* Bytes from t->pos to the end of the request or of the L2 table's span. */
-static uint64_t change_piece(const struct uq_tag *t)
+/* The next piece of a DISCARD or WRITE_ZEROES at t->pos (qcow_clear_piece). */
+static uint64_t change_piece(const struct uq_tag *t, bool *partial)
 {
-	uint64_t cs = t->q->dev->info.cluster_size, span = cs * (cs / 8);
-	uint64_t at = t->off + t->pos;
-
-	uint64_t left = t->len - t->pos, to_span_end = span - at % span;
-
-	return left < to_span_end ? left : to_span_end;
+	return qcow_clear_piece(t->q->dev->img, t->off + t->pos, t->len - t->pos, partial);
 }
 
 static int do_discard(struct uq_tag *t)
 {
-	return qcow_discard_nowait(t->q->dev->img, t->off + t->pos, change_piece(t), &t->need);
+	bool partial;
+
+	return qcow_discard_nowait(t->q->dev->img, t->off + t->pos, change_piece(t, &partial),
+				   &t->need);
 }
 
 static int do_write_zeroes(struct uq_tag *t)
 {
-	return qcow_write_zeroes_nowait(t->q->dev->img, t->off + t->pos, change_piece(t),
+	bool partial;
+
+	return qcow_write_zeroes_nowait(t->q->dev->img, t->off + t->pos,
+					change_piece(t, &partial),
 					t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP, &t->need);
 }
 
+static int do_partial_zeroes(struct uq_tag *t)
+{
+	bool partial;
+
+	return qcow_partial_zeroes_nowait(t->q->dev->img, t->off + t->pos,
+					  change_piece(t, &partial), &t->need);
+}
+
 /*
- * DISCARD, WRITE_ZEROES: one engine call per L2 table's span, its table
- * read through the ring first when it is not cached (a piece cut short by
- * -EAGAIN or -EBUSY is redone, harmlessly); then the flush stage.
+ * DISCARD, WRITE_ZEROES: a piece at a time (change_piece), then the flush
+ * stage.  Whole clusters take one engine call per L2 table's span, its
+ * table read through the ring first when it is not cached (a piece cut
+ * short by -EAGAIN or -EBUSY is redone, harmlessly).  A cluster covered in
+ * part: a discard leaves it; a zeroing writes zeros there (write.c) unless
+ * it reads as zeros already.
  */
 static void change_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char *what)
 {
 	uint64_t piece;
+	bool partial;
 	int ret;
 
 	while (t->pos < t->len) {
-		piece = change_piece(t);
-		ret = eng_call(t, fn, what);
+		if (t->pos < t->write_end && !write_run(t))
+			return;			/* zeros being written */
+		if (t->pos >= t->len)
+			break;
+		piece = change_piece(t, &partial);
+		if (partial && t->op == UBLK_IO_OP_DISCARD) {
+			t->pos += piece;
+			continue;
+		}
+		if (partial)
+			ret = eng_call(t, do_partial_zeroes, "qcow_partial_zeroes_nowait");
+		else
+			ret = eng_call(t, fn, what);
 		if (ret == -EAGAIN) {
 			issue_meta(t);
 			return;
@@ -294,7 +318,10 @@ static void change_step(struct uq_tag *t, int (*fn)(struct uq_tag *), const char
 			tag_error(t, io_errno(ret));
 			return;
 		}
-		t->pos += piece;
+		if (ret > 0)
+			t->write_end = t->pos + piece;	/* zeros to write */
+		else
+			t->pos += piece;
 	}
 	flush_step(t);
 }
@@ -502,6 +529,8 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 	t->off = d.start_sector << 9;
 	t->len = (uint64_t)d.nr_sectors << 9;
 	t->pos = 0;
+	t->write = UQ_WRITE_PLAN;
+	t->write_end = t->op == UBLK_IO_OP_WRITE ? t->len : 0;
 	t->next_parked = NULL;
 	t->flush = (uint8_t)flush_wanted(t);
 	t->driving = false;

@@ -47,6 +47,9 @@ void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud);
 void issue_meta(struct uq_tag *t);
 
 /* write.c */
+/* Take t's writes up to t->write_end as far as they go now: true once all
+ * of them are done (t->pos == t->write_end). */
+bool write_run(struct uq_tag *t);
 void write_step(struct uq_tag *t);
 void write_done(struct uq_tag *t, uint64_t len, int res);
 void old_read_done(struct uq_tag *t, unsigned i, int res);

@@ -198,6 +198,9 @@ struct uq_tag {
 		uint32_t stream;	/* this many bytes */
 	} z;
 	uint8_t write;			/* enum uq_write_stage */
+	uint64_t write_end;		/* the writes (write.c) go up to this request
+					 * byte: a WRITE's length; a WRITE_ZEROES's
+					 * partial cluster, its zeros written */
 	uint8_t pieces;			/* WRITE: image writes in flight */
 	int write_result;		/* WRITE: first failure of the stage */
 	struct iovec iov[3];		/* WRITE, copy mode: parts and guest bytes */

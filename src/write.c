@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * WRITE requests (the request machine is io.c's), one plan at a time (enum
+ * Writes (the request machine is io.c's): a WRITE's guest bytes, and the
+ * zeros a WRITE_ZEROES writes into a cluster it covers only in part (from
+ * the device's zero buffer), up to t->write_end, one plan at a time (enum
  * uq_write_stage):
  *   PLAN  qcow_write_begin_nowait, once the tables it needs (L2 table,
  *         refcount block) are loaded through the ring like a READ's (the
@@ -25,7 +27,7 @@
 
 static int do_write_begin(struct uq_tag *t)
 {
-	return qcow_write_begin_nowait(t->q->dev->img, t->off + t->pos, t->len - t->pos,
+	return qcow_write_begin_nowait(t->q->dev->img, t->off + t->pos, t->write_end - t->pos,
 				       &t->plan, &t->need);
 }
 
@@ -40,7 +42,7 @@ static bool plan_fits(const struct uq_tag *t)
 	const struct qcow_write_plan *p = &t->plan;
 	uint64_t cs = t->q->dev->info.cluster_size;
 
-	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->len - t->pos)
+	if (p->guest_offset != t->off + t->pos || !p->length || p->length > t->write_end - t->pos)
 		return false;
 	if (part_used(p, 0) &&
 	    (p->cow[0].len >= cs || p->cow[0].dst + p->cow[0].len != p->host_offset))
@@ -122,7 +124,16 @@ static void write_queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t le
 	t->pieces++;
 }
 
-/* Copy mode: parts and guest bytes in one vectored write. */
+/* The guest bytes in our memory: a WRITE's in copy mode, a WRITE_ZEROES's
+ * zeros; NULL where only WRITE_FIXED reaches them. */
+static uint8_t *guest_bytes(const struct uq_tag *t)
+{
+	if (t->op == UBLK_IO_OP_WRITE_ZEROES)
+		return t->q->dev->zero_buf;
+	return zero_copy(t) ? NULL : t->buf + t->pos;
+}
+
+/* Parts and guest bytes in one vectored write (the bytes in our memory). */
 static int issue_merged(struct uq_tag *t)
 {
 	const struct qcow_write_plan *p = &t->plan;
@@ -134,7 +145,7 @@ static int issue_merged(struct uq_tag *t)
 		return -EIO;
 	for (i = 0; i < 2; i++) {
 		if (i == 1)
-			t->iov[n++] = (struct iovec){ t->buf + t->pos, p->length };
+			t->iov[n++] = (struct iovec){ guest_bytes(t), p->length };
 		if (part_used(p, i))
 			t->iov[n++] = (struct iovec){ part_bytes(t, i), p->cow[i].len };
 	}
@@ -175,7 +186,9 @@ static void write_issue(struct uq_tag *t)
 
 	t->write = UQ_WRITE_DATA;
 	t->pieces = 0;
-	if (!part_used(&t->plan, 0) && !part_used(&t->plan, 1))
+	if (t->op == UBLK_IO_OP_WRITE_ZEROES)
+		ret = issue_merged(t);
+	else if (!part_used(&t->plan, 0) && !part_used(&t->plan, 1))
 		ret = issue_pieces(t);		/* the guest bytes alone */
 	else if (!zero_copy(t))
 		ret = issue_merged(t);
@@ -210,30 +223,35 @@ static void write_planned(struct uq_tag *t)
 		write_step(t);
 }
 
-void write_step(struct uq_tag *t)
+bool write_run(struct uq_tag *t)
 {
 	int ret;
 
 	if (t->ops)
-		return;			/* one stage at a time */
+		return false;		/* one stage at a time */
 	if (t->write == UQ_WRITE_OLD) {
 		if (t->write_result < 0)
 			write_abort(t, t->write_result);
 		else
 			write_issue(t);
-		return;
+		return false;
 	}
-	if (t->pos < t->len) {
-		ret = eng_call(t, do_write_begin, "qcow_write_begin_nowait");
-		if (ret == -EAGAIN)
-			issue_meta(t);
-		else if (ret < 0 && !waits(t))
-			tag_error(t, io_errno(ret));
-		else if (ret >= 0)
-			write_planned(t);
-		return;
-	}
-	flush_step(t);
+	if (t->pos >= t->write_end)
+		return true;
+	ret = eng_call(t, do_write_begin, "qcow_write_begin_nowait");
+	if (ret == -EAGAIN)
+		issue_meta(t);
+	else if (ret < 0 && !waits(t))
+		tag_error(t, io_errno(ret));
+	else if (ret >= 0)
+		write_planned(t);
+	return false;
+}
+
+void write_step(struct uq_tag *t)
+{
+	if (write_run(t))
+		flush_step(t);
 }
 
 /* Part i's old bytes are read (a short read: past the end of the file, zeros). */

@@ -245,18 +245,29 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
  * they are. Discarded ranges read as zero. */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
 /*
- * The same for an asynchronous caller: an L2 table they need and find not
- * cached comes back as -EAGAIN with *need (read it, qcow_meta_read_done,
- * call again: what was done stays done, and doing it again changes
- * nothing); -EBUSY as qcow_write_begin_nowait's. A range within one L2
- * table's span needs at most one read at a time (a longer one could need
- * more tables than the cache holds at once: split it). Zeros for partial
- * clusters are still written synchronously.
+ * The next piece of a zeroing or discard of [off, off+len), and its length:
+ * bytes of one cluster the range covers only in part (*partial: a zeroing
+ * writes zeros there, a discard leaves them), or whole clusters up to the
+ * end of an L2 table's span.  Pieces cover the range in order.
+ */
+uint64_t qcow_clear_piece(const struct qcow_image *img, uint64_t off, uint64_t len,
+			  bool *partial);
+/*
+ * The same for an asynchronous caller, a piece at a time: an L2 table they
+ * need and find not cached comes back as -EAGAIN with *need (read it,
+ * qcow_meta_read_done, call again: what was done stays done, and doing it
+ * again changes nothing); -EBUSY as qcow_write_begin_nowait's.  Zeroing
+ * and discard take whole clusters; for a partial piece of a zeroing,
+ * qcow_partial_zeroes_nowait says whether the caller must write zeros there
+ * (1: with a write plan, qcow_write_begin_nowait) or it reads as zeros
+ * already (0).
  */
 int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 			     unsigned flags, struct qcow_meta_read *need);
 int qcow_discard_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 			struct qcow_meta_read *need);
+int qcow_partial_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			       struct qcow_meta_read *need);
 
 /*
  * Write back all dirty metadata in dependency order and make it durable.

@@ -322,8 +322,14 @@ static int execute(unsigned qi, const struct io_uring_sqe *e)
 	case IORING_OP_WRITE:		/* the engine's flush; copy-on-write parts */
 		n = pwrite(fd, addr, e->len, (off_t)e->off);
 		break;
-	case IORING_OP_WRITEV:		/* copy mode: parts and guest bytes */
-		CHECK(data_mode == UQ_DATA_COPY, "vectored write in a zero-copy mode");
+	case IORING_OP_WRITEV:		/* parts and guest bytes (copy mode), zeros */
+		for (unsigned v = 0; data_mode != UQ_DATA_COPY && v < e->len; v++) {
+			const uint8_t *base = ((const struct iovec *)addr)[v].iov_base;
+
+			/* zero copy: a request's bytes are reachable only by WRITE_FIXED */
+			CHECK(base < bufs || base >= bufs + (size_t)NT * BUF_BYTES,
+			      "vectored write from request memory in a zero-copy mode");
+		}
 		n = pwritev(fd, addr, (int)e->len, (off_t)e->off);
 		break;
 	case IORING_OP_FSYNC:
@@ -851,6 +857,9 @@ static void test_random_workload(unsigned rounds)
 	       COUNTER(UQ_QS_DONE), COUNTER(UQ_QS_L2_READS), COUNTER(UQ_QS_REFCOUNT_READS),
 	       COUNTER(UQ_QS_WAITS), COUNTER(UQ_QS_WRITEBACKS), merged_writes, engine_io);
 	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
+	/* everything goes through the ring: the engine reads, writes and syncs
+	 * nothing itself (IO_PATH_TRACE_SYNC=1 says where one comes from) */
+	CHECK(engine_io == 0, "the engine did %llu IOs itself, under its lock", engine_io);
 	/* the cache holds 4 tables, the workload writes into 16 (some 30 such
 	 * flushes in copy mode's longer run, a handful in the shorter ones) */
 	CHECK(data_mode != UQ_DATA_COPY || COUNTER(UQ_QS_WRITEBACKS) > 0,
