@@ -16,6 +16,9 @@
 /* user_data extra bits of a read: buffer offset and length, 20 bits each */
 #define UQ_EXTRA_SHIFT 20
 #define UQ_EXTRA_MASK ((1ULL << UQ_EXTRA_SHIFT) - 1)
+/* user_data extra of a copy-on-write read: the part, | this for its
+ * compressed stream */
+#define UQ_OLD_STREAM 2u
 
 /* tag.c: the engine lock, errors, waits */
 void eng_lock(struct uq_dev *dev);

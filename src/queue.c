@@ -402,6 +402,7 @@ static void queue_teardown(struct uq_queue *q)
 	for (unsigned i = 0; q->tags && i < q->dev->depth; i++) {
 		free(q->tags[i].bounce);
 		free(q->tags[i].scratch);
+		free(q->tags[i].stream);
 	}
 	free(q->tags);
 	q->tags = NULL;

@@ -189,15 +189,18 @@ struct uq_tag {
 	uint8_t *bounce;		/* zero copy: bytes we make up (inflated data) */
 	uint8_t *scratch;		/* tag_scratch(): a WRITE's copy-on-write parts,
 					 * a READ's compressed stream */
-	bool inflating;			/* READ: a compressed stream being read */
+	uint8_t *stream;		/* WRITE: a copy-on-write's compressed stream,
+					 * allocated for the plan that needs it */
+	bool inflating;			/* a compressed stream being read */
 	struct {			/* ... and where its cluster's bytes go */
-		uint64_t pos;		/* request byte the extent starts at */
-		uint64_t len;		/* its bytes */
-		uint32_t in;		/* their offset in the cluster */
-		uint32_t skip;		/* the stream: at scratch + skip, */
+		uint64_t pos;		/* READ: request byte the extent starts at */
+		uint64_t len;		/* READ: its bytes */
+		uint32_t in;		/* READ: their offset in the cluster */
+		uint32_t skip;		/* the stream: at skip in its buffer, */
 		uint32_t stream;	/* this many bytes */
 	} z;
 	uint8_t write;			/* enum uq_write_stage */
+	uint8_t old_asked;		/* WRITE: parts whose old bytes are asked for */
 	uint64_t write_end;		/* the writes (write.c) go up to this request
 					 * byte: a WRITE's length; a WRITE_ZEROES's
 					 * partial cluster, its zeros written */
@@ -365,7 +368,8 @@ enum uq_ud_kind {
 	UQ_UD_CMD = 1,			/* FETCH / COMMIT_AND_FETCH */
 	UQ_UD_DATA,			/* image READ_FIXED of a READ */
 	UQ_UD_WRITE,			/* a WRITE's image write (extra: its length) */
-	UQ_UD_OLD,			/* copy-on-write: old bytes read (extra: the part) */
+	UQ_UD_OLD,			/* copy-on-write: old bytes read (extra: the part,
+					 * | UQ_OLD_STREAM: its compressed stream) */
 	UQ_UD_STREAM,			/* a compressed cluster's stream read (extra: its length) */
 	UQ_UD_META,			/* L2 table read */
 	UQ_UD_ZC,			/* REGISTER_IO_BUF; UNREGISTER_IO_BUF's failure */

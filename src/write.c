@@ -9,8 +9,11 @@
  *         engine would read them synchronously, holding up every request
  *         on every queue);
  *   OLD   the old bytes its copy-on-write parts keep, read through the
- *         ring into t's scratch buffer (an inflated cluster's read and
- *         inflated under the lock: rare, once per cluster);
+ *         ring into t's scratch buffer; from a compressed cluster, its
+ *         stream read into t->stream and inflated when the read completes,
+ *         without the engine lock (one stream at a time: two parts from
+ *         one cluster share it, two clusters' streams go one after the
+ *         other);
  *   DATA  the writes: in copy mode one vectored write of parts and guest
  *         bytes (the new clusters are contiguous), in the zero-copy modes
  *         up to three (the guest bytes are reachable only by WRITE_FIXED;
@@ -51,11 +54,19 @@ static bool plan_fits(const struct uq_tag *t)
 				    p->cow[1].dst == p->host_offset + p->length);
 }
 
+/* The OLD stage is over: the plan's stream buffer goes. */
+static void old_over(struct uq_tag *t)
+{
+	free(t->stream);
+	t->stream = NULL;
+}
+
 /* The plan is over: give its clusters back after err, and fail the request. */
 static void write_abort(struct uq_tag *t, int err)
 {
 	struct uq_dev *dev = t->q->dev;
 
+	old_over(t);
 	eng_lock(dev);
 	qcow_write_end(dev->img, &t->plan, err);
 	engine_event_locked(t->q, QCOW_WAIT_WRITE);
@@ -86,26 +97,83 @@ static int issue_old_read(struct uq_tag *t, unsigned i)
 	return 0;
 }
 
-/* The old bytes the parts keep: copies through the ring, inflated ones here. */
+/* Do parts i and j come from one compressed cluster? */
+static bool same_stream(const struct qcow_write_plan *p, unsigned i, unsigned j)
+{
+	return p->cow[i].kind == QCOW_COW_INFLATE && p->cow[j].kind == QCOW_COW_INFLATE &&
+	       p->cow[i].src == p->cow[j].src && p->cow[i].src_len == p->cow[j].src_len;
+}
+
+/* Queue the read of the compressed stream part i's old bytes are in (whole
+ * blocks around it, for direct IO) into t->stream, allocated for the plan. */
+static int issue_stream_read(struct uq_tag *t, unsigned i)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i];
+	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED, .guest_offset = c->guest,
+				   .compressed_offset = c->src, .compressed_length = c->src_len };
+	struct uq_dev *dev = t->q->dev;
+	size_t len, size = 2 * (size_t)dev->info.cluster_size + 2 * UQ_BUF_ALIGN;
+	struct io_uring_sqe *sqe;
+	uint64_t off, from, to;
+	int ret;
+
+	eng_lock(dev);
+	ret = qcow_compressed_span(dev->img, &ext, &off, &len);
+	if (ret < 0)
+		eng_log_locked(t, "qcow_compressed_span", ret);
+	eng_unlock(dev);
+	if (ret < 0)
+		return ret;
+	if (!t->stream && posix_memalign((void **)&t->stream, UQ_BUF_ALIGN, size)) {
+		t->stream = NULL;
+		tag_log(t, "stream buffer", -ENOMEM, NULL);
+		return -ENOMEM;
+	}
+	sqe = uq_get_sqe(t->q);
+	if (!sqe)
+		return -EIO;
+	from = off & ~(uint64_t)(UQ_BUF_ALIGN - 1);
+	to = (off + len + UQ_BUF_ALIGN - 1) & ~(uint64_t)(UQ_BUF_ALIGN - 1);
+	t->z.skip = (uint32_t)(off - from);
+	t->z.stream = (uint32_t)len;
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->stream, (unsigned)(to - from), from);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_OLD, t->tag, i | UQ_OLD_STREAM));
+	return 0;
+}
+
+/* The parts whose old bytes are not asked for yet (bit i: part i). */
+static unsigned old_left(const struct uq_tag *t)
+{
+	unsigned i, left = 0;
+
+	for (i = 0; i < 2; i++)
+		if (t->plan.cow[i].kind >= QCOW_COW_COPY && !(t->old_asked & 1U << i))
+			left |= 1U << i;
+	return left;
+}
+
+/* Ask for the old bytes the parts keep: copies at once, the next compressed
+ * stream (and the parts it serves) if none is being read. */
 static int write_old(struct uq_tag *t)
 {
-	struct uq_dev *dev = t->q->dev;
-	unsigned i;
+	unsigned i, j, left = old_left(t);
 	int ret = 0;
 
 	if (!tag_scratch(t))
 		return -ENOMEM;
 	for (i = 0; i < 2 && ret == 0; i++) {
-		const struct qcow_cow_part *c = &t->plan.cow[i];
-
-		if (c->kind == QCOW_COW_COPY) {
+		if (!(left & 1U << i))
+			continue;
+		if (t->plan.cow[i].kind == QCOW_COW_COPY) {
 			ret = issue_old_read(t, i);
-		} else if (c->kind == QCOW_COW_INFLATE) {
-			eng_lock(dev);
-			ret = qcow_cow_read(dev->img, c, part_bytes(t, i));
-			if (ret < 0)
-				eng_log_locked(t, "qcow_cow_read", ret);
-			eng_unlock(dev);
+			t->old_asked |= 1U << i;
+		} else if (!t->inflating) {
+			ret = issue_stream_read(t, i);
+			t->inflating = ret == 0;
+			for (j = i; j < 2; j++)
+				if (same_stream(&t->plan, i, j))
+					t->old_asked |= 1U << j;
 		}
 	}
 	return ret;
@@ -216,11 +284,12 @@ static void write_planned(struct uq_tag *t)
 		return;
 	}
 	t->write = UQ_WRITE_OLD;
+	t->old_asked = 0;
 	ret = write_old(t);
 	if (ret < 0)
 		t->write_result = ret;
 	if (!t->ops)
-		write_step(t);
+		write_run(t);		/* nothing asked: it failed */
 }
 
 bool write_run(struct uq_tag *t)
@@ -230,10 +299,17 @@ bool write_run(struct uq_tag *t)
 	if (t->ops)
 		return false;		/* one stage at a time */
 	if (t->write == UQ_WRITE_OLD) {
-		if (t->write_result < 0)
-			write_abort(t, t->write_result);
-		else
+		ret = t->write_result;
+		if (ret == 0 && old_left(t))
+			ret = write_old(t);	/* the next compressed stream */
+		if (ret < 0 && !t->ops)
+			write_abort(t, ret);
+		else if (ret < 0)
+			t->write_result = ret;	/* abort once the reads are back */
+		else if (!t->ops) {
+			old_over(t);
 			write_issue(t);
+		}
 		return false;
 	}
 	if (t->pos >= t->write_end)
@@ -254,12 +330,48 @@ void write_step(struct uq_tag *t)
 		flush_step(t);
 }
 
-/* Part i's old bytes are read (a short read: past the end of the file, zeros). */
+/* A compressed stream is read: inflate it (no lock: qcow_inflate_cluster)
+ * and copy out the old bytes of the parts it serves. */
+static void stream_done(struct uq_tag *t, unsigned i, int res)
+{
+	uint64_t cs = t->q->dev->info.cluster_size;
+	unsigned j;
+
+	t->inflating = false;
+	if (res < 0 || (uint64_t)res < (uint64_t)t->z.skip + t->z.stream) {
+		tag_log(t, "copy-on-write: compressed cluster read", res < 0 ? res : -EIO,
+			res >= 0 ? "short read" : NULL);
+		if (!t->write_result)
+			t->write_result = res < 0 ? res : -EIO;
+		return;
+	}
+	if (qcow_inflate_cluster(t->q->dev->img, t->stream + t->z.skip, t->z.stream,
+				 t->q->cbuf) < 0) {
+		tag_log(t, "copy-on-write: compressed cluster", -EIO,
+			"its stream does not inflate to a cluster");
+		if (!t->write_result)
+			t->write_result = -EIO;
+		return;
+	}
+	for (j = i; j < 2; j++) {
+		const struct qcow_cow_part *c = &t->plan.cow[j];
+
+		if (same_stream(&t->plan, i, j))
+			memcpy(part_bytes(t, j), t->q->cbuf + (c->dst & (cs - 1)), c->len);
+	}
+}
+
+/* Part i's old bytes are read (a short read: past the end of the file,
+ * zeros), or with UQ_OLD_STREAM the compressed stream they are in. */
 void old_read_done(struct uq_tag *t, unsigned i, int res)
 {
 	const struct qcow_cow_part *c = &t->plan.cow[i & 1];
 
 	t->ops--;
+	if (i & UQ_OLD_STREAM) {
+		stream_done(t, i & 1, res);
+		return;
+	}
 	if (res < 0) {
 		tag_log(t, "copy-on-write read", res, NULL);
 		if (!t->write_result)

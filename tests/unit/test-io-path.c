@@ -739,6 +739,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		tags[i].buf = data_mode == UQ_DATA_COPY ? req_mem(i) : NULL;
 		tags[i].bounce = NULL;
 		tags[i].scratch = NULL;
+		tags[i].stream = NULL;
 		auto_reg[i] = false;
 		slots[i].busy = false;
 	}
@@ -766,6 +767,7 @@ static void close_dev(const char *path, int want, bool leaks_ok)
 	for (unsigned i = 0; i < NT; i++) {
 		free(tags[i].bounce);
 		free(tags[i].scratch);
+		free(tags[i].stream);
 	}
 	free(dev.zero_buf);
 	if (leaks_ok && t_have_prog("qemu-img")) {
@@ -963,8 +965,24 @@ static void test_copy_on_write(void)
 	expect_model(0, 64 << 10, "the compressed image");
 	expect_model(28672 + 1536, 1024, "the middle of a compressed cluster");
 	CHECK(stream_reads > reads, "no compressed cluster was read: qemu-img did not compress?");
-	cow_write(20480 + 1024, 0, 0, 1024, false);	/* inflated, not read */
-	expect_model(0, 64 << 10, "after copy-on-write of a compressed cluster");
+	engine_io = 0;
+	engine_io_counted = true;
+	/* the compressed stream read through the ring and inflated there */
+	cow_write(20480 + 1024, 0, 0, 1024, true);
+	cow_write(24576 + 1024, -EIO, 0, -EIO, true);	/* its read fails: nothing changes */
+	/* a write across two compressed clusters: two streams, one after the other */
+	t_fill_random(req_mem(0), 2048);
+	CHECK(one(UBLK_IO_OP_WRITE, 0, (36864 - 1024) >> 9, 4) == 2048, "write across two "
+	      "compressed clusters");
+	memcpy(model + 36864 - 1024, req_mem(0), 2048);
+	/* zeros into part of one: the rest copied on write like a WRITE's */
+	CHECK(one(UBLK_IO_OP_WRITE_ZEROES, 0, (45056 + 512) >> 9, 2) == 0, "zeros into part "
+	      "of a compressed cluster");
+	memset(model + 45056 + 512, 0, 1024);
+	engine_io_counted = false;
+	CHECK(engine_io == 0, "copy-on-write of compressed clusters: the engine did %llu IOs "
+	      "itself", engine_io);
+	expect_model(0, 64 << 10, "after copy-on-write of compressed clusters");
 	CHECK(qcow_snapshot_create(dev.img, "s2") == 0, "snapshot of the converted image");
 	teardown(zpath);
 }
