@@ -104,9 +104,9 @@ static void flush_batch_done(struct uq_tag *t)
 
 	eng_lock(dev);
 	qcow_flush_io_done(dev->img, t->flush_result);
-	/* its slots are free again, and refcount blocks it read are loaded
-	 * (a request may wait for one: LOAD) */
-	engine_event_locked(t->q, QCOW_WAIT_ANY);
+	/* refcount blocks it read are loaded (a request may wait for one:
+	 * LOAD), and its slots are free again (that wakes the waits with no
+	 * name, as every event does) */
 	engine_event_locked(t->q, QCOW_WAIT_LOAD);
 	eng_unlock(dev);
 	t->flush_result = 0;

@@ -205,21 +205,18 @@ static void read_extent(struct uq_tag *t, const struct qcow_extent *ext)
 	t->pos += ext->length;
 }
 
-/* Map one extent at t->pos: 0 (ext valid), -EAGAIN (meta read issued), else stop. */
-static int read_map(struct uq_tag *t, struct qcow_extent *ext)
+static int do_map(struct uq_tag *t)
 {
-	struct uq_dev *dev = t->q->dev;
-	int ret;
+	return qcow_map_nowait(t->q->dev->img, t->off + t->pos, t->len - t->pos, &t->ext,
+			       &t->need);
+}
 
-	eng_lock(dev);
-	ret = qcow_map_nowait(dev->img, t->off + t->pos, t->len - t->pos, ext, &t->need);
-	if (ret == -EAGAIN)
-		dev->meta_inflight++;
-	else if (ret < 0 && parkable(dev, ret))
-		park_locked(t, ret);
-	else if (ret < 0)
-		eng_log_locked(t, "qcow_map_nowait", ret);
-	eng_unlock(dev);
+/* Map one extent at t->pos: 0 (t->ext valid), -EAGAIN (meta read issued), else stop. */
+static int read_map(struct uq_tag *t)
+{
+	const struct qcow_extent *ext = &t->ext;
+	int ret = eng_call(t, do_map, "qcow_map_nowait");
+
 	if (ret == -EAGAIN)
 		issue_meta(t);
 	else if (ret < 0 && !waits(t))
@@ -234,14 +231,12 @@ static int read_map(struct uq_tag *t, struct qcow_extent *ext)
 
 static void read_step(struct uq_tag *t)
 {
-	struct qcow_extent ext;
-
 	while (t->pos < t->len && !t->error) {
 		if (t->inflating)
 			return;
-		if (read_map(t, &ext) < 0)
+		if (read_map(t) < 0)
 			return;
-		read_extent(t, &ext);
+		read_extent(t, &t->ext);
 	}
 	if (!t->inflating)
 		t->issued_all = true;
@@ -666,7 +661,7 @@ void uq_io_retry_parked(struct uq_queue *q)
 	unsigned k;
 
 	pthread_mutex_lock(&q->dev->engine_lock);
-	for (k = 0; k < QCOW_WAIT_KINDS; k++) {
+	for (k = 0; k < UQ_PARK_LISTS; k++) {
 		struct uq_wait_list *l = &q->parked[k];
 
 		if (!(q->retry & 1U << k) || !l->head)

@@ -111,7 +111,7 @@ void park_locked(struct uq_tag *t, int err)
 		/* 1 cannot be (dirty tables, no flush running): retry on anything */
 		why = ret == -EBUSY ? QCOW_WAIT_FLUSH : QCOW_WAIT_ANY;
 	}
-	l = &q->parked[why < QCOW_WAIT_KINDS ? why : QCOW_WAIT_ANY];
+	l = &q->parked[why < UQ_PARK_LISTS ? why : QCOW_WAIT_ANY];
 	t->parked = true;
 	t->next_parked = NULL;
 	uq_count(q, UQ_QS_WAITS, 1);
@@ -133,7 +133,7 @@ static bool waiting_on(const struct uq_queue *q, unsigned mask)
 {
 	unsigned k;
 
-	for (k = 0; k < QCOW_WAIT_KINDS; k++)
+	for (k = 0; k < UQ_PARK_LISTS; k++)
 		if ((mask & 1U << k) && q->parked[k].head)
 			return true;
 	return false;

@@ -209,12 +209,19 @@ struct uq_tag {
 	struct iovec iov[3];		/* WRITE, copy mode: parts and guest bytes */
 	uint64_t start_ns;		/* FLUSH: when it arrived */
 	struct qcow_meta_read need;
+	struct qcow_extent ext;		/* READ: the extent just mapped */
 	struct qcow_write_plan plan;
 	struct uq_tag *next_parked;
 	struct uq_tag *next_held;	/* held back while the device is quiesced */
 };
 
 struct uq_dev;
+
+/* The waits a request parks on: every enum qcow_wait but the last,
+ * WRITEBACK, which never parks (the request drives a flush, or waits for
+ * the one running: FLUSH). */
+#define UQ_PARK_LISTS QCOW_WAIT_WRITEBACK
+_Static_assert(QCOW_WAIT_WRITEBACK + 1 == QCOW_WAIT_KINDS, "WRITEBACK is the last wait");
 
 struct uq_wait_list {
 	struct uq_tag *head, *tail;
@@ -256,7 +263,7 @@ struct uq_queue {
 	struct uq_tag *tags;
 	/* parked requests, one list per thing they wait for (enum qcow_wait);
 	 * under engine_lock */
-	struct uq_wait_list parked[QCOW_WAIT_KINDS];
+	struct uq_wait_list parked[UQ_PARK_LISTS];
 	unsigned nr_parked;		/* on all lists; under engine_lock */
 	unsigned wake_mask;		/* lists another queue woke; under engine_lock */
 	bool wake_sent;			/* under engine_lock */
