@@ -139,6 +139,7 @@ void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out)
 	qcow_cache_counts(img->l2_cache, &out->l2_hits, &out->l2_misses);
 	out->clusters_allocated = img->clusters_allocated;
 	out->cow_copies = img->cow_copies;
+	out->refcount_growths = img->refcount_growths;
 }
 
 void qcow_note_write(struct qcow_image *img, uint64_t off, uint64_t len)

@@ -222,6 +222,7 @@ struct qcow_image {
 	/* counters for qcow_get_stats (the L2 cache counts its own) */
 	uint64_t clusters_allocated;
 	uint64_t cow_copies;
+	uint64_t refcount_growths;
 
 	/*
 	 * Set (to the -errno) once a failure leaves the file in a state this

@@ -388,6 +388,7 @@ static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_
 		return ret;
 	}
 	install_table(img, nt, p, t, entries);
+	img->refcount_growths++;
 	return 0;
 }
 
@@ -446,6 +447,7 @@ static int commit_new(struct qcow_image *img, struct new_blocks *nbk)
 	}
 	/* The entries become durable with the fsync that precedes any L2 write. */
 	qcow_sync_owed(img, QCOW_SYNC_DATA);
+	img->refcount_growths += nbk->n;
 	nbk->n = 0;
 	return 0;
 }
