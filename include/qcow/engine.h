@@ -407,8 +407,8 @@ struct qcow_stats {
 	uint64_t l2_misses;           /* L2 table reads started */
 	uint64_t clusters_allocated;  /* host clusters, for data and metadata */
 	uint64_t cow_copies;          /* new clusters given old data around a partial write */
-	uint64_t refcount_growths;    /* refcount blocks and tables added (synchronously,
-				       * even in a nowait call: design.md 17) */
+	uint64_t refcount_growths;    /* refcount blocks and tables added (written at
+				       * once, even in a nowait call: design.md 17) */
 };
 void qcow_get_stats(const struct qcow_image *img, struct qcow_stats *out);
 /* Turn direct IO off on img's POSIX file (opened with O_DIRECT): 0 or -errno. */

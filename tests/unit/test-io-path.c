@@ -862,8 +862,9 @@ static void test_random_workload(unsigned rounds)
 	CHECK(COUNTER(UQ_QS_L2_READS) > 0, "no L2 table was ever read through the ring");
 	/* everything goes through the ring: the engine reads, writes and syncs
 	 * nothing itself (IO_PATH_TRACE_SYNC=1 says where one comes from),
-	 * but for the one case left, new refcount blocks (design.md 17: a
-	 * longer run's file outgrows the first block's 8 MiB) */
+	 * but for what design.md 17 lists as left, of which this workload
+	 * reaches new refcount blocks (a longer run's file outgrows the
+	 * first block's 8 MiB) */
 	qcow_get_stats(dev.img, &es);
 	CHECK(engine_io == 0 || es.refcount_growths > 0,
 	      "the engine did %llu IOs itself, under its lock", engine_io);
