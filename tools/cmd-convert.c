@@ -13,6 +13,7 @@
 
 #include "disk.h"
 #include "options.h"
+#include "progress.h"
 #include "tool.h"
 
 #define CONVERT_CHUNK (2U << 20)         /* bytes read per step */
@@ -54,23 +55,8 @@ struct convert_state {
 	struct disk src, dst;
 	const struct convert_args *a;
 	char *buf;
-	double shown;             /* last progress percentage printed */
+	struct progress progress;
 };
-
-static void progress_show(struct convert_state *s, uint64_t done, bool force)
-{
-	double pct;
-
-	if (!s->a->progress || s->a->quiet)
-		return;
-	pct = s->src.size ? (double)done * 100.0 / (double)s->src.size : 100.0;
-	/* Redraw in steps of 1% at most, like qemu-img. */
-	if (!force && pct < s->shown + 1.0)
-		return;
-	s->shown = pct;
-	fprintf(stderr, "    (%3.2f/100%%)\r", pct);
-	fflush(stderr);
-}
 
 static bool is_zero(const char *p, size_t len)
 {
@@ -140,7 +126,7 @@ static int convert_data(struct convert_state *s, uint64_t off, uint64_t len)
 		if (ret < 0)
 			return ret;
 		off += n;
-		progress_show(s, off, false);
+		progress_show(&s->progress, off, false);
 	}
 	return 0;
 }
@@ -151,7 +137,8 @@ static int convert_copy(struct convert_state *s)
 	uint64_t off = 0;
 	int ret;
 
-	progress_show(s, 0, true);
+	progress_init(&s->progress, s->a->progress && !s->a->quiet, s->src.size);
+	progress_show(&s->progress, 0, true);
 	while (off < s->src.size) {
 		ret = disk_map(&s->src, off, s->src.size - off, &ext);
 		if (ret < 0)
@@ -165,12 +152,9 @@ static int convert_copy(struct convert_state *s)
 		if (ret < 0)
 			return ret;
 		off += ext.length;
-		progress_show(s, off, false);
+		progress_show(&s->progress, off, false);
 	}
-	if (s->shown < 100.0)
-		progress_show(s, off, true);
-	if (s->a->progress && !s->a->quiet)
-		fprintf(stderr, "\n");
+	progress_done(&s->progress);
 	return disk_flush(&s->dst);
 }
 

@@ -29,6 +29,7 @@ static const struct command commands[] = {
 	{ "io", cmd_io, "io [-f FMT] [-r] -c CMD [-c CMD ...] IMAGE" },
 	{ "snapshot", cmd_snapshot,
 	  "snapshot [-q] [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [--output=FMT] IMAGE" },
+	{ "checksum", cmd_checksum, "checksum [-f FMT] [-l SNAPSHOT] [-p] IMAGE" },
 	{ "bench", cmd_bench,
 	  "bench [-c COUNT] [-d DEPTH] [-o OFFSET] [-s SIZE] [-S STEP] [-t CACHE] [-w] IMAGE" },
 };
