@@ -381,8 +381,8 @@ int qcow_cache_get_empty(struct qcow_cache *c, uint64_t offset, void **table)
 		return qcow_set_error(c->img, -EBUSY, "%s at 0x%llx reused while still in use",
 				      cache_name(c), (unsigned long long)offset);
 	if (idx < 0) {
-		/* a new L2 table in a nowait call: no write-back under the lock */
-		idx = slot_claim(c, offset, c->kind == QCOW_TABLE_L2 && c->img->need);
+		/* a new table in a nowait call: no write-back under the lock */
+		idx = slot_claim(c, offset, c->img->need != NULL);
 		if (idx < 0)
 			return idx;
 	}

@@ -812,12 +812,14 @@ static int nowait_enter(struct qcow_image *img, struct qcow_meta_read *need, con
 	if (!need)
 		return qcow_set_error(img, -EINVAL, "%s needs a qcow_meta_read", fn);
 	img->need = need;
+	img->rc_load_left = true;
 	return 0;
 }
 
 static int nowait_leave(struct qcow_image *img, int ret)
 {
 	img->need = NULL;
+	img->rc_load_left = false;
 	return ret;
 }
 

@@ -14,11 +14,19 @@
  * refcount block, which is in the same snapshot (rule 2). Then, each step
  * its writes (any order among them) and then its fsync:
  *
- *   1 REFCOUNTS  the refcount block copies; fsync if there were any or if
- *                data was written since the last fsync.
+ *   1 REFCOUNTS  the refcount block copies; fsync if there were any, if
+ *                data was written since the last fsync, or if step 1b has
+ *                entries to write.
  *                Crash right after: blocks hold extra increments, and
  *                clusters nothing points at yet leak; no decrement is
- *                among them (decrements are written only in step 4).
+ *                among them (decrements are written only in step 4). A new
+ *                block no table entry points at yet is a leaked cluster.
+ *   1b REFTABLE  the refcount table entries of new refcount blocks a
+ *                nowait call made (rt_dirty), whole sectors; fsync.
+ *                Every such block was dirty at the start (new blocks are
+ *                made only between flushes), so step 1 made it durable.
+ *                Crash right after: the entries point at durable blocks;
+ *                nothing durable uses the clusters they describe yet.
  *   2 L2         the L2 table copies; fsync if there were any or an L2
  *                table evicted since the last fsync owes one.
  *                Crash right after: any subset of the tables landed; each
@@ -57,6 +65,7 @@
 enum flush_step {
 	FLUSH_IDLE,                   /* no flush running */
 	FLUSH_REFCOUNTS,
+	FLUSH_REFTABLE,
 	FLUSH_L2,
 	FLUSH_L1,
 	FLUSH_FREES,
@@ -70,8 +79,32 @@ enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC, BATCH_LOADS };
 /* Where step 4 is before its writes. */
 enum frees_phase { FREES_LOAD, FREES_APPLY, FREES_APPLIED };
 
-struct l1_run {
-	uint64_t start, len;          /* bytes into the L1 table */
+struct table_run {
+	uint64_t start, len;          /* bytes into the table */
+};
+
+/*
+ * A flush's copy of the dirty entries of a table kept whole in memory (the
+ * L1 table, the refcount table): whole blocks (sectors, or what direct IO
+ * needs) so that a torn write cannot mix old and new halves of one, and
+ * the runs of blocks to write.
+ */
+struct table_copy {
+	uint8_t *buf;                 /* big-endian, whole clusters */
+	size_t len;
+	uint64_t offset;              /* the table's, at the start */
+	struct table_run *runs;
+	unsigned nb_runs;
+};
+
+/* A table in memory: its entries (host order), which need writing, where. */
+struct table_view {
+	const uint64_t *entries;
+	uint8_t *dirty;
+	bool *any_dirty;
+	uint64_t size;                /* entries */
+	uint64_t offset;              /* in the file */
+	const char *name;
 };
 
 struct qcow_flush {
@@ -92,10 +125,7 @@ struct qcow_flush {
 	/* the snapshot */
 	uint32_t *rc, *l2;            /* slots of the two caches */
 	unsigned nb_rc, nb_l2;
-	uint8_t *l1_copy;             /* the L1 table, big-endian, whole clusters */
-	size_t l1_copy_len;
-	struct l1_run *l1_runs;
-	unsigned nb_l1_runs;
+	struct table_copy rt, l1;
 };
 
 int qcow_flush_init(struct qcow_image *img)
@@ -125,8 +155,10 @@ void qcow_flush_free(struct qcow_image *img)
 	free(fl->rc);
 	free(fl->l2);
 	free(fl->loads);
-	free(fl->l1_copy);
-	free(fl->l1_runs);
+	free(fl->rt.buf);
+	free(fl->rt.runs);
+	free(fl->l1.buf);
+	free(fl->l1.runs);
 	free(fl);
 	img->flush = NULL;
 }
@@ -143,93 +175,112 @@ int qcow_refuse_while_flushing(struct qcow_image *img)
 	return qcow_busy(img, QCOW_WAIT_FLUSH, "metadata write-back waits for the flush in progress");
 }
 
-/* ---------------------------------------------------------------- L1 */
+/* ------------------------------------------------- L1 and refcount table */
 
-/* Room for a copy of the whole L1 table: allocated again only after the
- * table grew (resize, snapshot apply), never while serving. */
-static int l1_room(struct qcow_image *img, struct qcow_flush *fl)
+static struct table_view l1_view(struct qcow_image *img)
 {
-	size_t len = QCOW_ALIGN_UP((uint64_t)img->l1_size * 8, img->cluster_size);
+	return (struct table_view){ img->l1_table, img->l1_dirty, &img->l1_any_dirty,
+				    img->l1_size, img->l1_table_offset, "L1 table" };
+}
+
+static struct table_view rt_view(struct qcow_image *img)
+{
+	return (struct table_view){ img->refcount_table, img->rt_dirty, &img->rt_any_dirty,
+				    img->refcount_table_size, img->refcount_table_offset,
+				    "refcount table" };
+}
+
+/* Room for a copy of the whole table: allocated again only after the table
+ * grew, never while serving (a refcount table grows synchronously). */
+static int copy_room(struct qcow_image *img, struct table_copy *tc, const struct table_view *v)
+{
+	size_t len = QCOW_ALIGN_UP(v->size * 8, img->cluster_size);
 	size_t sectors = len / 512;
 	void *p;
 
-	if (len <= fl->l1_copy_len)
+	if (len <= tc->len)
 		return 0;
 	if (posix_memalign(&p, 4096, len))
-		return qcow_set_error(img, -ENOMEM, "out of memory for the L1 table's flush copy");
-	free(fl->l1_copy);
-	free(fl->l1_runs);
-	fl->l1_copy = p;
-	fl->l1_copy_len = 0;
-	fl->l1_runs = calloc(sectors, sizeof(*fl->l1_runs));
-	if (!fl->l1_runs)
-		return qcow_set_error(img, -ENOMEM, "out of memory for the L1 table's flush copy");
-	fl->l1_copy_len = len;
+		return qcow_set_error(img, -ENOMEM, "out of memory for the %s's flush copy", v->name);
+	free(tc->buf);
+	free(tc->runs);
+	tc->buf = p;
+	tc->len = 0;
+	tc->runs = calloc(sectors, sizeof(*tc->runs));
+	if (!tc->runs)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the %s's flush copy", v->name);
+	tc->len = len;
 	return 0;
 }
 
 /* Is any entry in block b (block entries each) dirty? */
-static bool l1_block_dirty(const struct qcow_image *img, uint64_t b, uint64_t entries)
+static bool block_dirty(const struct table_view *v, uint64_t b, uint64_t entries)
 {
-	uint64_t i = b * entries, end = QCOW_MIN(i + entries, (uint64_t)img->l1_size);
+	uint64_t i = b * entries, end = QCOW_MIN(i + entries, v->size);
 
 	for (; i < end; i++)
-		if (img->l1_dirty[i])
+		if (v->dirty[i])
 			return true;
 	return false;
 }
 
-/*
- * Copy the dirty L1 entries, whole blocks (sectors, or what direct IO
- * needs) so that a torn write cannot mix old and new halves of one, zeros
- * past the last entry, and note the runs of blocks to write.
- */
-static int l1_snapshot(struct qcow_image *img, struct qcow_flush *fl)
+/* Copy the dirty entries, whole blocks, zeros past the last entry, and note
+ * the runs of blocks to write. */
+static int copy_snapshot(struct qcow_image *img, struct table_copy *tc, const struct table_view *v)
 {
 	uint64_t block = QCOW_MIN(QCOW_MAX(512U, img->file.dio_off_align), img->cluster_size);
-	uint64_t per = block / 8, nb = QCOW_DIV_ROUND_UP((uint64_t)img->l1_size, per), b, i;
+	uint64_t per = block / 8, nb = QCOW_DIV_ROUND_UP(v->size, per), b, i;
 	uint64_t *copy;
 	int ret;
 
-	fl->nb_l1_runs = 0;
-	if (!img->l1_any_dirty)
+	tc->nb_runs = 0;
+	tc->offset = v->offset;
+	if (!*v->any_dirty)
 		return 0;
-	ret = l1_room(img, fl);
+	ret = copy_room(img, tc, v);
 	if (ret < 0)
 		return ret;
-	copy = (uint64_t *)fl->l1_copy;
+	copy = (uint64_t *)tc->buf;
 	for (b = 0; b < nb; b++) {
-		struct l1_run *r = fl->nb_l1_runs ? &fl->l1_runs[fl->nb_l1_runs - 1] : NULL;
+		struct table_run *r = tc->nb_runs ? &tc->runs[tc->nb_runs - 1] : NULL;
 
-		if (!l1_block_dirty(img, b, per))
+		if (!block_dirty(v, b, per))
 			continue;
 		for (i = b * per; i < (b + 1) * per; i++)
-			copy[i] = i < img->l1_size ? htobe64(img->l1_table[i]) : 0;
+			copy[i] = i < v->size ? htobe64(v->entries[i]) : 0;
 		if (r && r->start + r->len == b * block)
 			r->len += block;
 		else
-			fl->l1_runs[fl->nb_l1_runs++] = (struct l1_run){ b * block, block };
+			tc->runs[tc->nb_runs++] = (struct table_run){ b * block, block };
 	}
-	memset(img->l1_dirty, 0, img->l1_size);
-	img->l1_any_dirty = false;
+	memset(v->dirty, 0, v->size);
+	*v->any_dirty = false;
 	return 0;
 }
 
-/* Runs not written: their entries are dirty again (the handle has failed,
- * but what memory says must not claim otherwise). */
-static void l1_unwritten(struct qcow_image *img, struct qcow_flush *fl, unsigned from)
+/* Runs from `from` on not written: their entries are dirty again (the
+ * handle has failed, but what memory says must not claim otherwise). */
+static void copy_unwritten(const struct table_copy *tc, const struct table_view *v, unsigned from)
 {
 	unsigned r;
 
-	for (r = from; r < fl->nb_l1_runs; r++) {
-		uint64_t i = fl->l1_runs[r].start / 8;
-		uint64_t end = QCOW_MIN(i + fl->l1_runs[r].len / 8, (uint64_t)img->l1_size);
+	for (r = from; r < tc->nb_runs; r++) {
+		uint64_t i = tc->runs[r].start / 8;
+		uint64_t end = QCOW_MIN(i + tc->runs[r].len / 8, v->size);
 
 		if (i < end) {
-			memset(img->l1_dirty + i, 1, end - i);
-			img->l1_any_dirty = true;
+			memset(v->dirty + i, 1, end - i);
+			*v->any_dirty = true;
 		}
 	}
+}
+
+static void copy_io(const struct table_copy *tc, unsigned i, struct qcow_io *io)
+{
+	io->op = QCOW_IO_WRITE;
+	io->buf = tc->buf + tc->runs[i].start;
+	io->len = tc->runs[i].len;
+	io->offset = tc->offset + tc->runs[i].start;
 }
 
 /* ------------------------------------------------------------- the steps */
@@ -241,10 +292,12 @@ static unsigned step_writes(const struct qcow_flush *fl)
 	case FLUSH_REFCOUNTS:
 	case FLUSH_FREES:
 		return fl->nb_rc;
+	case FLUSH_REFTABLE:
+		return fl->rt.nb_runs;
 	case FLUSH_L2:
 		return fl->nb_l2;
 	case FLUSH_L1:
-		return fl->nb_l1_runs;
+		return fl->l1.nb_runs;
 	default:
 		return 0;
 	}
@@ -254,11 +307,13 @@ static bool step_needs_fsync(struct qcow_image *img, const struct qcow_flush *fl
 {
 	switch (fl->step) {
 	case FLUSH_REFCOUNTS:
-		return fl->nb_rc || fl->owed_data;
+		return fl->nb_rc || fl->owed_data || fl->rt.nb_runs;
+	case FLUSH_REFTABLE:
+		return fl->rt.nb_runs > 0;
 	case FLUSH_L2:
 		return fl->nb_l2 || qcow_sync_needed(img, QCOW_SYNC_L2);
 	case FLUSH_L1:
-		return fl->nb_l1_runs > 0;
+		return fl->l1.nb_runs > 0;
 	case FLUSH_FREES:
 		return fl->nb_frees > 0;
 	case FLUSH_LAST:
@@ -277,11 +332,11 @@ static int step_io(struct qcow_image *img, struct qcow_flush *fl, unsigned i, st
 		return qcow_cache_snapshot_io(img->refcount_cache, fl->rc[i], io);
 	case FLUSH_L2:
 		return qcow_cache_snapshot_io(img->l2_cache, fl->l2[i], io);
+	case FLUSH_REFTABLE:
+		copy_io(&fl->rt, i, io);
+		return 0;
 	default:
-		io->op = QCOW_IO_WRITE;
-		io->buf = fl->l1_copy + fl->l1_runs[i].start;
-		io->len = fl->l1_runs[i].len;
-		io->offset = img->l1_table_offset + fl->l1_runs[i].start;
+		copy_io(&fl->l1, i, io);
 		return 0;
 	}
 }
@@ -298,8 +353,16 @@ static void step_release(struct qcow_image *img, struct qcow_flush *fl, unsigned
 		else if (fl->step == FLUSH_L2)
 			qcow_cache_snapshot_done(img->l2_cache, fl->l2[i], written);
 	}
-	if (fl->step == FLUSH_L1 && !written)
-		l1_unwritten(img, fl, from);
+	if (fl->step == FLUSH_REFTABLE && !written) {
+		struct table_view v = rt_view(img);
+
+		copy_unwritten(&fl->rt, &v, from);
+	}
+	if (fl->step == FLUSH_L1 && !written) {
+		struct table_view v = l1_view(img);
+
+		copy_unwritten(&fl->l1, &v, from);
+	}
 }
 
 /*
@@ -385,15 +448,18 @@ static void step_next(struct qcow_flush *fl)
 /* Give back everything the snapshot still holds, unwritten. */
 static void release_all(struct qcow_image *img, struct qcow_flush *fl)
 {
+	struct table_view rt = rt_view(img), l1 = l1_view(img);
 	unsigned i;
 
 	step_release(img, fl, fl->cursor, step_writes(fl), false);
-	if (fl->step == FLUSH_REFCOUNTS) {
+	if (fl->step < FLUSH_REFTABLE)
+		copy_unwritten(&fl->rt, &rt, 0);
+	if (fl->step < FLUSH_L2) {
 		for (i = 0; i < fl->nb_l2; i++)
 			qcow_cache_snapshot_done(img->l2_cache, fl->l2[i], false);
 	}
-	if (fl->step <= FLUSH_L2)
-		l1_unwritten(img, fl, 0);
+	if (fl->step < FLUSH_L1)
+		copy_unwritten(&fl->l1, &l1, 0);
 }
 
 /* The flush is over: 0, or its error (the handle fails). */
@@ -414,6 +480,7 @@ static int flush_end(struct qcow_image *img, struct qcow_flush *fl)
 int qcow_flush_start(struct qcow_image *img)
 {
 	struct qcow_flush *fl = img->flush;
+	struct table_view rt, l1;
 	int ret;
 
 	if (img->read_only)
@@ -425,7 +492,11 @@ int qcow_flush_start(struct qcow_image *img)
 		return qcow_set_error(img, -EINVAL, "flush on an image opened without flush state");
 	if (fl->step != FLUSH_IDLE)
 		return qcow_busy(img, QCOW_WAIT_FLUSH, "a flush is in progress already");
-	ret = l1_snapshot(img, fl);
+	rt = rt_view(img);
+	l1 = l1_view(img);
+	ret = copy_snapshot(img, &fl->rt, &rt);
+	if (ret == 0)
+		ret = copy_snapshot(img, &fl->l1, &l1);
 	if (ret < 0)
 		return qcow_fail_handle(img, ret, "flush");
 	fl->nb_rc = qcow_cache_snapshot(img->refcount_cache, fl->rc);
@@ -436,7 +507,8 @@ int qcow_flush_start(struct qcow_image *img)
 	fl->synced = false;
 	fl->error = 0;
 	fl->batch = BATCH_NONE;
-	if (!fl->nb_rc && !fl->nb_l2 && !fl->nb_l1_runs && !fl->nb_frees && !fl->owed_any)
+	if (!fl->nb_rc && !fl->rt.nb_runs && !fl->nb_l2 && !fl->l1.nb_runs && !fl->nb_frees &&
+	    !fl->owed_any)
 		return 1;
 	fl->step = FLUSH_REFCOUNTS;
 	fl->cursor = 0;

@@ -124,6 +124,9 @@ int qcow_pwrite(struct qcow_image *img, const void *buf, size_t len, uint64_t of
 {
 	int ret = qcow_refuse_write(img);
 
+	/* new refcount blocks first: what this write makes durable may use them */
+	if (ret == 0 && img->rt_any_dirty && !img->rt_committing)
+		ret = qcow_refcount_commit(img);
 	if (ret < 0)
 		return ret;
 	qcow_note_write(img, off, len);
@@ -228,7 +231,7 @@ int qcow_prepare_l2_writeback(struct qcow_image *img)
 
 bool qcow_metadata_unwritten(const struct qcow_image *img)
 {
-	return img->l1_any_dirty || qcow_cache_has_dirty(img->l2_cache) ||
+	return img->l1_any_dirty || img->rt_any_dirty || qcow_cache_has_dirty(img->l2_cache) ||
 	       qcow_cache_has_dirty(img->refcount_cache);
 }
 

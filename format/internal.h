@@ -168,6 +168,14 @@ struct qcow_image {
 	uint32_t refcount_table_clusters;
 	uint64_t refcount_table_size; /* entries = clusters * cluster_size / 8 */
 	uint64_t *refcount_table;
+	/* one byte per entry: set in memory, not written yet (a nowait call's
+	 * new refcount blocks: the next flush writes them, or any synchronous
+	 * write first, qcow_refcount_commit) */
+	uint8_t *rt_dirty;
+	bool rt_any_dirty;
+	bool rt_committing;           /* qcow_refcount_commit is running */
+	bool rc_load_left;            /* a nowait call may still leave a refcount
+				       * block to its caller to load (refcount.c) */
 
 	struct qcow_cache *l2_cache;
 	struct qcow_cache *refcount_cache;
@@ -336,6 +344,10 @@ const char *qcow_incompat_feature_name(const struct qcow_image *img, unsigned bi
 /* Load the refcount table into memory (header fields already parsed). */
 int qcow_refcount_init(struct qcow_image *img);
 void qcow_refcount_free(struct qcow_image *img);
+/* Write the refcount table entries a nowait call left unwritten (rt_dirty),
+ * after the refcount blocks they point at are durable; qcow_pwrite does it
+ * before any synchronous write. */
+int qcow_refcount_commit(struct qcow_image *img);
 /* Refcount of one host cluster (by index); 0 for clusters past the table. */
 int qcow_refcount_get(struct qcow_image *img, uint64_t cluster_index, uint64_t *refcount);
 /* Add addend to the refcount of every cluster touching [offset, offset+length).

@@ -8,7 +8,10 @@
  *
  * Ordering rules kept here (see internal.h):
  *  - a new refcount block is written and made durable before the table
- *    entry that points at it is written;
+ *    entry that points at it is written; a nowait call (img->need) writes
+ *    neither: the entry is marked (rt_dirty) and the next flush writes
+ *    the block in its step 1 and the entry in step 1b (flush.c), or the
+ *    next synchronous write commits them first (qcow_refcount_commit);
  *  - a grown refcount table (with the blocks that describe it) is written
  *    and made durable before the header points at it, and the header is
  *    durable before the old table is freed (deferred, at the next flush);
@@ -115,7 +118,9 @@ int qcow_refcount_init(struct qcow_image *img)
 	int ret;
 
 	img->refcount_table = calloc(img->refcount_table_size ? img->refcount_table_size : 1, 8);
-	if (!img->refcount_table)
+	img->rt_dirty = calloc(img->refcount_table_size ? img->refcount_table_size : 1, 1);
+	img->rt_any_dirty = false;
+	if (!img->refcount_table || !img->rt_dirty)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the refcount table");
 	ret = qcow_pread(img, img->refcount_table, bytes, img->refcount_table_offset);
 	if (ret < 0)
@@ -130,6 +135,9 @@ void qcow_refcount_free(struct qcow_image *img)
 {
 	free(img->refcount_table);
 	img->refcount_table = NULL;
+	free(img->rt_dirty);
+	img->rt_dirty = NULL;
+	img->rt_any_dirty = false;
 	free(img->pending_free);
 	img->pending_free = NULL;
 	img->nb_pending_free = 0;
@@ -188,7 +196,6 @@ static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 {
 	uint64_t ci = start, run_start = start, run = 0, limit = max_clusters(img);
 	uint64_t mask = blk_entries(img) - 1;
-	bool first = true;
 	int ret = 0;
 
 	*first_free = UINT64_MAX;
@@ -214,11 +221,19 @@ static int find_free_range(struct qcow_image *img, uint64_t start, uint64_t nb,
 			ci += n;
 			continue;
 		}
-		if (first)
+		/*
+		 * A nowait call leaves its first block to the caller, and reads
+		 * any other itself: left to the caller, a search through more
+		 * blocks than the cache holds, or a second search in one call (a
+		 * new refcount block's home), would evict with every load the
+		 * block the next try starts from, and never end.
+		 */
+		if (img->rc_load_left) {
+			img->rc_load_left = false;
 			ret = qcow_cache_pin(img->refcount_cache, (uint64_t)off, &blk);
-		else
+		} else {
 			ret = qcow_cache_get(img->refcount_cache, (uint64_t)off, &blk);
-		first = false;
+		}
 		if (ret < 0)
 			return ret;
 		for (; n > 0 && run < nb; n--, ci++) {
@@ -330,14 +345,17 @@ static uint64_t *new_table(const struct qcow_image *img, uint64_t p, uint64_t t,
 
 /* Switch to the new table in memory; the old table's clusters are freed at
  * the next flush, once the header pointing away from them is durable. */
-static void install_table(struct qcow_image *img, uint64_t *nt, uint64_t p, uint64_t t,
-			  uint64_t entries)
+static void install_table(struct qcow_image *img, uint64_t *nt, uint8_t *nd, uint64_t p,
+			  uint64_t t, uint64_t entries)
 {
 	uint64_t old_off = img->refcount_table_offset;
 	uint64_t old_bytes = (uint64_t)img->refcount_table_clusters * img->cluster_size;
 
 	free(img->refcount_table);
+	free(img->rt_dirty);
 	img->refcount_table = nt;
+	img->rt_dirty = nd;		/* all of it written: nothing dirty */
+	img->rt_any_dirty = false;
 	img->refcount_table_size = entries;
 	img->refcount_table_offset = p << img->cluster_bits;
 	img->refcount_table_clusters = (uint32_t)t;
@@ -353,9 +371,11 @@ static void install_table(struct qcow_image *img, uint64_t *nt, uint64_t p, uint
 static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_cluster)
 {
 	uint64_t pb = blk_entries(img), t, b, entries, want, p, *nt;
-	uint8_t *buf;
-	int ret;
+	uint8_t *buf, *nd;
+	int ret = qcow_refuse_while_flushing(img);
 
+	if (ret < 0)
+		return ret;
 	p = QCOW_MAX(img->refcount_table_size << img->refcount_block_bits,
 		     QCOW_ALIGN_UP(min_cluster, pb));
 	if (p >= max_clusters(img) || need_ti >= max_clusters(img))
@@ -369,12 +389,15 @@ static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_
 				      QCOW_MAX_REFTABLE_BYTES);
 	buf = calloc(t + b, img->cluster_size);
 	nt = new_table(img, p, t, b, entries);
-	if (!buf || !nt) {
+	nd = calloc(entries, 1);
+	if (!buf || !nt || !nd) {
 		free(buf);
 		free(nt);
+		free(nd);
 		return qcow_set_error(img, -ENOMEM, "out of memory growing the refcount table");
 	}
 	build_growth(img, buf, p, t, b);
+	/* (entries a nowait call left unwritten are committed first: qcow_pwrite) */
 	ret = qcow_pwrite(img, buf, (t + b) * img->cluster_size, p << img->cluster_bits);
 	free(buf);
 	if (ret == 0)
@@ -385,9 +408,10 @@ static int grow_reftable(struct qcow_image *img, uint64_t need_ti, uint64_t min_
 		ret = qcow_fsync(img);
 	if (ret < 0) {
 		free(nt);
+		free(nd);
 		return ret;
 	}
-	install_table(img, nt, p, t, entries);
+	install_table(img, nt, nd, p, t, entries);
 	img->refcount_growths++;
 	return 0;
 }
@@ -419,34 +443,93 @@ static void revert_new(struct qcow_image *img, struct new_blocks *nbk)
 		uint64_t off = img->refcount_table[nbk->ti[i]];
 
 		img->refcount_table[nbk->ti[i]] = 0;
+		img->rt_dirty[nbk->ti[i]] = 0;
 		qcow_cache_forget(img->refcount_cache, off);
 	}
 	nbk->n = 0;
 }
 
-/* Blocks durable first, then the table entries pointing at them. */
-static int commit_new(struct qcow_image *img, struct new_blocks *nbk)
+/* One pass: write the entries whose blocks lie in ranges already
+ * described on disk (all that are left, when none does: no order can
+ * help then). How many were written, or -errno. */
+static int commit_pass(struct qcow_image *img, bool all)
 {
-	size_t i;
+	uint64_t ti, home, e;
+	int n = 0, ret = 0;
+
+	for (ti = 0; ret == 0 && ti < img->refcount_table_size; ti++) {
+		if (img->rt_dirty[ti] != 1)
+			continue;
+		home = (img->refcount_table[ti] >> img->cluster_bits) >> img->refcount_block_bits;
+		if (!all && home != ti && home < img->refcount_table_size && img->rt_dirty[home])
+			continue;	/* a later pass */
+		e = htobe64(img->refcount_table[ti]);
+		ret = qcow_pwrite(img, &e, 8, img->refcount_table_offset + ti * 8);
+		if (ret == 0) {
+			img->rt_dirty[ti] = 2;	/* written in this pass */
+			n++;
+		}
+	}
+	for (ti = 0; ti < img->refcount_table_size; ti++)
+		if (img->rt_dirty[ti] == 2)
+			img->rt_dirty[ti] = 0;
+	return ret < 0 ? ret : n;
+}
+
+int qcow_refcount_commit(struct qcow_image *img)
+{
 	int ret;
 
-	if (!nbk->n)
+	if (!img->rt_any_dirty)
 		return 0;
+	img->rt_committing = true;
+	/* blocks durable first, then the table entries pointing at them */
 	ret = qcow_cache_writeback(img->refcount_cache);
 	if (ret == 0)
 		ret = qcow_fsync(img);
-	for (i = 0; ret == 0 && i < nbk->n; i++) {
-		uint64_t ti = nbk->ti[i];
-		uint64_t e = htobe64(img->refcount_table[ti]);
-
-		ret = qcow_pwrite(img, &e, 8, img->refcount_table_offset + ti * 8);
+	/*
+	 * Then the entries, in passes, each made durable before the next: an
+	 * entry whose block lies in another new block's range goes only once
+	 * that one's entry is durable (the power-cut test found both landing
+	 * out of order: the second block's cluster in use with refcount 0).
+	 * The last fsync comes before anything else is written: called from
+	 * qcow_pwrite, the write that follows may be the L2 table that uses
+	 * the block's clusters, its own fsync done already.
+	 */
+	while (ret == 0 && memchr(img->rt_dirty, 1, img->refcount_table_size)) {
+		ret = commit_pass(img, false);
+		if (ret == 0)
+			ret = commit_pass(img, true);
+		if (ret >= 0)
+			ret = qcow_fsync(img);
 	}
+	img->rt_committing = false;
+	if (ret < 0)
+		return ret;
+	img->rt_any_dirty = false;
+	return 0;
+}
+
+/*
+ * The new blocks' table entries: written now (blocks durable first), or in
+ * a nowait call only marked, for the next flush or synchronous write.
+ */
+static int commit_new(struct qcow_image *img, struct new_blocks *nbk)
+{
+	size_t i;
+	int ret = 0;
+
+	if (!nbk->n)
+		return 0;
+	for (i = 0; i < nbk->n; i++)
+		img->rt_dirty[nbk->ti[i]] = 1;
+	img->rt_any_dirty = true;
+	if (!img->need)
+		ret = qcow_refcount_commit(img);
 	if (ret < 0) {
 		revert_new(img, nbk);
 		return ret;
 	}
-	/* The entries become durable with the fsync that precedes any L2 write. */
-	qcow_sync_owed(img, QCOW_SYNC_DATA);
 	img->refcount_growths += nbk->n;
 	nbk->n = 0;
 	return 0;
@@ -480,10 +563,26 @@ static int new_block(struct qcow_image *img, uint64_t ti, uint64_t c, bool self,
 
 static int update_range(struct qcow_image *img, uint64_t start, uint64_t nb, int64_t addend);
 
+/* Is table index tj's block new, its entry not written yet? */
+static bool block_is_new(const struct qcow_image *img, const struct new_blocks *nbk, uint64_t tj)
+{
+	size_t i;
+
+	for (i = 0; i < nbk->n; i++)
+		if (nbk->ti[i] == tj)
+			return true;
+	return img->rt_dirty[tj] != 0;
+}
+
 /*
  * Find a home for the block of table index ti, never inside [lo, hi) (the
- * clusters the caller is about to use). Returns -EAGAIN with *grow_ti set
- * when the only free cluster is beyond the table: the caller grows it.
+ * clusters the caller is about to use). Returns 1 with *grow_ti set when
+ * the only free cluster is beyond the table: the caller grows it. (Not
+ * -EAGAIN: in a nowait call that is a refcount block for the caller to
+ * load, and taken for this it left the load hanging.) Returns 2 in a
+ * nowait call when the only home is described by another new block: its
+ * entry must be durable before this one's, which only a flush between the
+ * two can promise (qcow_refcount_commit orders them itself).
  */
 static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_t hi,
 		       struct new_blocks *nbk, uint64_t *grow_ti)
@@ -501,7 +600,7 @@ static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_
 		tj = c >> img->refcount_block_bits;
 		if (tj >= img->refcount_table_size) {
 			*grow_ti = tj;
-			return -EAGAIN;
+			return 1;
 		}
 		off = qcow_refblock_offset(img, tj);
 		if (off < 0)
@@ -513,6 +612,8 @@ static int place_block(struct qcow_image *img, uint64_t ti, uint64_t lo, uint64_
 				return ret;
 			continue;
 		}
+		if (img->need && block_is_new(img, nbk, tj))
+			return 2;
 		ret = update_range(img, c, 1, 1);
 		if (ret < 0)
 			return ret;
@@ -543,8 +644,18 @@ static int create_blocks(struct qcow_image *img, uint64_t first, uint64_t last,
 			continue;
 		}
 		ret = place_block(img, ti, lo, hi, &nbk, &grow_ti);
-		if (ret == -EAGAIN) {
-			/* The new table must not reference blocks not yet on disk. */
+		if (ret == 2) {
+			/* keep what is made, for the flush to write; then again */
+			ret = commit_new(img, &nbk);
+			if (ret == 0)
+				ret = qcow_busy(img, QCOW_WAIT_WRITEBACK, "refcount block for table "
+						"index %llu: its home is described by a block the "
+						"next flush writes", (unsigned long long)ti);
+			break;
+		}
+		if (ret == 1) {
+			/* The new table must not reference blocks not yet on disk
+			 * (in a nowait call grow_reftable's first write commits them). */
 			ret = commit_new(img, &nbk);
 			if (ret == 0)
 				ret = grow_reftable(img, grow_ti, hi);

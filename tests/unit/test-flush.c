@@ -28,7 +28,10 @@
  *  - a failed table write fails the flush and the handle, and gives back
  *    what the flush held (the tables count as unwritten again);
  *  - frees whose refcount blocks are not cached: the flush reads them as a
- *    batch of its own before applying them.
+ *    batch of its own before applying them;
+ *  - a new refcount block a nowait write needs costs that write no IO: the
+ *    flush writes the block, fsyncs, then writes its refcount table entry
+ *    (whole sectors), fsyncs, and only then the L2 tables that use it.
  */
 #include "crashfile.h"
 #include "internal.h"
@@ -390,6 +393,84 @@ static void test_frees_read_blocks(void)
 	free(data);
 }
 
+/* Writes and fsyncs on the crash-test file so far (its growth ahead of
+ * the data, a truncate, is no IO). */
+static size_t io_events(void)
+{
+	size_t n = 0, ev;
+
+	for (ev = 0; ev < cf_nevents(cf); ev++)
+		n += cf_event_is_write(cf, ev) || cf_event_is_flush(cf, ev);
+	return n;
+}
+
+static bool in_range(uint64_t off, uint64_t start, uint64_t len)
+{
+	return off >= start && off < start + len;
+}
+
+static void test_nowait_growth(void)
+{
+	struct qcow_image *img = open_geometry(9, 8);	/* 512-byte clusters: a block per 128 KiB */
+	struct qcow_io ios[8];
+	struct qcow_stats st;
+	uint64_t off = 0, ti, block = 0, rt_start, rt_len;
+	int blk_at = -1, blk_sync = -1, rt_at = -1, rt_sync = -1, l2_at = -1, at = 0, n, i;
+	size_t engine = 0;
+
+	cf_record_start(cf);
+	do {
+		uint8_t b[4096];
+
+		memset(b, (uint8_t)(1 + off / 4096), sizeof(b));
+		REQUIRE(t_nowait_write(img, b, off, sizeof(b), io_events, &engine) == 0,
+			"nowait write: %s", qcow_error(img));
+		off += 4096;
+		qcow_get_stats(img, &st);
+	} while (!st.refcount_growths && off < (8 << 20));
+	CHECK(st.refcount_growths > 0, "no refcount block was added in %" PRIu64 " bytes", off);
+	CHECK(engine == 0, "the nowait writes did %zu IOs themselves", engine);
+	for (ti = 0; ti < img->refcount_table_size && !block; ti++)
+		if (img->rt_dirty[ti])
+			block = img->refcount_table[ti];
+	REQUIRE(block, "no table entry waits for the flush");
+	rt_start = img->refcount_table_offset;
+	rt_len = (uint64_t)img->refcount_table_clusters << 9;
+	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	while ((n = qcow_flush_next(img, ios, 8)) > 0) {
+		for (i = 0; i < n; i++, at++) {
+			if (ios[i].op == QCOW_IO_FSYNC) {
+				if (blk_at >= 0 && blk_sync < 0)
+					blk_sync = at;
+				if (rt_at >= 0 && rt_sync < 0)
+					rt_sync = at;
+			} else if (ios[i].op == QCOW_IO_WRITE && ios[i].offset == block) {
+				blk_at = at;
+			} else if (ios[i].op == QCOW_IO_WRITE &&
+				   in_range(ios[i].offset, rt_start, rt_len)) {
+				rt_at = at;
+				CHECK(ios[i].len % 512 == 0 && ios[i].offset % 512 == 0,
+				      "refcount table write of %zu bytes at 0x%" PRIx64 ": not sectors",
+				      ios[i].len, ios[i].offset);
+			} else if (ios[i].op == QCOW_IO_WRITE && l2_at < 0 && rt_at >= 0) {
+				l2_at = at;
+			}
+		}
+		qcow_flush_io_done(img, do_batch(img, ios, n));
+	}
+	CHECK(n == 0, "flush: %d %s", n, qcow_error(img));
+	CHECK(blk_at >= 0 && blk_sync > blk_at, "the new block (0x%" PRIx64 ") was not written "
+	      "and synced (write %d, fsync %d)", block, blk_at, blk_sync);
+	CHECK(rt_at > blk_sync, "its table entry was written at %d, before the block's fsync at %d",
+	      rt_at, blk_sync);
+	CHECK(rt_sync > rt_at && (l2_at < 0 || l2_at > rt_sync), "the entry (write %d, fsync %d) "
+	      "was not durable before the L2 tables (first write %d)", rt_at, rt_sync, l2_at);
+	CHECK(!img->rt_any_dirty, "entries still wait after the flush");
+	qemu_check_now("nowait-growth");
+	CHECK(qcow_close(img) == 0, "close");
+	cf_free(cf);
+}
+
 int main(void)
 {
 	t_init("test-flush");
@@ -400,5 +481,6 @@ int main(void)
 	test_one_at_a_time();
 	test_failed_batch();
 	test_frees_read_blocks();
+	test_nowait_growth();
 	return t_finish();
 }

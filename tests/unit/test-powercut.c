@@ -3,7 +3,8 @@
  * Power-cut simulation (doc/design.md sections 4 and 9).
  *
  * Each workload runs the engine on the recording backend (crashfile.c):
- * writes that allocate clusters and L2 tables, overwrites, discards, zero
+ * writes that allocate clusters and L2 tables (some through the nowait
+ * calls, as the daemon makes them), overwrites, discards, zero
  * writes with and without unmap, flushes, a close and reopen, and resizes
  * that grow the L1 table, on images whose small clusters and wide refcounts
  * make refcount blocks and the refcount table grow within a few hundred
@@ -90,11 +91,13 @@ struct workload {
 	unsigned nb_during;
 	bool in_flush;
 	unsigned async_flushes, ops_during, ops_refused;   /* for the summary */
+	unsigned nowait_growths;      /* refcount blocks a nowait write added */
 };
 
 static bool have_qemu;
 static uint64_t g_seed;
 static uint64_t g_states, g_qemu_checks, g_budget;
+static unsigned g_nowait_growths;   /* over the workloads run */
 static unsigned g_qemu_every = 1;
 static bool g_only;
 static unsigned g_only_w;
@@ -207,6 +210,21 @@ static int do_write(struct workload *w, struct cf_gop *g)
 	return qcow_write(w->img, w->buf, g->off, g->len);
 }
 
+/* The same write as the daemon makes it (testlib.h): a new refcount block it
+ * needs is written by the next flush, its table entry after it. */
+static int do_write_nowait(struct workload *w, struct cf_gop *g)
+{
+	struct qcow_stats before, after;
+	int r;
+
+	cf_pattern(g->id, g->off, w->buf, g->len);
+	qcow_get_stats(w->img, &before);
+	r = t_nowait_write(w->img, w->buf, g->off, g->len, NULL, NULL);
+	qcow_get_stats(w->img, &after);
+	w->nowait_growths += (unsigned)(after.refcount_growths - before.refcount_growths);
+	return r;
+}
+
 static int do_flush(struct workload *w, struct cf_gop *g)
 {
 	(void)g;
@@ -296,7 +314,8 @@ static int op_flush(struct workload *w, struct cf_gop *g)
 }
 
 /* Sequential writes through the disk: the file grows, so refcount blocks
- * and (at 512-byte clusters) the refcount table must grow too. */
+ * and (at 512-byte clusters) the refcount table must grow too; half of them
+ * as the daemon writes, its new refcount blocks left to the flushes. */
 static int op_fill(struct workload *w, struct cf_gop *g)
 {
 	if (w->fill_pos >= w->size)
@@ -305,7 +324,7 @@ static int op_fill(struct workload *w, struct cf_gop *g)
 	g->off = w->fill_pos;
 	g->len = QCOW_MIN(w->cfg->fill_len, w->size - w->fill_pos);
 	w->fill_pos += g->len;
-	return wl_call(w, g, do_write);
+	return wl_call(w, g, t_rand_below(2) ? do_write_nowait : do_write);
 }
 
 static int op_write(struct workload *w, struct cf_gop *g)
@@ -539,7 +558,9 @@ static void wl_describe(struct workload *w)
 	       "clusters at 0x%" PRIx64 "\n", w->cfg->name, info.file_size, info.l1_size,
 	       info.l1_table_offset, info.refcount_table_clusters, info.refcount_table_offset);
 	printf("%s: %u flushes run step by step, %u guest ops during them (%u refused until "
-	       "they ended)\n", w->cfg->name, w->async_flushes, w->ops_during, w->ops_refused);
+	       "they ended), %u refcount blocks added by nowait writes\n", w->cfg->name,
+	       w->async_flushes, w->ops_during, w->ops_refused, w->nowait_growths);
+	g_nowait_growths += w->nowait_growths;
 }
 
 static void wl_run(struct workload *w)
@@ -966,6 +987,9 @@ int main(int argc, char **argv)
 	}
 	printf("test-powercut: %" PRIu64 " crash states checked (%" PRIu64
 	       " qemu-img checks) in %.1f s\n", g_states, g_qemu_checks, now() - t0);
+	/* the growth a flush writes (step 1b) must be among the states */
+	CHECK(g_nowait_growths > 0 || g_only || g_workload >= 0,
+	      "no nowait write added a refcount block");
 	if (t_nfail)
 		fprintf(stderr, "replay the whole run: SEED=%" PRIu64 " POWERCUT_STATES=%" PRIu64
 			" %s\n", g_seed, g_budget, g_argv0);

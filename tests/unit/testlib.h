@@ -444,4 +444,66 @@ static inline int t_qemu_check(const char *path)
 	return r;
 }
 
+/*
+ * One write the way the daemon does it, on the image's own file ops:
+ * qcow_write_begin_nowait, the table reads it asks for, a flush where dirty
+ * tables are in the way (qcow_flush: -EBUSY while another runs), the
+ * copy-on-write parts (qcow_cow_read) and the data written, qcow_write_end.
+ * io_count, when given, counts file IOs so far: *engine_io gets the ones
+ * the engine calls made themselves. 0 or the first -errno.
+ */
+static inline int t_nowait_write(struct qcow_image *img, const uint8_t *buf, uint64_t off,
+				 uint64_t len, size_t (*io_count)(void), size_t *engine_io)
+{
+	const struct qcow_file *f = qcow_get_file(img);
+	struct qcow_write_plan plan;
+	struct qcow_meta_read need;
+	uint8_t part[65536 * 32];	/* up to 2 MiB clusters */
+	uint64_t done = 0;
+	size_t ev = 0;
+	unsigned i;
+	int r;
+
+	while (done < len) {
+		ev = io_count ? io_count() : 0;
+		r = qcow_write_begin_nowait(img, off + done, len - done, &plan, &need);
+		if (io_count)
+			*engine_io += io_count() - ev;
+		if (r == -EAGAIN) {
+			r = f->ops->pread(f->ctx, need.buf, need.len, need.offset);
+			r = qcow_meta_read_done(img, &need, r);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (r == -EBUSY && qcow_busy_reason(img) == QCOW_WAIT_WRITEBACK) {
+			r = qcow_flush(img);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (r < 0)
+			return r;
+		for (i = 0; r == 0 && i < 2; i++) {
+			const struct qcow_cow_part *c = &plan.cow[i];
+
+			if (c->kind == QCOW_COW_NONE)
+				continue;
+			r = c->len <= sizeof(part) ? qcow_cow_read(img, c, part) : -EFBIG;
+			if (r == 0)
+				r = f->ops->pwrite(f->ctx, part, c->len, c->dst);
+		}
+		if (r == 0)
+			r = f->ops->pwrite(f->ctx, buf + done, plan.length, plan.host_offset);
+		ev = io_count ? io_count() : 0;
+		r = qcow_write_end(img, &plan, r);
+		if (io_count)
+			*engine_io += io_count() - ev;
+		if (r < 0)
+			return r;
+		done += plan.length;
+	}
+	return 0;
+}
+
 #endif /* QCOW_TESTLIB_H */
