@@ -250,29 +250,29 @@ static uint64_t change_piece(const struct uq_tag *t, bool *partial)
 	return qcow_clear_piece(t->q->dev->img, t->off + t->pos, t->len - t->pos, partial);
 }
 
-static int do_discard(struct uq_tag *t)
+/* Its length alone, for the engine calls below. */
+static uint64_t piece_len(const struct uq_tag *t)
 {
 	bool partial;
 
-	return qcow_discard_nowait(t->q->dev->img, t->off + t->pos, change_piece(t, &partial),
-				   &t->need);
+	return change_piece(t, &partial);
+}
+
+static int do_discard(struct uq_tag *t)
+{
+	return qcow_discard_nowait(t->q->dev->img, t->off + t->pos, piece_len(t), &t->need);
 }
 
 static int do_write_zeroes(struct uq_tag *t)
 {
-	bool partial;
-
-	return qcow_write_zeroes_nowait(t->q->dev->img, t->off + t->pos,
-					change_piece(t, &partial),
+	return qcow_write_zeroes_nowait(t->q->dev->img, t->off + t->pos, piece_len(t),
 					t->nounmap ? 0 : QCOW_ZERO_MAY_UNMAP, &t->need);
 }
 
 static int do_partial_zeroes(struct uq_tag *t)
 {
-	bool partial;
-
-	return qcow_partial_zeroes_nowait(t->q->dev->img, t->off + t->pos,
-					  change_piece(t, &partial), &t->need);
+	return qcow_partial_zeroes_nowait(t->q->dev->img, t->off + t->pos, piece_len(t),
+					  &t->need);
 }
 
 /*
