@@ -30,6 +30,7 @@ static const struct command commands[] = {
 	{ "snapshot", cmd_snapshot,
 	  "snapshot [-q] [-l | -c NAME | -a SNAPSHOT | -d SNAPSHOT] [--output=FMT] IMAGE" },
 	{ "checksum", cmd_checksum, "checksum [-f FMT] [-l SNAPSHOT] [-p] IMAGE" },
+	{ "compare", cmd_compare, "compare [-f FMT] [-F FMT] [-p] [-q] [-s] [-U] IMAGE1 IMAGE2" },
 	{ "bench", cmd_bench,
 	  "bench [-c COUNT] [-d DEPTH] [-o OFFSET] [-s SIZE] [-S STEP] [-t CACHE] [-w] IMAGE" },
 };

@@ -48,6 +48,7 @@ int cmd_io(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 
 struct disk;
 /* convert/map/io -l: read snapshot PARAM of d (open read-only) instead. */

@@ -93,10 +93,7 @@ same "qcow-tool convert" "$(ours "$TMP/t.qcow2")" "$WANT"
 
 # --- zeros stored every way qemu stores them -------------------------------
 IMG="$TMP/w.qcow2"
-qemu-img create -q -f qcow2 -o cluster_size=65536 "$IMG" 16M
-qemu-io -f qcow2 -c 'write -P 0x5a 0 3M' -c 'write -z 64k 128k' -c 'write -z -u 1M 192k' \
-	-c 'discard 2M 64k' -c 'write -P 0 2560k 64k' -c 'write -P 7 12345k 7k' \
-	-c 'write -z 15M 1536' "$IMG" >/dev/null
+qemu_zeros_image "$IMG"
 qemu-img convert -q -f qcow2 -O raw "$IMG" "$TMP/w.raw"
 W=$(ref "$TMP/w.raw")
 same "qemu-io's zero clusters and discards" "$(ours "$IMG")" "$W"

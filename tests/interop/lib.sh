@@ -117,6 +117,20 @@ qemu_create() {
 	qemu-img create -q -f qcow2 -o "cluster_size=$3,refcount_bits=$4,compat=$5${6:+,$6}" "$1" "$2"
 }
 
+# qemu_zeros_image IMG [QEMU-IO-ARGS...]: a 16 MiB qcow2 image (64k clusters)
+# of data and zeros stored every way qemu-io stores them: zero clusters
+# (write -z, with and without -u), a discard, written zeros, a short write in
+# a fresh cluster and a zero write of less than a cluster; then the extra
+# qemu-io arguments (more -c commands).
+qemu_zeros_image() {
+	local img="$1"
+	shift
+	qemu-img create -q -f qcow2 -o cluster_size=65536 "$img" 16M
+	qemu-io -f qcow2 -c 'write -P 0x5a 0 3M' -c 'write -z 64k 128k' -c 'write -z -u 1M 192k' \
+		-c 'discard 2M 64k' -c 'write -P 0 2560k 64k' -c 'write -P 7 12345k 7k' \
+		-c 'write -z 15M 1536' "$@" "$img" >/dev/null
+}
+
 # Exit status of a command, without tripping set -e.
 rc_of() {
 	local rc=0
