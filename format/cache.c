@@ -435,6 +435,7 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 	need->buf = slot_table(c, (unsigned)idx);
 	need->slot = (uint32_t)idx;
 	need->cache = (uint8_t)c->kind;
+	need->depth = 0;
 	return -EAGAIN;
 }
 

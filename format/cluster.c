@@ -37,6 +37,8 @@ enum clear_mode {
 	CLEAR_DEALLOC,                /* entry 0: unallocated */
 	CLEAR_ZERO,                   /* zero flag, a private host cluster stays preallocated */
 	CLEAR_ZERO_UNMAP,             /* zero flag, host cluster released */
+	CLEAR_BY_DATA,                /* no entry says it (a v2 image with a backing file):
+				       * whole clusters as partial ones */
 };
 
 #define ULL(x) ((unsigned long long)(x))
@@ -404,26 +406,35 @@ static int map_common(struct qcow_image *img, uint64_t off, uint64_t len,
 		return qcow_set_error(img, -EINVAL, "map of %llu bytes at offset %llu: outside the "
 				      "virtual size %llu", ULL(len), ULL(off), ULL(img->size));
 	max = QCOW_MIN(len, img->size - off);
+	if (img->raw)
+		return qcow_raw_map(img, off, max, ext);
 	max = QCOW_MIN(max, (in_table << img->cluster_bits) - (off & (img->cluster_size - 1)));
 	ret = l1_lookup(img, qcow_offset_to_l1_index(img, off), &l2_offset);
 	if (ret < 0)
 		return ret;
 	memset(ext, 0, sizeof(*ext));
 	ext->guest_offset = off;
-	if (!l2_offset) {
-		ext->kind = QCOW_EXTENT_UNALLOCATED;
-		ext->length = max;
-		return 0;
+	ext->kind = QCOW_EXTENT_UNALLOCATED;
+	ext->length = max;
+	if (l2_offset) {
+		if (need)
+			ret = qcow_cache_get_nowait(img->l2_cache, l2_offset, (void **)&table, need);
+		else
+			ret = qcow_cache_get(img->l2_cache, l2_offset, (void **)&table);
+		if (ret < 0)
+			return ret;
+		ret = map_run(img, table, off, max, ext);
+		qcow_cache_put(img->l2_cache, table);
 	}
-	if (need)
-		ret = qcow_cache_get_nowait(img->l2_cache, l2_offset, (void **)&table, need);
-	else
-		ret = qcow_cache_get(img->l2_cache, l2_offset, (void **)&table);
-	if (ret < 0)
-		return ret;
-	ret = map_run(img, table, off, max, ext);
-	qcow_cache_put(img->l2_cache, table);
+	if (ret == 0 && ext->kind == QCOW_EXTENT_UNALLOCATED && img->backing)
+		ret = qcow_backing_map(img, ext, need);
 	return ret;
+}
+
+int qcow_map_layer(struct qcow_image *img, uint64_t off, uint64_t len,
+		   struct qcow_extent *ext, struct qcow_meta_read *need)
+{
+	return map_common(img, off, len, ext, need);
 }
 
 int qcow_map(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext)
@@ -441,6 +452,11 @@ int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 
 int qcow_meta_read_done(struct qcow_image *img, const struct qcow_meta_read *done, int result)
 {
+	struct qcow_image *layer = done ? qcow_layer(img, done->depth) : img;
+
+	if (!layer)
+		return qcow_set_error(img, -EINVAL, "metadata read completion of no layer");
+	img = layer;
 	if (done && done->cache == QCOW_TABLE_REFCOUNT)
 		return qcow_cache_load_done(img->refcount_cache, done, result);
 	if (done && done->cache != QCOW_TABLE_L2)
@@ -585,15 +601,18 @@ static void cow_part_set(struct qcow_cow_part *p, enum qcow_cow_kind kind,
 	p->dst = dst + in;
 	p->len = len;
 	p->src = kind == QCOW_COW_COPY ? old->host + in : kind == QCOW_COW_INFLATE ? old->host : 0;
+	/* BACKING: the chain's bytes at p->guest; nothing to say about src */
 	p->src_len = kind == QCOW_COW_INFLATE ? old->clen : 0;
 }
 
 /*
  * What the new host cluster dst of guest cluster gc needs besides the guest
  * bytes [skip_start, skip_end): the old contents before them (plan->cow[0])
- * and after them (plan->cow[1]). Old contents that read as zeros (no backing
- * file: unallocated and zero clusters) are not copied: nothing at all where
- * the file reads as zeros already (at or past zero_from), else zeros.
+ * and after them (plan->cow[1]). An unallocated cluster of an image with a
+ * backing file keeps the chain's bytes. Old contents that read as zeros
+ * (zero clusters, unallocated ones with no backing file) are not copied:
+ * nothing at all where the file reads as zeros already (at or past
+ * zero_from), else zeros.
  */
 static int cow_plan_cluster(struct qcow_image *img, const uint64_t *table, uint64_t gc,
 			    uint64_t dst, uint64_t skip_start, uint64_t skip_end,
@@ -613,9 +632,11 @@ static int cow_plan_cluster(struct qcow_image *img, const uint64_t *table, uint6
 		kind = QCOW_COW_COPY;
 	else if (old.kind == QCOW_EXTENT_COMPRESSED)
 		kind = QCOW_COW_INFLATE;
+	else if (old.kind == QCOW_EXTENT_UNALLOCATED && img->backing)
+		kind = QCOW_COW_BACKING;
 	else
 		kind = dst >= img->zero_from ? QCOW_COW_NONE : QCOW_COW_ZEROS;
-	if (kind == QCOW_COW_COPY || kind == QCOW_COW_INFLATE)
+	if (kind >= QCOW_COW_COPY)
 		img->cow_copies++;
 	if (skip_start)
 		cow_part_set(&plan->cow[0], kind, &old, guest, dst, 0, skip_start);
@@ -660,6 +681,8 @@ int qcow_cow_read(struct qcow_image *img, const struct qcow_cow_part *p, void *b
 	case QCOW_COW_ZEROS:
 		memset(buf, 0, p->len);
 		return 0;
+	case QCOW_COW_BACKING:
+		return qcow_backing_read(img, buf, p->guest, p->len);
 	default:
 		return 0;
 	}
@@ -898,7 +921,7 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
  * unmapping zero writes leave it alone (no L2 table gets allocated for it). */
 static bool unalloc_reads_zero(const struct qcow_image *img, enum clear_mode mode)
 {
-	return mode == CLEAR_DEALLOC || (mode == CLEAR_ZERO_UNMAP && !img->backing_file);
+	return mode == CLEAR_DEALLOC || (mode == CLEAR_ZERO_UNMAP && !img->backing);
 }
 
 /* The entry a cleared cluster gets; *drop: its old host bytes lose a reference. */
@@ -1054,8 +1077,18 @@ static enum clear_mode zero_mode(const struct qcow_image *img, unsigned flags)
 {
 	/* v2 has no zero flag; without a backing file unallocated reads as zero */
 	if (img->version < 3)
-		return CLEAR_DEALLOC;
+		return img->backing ? CLEAR_BY_DATA : CLEAR_DEALLOC;
 	return (flags & QCOW_ZERO_MAY_UNMAP) ? CLEAR_ZERO_UNMAP : CLEAR_ZERO;
+}
+
+/* A discard must not let a backing file's bytes show again: over a backing
+ * file it zeroes (v3), or leaves the clusters as they are (v2: the data is
+ * kept, which a discard may do). */
+static enum clear_mode discard_mode(const struct qcow_image *img)
+{
+	if (!img->backing)
+		return CLEAR_DEALLOC;
+	return img->version >= 3 ? CLEAR_ZERO_UNMAP : CLEAR_BY_DATA;
 }
 
 /*
@@ -1074,7 +1107,9 @@ static int clear_range(struct qcow_image *img, uint64_t off, uint64_t len,
 
 	for (; off < end && ret >= 0; off += n) {
 		n = qcow_clear_piece(img, off, end - off, &partial);
-		if (!partial)
+		if (mode == CLEAR_BY_DATA && !partial)
+			n = QCOW_MIN(n, img->cluster_size);
+		if (!partial && mode != CLEAR_BY_DATA)
 			ret = clear_clusters(img, off >> img->cluster_bits,
 					     QCOW_DIV_ROUND_UP(off + n, img->cluster_size), mode);
 		else if (action == PARTIAL_REFUSE)
@@ -1099,7 +1134,7 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	int ret = check_write(img, off, len, "discard");
 
-	return ret < 0 ? ret : clear_range(img, off, len, CLEAR_DEALLOC, PARTIAL_LEAVE);
+	return ret < 0 ? ret : clear_range(img, off, len, discard_mode(img), PARTIAL_LEAVE);
 }
 
 int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,

@@ -106,7 +106,7 @@ int qcow_read_compressed_cluster(struct qcow_image *img, const struct qcow_exten
 }
 
 /* Copy one extent of guest data into p (ext->length bytes). */
-static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p)
+static int read_layer_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p)
 {
 	int ret;
 
@@ -126,6 +126,19 @@ static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, ui
 	}
 }
 
+/* The same from the layer of the chain the extent is in (its buffers, its
+ * geometry), its failure reported as img's. */
+static int read_extent(struct qcow_image *img, const struct qcow_extent *ext, uint8_t *p)
+{
+	struct qcow_image *layer = qcow_layer(img, ext->depth);
+	int ret;
+
+	if (!layer)
+		return qcow_set_error(img, -EIO, "extent of a layer below the backing chain");
+	ret = read_layer_extent(layer, ext, p);
+	return ret < 0 && layer != img ? qcow_layer_failed(img, layer, ret) : ret;
+}
+
 int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len)
 {
 	struct qcow_extent ext;
@@ -137,6 +150,7 @@ int qcow_read(struct qcow_image *img, void *buf, uint64_t off, size_t len)
 		ret = qcow_map(img, off, len, &ext);
 		if (ret == 0)
 			ret = read_extent(img, &ext, p);
+
 		if (ret == 0) {
 			p += ext.length;
 			off += ext.length;

@@ -226,6 +226,24 @@ int qcow_file_posix_buffered(struct qcow_file *f)
 	return 0;
 }
 
+int qcow_file_data_run(int fd, uint64_t off, uint64_t len, uint64_t *run)
+{
+	off_t data = lseek(fd, (off_t)off, SEEK_DATA), hole;
+
+	*run = len;
+	if (data < 0)
+		return errno == ENXIO ? 0 : 1;	/* a hole to the end, or no answer */
+	if ((uint64_t)data > off) {
+		if ((uint64_t)data - off < len)
+			*run = (uint64_t)data - off;
+		return 0;
+	}
+	hole = lseek(fd, (off_t)off, SEEK_HOLE);
+	if (hole > (off_t)off && (uint64_t)hole - off < len)
+		*run = (uint64_t)hole - off;
+	return 1;
+}
+
 int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out)
 {
 	struct posix_ctx *p;

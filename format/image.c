@@ -324,6 +324,7 @@ static void free_header_fields(struct qcow_image *img)
 
 static void free_image(struct qcow_image *img)
 {
+	qcow_close(img->backing);
 	qcow_flush_free(img);
 	qcow_cache_free(img->l2_cache);
 	qcow_cache_free(img->refcount_cache);
@@ -385,10 +386,6 @@ static int open_policy(struct qcow_image *img)
 {
 	if (img->for_check)
 		return 0;
-	if (img->backing_file)
-		return qcow_set_error(img, -ENOTSUP,
-				      "backing files are not supported yet (backing file: %s)",
-				      img->backing_file);
 	if ((img->incompatible_features & QCOW_INCOMPAT_CORRUPT) && !img->read_only)
 		return qcow_set_error(img, -EACCES,
 				      "image is marked corrupt; open it read-only or repair it with: "
@@ -494,6 +491,12 @@ int qcow_open_file(struct qcow_file *file, const char *name,
 		   const struct qcow_open_opts *opts, struct qcow_image **out,
 		   char *err, size_t errlen)
 {
+	return qcow_open_layer(file, name, opts, NULL, out, err, errlen);
+}
+
+int qcow_open_layer(struct qcow_file *file, const char *name, const struct qcow_open_opts *opts,
+		    struct qcow_image *above, struct qcow_image **out, char *err, size_t errlen)
+{
 	static const struct qcow_open_opts defaults;
 	struct qcow_image *img;
 	int ret;
@@ -514,6 +517,7 @@ int qcow_open_file(struct qcow_file *file, const char *name,
 	img->file = *file;
 	img->read_only = opts->read_only;
 	img->for_check = opts->for_check;
+	img->above = above;
 	ret = load_header(img);
 	if (ret == 0)
 		ret = open_policy(img);
@@ -521,6 +525,8 @@ int qcow_open_file(struct qcow_file *file, const char *name,
 		ret = setup_tables(img, opts);
 	if (ret == 0)
 		ret = repair_on_open(img);
+	if (ret == 0)
+		ret = qcow_backing_open(img, opts);
 	if (ret < 0) {
 		copy_error(img, ret, name, err, errlen);
 		free_image(img);
@@ -595,6 +601,12 @@ static int create_opts_apply(struct qcow_image *img, const struct qcow_create_op
 		return qcow_set_error(img, -EINVAL, "version 2 images require refcount_bits 16");
 	if (o->lazy_refcounts)
 		return qcow_set_error(img, -ENOTSUP, "lazy refcounts are not supported");
+	if (o->backing_format && !o->backing_file)
+		return qcow_set_error(img, -EINVAL, "a backing format needs a backing file");
+	if (o->backing_file && (!o->backing_file[0] || strlen(o->backing_file) > 1023))
+		return qcow_set_error(img, -EINVAL, "backing file name must be 1 to 1023 bytes");
+	if (o->backing_format && strlen(o->backing_format) >= 64)
+		return qcow_set_error(img, -EINVAL, "backing format name too long");
 	img->version = version;
 	img->cluster_bits = cbits;
 	img->cluster_size = 1ULL << cbits;
@@ -647,6 +659,10 @@ static int create_on(struct qcow_image *img, const struct qcow_create_opts *opts
 	ret = create_opts_apply(img, opts);
 	if (ret < 0)
 		return ret;
+	if (opts->backing_file && (!(img->backing_file = strdup(opts->backing_file)) ||
+				   (opts->backing_format &&
+				    !(img->backing_format = strdup(opts->backing_format)))))
+		return qcow_set_error(img, -ENOMEM, "out of memory");
 	ret = img->file.ops->get_size(img->file.ctx, &size);
 	if (ret < 0)
 		return qcow_set_error(img, ret, "cannot get the file size: %s", strerror(-ret));
@@ -684,6 +700,7 @@ int qcow_create_file(struct qcow_file *file, const char *name,
 	if (ret < 0)
 		copy_error(img, ret, name, err, errlen);
 	/* The caller still owns the file. */
+	free_header_fields(img);
 	free(img->name);
 	free(img);
 	return ret;

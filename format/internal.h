@@ -10,6 +10,7 @@
  *   cache.c       the bounded metadata table cache (L2 tables, refcount blocks)
  *   cluster.c     L1/L2 mapping, allocation for writes, copy-on-write, zero, discard
  *   data.c        synchronous guest read/write, compressed clusters
+ *   backing.c     the backing chain: open, map through, read from
  *   check.c       consistency check, leak repair, refcount rebuild
  *
  * Write ordering (the crash-safety contract, see doc/design.md):
@@ -149,6 +150,12 @@ struct qcow_image {
 	uint32_t backing_file_size;
 	char *backing_file;           /* NULL when none */
 	char *backing_format;         /* NULL when none */
+	/* the backing chain (backing.c): the layer below, NULL when none or
+	 * not opened (for_check); the image that opened this one as its
+	 * backing file, NULL at the top; a raw layer has no tables */
+	struct qcow_image *backing;
+	struct qcow_image *above;
+	bool raw;
 	struct qcow_feature_name *feature_table;
 	uint32_t nb_feature_names;
 	struct qcow_raw_ext *unknown_exts;
@@ -386,6 +393,31 @@ int qcow_range_has_allocation(struct qcow_image *img, uint64_t from, bool *alloc
 /* Drop L2 entries past new_size (shrink after qcow_range_has_allocation
  * said nothing is there) and L1 entries past it. */
 int qcow_l1_shrink(struct qcow_image *img, uint64_t new_size);
+
+/* ------------------------------------------------------------- backing.c */
+
+/* Open img's backing chain (nothing when it has none, or opened for check). */
+int qcow_backing_open(struct qcow_image *img, const struct qcow_open_opts *opts);
+/* An extent of img that is unallocated: what img's backing chain has there
+ * (ext->depth counts the layers down; need->depth, a table to load). */
+int qcow_backing_map(struct qcow_image *img, struct qcow_extent *ext,
+		     struct qcow_meta_read *need);
+/* Guest bytes [off, off+len) of img's backing chain (zeros where it has none). */
+int qcow_backing_read(struct qcow_image *img, void *buf, uint64_t off, uint64_t len);
+/* Layer depth of img's chain (0: img), NULL below the last. */
+struct qcow_image *qcow_layer(const struct qcow_image *img, unsigned depth);
+/* A layer's failure, as img's: its message (which names the layer's
+ * file), and what an -EBUSY waits for; returns err. */
+int qcow_layer_failed(struct qcow_image *img, const struct qcow_image *layer, int err);
+/* A raw layer's map of [off, off+max). */
+int qcow_raw_map(const struct qcow_image *img, uint64_t off, uint64_t max,
+		 struct qcow_extent *ext);
+/* image.c: open a layer of the chain below above (NULL: the top). */
+int qcow_open_layer(struct qcow_file *file, const char *name, const struct qcow_open_opts *opts,
+		    struct qcow_image *above, struct qcow_image **out, char *err, size_t errlen);
+/* cluster.c: qcow_map / qcow_map_nowait (need NULL: synchronous). */
+int qcow_map_layer(struct qcow_image *img, uint64_t off, uint64_t len,
+		   struct qcow_extent *ext, struct qcow_meta_read *need);
 
 /* ---------------------------------------------------------------- data.c */
 

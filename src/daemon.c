@@ -172,6 +172,11 @@ static int image_open(struct uq_dev *dev)
 		return ret;
 	}
 	dev->img_fd = qcow_get_file(dev->img)->fd;
+	if (qcow_chain_depth(dev->img)) {
+		uq_err("%s: serving an image with a backing file is not supported yet "
+		       "(qcow-tool reads and writes it)", dev->opt.image);
+		return -ENOTSUP;
+	}
 	if (dev->opt.snapshot) {
 		ret = serve_snapshot(dev);
 		if (ret < 0)

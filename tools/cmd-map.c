@@ -23,8 +23,9 @@ static void map_usage(void)
 	       "human: one line per range with data: guest offset, length, host\n"
 	       "       offset, file (hex); fails on compressed clusters, which have\n"
 	       "       no host offset of their own.\n"
-	       "json:  one object per range: start, length, depth, present, zero,\n"
-	       "       data, and offset where the range has a host location.\n\n"
+	       "json:  one object per range: start, length, depth (0: IMAGE, 1: its\n"
+	       "       backing file, ...), present, zero, data, and offset where the\n"
+	       "       range has a host location.\n\n"
 	       "  -f FMT              image format: qcow2 or raw (detected by default)\n"
 	       "  --output=FMT        human (default) or json\n"
 	       "  -s, --start-offset=OFFSET  first guest byte to describe (0)\n"
@@ -40,6 +41,7 @@ struct map_entry {
 	uint64_t length;
 	bool present, zero, data, has_offset;
 	uint64_t offset;
+	unsigned depth;           /* the layer of the backing chain */
 };
 
 struct map_args {
@@ -56,6 +58,7 @@ static void map_entry_from_extent(const struct disk *d, const struct qcow_extent
 	memset(m, 0, sizeof(*m));
 	m->start = e->guest_offset;
 	m->length = e->length;
+	m->depth = e->depth;
 	switch (e->kind) {
 	case QCOW_EXTENT_UNALLOCATED:
 		m->zero = true;
@@ -110,7 +113,7 @@ static void map_refine_host(const struct disk *d, bool sparse, struct map_entry 
 	const struct qcow_file *f = d->img ? qcow_get_file(d->img) : NULL;
 	off_t data, hole;
 
-	if (!sparse || !f || f->fd < 0 || !m->data || !m->has_offset)
+	if (!sparse || !f || f->fd < 0 || !m->data || !m->has_offset || m->depth)
 		return;
 	data = lseek(f->fd, (off_t)m->offset, SEEK_DATA);
 	if (data < 0) {
@@ -131,7 +134,7 @@ static void map_refine_host(const struct disk *d, bool sparse, struct map_entry 
 
 static bool map_mergeable(const struct map_entry *cur, const struct map_entry *next)
 {
-	if (cur->present != next->present || cur->zero != next->zero ||
+	if (cur->present != next->present || cur->zero != next->zero || cur->depth != next->depth ||
 	    cur->data != next->data || cur->has_offset != next->has_offset)
 		return false;
 	return !cur->has_offset || cur->offset + cur->length == next->offset;
@@ -139,17 +142,19 @@ static bool map_mergeable(const struct map_entry *cur, const struct map_entry *n
 
 static void map_print_json(const struct map_entry *m, bool last)
 {
-	printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": 0, "
+	printf("{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %u, "
 	       "\"present\": %s, \"zero\": %s, \"data\": %s",
-	       m->start, m->length, m->present ? "true" : "false",
+	       m->start, m->length, m->depth, m->present ? "true" : "false",
 	       m->zero ? "true" : "false", m->data ? "true" : "false");
 	if (m->has_offset)
 		printf(", \"offset\": %" PRIu64, m->offset);
 	printf(last ? "}" : "},\n");
 }
 
-static int map_print_human(const struct map_entry *m, const char *path)
+static int map_print_human(const struct disk *d, const struct map_entry *m, const char *path)
 {
+	if (d->img && m->depth)
+		path = qcow_get_layer_name(d->img, m->depth);
 	if (m->data && !m->has_offset) {
 		tool_error("%s: File contains compressed clusters, which have no host "
 			   "offset; use --output=json", path);
@@ -161,13 +166,14 @@ static int map_print_human(const struct map_entry *m, const char *path)
 	return 0;
 }
 
-static int map_emit(const struct map_args *a, const struct map_entry *m, bool last)
+static int map_emit(const struct disk *d, const struct map_args *a, const struct map_entry *m,
+		    bool last)
 {
 	if (a->out == OUTPUT_JSON) {
 		map_print_json(m, last);
 		return 0;
 	}
-	return map_print_human(m, a->path);
+	return map_print_human(d, m, a->path);
 }
 
 static int map_walk(struct disk *d, const struct map_args *a)
@@ -187,7 +193,7 @@ static int map_walk(struct disk *d, const struct map_args *a)
 		if (have && map_mergeable(&cur, &next)) {
 			cur.length += next.length;
 		} else {
-			if (have && map_emit(a, &cur, false))
+			if (have && map_emit(d, a, &cur, false))
 				return -1;
 			cur = next;
 			have = true;
@@ -200,7 +206,7 @@ static int map_walk(struct disk *d, const struct map_args *a)
 		cur.start = a->start;
 		have = true;
 	}
-	if (map_emit(a, &cur, true))
+	if (map_emit(d, a, &cur, true))
 		return -1;
 	return 0;
 }

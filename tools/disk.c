@@ -95,11 +95,11 @@ int disk_create_raw(const char *path, uint64_t size)
 static int open_qcow2(struct disk *d, bool read_only, bool for_check)
 {
 	/*
-	 * for_check only where the caller asked for it (check, info): it lifts
-	 * the engine's refusals of images with a backing file and of dirty
-	 * images opened read-only. A reader (convert, map, io -r) must get
-	 * those refusals, or it would return data as if the backing file did
-	 * not exist, or trust refcounts that may be stale (doc/qcow2-lite.md
+	 * for_check only where the caller asked for it (check, info): it
+	 * leaves the backing chain closed and lifts the engine's refusal of
+	 * dirty images opened read-only. A reader (convert, map, io -r) must
+	 * not have it, or it would return data as if the backing file did not
+	 * exist, or trust refcounts that may be stale (doc/qcow2-lite.md
 	 * section 14). Corrupt images still open read-only without it.
 	 */
 	struct qcow_open_opts opts = {
@@ -377,31 +377,13 @@ int disk_flush(struct disk *d)
 /* Holes of a raw file via SEEK_DATA/SEEK_HOLE; all data where unsupported. */
 static int raw_map(struct disk *d, uint64_t off, uint64_t len, struct qcow_extent *ext)
 {
-	off_t data, hole;
-
 	memset(ext, 0, sizeof(*ext));
 	ext->guest_offset = off;
-	ext->length = len;
-	ext->kind = QCOW_EXTENT_DATA;
-	ext->host_offset = off;
-	data = lseek(d->fd, (off_t)off, SEEK_DATA);
-	if (data < 0) {
-		if (errno == ENXIO) {   /* nothing but hole up to the end */
-			ext->kind = QCOW_EXTENT_UNALLOCATED;
-			ext->host_offset = 0;
-		}
-		return 0;
+	ext->kind = QCOW_EXTENT_UNALLOCATED;
+	if (qcow_file_data_run(d->fd, off, len, &ext->length)) {
+		ext->kind = QCOW_EXTENT_DATA;
+		ext->host_offset = off;
 	}
-	if ((uint64_t)data > off) {
-		ext->kind = QCOW_EXTENT_UNALLOCATED;
-		ext->host_offset = 0;
-		if ((uint64_t)data - off < len)
-			ext->length = (uint64_t)data - off;
-		return 0;
-	}
-	hole = lseek(d->fd, (off_t)off, SEEK_HOLE);
-	if (hole > (off_t)off && (uint64_t)hole - off < len)
-		ext->length = (uint64_t)hole - off;
 	return 0;
 }
 

@@ -127,6 +127,24 @@ void create_request_init(struct create_request *req, bool qcow2)
 	req->qcow2 = qcow2;
 }
 
+void create_request_free(struct create_request *req)
+{
+	free(req->backing_file);
+	free(req->backing_fmt);
+	req->backing_file = req->backing_fmt = NULL;
+}
+
+int create_request_set(char **field, const char *val)
+{
+	char *copy = strdup(val);
+
+	if (!copy)
+		return -ENOMEM;
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
 /* The single accepted value of an option kept for qemu-img compatibility. */
 static int expect_value(const char *key, const char *val, const char *only,
 			char *err, size_t errlen)
@@ -233,6 +251,13 @@ static int set_qcow2_option(struct create_request *req, const char *key,
 		return set_bool(key, val, &req->opts.lazy_refcounts, err, errlen);
 	if (!strcmp(key, "compression_type"))
 		return expect_value(key, val, "zlib", err, errlen);
+	if (!strcmp(key, "backing_file") || !strcmp(key, "backing_fmt")) {
+		if (!create_request_set(!strcmp(key, "backing_file") ? &req->backing_file :
+					&req->backing_fmt, val))
+			return 0;
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	if (!strcmp(key, "extended_l2")) {
 		if (set_bool(key, val, &off, err, errlen))
 			return -EINVAL;
@@ -308,6 +333,8 @@ void create_request_help(bool qcow2)
 	printf("Supported %s options:\n", qcow2 ? "qcow2" : "raw");
 	if (qcow2) {
 		printf("  cluster_size=<size>    - qcow2 cluster size (512 .. 2M, power of two)\n"
+		       "  backing_file=<str>     - File name of a base image\n"
+		       "  backing_fmt=<str>      - Image format of the base image (raw, qcow2)\n"
 		       "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
 		       "  compression_type=zlib  - Compression method (zlib only)\n"
 		       "  extended_l2=off        - Extended L2 tables (off only)\n"
@@ -338,6 +365,10 @@ void create_request_banner(const struct create_request *req, const char *path)
 	if (req->qcow2) {
 		if (req->compat)
 			printf(" compat=%s", req->compat);
+		if (req->backing_file)
+			printf(" backing_file=%s", req->backing_file);
+		if (req->backing_fmt)
+			printf(" backing_fmt=%s", req->backing_fmt);
 		printf(" lazy_refcounts=%s refcount_bits=%u",
 		       o->lazy_refcounts ? "on" : "off",
 		       o->refcount_bits ? o->refcount_bits : 16);

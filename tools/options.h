@@ -32,9 +32,14 @@ struct create_request {
 	bool size_given;          /* size=... seen */
 	const char *compat;       /* as spelled by the user, for the banner */
 	const char *prealloc;     /* as spelled by the user, for the banner */
+	char *backing_file;       /* backing_file=, -b (malloc'd: create_request_free) */
+	char *backing_fmt;        /* backing_fmt=, -F (malloc'd) */
 };
 
 void create_request_init(struct create_request *req, bool qcow2);
+void create_request_free(struct create_request *req);
+/* Set *field (backing_file or backing_fmt) to a copy of val. 0 or -ENOMEM. */
+int create_request_set(char **field, const char *val);
 /*
  * Apply one comma-separated -o list. Returns 0, 1 when the list asks for
  * "help", or -EINVAL with err naming the bad option.

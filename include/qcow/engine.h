@@ -66,6 +66,13 @@ struct qcow_file {
 int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out);
 
 /*
+ * Does [off, off+len) of the file at fd start with data (1) or a hole (0,
+ * which reads as zeros; so does the end of the file), and for how many
+ * bytes (*run, at most len)?  All data where the file system cannot say.
+ */
+int qcow_file_data_run(int fd, uint64_t off, uint64_t len, uint64_t *run);
+
+/*
  * Locks that say who uses an image (OFD byte-range locks far past the data,
  * held until fd is closed; format/file_posix.c). The image lock: exclusive
  * for writers (fd open for writing), shared for readers that must not see
@@ -97,6 +104,12 @@ struct qcow_open_opts {
 	 * unless read_only is false and the caller repairs.
 	 */
 	bool for_check;
+	/*
+	 * Leave the backing chain closed (as for_check does): clusters the
+	 * image does not allocate read as zeros.  For callers that look at one
+	 * file alone (fuzzers); never for a writer of an image that has one.
+	 */
+	bool no_backing;
 };
 
 /*
@@ -118,6 +131,11 @@ struct qcow_create_opts {
 	unsigned refcount_bits;    /* 0: 16; else a power of two 1..64 */
 	int version;               /* 0: 3 (compat 1.1); or 2 (compat 0.10) */
 	bool lazy_refcounts;       /* refused for now; kept for the option parser */
+	/* the backing file's name as the header keeps it (relative to the
+	 * image's directory unless absolute), and its format ("raw" or
+	 * "qcow2"); NULL: none.  Create does not open it. */
+	const char *backing_file;
+	const char *backing_format;
 };
 
 /* Create a new image at path (refuses to overwrite unless the file is empty
@@ -179,7 +197,7 @@ void qcow_get_info(const struct qcow_image *img, struct qcow_info *info);
  * Mapping: what is at a guest offset
  * ------------------------------------------------------------------------ */
 enum qcow_extent_kind {
-	QCOW_EXTENT_UNALLOCATED = 0,  /* not allocated here: reads as zero (no backing yet) */
+	QCOW_EXTENT_UNALLOCATED = 0,  /* allocated nowhere in the chain: reads as zeros */
 	QCOW_EXTENT_ZERO,             /* zero cluster (v3 flag); host_offset set if preallocated */
 	QCOW_EXTENT_DATA,             /* data at host_offset.. (contiguous for length bytes) */
 	QCOW_EXTENT_COMPRESSED,       /* one compressed cluster; see compressed_* */
@@ -192,12 +210,17 @@ struct qcow_extent {
 	uint64_t host_offset;         /* DATA: host byte of guest_offset; ZERO: cluster or 0 */
 	uint64_t compressed_offset;   /* COMPRESSED: host byte where the deflate stream starts */
 	uint64_t compressed_length;   /* COMPRESSED: bytes that may hold it */
+	/* the layer of the backing chain the extent is from: 0 the image
+	 * itself, 1 its backing file, ...; host and compressed offsets are in
+	 * that layer's file (qcow_get_layer_file) */
+	unsigned depth;
 };
 
 /*
  * Describe the longest run starting at off (up to len bytes, clipped to the
  * virtual size) whose clusters share one kind and, for DATA, are contiguous
- * on the host. Loads L2 tables synchronously.
+ * on the host. Loads L2 tables synchronously.  Clusters the image does not
+ * allocate are described by its backing chain (ext->depth says which layer).
  */
 int qcow_map(struct qcow_image *img, uint64_t off, uint64_t len, struct qcow_extent *ext);
 
@@ -216,6 +239,7 @@ struct qcow_meta_read {
 	void *buf;
 	uint32_t slot;                /* engine's cookie */
 	uint8_t cache;                /* enum qcow_table_kind: what it reads */
+	uint8_t depth;                /* the layer whose file it reads (qcow_get_layer_file) */
 };
 
 /*
@@ -363,6 +387,7 @@ enum qcow_cow_kind {
 	QCOW_COW_ZEROS,               /* write zeros */
 	QCOW_COW_COPY,                /* copy len bytes from the old data at src */
 	QCOW_COW_INFLATE,             /* the old cluster is compressed: qcow_cow_read() */
+	QCOW_COW_BACKING,             /* the backing chain's guest bytes there: qcow_cow_read() */
 };
 /* Bytes of a new cluster that the guest write leaves, and where they come from. */
 struct qcow_cow_part {
@@ -400,6 +425,14 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 
 /* The image file, for a caller that moves data itself (io_uring). */
 const struct qcow_file *qcow_get_file(const struct qcow_image *img);
+/* The file of layer depth of img's backing chain (0: img's own file), NULL
+ * below the last; and how many layers lie below img (0: no backing file,
+ * or an image opened for check, which leaves its chain closed). */
+const struct qcow_file *qcow_get_layer_file(const struct qcow_image *img, unsigned depth);
+/* Its path, as opened (a relative backing name joined to the directory of
+ * the image naming it); NULL below the last. */
+const char *qcow_get_layer_name(const struct qcow_image *img, unsigned depth);
+unsigned qcow_chain_depth(const struct qcow_image *img);
 
 /* What the engine did since open (ublk-qcow stats). */
 struct qcow_stats {

@@ -75,6 +75,7 @@ static int open_mem(struct memfile *m, bool read_only, bool for_check, uint64_t 
 	struct qcow_open_opts o = {
 		.read_only = read_only,
 		.for_check = for_check,
+		.no_backing = true,	/* the input names files: look at it alone */
 		.l2_cache_bytes = l2_cache,
 		.refcount_cache_bytes = l2_cache,
 	};

@@ -599,6 +599,11 @@ struct cf_model *cf_model_new(uint64_t initial_size, uint64_t max_size)
 	return m;
 }
 
+void cf_model_set_initial(struct cf_model *m, const uint8_t *buf, uint64_t len)
+{
+	memcpy(m->fl, buf, len < m->fl_size ? len : m->fl_size);
+}
+
 void cf_model_free(struct cf_model *m)
 {
 	if (!m)

@@ -176,6 +176,8 @@ struct cf_gop {
 struct cf_model;
 
 struct cf_model *cf_model_new(uint64_t initial_size, uint64_t max_size);
+/* The guest bytes before the first op (a backing file's; default zeros). */
+void cf_model_set_initial(struct cf_model *m, const uint8_t *buf, uint64_t len);
 void cf_model_free(struct cf_model *m);
 void cf_model_add(struct cf_model *m, const struct cf_gop *op);
 size_t cf_model_nops(const struct cf_model *m);

@@ -8,7 +8,10 @@
  * writes with and without unmap, flushes, a close and reopen, and resizes
  * that grow the L1 table, on images whose small clusters and wide refcounts
  * make refcount blocks and the refcount table grow within a few hundred
- * writes. Small caches force evictions in the middle of operations.
+ * writes. Small caches force evictions in the middle of operations. One
+ * image is an overlay of a raw backing file: its partial writes copy the
+ * rest of their clusters from the base, and no crash may expose a cluster
+ * half copied (the model starts from the base's bytes).
  *
  * Then, at cuts spread over every file event of the workload, crash states
  * are built: the file at the last completed flush plus any subset of the
@@ -52,6 +55,7 @@ struct wl_cfg {
 	uint64_t max_write;       /* longest random write */
 	uint64_t fill_len;        /* sequential fill writes: they make the file grow */
 	unsigned fill_pct;        /* percentage of ops that are fill writes */
+	uint64_t base_len;        /* bytes of a raw backing file, 0: none */
 };
 
 /*
@@ -62,11 +66,14 @@ struct wl_cfg {
  * 64 KiB: the default geometry, with copy-on-write of large clusters.
  */
 static const struct wl_cfg configs[] = {
-	{ "512B-rb64", 9, 64, 3, 2ULL << 20, 3ULL << 20, 0, 4, 4, 170, 16 << 10, 64 << 10, 25 },
+	{ "512B-rb64", 9, 64, 3, 2ULL << 20, 3ULL << 20, 0, 4, 4, 170, 16 << 10, 64 << 10, 25, 0 },
 	{ "4K-rb64", 12, 64, 3, 3ULL << 20, 5ULL << 20, 7ULL << 20, 4, 4, 130, 96 << 10,
-	  256 << 10, 12 },
-	{ "512B-v2", 9, 16, 2, 1ULL << 20, 2ULL << 20, 0, 4, 4, 130, 16 << 10, 32 << 10, 10 },
-	{ "64K-rb16", 16, 16, 3, 8ULL << 20, 12ULL << 20, 0, 0, 0, 70, 256 << 10, 512 << 10, 8 },
+	  256 << 10, 12, 0 },
+	{ "512B-v2", 9, 16, 2, 1ULL << 20, 2ULL << 20, 0, 4, 4, 130, 16 << 10, 32 << 10, 10, 0 },
+	{ "64K-rb16", 16, 16, 3, 8ULL << 20, 12ULL << 20, 0, 0, 0, 70, 256 << 10, 512 << 10, 8, 0 },
+	/* an overlay: copy-on-write from a raw base shorter than the disk */
+	{ "4K-backing", 12, 16, 3, 3ULL << 20, 4ULL << 20, 0, 4, 4, 120, 48 << 10, 128 << 10, 8,
+	  (2ULL << 20) + 1536 },
 };
 #define NB_CONFIGS (sizeof(configs) / sizeof(configs[0]))
 
@@ -132,6 +139,25 @@ static void wl_open(struct workload *w)
 	REQUIRE(r == 0, "%s: open: %d %s", w->cfg->name, r, err);
 }
 
+/* The pattern of the backing file's bytes (an id no op has). */
+#define BASE_ID 0xba5e0000u
+
+/* A raw backing file with a pattern in every byte; its path is absolute, as
+ * the crash states are opened from elsewhere. */
+static const char *wl_make_base(struct workload *w)
+{
+	const char *path = t_path("base-%u.raw", w->index);
+	uint8_t *b = malloc(w->cfg->base_len);
+
+	REQUIRE(b, "out of memory");
+	cf_pattern(BASE_ID, 0, b, w->cfg->base_len);
+	REQUIRE(t_write_file(path, b, w->cfg->base_len) == 0, "write %s", path);
+	cf_model_set_initial(w->model, b, w->cfg->base_len);
+	memcpy(w->live, b, w->cfg->base_len);
+	free(b);
+	return path;
+}
+
 static void wl_create(struct workload *w)
 {
 	const struct wl_cfg *c = w->cfg;
@@ -142,6 +168,16 @@ static void wl_create(struct workload *w)
 	char err[512] = "";
 	int r;
 
+	w->size = c->size;
+	w->max_size = QCOW_MAX(c->size, QCOW_MAX(c->grow1, c->grow2));
+	w->model = cf_model_new(c->size, w->max_size);
+	w->buf = malloc(QCOW_MAX(c->max_write, c->fill_len));
+	w->live = calloc(1, w->max_size);
+	REQUIRE(w->buf && w->live, "out of memory");
+	if (c->base_len) {
+		co.backing_file = wl_make_base(w);
+		co.backing_format = "raw";
+	}
 	w->cf = cf_new(NULL, 0);
 	REQUIRE(w->cf, "out of memory");
 	cf_get_file(w->cf, &f);
@@ -149,12 +185,6 @@ static void wl_create(struct workload *w)
 	REQUIRE(r == 0, "%s: create: %d %s", c->name, r, err);
 	/* a crash during create leaves no image at all (design 14): start here */
 	cf_record_start(w->cf);
-	w->size = c->size;
-	w->max_size = QCOW_MAX(c->size, QCOW_MAX(c->grow1, c->grow2));
-	w->model = cf_model_new(c->size, w->max_size);
-	w->buf = malloc(QCOW_MAX(c->max_write, c->fill_len));
-	w->live = calloc(1, w->max_size);
-	REQUIRE(w->buf && w->live, "out of memory");
 	wl_open(w);
 }
 
