@@ -14,7 +14,8 @@
  *    itself; its size is the file's, rounded up to 512 bytes as QEMU sees
  *    it, and bytes past its end read as zeros;
  *  - a layer shorter than the image above reads as zeros past its end;
- *  - an image that appears twice in a chain (a loop) is refused at open.
+ *  - an image that appears twice in a chain (a loop) is refused at open,
+ *    and so is a chain deeper than QCOW_MAX_CHAIN.
  * Handles opened for check (info, check) or with no_backing leave the
  * chain closed: they look at one file, and must work when its base is
  * missing.  A backing name that leads to anything but a regular file or a
@@ -30,17 +31,14 @@
 
 #define ULL(x) ((unsigned long long)(x))
 
-/* The name of img's backing file as a path to open (*path: malloc'd). */
-static int backing_path(struct qcow_image *img, char **path)
+int qcow_backing_path(const char *image_path, const char *backing, char **out)
 {
-	const char *slash = strrchr(img->name, '/');
-	int dirlen = slash ? (int)(slash - img->name + 1) : 0;
+	const char *slash = strrchr(image_path, '/');
+	int dirlen = slash && backing[0] != '/' ? (int)(slash - image_path + 1) : 0;
 
-	if (img->backing_file[0] == '/')
-		dirlen = 0;
-	if (asprintf(path, "%.*s%s", dirlen, img->name, img->backing_file) < 0) {
-		*path = NULL;
-		return qcow_set_error(img, -ENOMEM, "out of memory");
+	if (asprintf(out, "%.*s%s", dirlen, image_path, backing) < 0) {
+		*out = NULL;
+		return -ENOMEM;
 	}
 	return 0;
 }
@@ -58,6 +56,16 @@ static bool in_chain(const struct qcow_image *img, int fd)
 		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 			return true;
 	return false;
+}
+
+/* How far below the top img lies. */
+static unsigned layer_depth(const struct qcow_image *img)
+{
+	unsigned n = 0;
+
+	for (img = img->above; img; img = img->above)
+		n++;
+	return n;
 }
 
 static bool regular_or_block(int fd)
@@ -125,11 +133,13 @@ int qcow_backing_open(struct qcow_image *img, const struct qcow_open_opts *opts)
 	bool raw = false;
 	int ret;
 
-	if (!img->backing_file || img->for_check || (opts && opts->no_backing))
+	if (!img->backing_file || !img->chain_wanted)
 		return 0;
-	ret = backing_path(img, &path);
-	if (ret < 0)
-		return ret;
+	if (layer_depth(img) >= QCOW_MAX_CHAIN)
+		return qcow_set_error(img, -ELOOP, "backing chain deeper than %d images",
+				      QCOW_MAX_CHAIN);
+	if (qcow_backing_path(img->name, img->backing_file, &path) < 0)
+		return qcow_set_error(img, -ENOMEM, "out of memory");
 	/* O_NONBLOCK: a name that leads to a FIFO must not hang the open */
 	ret = qcow_file_open_posix(path, O_RDONLY | O_NONBLOCK, &f);
 	if (ret < 0) {
@@ -199,20 +209,18 @@ int qcow_backing_map(struct qcow_image *img, struct qcow_extent *ext,
 	return 0;
 }
 
-int qcow_backing_read(struct qcow_image *img, void *buf, uint64_t off, uint64_t len)
+int qcow_map_backing_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			    struct qcow_extent *ext, struct qcow_meta_read *need)
 {
-	struct qcow_image *b = img->backing;
-	uint64_t in = 0;
-	int ret;
-
-	if (b && off < b->size) {
-		in = QCOW_MIN(len, b->size - off);
-		ret = qcow_read(b, buf, off, in);
-		if (ret < 0)
-			return qcow_layer_failed(img, b, ret);
-	}
-	memset((uint8_t *)buf + in, 0, len - in);
-	return 0;
+	if (!need)
+		return qcow_set_error(img, -EINVAL, "qcow_map_backing_nowait needs a qcow_meta_read");
+	if (!len)
+		return qcow_set_error(img, -EINVAL, "map of 0 bytes of the backing chain");
+	memset(ext, 0, sizeof(*ext));
+	ext->guest_offset = off;
+	ext->kind = QCOW_EXTENT_UNALLOCATED;
+	ext->length = len;
+	return img->backing ? qcow_backing_map(img, ext, need) : 0;
 }
 
 /* The raw layer's map: every byte is itself, and a hole in the file (or
@@ -239,16 +247,200 @@ unsigned qcow_chain_depth(const struct qcow_image *img)
 	return n;
 }
 
-const struct qcow_file *qcow_get_layer_file(const struct qcow_image *img, unsigned depth)
+/* name and format as the header will keep them: checked, copied. */
+static int backing_names(struct qcow_image *img, const char *name, const char *format,
+			 char **n, char **f)
 {
-	const struct qcow_image *l = qcow_layer(img, depth);
-
-	return l ? &l->file : NULL;
+	*n = *f = NULL;
+	if (!name || !name[0])
+		return format ? qcow_set_error(img, -EINVAL, "a backing format needs a backing "
+						 "file") : 0;
+	if (strlen(name) > 1023)
+		return qcow_set_error(img, -EINVAL, "backing file name longer than 1023 bytes");
+	if (!format || (strcmp(format, "raw") && strcmp(format, "qcow2")))
+		return qcow_set_error(img, -EINVAL, "backing format must be raw or qcow2");
+	*n = strdup(name);
+	*f = strdup(format);
+	if (*n && *f)
+		return 0;
+	free(*n);
+	free(*f);
+	return qcow_set_error(img, -ENOMEM, "out of memory");
 }
 
-const char *qcow_get_layer_name(const struct qcow_image *img, unsigned depth)
+/*
+ * Name n (format f; both malloc'd, taken over) in the header after a flush
+ * (everything under the old root durable first), durable, and chain in
+ * place of the old one (NULL: opened now, as opts say).
+ */
+static int switch_backing(struct qcow_image *img, char *n, char *f, struct qcow_image *chain,
+			  const struct qcow_open_opts *opts)
 {
-	const struct qcow_image *l = qcow_layer(img, depth);
+	char *old_n = img->backing_file, *old_f = img->backing_format;
+	int ret = qcow_flush(img);
 
-	return l ? l->name : NULL;
+	if (ret < 0) {
+		free(n);
+		free(f);
+		qcow_close(chain);
+		return ret;
+	}
+	img->backing_file = n;
+	img->backing_format = f;
+	if (!n)
+		img->backing_file_offset = img->backing_file_size = 0;
+	ret = qcow_header_write(img);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret < 0) {
+		free(n);
+		free(f);
+		img->backing_file = old_n;
+		img->backing_format = old_f;
+		qcow_close(chain);
+		return ret;
+	}
+	free(old_n);
+	free(old_f);
+	qcow_close(img->backing);
+	img->backing = chain;
+	if (chain) {
+		chain->above = img;
+		return 0;
+	}
+	ret = qcow_backing_open(img, opts);
+	return ret < 0 ? qcow_fail_handle(img, ret, "backing file open") : 0;
+}
+
+int qcow_set_backing(struct qcow_image *img, const char *name, const char *format,
+		     const struct qcow_open_opts *opts)
+{
+	char *n, *f;
+	int ret;
+
+	if (img->read_only)
+		return qcow_set_error(img, -EROFS, "image is opened read-only");
+	ret = backing_names(img, name, format, &n, &f);
+	return ret < 0 ? ret : switch_backing(img, n, f, NULL, opts);
+}
+
+/* The chain backing file name (format) would give img, opened (*chain
+ * NULL: none), through a stand-in that names it. */
+static int open_chain_of(struct qcow_image *img, const char *name, const char *format,
+			 struct qcow_image **chain)
+{
+	struct qcow_image *s;
+	int ret;
+
+	*chain = NULL;
+	if (!name)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return qcow_set_error(img, -ENOMEM, "out of memory");
+	s->name = img->name;
+	s->file.fd = -1;
+	s->backing_file = (char *)name;
+	s->backing_format = (char *)format;
+	s->chain_wanted = true;
+	s->above = img;
+	ret = qcow_backing_open(s, NULL);
+	if (ret < 0)
+		qcow_layer_failed(img, s, ret);
+	*chain = s->backing;
+	free(s);
+	return ret;
+}
+
+/* Guest bytes [off, off+len) of chain b (NULL: none): zeros past its end. */
+static int chain_read(struct qcow_image *img, struct qcow_image *b, void *buf, uint64_t off,
+		      uint64_t len)
+{
+	uint64_t in = 0;
+	int ret;
+
+	if (b && off < b->size) {
+		in = QCOW_MIN(len, b->size - off);
+		ret = qcow_read(b, buf, off, in);
+		if (ret < 0)
+			return qcow_layer_failed(img, b, ret);
+	}
+	memset((uint8_t *)buf + in, 0, len - in);
+	return 0;
+}
+
+int qcow_backing_read(struct qcow_image *img, void *buf, uint64_t off, uint64_t len)
+{
+	return chain_read(img, img->backing, buf, off, len);
+}
+
+#define REBASE_CHUNK (1U << 20)
+
+/* Write into img what it does not allocate and its chain has otherwise
+ * than chain: the chain's bytes, so that its guest content stays. */
+static int rebase_copy(struct qcow_image *img, struct qcow_image *chain, uint8_t *old,
+		       uint8_t *new, qcow_progress_fn progress, void *opaque)
+{
+	struct qcow_extent ext;
+	uint64_t off, n;
+	int ret = 0;
+
+	for (off = 0; ret == 0 && off < img->size; off += n) {
+		if (progress)
+			progress(opaque, off, img->size);
+		ret = qcow_map(img, off, QCOW_MIN(REBASE_CHUNK, img->size - off), &ext);
+		if (ret < 0)
+			break;
+		n = ext.length;
+		if (ext.depth == 0 && ext.kind != QCOW_EXTENT_UNALLOCATED)
+			continue;	/* the image's own: kept */
+		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
+			memset(old, 0, n);
+		else
+			ret = qcow_read(img, old, off, n);
+		if (ret == 0)
+			ret = chain_read(img, chain, new, off, n);
+		if (ret == 0 && memcmp(old, new, n))
+			ret = qcow_write(img, old, off, n);
+	}
+	return ret;
+}
+
+int qcow_rebase(struct qcow_image *img, const char *name, const char *format,
+		qcow_progress_fn progress, void *opaque)
+{
+	uint8_t *old = NULL, *new = NULL;
+	struct qcow_image *chain = NULL;
+	char *n = NULL, *f = NULL;
+	int ret;
+
+	if (img->read_only)
+		return qcow_set_error(img, -EROFS, "image is opened read-only");
+	if (!img->chain_wanted)
+		return qcow_set_error(img, -EINVAL, "rebase needs the image's backing chain open");
+	ret = backing_names(img, name, format, &n, &f);
+	if (ret == 0)
+		ret = open_chain_of(img, n, f, &chain);
+	if (ret == 0 && (!(old = malloc(REBASE_CHUNK)) || !(new = malloc(REBASE_CHUNK))))
+		ret = qcow_set_error(img, -ENOMEM, "out of memory");
+	if (ret == 0)
+		ret = rebase_copy(img, chain, old, new, progress, opaque);
+	free(old);
+	free(new);
+	if (ret == 0)
+		return switch_backing(img, n, f, chain, NULL);
+	qcow_close(chain);
+	free(n);
+	free(f);
+	return ret;
+}
+
+struct qcow_image *qcow_get_layer(const struct qcow_image *img, unsigned depth)
+{
+	return qcow_layer(img, depth);
+}
+
+const char *qcow_get_name(const struct qcow_image *img)
+{
+	return img->name;
 }

@@ -545,8 +545,8 @@ void qcow_cache_forget(struct qcow_cache *c, uint64_t offset)
 
 void qcow_cache_counts(const struct qcow_cache *c, uint64_t *hits, uint64_t *misses)
 {
-	*hits = c->hits;
-	*misses = c->misses;
+	*hits = c ? c->hits : 0;	/* a raw layer has no cache */
+	*misses = c ? c->misses : 0;
 }
 
 int qcow_cache_invalidate(struct qcow_cache *c)

@@ -37,8 +37,6 @@ enum clear_mode {
 	CLEAR_DEALLOC,                /* entry 0: unallocated */
 	CLEAR_ZERO,                   /* zero flag, a private host cluster stays preallocated */
 	CLEAR_ZERO_UNMAP,             /* zero flag, host cluster released */
-	CLEAR_BY_DATA,                /* no entry says it (a v2 image with a backing file):
-				       * whole clusters as partial ones */
 };
 
 #define ULL(x) ((unsigned long long)(x))
@@ -1052,8 +1050,10 @@ uint64_t qcow_clear_piece(const struct qcow_image *img, uint64_t off, uint64_t l
 	uint64_t cs = img->cluster_size, end = off + len, first, last_end, span;
 
 	whole_clusters(img, off, end, &first, &last_end);
+	/* no entry can say "zero" in a v2 image over a backing file (and none
+	 * may let the base show through): every cluster goes as a partial one */
 	*partial = first >= last_end || off < (first << img->cluster_bits) ||
-		   off >= (last_end << img->cluster_bits);
+		   off >= (last_end << img->cluster_bits) || (img->version < 3 && img->backing);
 	if (*partial)
 		return QCOW_MIN(end, QCOW_ALIGN_DOWN(off, cs) + cs) - off;
 	span = cs << img->l2_bits;
@@ -1075,20 +1075,20 @@ static int partial_needs_zeros(struct qcow_image *img, uint64_t off, uint64_t le
 
 static enum clear_mode zero_mode(const struct qcow_image *img, unsigned flags)
 {
-	/* v2 has no zero flag; without a backing file unallocated reads as zero */
+	/* v2 has no zero flag; without a backing file unallocated reads as zero
+	 * (with one, qcow_clear_piece has every cluster zeroed by its data) */
 	if (img->version < 3)
-		return img->backing ? CLEAR_BY_DATA : CLEAR_DEALLOC;
+		return CLEAR_DEALLOC;
 	return (flags & QCOW_ZERO_MAY_UNMAP) ? CLEAR_ZERO_UNMAP : CLEAR_ZERO;
 }
 
 /* A discard must not let a backing file's bytes show again: over a backing
- * file it zeroes (v3), or leaves the clusters as they are (v2: the data is
- * kept, which a discard may do). */
+ * file it zeroes (v3), or leaves the clusters as they are (v2, where
+ * qcow_clear_piece makes every cluster a partial one: the data is kept,
+ * which a discard may do). */
 static enum clear_mode discard_mode(const struct qcow_image *img)
 {
-	if (!img->backing)
-		return CLEAR_DEALLOC;
-	return img->version >= 3 ? CLEAR_ZERO_UNMAP : CLEAR_BY_DATA;
+	return img->backing ? CLEAR_ZERO_UNMAP : CLEAR_DEALLOC;
 }
 
 /*
@@ -1107,9 +1107,7 @@ static int clear_range(struct qcow_image *img, uint64_t off, uint64_t len,
 
 	for (; off < end && ret >= 0; off += n) {
 		n = qcow_clear_piece(img, off, end - off, &partial);
-		if (mode == CLEAR_BY_DATA && !partial)
-			n = QCOW_MIN(n, img->cluster_size);
-		if (!partial && mode != CLEAR_BY_DATA)
+		if (!partial)
 			ret = clear_clusters(img, off >> img->cluster_bits,
 					     QCOW_DIV_ROUND_UP(off + n, img->cluster_size), mode);
 		else if (action == PARTIAL_REFUSE)
@@ -1135,6 +1133,13 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
 	int ret = check_write(img, off, len, "discard");
 
 	return ret < 0 ? ret : clear_range(img, off, len, discard_mode(img), PARTIAL_LEAVE);
+}
+
+int qcow_make_empty(struct qcow_image *img)
+{
+	int ret = check_writable(img);
+
+	return ret < 0 ? ret : clear_range(img, 0, img->size, CLEAR_DEALLOC, PARTIAL_LEAVE);
 }
 
 int qcow_write_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t len,

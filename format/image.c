@@ -517,6 +517,7 @@ int qcow_open_layer(struct qcow_file *file, const char *name, const struct qcow_
 	img->file = *file;
 	img->read_only = opts->read_only;
 	img->for_check = opts->for_check;
+	img->chain_wanted = !opts->for_check && !opts->no_backing;
 	img->above = above;
 	ret = load_header(img);
 	if (ret == 0)

@@ -156,6 +156,8 @@ struct qcow_image {
 	struct qcow_image *backing;
 	struct qcow_image *above;
 	bool raw;
+	bool chain_wanted;            /* opened to read through its chain (not for
+				       * check, not no_backing) */
 	struct qcow_feature_name *feature_table;
 	uint32_t nb_feature_names;
 	struct qcow_raw_ext *unknown_exts;
@@ -404,7 +406,7 @@ int qcow_backing_map(struct qcow_image *img, struct qcow_extent *ext,
 		     struct qcow_meta_read *need);
 /* Guest bytes [off, off+len) of img's backing chain (zeros where it has none). */
 int qcow_backing_read(struct qcow_image *img, void *buf, uint64_t off, uint64_t len);
-/* Layer depth of img's chain (0: img), NULL below the last. */
+/* Layer depth of img's chain (0: img), NULL below the last (qcow_get_layer). */
 struct qcow_image *qcow_layer(const struct qcow_image *img, unsigned depth);
 /* A layer's failure, as img's: its message (which names the layer's
  * file), and what an -EBUSY waits for; returns err. */

@@ -166,23 +166,21 @@ static int image_open(struct uq_dev *dev)
 			file.ops->close(file.ctx);
 		return ret;
 	}
-	ret = qcow_open_file(&file, dev->opt.image, &oo, &dev->img, err, sizeof(err));
+	ret = qcow_open_file(&file, dev->opt.image_path, &oo, &dev->img, err, sizeof(err));
 	if (ret < 0) {
 		uq_err("%s", err[0] ? err : strerror(-ret));
 		return ret;
 	}
 	dev->img_fd = qcow_get_file(dev->img)->fd;
-	if (qcow_chain_depth(dev->img)) {
-		uq_err("%s: serving an image with a backing file is not supported yet "
-		       "(qcow-tool reads and writes it)", dev->opt.image);
-		return -ENOTSUP;
-	}
 	if (dev->opt.snapshot) {
 		ret = serve_snapshot(dev);
 		if (ret < 0)
 			return ret;
 	}
 	qcow_get_info(dev->img, &dev->info);
+	ret = uq_io_layers_init(dev);
+	if (ret < 0)
+		return ret;
 	if (dev->info.virtual_size < 512) {
 		uq_err("%s: the virtual size (%llu bytes) is smaller than one sector",
 		       dev->opt.image, (unsigned long long)dev->info.virtual_size);
@@ -506,6 +504,7 @@ static int image_close(struct uq_dev *dev, char *msg, size_t msglen)
 
 	if (!dev->img)
 		return 0;
+	uq_io_layers_free(dev);
 	ret = qcow_close(dev->img);	/* frees img even when the flush failed */
 	dev->img = NULL;
 	if (ret < 0)
@@ -887,6 +886,25 @@ static void absolute_run_dir(void)
 	setenv("UBLK_QCOW_RUN_DIR", abs, 1);
 }
 
+/* o->image_path: o->image made absolute against the working directory. */
+static int image_path_of(struct uq_open_opts *o)
+{
+	char cwd[PATH_MAX];
+	int n;
+
+	if (o->image[0] == '/')
+		n = snprintf(o->image_path, sizeof(o->image_path), "%s", o->image);
+	else if (getcwd(cwd, sizeof(cwd)))
+		n = snprintf(o->image_path, sizeof(o->image_path), "%s/%s", cwd, o->image);
+	else
+		return -1;
+	if (n < 0 || (size_t)n >= sizeof(o->image_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
 int uq_cmd_open(int argc, char **argv)
 {
 	struct uq_open_opts o = {
@@ -914,7 +932,7 @@ int uq_cmd_open(int argc, char **argv)
 		return UQ_EXIT_USAGE;
 	}
 	o.image = argv[optind];
-	if (!realpath(o.image, o.image_abs)) {
+	if (!realpath(o.image, o.image_abs) || image_path_of(&o) < 0) {
 		uq_err("%s: %s", o.image, strerror(errno));
 		return UQ_EXIT_FAIL;
 	}
@@ -954,6 +972,7 @@ static int recover_opts(unsigned id, struct uq_open_opts *o)
 	}
 	o->image = o->image_abs;
 	snprintf(o->image_abs, sizeof(o->image_abs), "%s", s.image);
+	snprintf(o->image_path, sizeof(o->image_path), "%s", s.image);
 	o->queues = s.queues;
 	o->depth = s.depth;
 	o->read_only = s.read_only;

@@ -6,8 +6,9 @@
  * write.c's, the flush stage flush.c's, and what they all use tag.c's.
  *
  *   READ   walks the request with qcow_map_nowait.  DATA extents become
- *          READ_FIXED from the image into the tag's buffer (all in flight
- *          at once); holes and zero clusters are zero-filled explicitly;
+ *          READ_FIXED from the image, or from the layer of its backing
+ *          chain they are in, into the tag's buffer (all in flight at
+ *          once); holes and zero clusters are zero-filled explicitly;
  *          a compressed cluster's stream is read through the ring and
  *          inflated when it completes, without the engine lock (one at a
  *          time per request).  An L2 miss (-EAGAIN) sends the table read
@@ -114,10 +115,12 @@ static void copy_in(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint64_t
 
 /* ------------------------------------------------------------ image IO */
 
-/* Queue a READ_FIXED of len bytes of the image at host into request byte pos. */
-static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t host)
+/* Queue a READ_FIXED of len bytes at host of layer depth (0: the image)
+ * into request byte pos. */
+static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t host,
+		      unsigned depth)
 {
-	struct io_uring_sqe *sqe = prep_fixed(t, false, pos, len, host);
+	struct io_uring_sqe *sqe = prep_fixed(t, false, pos, len, host, depth);
 
 	if (!sqe)
 		return -EIO;
@@ -136,15 +139,16 @@ static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t hos
 static void read_compressed(struct uq_tag *t, const struct qcow_extent *ext)
 {
 	struct uq_dev *dev = t->q->dev;
+	const struct uq_layer *l = &dev->layers[ext->depth];
 	struct io_uring_sqe *sqe;
 	uint64_t off, from, to;
 	size_t len;
 	int ret;
 
 	eng_lock(dev);
-	ret = qcow_compressed_span(dev->img, ext, &off, &len);
+	ret = qcow_compressed_span(l->img, ext, &off, &len);
 	if (ret < 0)
-		eng_log_locked(t, "qcow_compressed_span", ret);
+		tag_log(t, "qcow_compressed_span", ret, qcow_error(l->img));
 	eng_unlock(dev);
 	if (ret < 0 || !tag_scratch(t) || !(sqe = uq_get_sqe(t->q))) {
 		tag_error(t, ret < 0 ? io_errno(ret) : -EIO);
@@ -154,11 +158,13 @@ static void read_compressed(struct uq_tag *t, const struct qcow_extent *ext)
 	to = (off + len + UQ_BUF_ALIGN - 1) & ~(uint64_t)(UQ_BUF_ALIGN - 1);
 	t->z.pos = t->pos;
 	t->z.len = ext->length;
-	t->z.in = (uint32_t)(ext->guest_offset & (dev->info.cluster_size - 1));
+	t->z.in = (uint32_t)(ext->guest_offset & (l->cluster_size - 1));
 	t->z.skip = (uint32_t)(off - from);
 	t->z.stream = (uint32_t)len;
+	t->z.depth = (uint8_t)ext->depth;
 	t->inflating = true;
-	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->scratch, (unsigned)(to - from), from);
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE + (int)ext->depth, t->scratch, (unsigned)(to - from),
+			   from);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	queued(t, sqe, uq_ud(UQ_UD_STREAM, t->tag, to - from));
 }
@@ -179,7 +185,8 @@ static void stream_read_done(struct uq_tag *t, int res)
 		tag_error(t, -EIO);
 		return;
 	}
-	if (qcow_inflate_cluster(dev->img, t->scratch + t->z.skip, t->z.stream, t->q->cbuf) < 0) {
+	if (qcow_inflate_cluster(dev->layers[t->z.depth].img, t->scratch + t->z.skip, t->z.stream,
+				 t->q->cbuf) < 0) {
 		tag_log(t, "compressed cluster", -EIO, "its stream does not inflate to a cluster");
 		tag_error(t, -EIO);
 		return;
@@ -191,7 +198,7 @@ static void read_extent(struct uq_tag *t, const struct qcow_extent *ext)
 {
 	switch (ext->kind) {
 	case QCOW_EXTENT_DATA:
-		if (issue_read(t, t->pos, ext->length, ext->host_offset) < 0)
+		if (issue_read(t, t->pos, ext->length, ext->host_offset, ext->depth) < 0)
 			tag_error(t, -EIO);
 		break;
 	case QCOW_EXTENT_COMPRESSED:
@@ -221,8 +228,9 @@ static int read_map(struct uq_tag *t)
 		issue_meta(t);
 	else if (ret < 0 && !waits(t))
 		tag_error(t, io_errno(ret));
-	else if (ret >= 0 && (!ext->length || ext->length > t->len - t->pos)) {
-		tag_log(t, "qcow_map_nowait", -EIO, "extent outside the request");
+	else if (ret >= 0 && (!ext->length || ext->length > t->len - t->pos ||
+			      ext->depth >= t->q->dev->nr_layers)) {
+		tag_log(t, "qcow_map_nowait", -EIO, "extent outside the request or the chain");
 		tag_error(t, -EIO);
 		ret = -EIO;
 	}
@@ -572,7 +580,7 @@ static void uq_io_meta_done(struct uq_tag *t, int res)
 	eng_unlock(dev);
 	t->wait_meta = false;
 	if (result < 0 || ret < 0)
-		tag_error(t, -EIO);
+		meta_failed(t);
 }
 
 static void uq_io_register_done(struct uq_tag *t, int res)
@@ -620,6 +628,9 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_META:
 		uq_io_meta_done(t, res);
 		break;
+	case UQ_UD_BASE:
+		base_read_done(t, uq_ud_extra(ud), res);
+		break;
 	case UQ_UD_ZC:
 		uq_io_register_done(t, res);
 		break;
@@ -631,6 +642,36 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 		break;
 	}
 	uq_io_advance(t);
+}
+
+int uq_io_layers_init(struct uq_dev *dev)
+{
+	unsigned d, n = 1 + qcow_chain_depth(dev->img);
+	struct qcow_info info;
+
+	dev->layers = calloc(n, sizeof(*dev->layers));
+	if (!dev->layers)
+		return uq_log_errno("allocating the layer table", -ENOMEM);
+	dev->nr_layers = n;
+	dev->max_cluster = 0;
+	for (d = 0; d < n; d++) {
+		struct uq_layer *l = &dev->layers[d];
+
+		l->img = qcow_get_layer(dev->img, d);
+		l->fd = qcow_get_file(l->img)->fd;
+		qcow_get_info(l->img, &info);
+		l->cluster_size = info.cluster_size;
+		if (l->cluster_size > dev->max_cluster)
+			dev->max_cluster = l->cluster_size;
+	}
+	return 0;
+}
+
+void uq_io_layers_free(struct uq_dev *dev)
+{
+	free(dev->layers);
+	dev->layers = NULL;
+	dev->nr_layers = 0;
 }
 
 int uq_io_zero_buf_alloc(struct uq_dev *dev)

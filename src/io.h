@@ -45,9 +45,12 @@ bool zero_copy(const struct uq_tag *t);
  * use and kept; NULL (logged) when memory is short. */
 uint8_t *tag_scratch(struct uq_tag *t);
 struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint64_t len,
-				uint64_t host);
+				uint64_t host, unsigned depth);
 void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud);
 void issue_meta(struct uq_tag *t);
+/* A metadata read of t's failed: a plan reading its old bytes ends with the
+ * error (write_run gives its clusters back); anything else fails t. */
+void meta_failed(struct uq_tag *t);
 
 /* write.c */
 /* Take t's writes up to t->write_end as far as they go now: true once all
@@ -56,6 +59,7 @@ bool write_run(struct uq_tag *t);
 void write_step(struct uq_tag *t);
 void write_done(struct uq_tag *t, uint64_t len, int res);
 void old_read_done(struct uq_tag *t, unsigned i, int res);
+void base_read_done(struct uq_tag *t, uint64_t extra, int res);
 
 /* flush.c */
 enum uq_flush_stage flush_wanted(const struct uq_tag *t);

@@ -224,6 +224,7 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_META:
 	case UQ_UD_FILL:
 	case UQ_UD_FLUSH:
+	case UQ_UD_BASE:
 		uq_io_complete(q, ud, res);
 		break;
 	case UQ_UD_EVENT:
@@ -341,10 +342,10 @@ static int tags_init(struct uq_queue *q)
 	unsigned i;
 
 	q->tags = calloc(q->dev->depth, sizeof(*q->tags));
-	q->cbuf = malloc(q->dev->info.cluster_size);
+	q->cbuf = malloc(q->dev->max_cluster);
 	if (!q->tags || !q->cbuf)
 		return uq_log_errno("allocating the tag state", -ENOMEM);
-	if (mlock(q->cbuf, q->dev->info.cluster_size) < 0)
+	if (mlock(q->cbuf, q->dev->max_cluster) < 0)
 		uq_warn("queue %u: cannot lock the cluster buffer: %s", q->id, strerror(errno));
 	for (i = 0; i < q->dev->depth; i++) {
 		q->tags[i].q = q;
@@ -357,7 +358,6 @@ static int tags_init(struct uq_queue *q)
 static int queue_setup(struct uq_queue *q)
 {
 	struct uq_dev *dev = q->dev;
-	int files[2] = { dev->cdev_fd, dev->img_fd };
 	unsigned i;
 	int ret;
 
@@ -365,7 +365,7 @@ static int queue_setup(struct uq_queue *q)
 	if (ret == 0)
 		ret = ring_init(q);
 	if (ret == 0) {
-		ret = io_uring_register_files(&q->ring, files, 2);
+		ret = uq_ring_register_files(&q->ring, dev, dev->cdev_fd);
 		if (ret < 0)
 			uq_log_errno("io_uring_register_files", ret);
 	}

@@ -8,7 +8,8 @@
  * registration, its image IO and a commit at once), at least 64, at most
  * 4096; four completion entries each.  One thread submits and reaps
  * (SINGLE_ISSUER), and task work runs when it waits (DEFER_TASKRUN), where
- * the kernel has them (6.1+).
+ * the kernel has them (6.1+).  Its fixed files: /dev/ublkcN, the image and
+ * the layers of its backing chain.
  */
 #include <errno.h>
 #include <string.h>
@@ -45,4 +46,15 @@ int uq_ring_init(struct io_uring *ring, unsigned depth)
 		ret = io_uring_queue_init_params(sq, ring, &p);
 	}
 	return ret;
+}
+
+int uq_ring_register_files(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd)
+{
+	int files[UQ_FIXED_IMAGE + 1 + QCOW_MAX_CHAIN];
+	unsigned d;
+
+	files[UQ_FIXED_CDEV] = cdev_fd;
+	for (d = 0; d < dev->nr_layers && d <= QCOW_MAX_CHAIN; d++)
+		files[UQ_FIXED_IMAGE + d] = dev->layers[d].fd;
+	return io_uring_register_files(ring, files, UQ_FIXED_IMAGE + d);
 }

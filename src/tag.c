@@ -207,7 +207,7 @@ bool zero_copy(const struct uq_tag *t)
 
 uint8_t *tag_scratch(struct uq_tag *t)
 {
-	size_t len = 2 * (size_t)t->q->dev->info.cluster_size + 2 * UQ_BUF_ALIGN;
+	size_t len = 2 * (size_t)t->q->dev->max_cluster + 2 * UQ_BUF_ALIGN;
 
 	if (!t->scratch && posix_memalign((void **)&t->scratch, UQ_BUF_ALIGN, len)) {
 		t->scratch = NULL;
@@ -217,9 +217,10 @@ uint8_t *tag_scratch(struct uq_tag *t)
 }
 
 /* An SQE for a READ_FIXED or WRITE_FIXED of len bytes at request byte pos,
- * registering the request's memory first where we must; NULL on failure. */
+ * at host of layer depth's file (writes: 0, the image), registering the
+ * request's memory first where we must; NULL on failure. */
 struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint64_t len,
-				       uint64_t host)
+				uint64_t host, unsigned depth)
 {
 	struct uq_queue *q = t->q;
 	struct io_uring_sqe *sqe;
@@ -238,7 +239,8 @@ struct io_uring_sqe *prep_fixed(struct uq_tag *t, bool write, uint64_t pos, uint
 	if (write)
 		io_uring_prep_write_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
 	else
-		io_uring_prep_read_fixed(sqe, UQ_FIXED_IMAGE, addr, (unsigned)len, host, t->tag);
+		io_uring_prep_read_fixed(sqe, UQ_FIXED_IMAGE + (int)depth, addr, (unsigned)len, host,
+					 t->tag);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	return sqe;
 }
@@ -251,12 +253,21 @@ void queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t ud)
 	t->q->backend++;
 }
 
-/* Queue the table read the engine asked for in t->need. */
+void meta_failed(struct uq_tag *t)
+{
+	if (t->write != UQ_WRITE_OLD)
+		tag_error(t, -EIO);
+	else if (!t->write_result)
+		t->write_result = -EIO;
+}
+
+/* Queue the table read the engine asked for in t->need (from the file of
+ * the layer it belongs to). */
 void issue_meta(struct uq_tag *t)
 {
 	struct uq_queue *q = t->q;
 	struct uq_dev *dev = q->dev;
-	struct io_uring_sqe *sqe = uq_get_sqe(q);
+	struct io_uring_sqe *sqe = t->need.depth < dev->nr_layers ? uq_get_sqe(q) : NULL;
 
 	if (!sqe) {
 		eng_lock(dev);
@@ -264,11 +275,11 @@ void issue_meta(struct uq_tag *t)
 		dev->meta_inflight--;
 		engine_event_locked(q, QCOW_WAIT_LOAD);
 		eng_unlock(dev);
-		tag_error(t, -EIO);
+		meta_failed(t);
 		return;
 	}
-	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->need.buf, (unsigned)t->need.len,
-			   t->need.offset);
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE + t->need.depth, t->need.buf,
+			   (unsigned)t->need.len, t->need.offset);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_META, t->tag, 0));
 	t->wait_meta = true;

@@ -130,6 +130,9 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 struct uq_open_opts {
 	const char *image;		/* as given on the command line */
 	char image_abs[PATH_MAX];	/* resolved: the daemon chdirs to / */
+	char image_path[PATH_MAX];	/* absolute, symlinks kept: the engine's name
+					 * for it, against whose directory a relative
+					 * backing file name resolves (as QEMU's) */
 	unsigned queues;
 	unsigned depth;
 	enum uq_zc_mode zero_copy;
@@ -193,14 +196,18 @@ struct uq_tag {
 					 * allocated for the plan that needs it */
 	bool inflating;			/* a compressed stream being read */
 	struct {			/* ... and where its cluster's bytes go */
-		uint64_t pos;		/* READ: request byte the extent starts at */
-		uint64_t len;		/* READ: its bytes */
-		uint32_t in;		/* READ: their offset in the cluster */
+		uint64_t pos;		/* READ: request byte the extent starts at;
+					 * WRITE: byte of the BACKING part */
+		uint64_t len;		/* READ, BACKING part: the extent's bytes */
+		uint32_t in;		/* READ, BACKING part: their offset in the cluster */
 		uint32_t skip;		/* the stream: at skip in its buffer, */
 		uint32_t stream;	/* this many bytes */
+		uint8_t depth;		/* the layer of the chain it is in */
 	} z;
 	uint8_t write;			/* enum uq_write_stage */
 	uint8_t old_asked;		/* WRITE: parts whose old bytes are asked for */
+	uint8_t old_part;		/* WRITE: the BACKING part being mapped, */
+	uint32_t old_pos[2];		/* ... and how far each is asked for */
 	uint64_t write_end;		/* the writes (write.c) go up to this request
 					 * byte: a WRITE's length; a WRITE_ZEROES's
 					 * partial cluster, its zeros written */
@@ -304,11 +311,24 @@ static inline void uq_count_max(struct uq_queue *q, enum uq_qstat s, uint64_t v)
 		atomic_store_explicit(&q->stats[s], v, memory_order_relaxed);
 }
 
+/* A layer of the image's backing chain (design.md 16a): layer 0 is the
+ * image, 1 its backing file, ...; its file is registered at
+ * UQ_FIXED_IMAGE + its depth. */
+struct uq_layer {
+	struct qcow_image *img;		/* the engine's handle (qcow_get_layer) */
+	int fd;
+	uint64_t cluster_size;
+};
+
 struct uq_dev {
 	struct uq_open_opts opt;
 	struct qcow_image *img;
 	int img_fd;
 	struct qcow_info info;
+	struct uq_layer *layers;	/* nr_layers: the image and its chain */
+	unsigned nr_layers;
+	uint64_t max_cluster;		/* the largest cluster of any layer: buffers
+					 * for compressed clusters */
 	struct uq_ctrl ctrl;
 	bool dev_added;
 	struct ublksrv_ctrl_dev_info dinfo;
@@ -353,6 +373,9 @@ int uq_backend_limits(int fd, struct uq_backend_limits *out);
 /* ----------------------------------------------------------------- ring.c */
 /* A queue's ring, for depth requests in flight. 0 or -errno. */
 int uq_ring_init(struct io_uring *ring, unsigned depth);
+/* Register cdev_fd and the file of every layer of dev's image (io.c's
+ * dev->layers) as ring's fixed files: UQ_FIXED_CDEV, UQ_FIXED_IMAGE + d. */
+int uq_ring_register_files(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd);
 
 /* ---------------------------------------------------------------- queue.c */
 int uq_queues_start(struct uq_dev *dev);
@@ -368,7 +391,8 @@ void uq_queue_wake(struct uq_queue *q);
 
 /* Each queue ring's registered files. */
 #define UQ_FIXED_CDEV		0	/* /dev/ublkcN: ublk commands, user copy */
-#define UQ_FIXED_IMAGE		1	/* the image */
+#define UQ_FIXED_IMAGE		1	/* the image; layer d of its backing chain
+					 * at UQ_FIXED_IMAGE + d */
 
 /* user_data: kind in the top byte, tag in the low 16 bits, op-specific bits between. */
 enum uq_ud_kind {
@@ -383,6 +407,9 @@ enum uq_ud_kind {
 	UQ_UD_FILL,			/* zero copy: bytes written in through user copy */
 	UQ_UD_EVENT,			/* the queue's eventfd */
 	UQ_UD_FLUSH,			/* the engine's flush: a table write (extra: its length) or fsync */
+	UQ_UD_BASE,			/* copy-on-write: a piece of a part's old bytes read
+					 * from the backing chain (extra: its place in the
+					 * scratch buffer and length, in sectors) */
 };
 
 static inline uint64_t uq_ud(enum uq_ud_kind kind, unsigned tag, uint64_t extra)
@@ -408,6 +435,9 @@ static inline uint64_t uq_ud_extra(uint64_t ud)
 /* ------------------------------------------------------------------- io.c */
 /* dev->zero_buf, for dev's buffer and cluster sizes: 0 or -ENOMEM. */
 int uq_io_zero_buf_alloc(struct uq_dev *dev);
+/* dev->layers from dev->img's chain (and max_cluster): 0 or -ENOMEM. */
+int uq_io_layers_init(struct uq_dev *dev);
+void uq_io_layers_free(struct uq_dev *dev);
 void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *d);
 /* The completion of what io.c queued for a tag (kind DATA, WRITE, OLD,
  * META, FILL, FLUSH, or ZC for a REGISTER_IO_BUF): hands it to the tag. */

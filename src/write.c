@@ -13,7 +13,10 @@
  *         stream read into t->stream and inflated when the read completes,
  *         without the engine lock (one stream at a time: two parts from
  *         one cluster share it, two clusters' streams go one after the
- *         other);
+ *         other); from the backing chain (a cluster the image does not
+ *         allocate), mapped piece by piece (qcow_map_backing_nowait, a
+ *         layer's L2 table read through the ring like the image's), each
+ *         piece read from its layer's file, zero-filled, or inflated;
  *   DATA  the writes: in copy mode one vectored write of parts and guest
  *         bytes (the new clusters are contiguous), in the zero-copy modes
  *         up to three (the guest bytes are reachable only by WRITE_FIXED;
@@ -27,6 +30,15 @@
 #include <string.h>
 
 #include "io.h"
+
+static int do_backing_map(struct uq_tag *t)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[t->old_part];
+	uint32_t done = t->old_pos[t->old_part];
+
+	return qcow_map_backing_nowait(t->q->dev->img, c->guest + done, c->len - done, &t->ext,
+				       &t->need);
+}
 
 static int do_write_begin(struct uq_tag *t)
 {
@@ -104,23 +116,22 @@ static bool same_stream(const struct qcow_write_plan *p, unsigned i, unsigned j)
 	       p->cow[i].src == p->cow[j].src && p->cow[i].src_len == p->cow[j].src_len;
 }
 
-/* Queue the read of the compressed stream part i's old bytes are in (whole
- * blocks around it, for direct IO) into t->stream, allocated for the plan. */
-static int issue_stream_read(struct uq_tag *t, unsigned i)
+/* Queue the read of the compressed stream of extent ext (of layer
+ * ext->depth; whole blocks around it, for direct IO) into t->stream,
+ * allocated for the plan, for part i's old bytes. */
+static int issue_stream_read(struct uq_tag *t, unsigned i, const struct qcow_extent *ext)
 {
-	const struct qcow_cow_part *c = &t->plan.cow[i];
-	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED, .guest_offset = c->guest,
-				   .compressed_offset = c->src, .compressed_length = c->src_len };
 	struct uq_dev *dev = t->q->dev;
-	size_t len, size = 2 * (size_t)dev->info.cluster_size + 2 * UQ_BUF_ALIGN;
+	const struct uq_layer *l = &dev->layers[ext->depth];
+	size_t len, size = 2 * (size_t)dev->max_cluster + 2 * UQ_BUF_ALIGN;
 	struct io_uring_sqe *sqe;
 	uint64_t off, from, to;
 	int ret;
 
 	eng_lock(dev);
-	ret = qcow_compressed_span(dev->img, &ext, &off, &len);
+	ret = qcow_compressed_span(l->img, ext, &off, &len);
 	if (ret < 0)
-		eng_log_locked(t, "qcow_compressed_span", ret);
+		tag_log(t, "qcow_compressed_span", ret, qcow_error(l->img));
 	eng_unlock(dev);
 	if (ret < 0)
 		return ret;
@@ -136,10 +147,112 @@ static int issue_stream_read(struct uq_tag *t, unsigned i)
 	to = (off + len + UQ_BUF_ALIGN - 1) & ~(uint64_t)(UQ_BUF_ALIGN - 1);
 	t->z.skip = (uint32_t)(off - from);
 	t->z.stream = (uint32_t)len;
-	io_uring_prep_read(sqe, UQ_FIXED_IMAGE, t->stream, (unsigned)(to - from), from);
+	t->z.depth = (uint8_t)ext->depth;
+	io_uring_prep_read(sqe, UQ_FIXED_IMAGE + (int)ext->depth, t->stream, (unsigned)(to - from),
+			   from);
 	sqe->flags |= IOSQE_FIXED_FILE;
 	queued(t, sqe, uq_ud(UQ_UD_OLD, t->tag, i | UQ_OLD_STREAM));
 	return 0;
+}
+
+/* Part i's compressed cluster in the image: its stream. */
+static int issue_part_stream_read(struct uq_tag *t, unsigned i)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i];
+	struct qcow_extent ext = { .kind = QCOW_EXTENT_COMPRESSED, .guest_offset = c->guest,
+				   .compressed_offset = c->src, .compressed_length = c->src_len };
+
+	return issue_stream_read(t, i, &ext);
+}
+
+/* ----------------------------------------------- from the backing chain */
+
+/* A piece of BACKING part i mapped to ext: queue its read (DATA), inflate
+ * its cluster (COMPRESSED: one stream at a time), or fill zeros. */
+static int backing_piece(struct uq_tag *t, unsigned i, const struct qcow_extent *ext)
+{
+	uint32_t at = t->old_pos[i];
+	uint8_t *dst = part_bytes(t, i) + at;
+	uint64_t sect = (uint64_t)(dst - t->scratch) >> 9;
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	switch (ext->kind) {
+	case QCOW_EXTENT_DATA:
+		if (((dst - t->scratch) | ext->length) & 511)
+			return -EINVAL;		/* requests come in sectors */
+		sqe = uq_get_sqe(t->q);
+		if (!sqe)
+			return -EIO;
+		io_uring_prep_read(sqe, UQ_FIXED_IMAGE + (int)ext->depth, dst,
+				   (unsigned)ext->length, ext->host_offset);
+		sqe->flags |= IOSQE_FIXED_FILE;
+		queued(t, sqe, uq_ud(UQ_UD_BASE, t->tag, sect | (ext->length >> 9) << 20));
+		return 0;
+	case QCOW_EXTENT_COMPRESSED:
+		t->z.pos = at;
+		t->z.len = ext->length;
+		t->z.in = (uint32_t)(ext->guest_offset &
+				     (t->q->dev->layers[ext->depth].cluster_size - 1));
+		ret = issue_stream_read(t, i, ext);
+		t->inflating = ret == 0;
+		return ret;
+	default:
+		memset(dst, 0, ext->length);
+		return 0;
+	}
+}
+
+/*
+ * Map BACKING part i from where it got to, and ask for each piece, until
+ * it is all asked for, a layer's table must be read first (issue_meta), t
+ * waits (parked, or driving a flush), or a compressed piece is being read.
+ */
+static int backing_old(struct uq_tag *t, unsigned i)
+{
+	const struct qcow_cow_part *c = &t->plan.cow[i];
+	const struct qcow_extent *ext = &t->ext;
+	int ret;
+
+	while (t->old_pos[i] < c->len) {
+		if (t->inflating)
+			return 0;
+		t->old_part = (uint8_t)i;
+		ret = eng_call(t, do_backing_map, "qcow_map_backing_nowait");
+		if (ret == -EAGAIN) {
+			issue_meta(t);
+			return 0;
+		}
+		if (ret < 0)
+			return waits(t) ? 0 : ret;
+		if (!ext->length || ext->length > c->len - t->old_pos[i] ||
+		    ext->depth >= t->q->dev->nr_layers) {
+			tag_log(t, "qcow_map_backing_nowait", -EIO, "extent outside the part");
+			return -EIO;
+		}
+		ret = backing_piece(t, i, ext);
+		if (ret < 0)
+			return ret;
+		t->old_pos[i] += (uint32_t)ext->length;
+	}
+	t->old_asked |= 1U << i;
+	return 0;
+}
+
+/* A piece of a BACKING part is read: sectors of the scratch buffer, and
+ * how many (a short read: past the end of a raw base's file, zeros). */
+void base_read_done(struct uq_tag *t, uint64_t extra, int res)
+{
+	uint64_t at = (extra & ((1U << 20) - 1)) << 9, len = (extra >> 20) << 9;
+
+	t->ops--;
+	if (res < 0) {
+		tag_log(t, "copy-on-write read from the backing file", res, NULL);
+		if (!t->write_result)
+			t->write_result = res;
+	} else if ((uint64_t)res < len) {
+		memset(t->scratch + at + res, 0, len - (uint64_t)res);
+	}
 }
 
 /* The parts whose old bytes are not asked for yet (bit i: part i). */
@@ -153,8 +266,16 @@ static unsigned old_left(const struct uq_tag *t)
 	return left;
 }
 
+/* Is t stopped for something other than its reads (a table read, a
+ * wait)? */
+static bool old_stalled(const struct uq_tag *t)
+{
+	return t->wait_meta || waits(t);
+}
+
 /* Ask for the old bytes the parts keep: copies at once, the next compressed
- * stream (and the parts it serves) if none is being read. */
+ * stream (and the parts it serves) if none is being read, the backing
+ * chain's as far as its map goes now. */
 static int write_old(struct uq_tag *t)
 {
 	unsigned i, j, left = old_left(t);
@@ -162,14 +283,16 @@ static int write_old(struct uq_tag *t)
 
 	if (!tag_scratch(t))
 		return -ENOMEM;
-	for (i = 0; i < 2 && ret == 0; i++) {
+	for (i = 0; i < 2 && ret == 0 && !old_stalled(t); i++) {
 		if (!(left & 1U << i))
 			continue;
 		if (t->plan.cow[i].kind == QCOW_COW_COPY) {
 			ret = issue_old_read(t, i);
 			t->old_asked |= 1U << i;
+		} else if (t->plan.cow[i].kind == QCOW_COW_BACKING) {
+			ret = backing_old(t, i);
 		} else if (!t->inflating) {
-			ret = issue_stream_read(t, i);
+			ret = issue_part_stream_read(t, i);
 			t->inflating = ret == 0;
 			for (j = i; j < 2; j++)
 				if (same_stream(&t->plan, i, j))
@@ -231,7 +354,7 @@ static int issue_pieces(struct uq_tag *t)
 	struct io_uring_sqe *sqe;
 	unsigned i;
 
-	sqe = prep_fixed(t, true, t->pos, p->length, p->host_offset);
+	sqe = prep_fixed(t, true, t->pos, p->length, p->host_offset, 0);
 	if (!sqe)
 		return -EIO;
 	write_queued(t, sqe, p->length);
@@ -285,11 +408,12 @@ static void write_planned(struct uq_tag *t)
 	}
 	t->write = UQ_WRITE_OLD;
 	t->old_asked = 0;
+	t->old_pos[0] = t->old_pos[1] = 0;
 	ret = write_old(t);
 	if (ret < 0)
 		t->write_result = ret;
-	if (!t->ops)
-		write_run(t);		/* nothing asked: it failed */
+	if (!t->ops && !old_stalled(t))
+		write_run(t);		/* nothing in flight: failed, or all zeros */
 }
 
 bool write_run(struct uq_tag *t)
@@ -301,12 +425,14 @@ bool write_run(struct uq_tag *t)
 	if (t->write == UQ_WRITE_OLD) {
 		ret = t->write_result;
 		if (ret == 0 && old_left(t))
-			ret = write_old(t);	/* the next compressed stream */
-		if (ret < 0 && !t->ops)
+			ret = write_old(t);	/* the next stream, the chain's map */
+		if (old_stalled(t) && ret == 0)
+			return false;		/* a table read or a wait: back then */
+		if (ret < 0 && !t->ops && !old_stalled(t))
 			write_abort(t, ret);
 		else if (ret < 0)
 			t->write_result = ret;	/* abort once the reads are back */
-		else if (!t->ops) {
+		else if (!t->ops && !old_left(t)) {
 			old_over(t);
 			write_issue(t);
 		}
@@ -345,12 +471,16 @@ static void stream_done(struct uq_tag *t, unsigned i, int res)
 			t->write_result = res < 0 ? res : -EIO;
 		return;
 	}
-	if (qcow_inflate_cluster(t->q->dev->img, t->stream + t->z.skip, t->z.stream,
-				 t->q->cbuf) < 0) {
+	if (qcow_inflate_cluster(t->q->dev->layers[t->z.depth].img, t->stream + t->z.skip,
+				 t->z.stream, t->q->cbuf) < 0) {
 		tag_log(t, "copy-on-write: compressed cluster", -EIO,
 			"its stream does not inflate to a cluster");
 		if (!t->write_result)
 			t->write_result = -EIO;
+		return;
+	}
+	if (t->plan.cow[i].kind == QCOW_COW_BACKING) {
+		memcpy(part_bytes(t, i) + t->z.pos, t->q->cbuf + t->z.in, t->z.len);
 		return;
 	}
 	for (j = i; j < 2; j++) {

@@ -216,7 +216,7 @@ int cmd_check(int argc, char **argv)
 	ret = check_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	if (disk_open(&d, a.path, a.fmt, !a.repair, true) < 0)
+	if (disk_open(&d, a.path, a.fmt, !a.repair, DISK_OPEN_CHECK) < 0)
 		return EXIT_ERROR;
 	if (d.fmt != DISK_FMT_QCOW2) {
 		tool_error("%s: This image format does not support checks", a.path);

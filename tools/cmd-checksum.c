@@ -241,7 +241,7 @@ int cmd_checksum(int argc, char **argv)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (disk_open(&d, a.path, a.fmt, true, false) < 0) {
+	if (disk_open(&d, a.path, a.fmt, true, DISK_OPEN_GUEST) < 0) {
 		ret = -EIO;
 		goto out;
 	}

@@ -303,7 +303,7 @@ static int cmp_open(struct cmp_state *s, const struct compare_args *a)
 	for (i = 0; i < 2; i++) {
 		struct cmp_side *sd = &s->side[i];
 
-		if (disk_open(&sd->d, a->path[i], a->fmt[i], true, false) < 0)
+		if (disk_open(&sd->d, a->path[i], a->fmt[i], true, DISK_OPEN_GUEST) < 0)
 			return CMP_ERR_OPEN;
 		sd->size = (sd->d.size + CMP_SECTOR - 1) / CMP_SECTOR * CMP_SECTOR;
 	}

@@ -4,6 +4,13 @@
  * `qemu-img convert`. Ranges that read as zero are not written: unallocated
  * and zero extents of the source are skipped without reading them, and data
  * is scanned for all-zero blocks (4 KiB by default, -S) that are skipped too.
+ *
+ * With -B the destination is an overlay of BACKING, and gets only the
+ * blocks whose bytes differ from what BACKING has there (zeros written as
+ * zero clusters): its guest content is the source's whatever BACKING
+ * holds.  (qemu-img copies what the source's top image allocates instead,
+ * which gives the source's content only when BACKING reads as the source's
+ * own backing chain.)
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -22,12 +29,16 @@
 static void convert_usage(void)
 {
 	printf("Usage: " TOOL_NAME " convert [-p] [-q] [-n] [-f FMT] [-O FMT] [-o OPTIONS]\n"
-	       "                         [-S SIZE] [-l SNAPSHOT] SRC DST\n\n"
+	       "                         [-B BACKING -F FMT] [-S SIZE] [-l SNAPSHOT] SRC DST\n\n"
 	       "Copy the guest data of SRC into DST (created or overwritten), converting\n"
 	       "between raw and qcow2. Ranges that read as zero are not written, so DST\n"
 	       "is sparse.\n\n"
 	       "  -f FMT      source format: raw or qcow2 (detected by default)\n"
 	       "  -O FMT      destination format: raw (default) or qcow2\n"
+	       "  -B BACKING  make DST (qcow2) an overlay of BACKING holding only what\n"
+	       "              differs from it (-o backing_file=BACKING is the same)\n"
+	       "  -F FMT      BACKING's format: raw or qcow2 (required with -B)\n"
+
 	       "  -o OPTIONS  creation options for DST, as for create; may be repeated\n"
 	       "  -S SIZE     zero detection granularity, a multiple of 512 up to 2M\n"
 	       "              (default 4k); 0 writes every byte\n"
@@ -48,6 +59,7 @@ struct convert_args {
 	uint64_t sparse;          /* zero detection block; 0: off */
 	bool progress, quiet, no_create;
 	const char *snapshot;     /* -l */
+	const char *backing, *backing_fmt;  /* -B, -F */
 	const char *src, *dst;
 };
 
@@ -55,7 +67,16 @@ struct convert_state {
 	struct disk src, dst;
 	const struct convert_args *a;
 	char *buf;
+	char *ref;                /* -B: what DST reads through its backing file */
+	bool backed;              /* DST has a backing file */
 	struct progress progress;
+};
+
+/* What a block of the source becomes in DST. */
+enum convert_action {
+	CONVERT_SKIP,             /* nothing: DST reads that already */
+	CONVERT_ZEROS,            /* written as zeros (zero clusters) */
+	CONVERT_DATA,             /* the bytes written */
 };
 
 static bool is_zero(const char *p, size_t len)
@@ -63,53 +84,79 @@ static bool is_zero(const char *p, size_t len)
 	return !len || (p[0] == 0 && !memcmp(p, p + 1, len - 1));
 }
 
-/* Zero ranges of SRC: nothing to do on a fresh DST, explicit zeroes with -n. */
+/*
+ * A zero range of SRC: nothing to do on a fresh DST, explicit zeroes with
+ * -n, and over a backing file where that does not read as zeros already.
+ */
 static int convert_zero(struct convert_state *s, uint64_t off, uint64_t len)
 {
-	if (!s->a->no_create)
-		return 0;
-	return disk_write_zeroes(&s->dst, off, len, 0);
+	struct qcow_extent ext;
+	uint64_t end = off + len;
+	int ret = 0;
+
+	if (s->a->no_create)
+		return disk_write_zeroes(&s->dst, off, len, 0);
+	for (; s->backed && ret == 0 && off < end; off += ext.length) {
+		ret = disk_map(&s->dst, off, end - off, &ext);
+		if (ret == 0 && ext.kind != QCOW_EXTENT_ZERO && ext.kind != QCOW_EXTENT_UNALLOCATED)
+			ret = disk_write_zeroes(&s->dst, off, ext.length, 0);
+	}
+	return ret;
 }
 
 /* Write out the run [start, start + len) of buf (guest bytes at off). */
 static int convert_flush_run(struct convert_state *s, uint64_t off, size_t start,
-			     size_t len, bool zero)
+			     size_t len, enum convert_action act)
 {
-	if (!len)
+	if (!len || act == CONVERT_SKIP)
 		return 0;
-	if (zero)
-		return convert_zero(s, off + start, len);
+	if (act == CONVERT_ZEROS)
+		return disk_write_zeroes(&s->dst, off + start, len, 0);
 	return disk_write(&s->dst, s->buf + start, off + start, len);
 }
 
+/* The block [pos, pos+n) of buf, and of ref (-B). */
+static enum convert_action convert_block(const struct convert_state *s, size_t pos, size_t n)
+{
+	bool zero = s->a->sparse && is_zero(s->buf + pos, n);
+
+	if (s->backed)
+		return !memcmp(s->buf + pos, s->ref + pos, n) ? CONVERT_SKIP :
+		       zero ? CONVERT_ZEROS : CONVERT_DATA;
+	if (!zero)
+		return CONVERT_DATA;
+	return s->a->no_create ? CONVERT_ZEROS : CONVERT_SKIP;
+}
+
 /*
- * Write buf (guest bytes at off) to DST, leaving out all-zero blocks of the
- * -S size; neighbouring blocks of the same kind go out as one request.
+ * Write buf (guest bytes at off) to DST a block of the -S size at a time
+ * (the whole of it with -S 0): all-zero blocks left out (or written as
+ * zeros where DST would read something else), and over a backing file the
+ * blocks it has already; neighbouring blocks of the same kind go out as
+ * one request.
  */
 static int convert_write(struct convert_state *s, uint64_t off, size_t len)
 {
-	uint64_t g = s->a->sparse;
+	uint64_t g = s->a->sparse ? s->a->sparse : len;
 	size_t pos = 0, start = 0;
-	bool run_zero = false;
+	enum convert_action run = CONVERT_SKIP, act;
 	int ret;
 
-	if (!g)
-		return disk_write(&s->dst, s->buf, off, len);
 	while (pos < len) {
 		uint64_t to_blk_end = g - (off + pos) % g;
 		size_t n = to_blk_end < len - pos ? (size_t)to_blk_end : len - pos;
-		bool zero = is_zero(s->buf + pos, n);
 
-		if (pos > start && zero != run_zero) {
-			ret = convert_flush_run(s, off, start, pos - start, run_zero);
+		act = convert_block(s, pos, n);
+		if (pos > start && act != run) {
+			ret = convert_flush_run(s, off, start, pos - start, run);
 			if (ret < 0)
 				return ret;
 			start = pos;
 		}
-		run_zero = zero;
+		run = act;
 		pos += n;
 	}
-	return convert_flush_run(s, off, start, pos - start, run_zero);
+	return convert_flush_run(s, off, start, pos - start, run);
 }
 
 static int convert_data(struct convert_state *s, uint64_t off, uint64_t len)
@@ -121,6 +168,8 @@ static int convert_data(struct convert_state *s, uint64_t off, uint64_t len)
 		size_t n = end - off < CONVERT_CHUNK ? (size_t)(end - off) : CONVERT_CHUNK;
 
 		ret = disk_read(&s->src, s->buf, off, n);
+		if (ret >= 0 && s->backed)
+			ret = disk_read(&s->dst, s->ref, off, n);	/* its backing file's */
 		if (ret >= 0)
 			ret = convert_write(s, off, n);
 		if (ret < 0)
@@ -176,7 +225,7 @@ static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:l:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:l:B:F:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h': convert_usage(); return 1;
 		case 'l': a->snapshot = optarg; break;
@@ -192,6 +241,8 @@ static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
 				return -1;
 			break;
 		case 'o': a->olists[a->nb_olists++] = optarg; break;
+		case 'B': a->backing = optarg; break;
+		case 'F': a->backing_fmt = optarg; break;
 		case 'S':
 			if (convert_parse_sparse(optarg, &a->sparse))
 				return -1;
@@ -225,6 +276,27 @@ static int convert_same_file(const char *src, const char *dst)
 	return -1;
 }
 
+/* -B/-F, or -o backing_file=/backing_fmt=: checked as qemu-img does. */
+static int convert_backing(const struct convert_args *a, struct create_request *req)
+{
+	if ((a->backing && create_request_set(&req->backing_file, a->backing)) ||
+	    (a->backing_fmt && create_request_set(&req->backing_fmt, a->backing_fmt))) {
+		tool_error("out of memory");
+		return -1;
+	}
+	if (!req->backing_file)
+		return 0;
+	if (!req->qcow2) {
+		tool_error("%s: Backing file not supported for file format 'raw'", a->dst);
+		return -1;
+	}
+	if (!req->backing_fmt) {
+		tool_error("%s: Use of backing file requires explicit backing format (-F)", a->dst);
+		return -1;
+	}
+	return 0;
+}
+
 static int convert_create_dst(const struct convert_args *a, uint64_t size)
 {
 	struct create_request req;
@@ -238,13 +310,22 @@ static int convert_create_dst(const struct convert_args *a, uint64_t size)
 			if (ret > 0)
 				snprintf(err, sizeof(err), "-o help is only available with create");
 			tool_error("%s: %s", a->dst, err);
+			create_request_free(&req);
 			return -1;
 		}
 	}
 	req.opts.size = size;
-	if (!req.qcow2)
-		return disk_create_raw(a->dst, size) < 0 ? -1 : 0;
+	ret = convert_backing(a, &req);
+	if (ret == 0 && !req.qcow2)
+		ret = disk_create_raw(a->dst, size) < 0 ? -1 : 0;
+	if (ret < 0 || !req.qcow2) {
+		create_request_free(&req);
+		return ret;
+	}
+	req.opts.backing_file = req.backing_file;
+	req.opts.backing_format = req.backing_fmt;
 	ret = qcow_create(a->dst, &req.opts, true, err, sizeof(err));
+	create_request_free(&req);
 	if (ret < 0) {
 		if (*err)
 			tool_error("%s", err);
@@ -257,15 +338,24 @@ static int convert_create_dst(const struct convert_args *a, uint64_t size)
 
 static int convert_open(struct convert_state *s, const struct convert_args *a)
 {
-	if (disk_open(&s->src, a->src, a->src_fmt, true, false) < 0)
+	if (disk_open(&s->src, a->src, a->src_fmt, true, DISK_OPEN_GUEST) < 0)
 		return -1;
 	if (a->snapshot && tool_load_snapshot(&s->src, a->snapshot) < 0)
 		return -1;
 	if (!a->no_create && (convert_same_file(a->src, a->dst) ||
 			      convert_create_dst(a, s->src.size)))
 		return -1;
-	if (disk_open(&s->dst, a->dst, a->dst_fmt, false, false) < 0)
+	if (a->no_create && a->backing) {
+		tool_error("-B cannot be used with -n");
 		return -1;
+	}
+	if (disk_open(&s->dst, a->dst, a->dst_fmt, false, DISK_OPEN_GUEST) < 0)
+		return -1;
+	s->backed = s->dst.img && !a->no_create && qcow_chain_depth(s->dst.img) > 0;
+	if (s->backed && !(s->ref = malloc(CONVERT_CHUNK))) {
+		tool_error("out of memory");
+		return -1;
+	}
 	if (s->dst.size < s->src.size) {
 		tool_error("%s: destination is smaller than the source (%llu < %llu bytes)",
 			   a->dst, (unsigned long long)s->dst.size,
@@ -304,6 +394,7 @@ int cmd_convert(int argc, char **argv)
 	if (disk_close(&s.src) < 0)
 		ret = -1;
 	free(s.buf);
+	free(s.ref);
 	free(a.olists);
 	return ret < 0 ? EXIT_ERROR : EXIT_OK;
 }

@@ -149,16 +149,6 @@ static int create_build_request(const struct create_args *a, struct create_reque
 	return 0;
 }
 
-/* BACKING's path as the new image will resolve it: relative to its directory. */
-static char *create_backing_path(const char *image, const char *backing)
-{
-	const char *slash = strrchr(image, '/');
-	int dirlen = slash && backing[0] != '/' ? (int)(slash - image + 1) : 0;
-	char *path;
-
-	return asprintf(&path, "%.*s%s", dirlen, image, backing) < 0 ? NULL : path;
-}
-
 /*
  * The backing file: its format (probed with a warning when not given), and
  * the size it gives the new image when SIZE is not; opened as the image
@@ -189,8 +179,7 @@ static int create_check_backing(const struct create_args *a, struct create_reque
 	}
 	if (a->unsafe)
 		return 0;
-	path = create_backing_path(a->path, req->backing_file);
-	if (!path) {
+	if (qcow_backing_path(a->path, req->backing_file, &path) < 0) {
 		tool_error("out of memory");
 		return -1;
 	}
@@ -202,7 +191,7 @@ static int create_check_backing(const struct create_args *a, struct create_reque
 			ret = -ENOMEM;
 	}
 	if (ret == 0)
-		ret = disk_open(&b, path, fmt, true, false);
+		ret = disk_open(&b, path, fmt, true, DISK_OPEN_GUEST);
 	if (ret == 0) {
 		if (!req->size_given)
 			req->opts.size = b.size;

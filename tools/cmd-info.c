@@ -18,11 +18,14 @@
 
 static void info_usage(void)
 {
-	printf("Usage: " TOOL_NAME " info [-f qcow2|raw] [--output=human|json] IMAGE\n\n"
+	printf("Usage: " TOOL_NAME " info [-f qcow2|raw] [--backing-chain] [--output=human|json]\n"
+	       "                      IMAGE\n\n"
 	       "Print the virtual size, disk usage, cluster size and format specific\n"
 	       "details (compat level, refcount width, dirty/corrupt flags) of IMAGE.\n"
 	       "The format is detected when -f is not given.\n\n"
 	       "  -f FMT          image format: qcow2 or raw\n"
+	       "  --backing-chain the same for every image of IMAGE's backing chain, in\n"
+	       "                  order (json: an array)\n"
 	       "  --output=FMT    human (default) or json (qemu-img's keys)\n"
 	       "  -h, --help      this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
@@ -34,7 +37,7 @@ struct info_view {
 	uint64_t virtual_size;
 	uint64_t actual_size;     /* allocated bytes of the file */
 	struct qcow_info q;       /* qcow2 only */
-	char full_backing[4096];
+	char *full_backing;       /* the backing file's path (malloc'd), NULL: none */
 };
 
 static bool info_v3(const struct info_view *v)
@@ -105,7 +108,8 @@ static void info_add_specific(const struct info_view *v, struct json_obj *data)
 	}
 }
 
-static void info_print_json(const struct info_view *v)
+/* element: print as an element of the --backing-chain array, first or not */
+static void info_print_json(const struct info_view *v, int element)
 {
 	struct json_obj top, spec, data;
 	bool qcow2 = v->fmt == DISK_FMT_QCOW2;
@@ -133,20 +137,10 @@ static void info_print_json(const struct info_view *v)
 		json_add_uint(&top, "snapshots-count", v->q.nb_snapshots);
 	}
 	json_add_bool(&top, "dirty-flag", qcow2 && v->q.dirty);
-	json_print(stdout, &top);
-}
-
-/* A relative backing file name is relative to the image's directory. */
-static void info_resolve_backing(struct info_view *v)
-{
-	const char *slash = strrchr(v->path, '/');
-	int dirlen = slash ? (int)(slash - v->path + 1) : 0;
-
-	if (v->q.backing_file[0] == '/' || !dirlen)
-		snprintf(v->full_backing, sizeof(v->full_backing), "%s", v->q.backing_file);
+	if (element < 0)
+		json_print(stdout, &top);
 	else
-		snprintf(v->full_backing, sizeof(v->full_backing), "%.*s%s",
-			 dirlen, v->path, v->q.backing_file);
+		json_print_element(stdout, &top, element == 0);
 }
 
 static int info_collect(struct info_view *v, enum disk_format fmt)
@@ -154,13 +148,19 @@ static int info_collect(struct info_view *v, enum disk_format fmt)
 	struct disk d;
 	struct stat st;
 
-	if (disk_open(&d, v->path, fmt, true, true) < 0)
+	if (disk_open(&d, v->path, fmt, true, DISK_OPEN_CHECK) < 0)
 		return -1;
 	v->fmt = d.fmt;
-	v->virtual_size = d.size;
+	/* a raw file's size in whole sectors, as QEMU's block layer sees it */
+	v->virtual_size = d.img ? d.size : (d.size + 511) & ~511ULL;
 	if (d.img) {
 		qcow_get_info(d.img, &v->q);
-		info_resolve_backing(v);
+		if (v->q.backing_file[0] &&
+		    qcow_backing_path(v->path, v->q.backing_file, &v->full_backing) < 0) {
+			tool_error("out of memory");
+			disk_close(&d);
+			return -1;
+		}
 	}
 	if (disk_close(&d) < 0)
 		return -1;
@@ -175,6 +175,7 @@ static int info_collect(struct info_view *v, enum disk_format fmt)
 struct info_args {
 	enum output_format out;
 	enum disk_format fmt;
+	bool chain;               /* --backing-chain */
 	const char *path;
 };
 
@@ -183,6 +184,7 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "output", required_argument, NULL, 'O' },
+		{ "backing-chain", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -201,6 +203,9 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 			if (parse_output_format("info", optarg, &a->out))
 				return -1;
 			break;
+		case 'B':
+			a->chain = true;
+			break;
 		default:
 			tool_getopt_error("info", c, argv);
 			return -1;
@@ -215,27 +220,83 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 	return 0;
 }
 
+/*
+ * Image n of the chain (0: IMAGE itself; -1: IMAGE alone), printed; then
+ * *next is its backing file's path (malloc'd, NULL: none) and *fmt its
+ * format as the image records it (else detected).
+ */
+static int info_one(const char *path, enum disk_format *fmt, const struct info_args *a, int n,
+		    char **next)
+{
+	/* Large (a qcow_info with two name buffers): keep it off the stack. */
+	struct info_view *v = calloc(1, sizeof(*v));
+	int ret;
+
+	*next = NULL;
+	if (!v) {
+		tool_error("out of memory");
+		return -1;
+	}
+	v->path = path;
+	ret = info_collect(v, *fmt);
+	if (!ret && a->out == OUTPUT_JSON)
+		info_print_json(v, n);
+	else if (!ret) {
+		if (n > 0)
+			printf("\n");
+		info_print_human(v);
+	}
+	*fmt = DISK_FMT_AUTO;
+	if (!ret && v->q.backing_format[0] && disk_parse_format(v->q.backing_format, fmt) < 0)
+		ret = -1;
+	*next = ret ? NULL : v->full_backing;
+	if (ret)
+		free(v->full_backing);
+	free(v);
+	return ret;
+}
+
+/* --backing-chain: IMAGE, its backing file, its backing file's, ... */
+static int info_chain(const struct info_args *a)
+{
+	enum disk_format fmt = a->fmt;
+	char *path = NULL, *next;
+	int n, ret = 0;
+
+	for (n = 0; n == 0 || path; n++) {
+		if (n > QCOW_MAX_CHAIN) {
+			tool_error("%s: backing chain deeper than %d images (a loop?)", a->path,
+				   QCOW_MAX_CHAIN);
+			ret = -1;
+			break;
+		}
+		ret = info_one(n ? path : a->path, &fmt, a, n, &next);
+		free(path);
+		path = next;
+		if (ret)
+			break;
+	}
+	free(path);
+	if (a->out == OUTPUT_JSON && n > 0)
+		json_print_array_end(stdout);	/* the array was opened */
+	return ret;
+}
+
 int cmd_info(int argc, char **argv)
 {
 	struct info_args a = { .out = OUTPUT_HUMAN, .fmt = DISK_FMT_AUTO };
-	struct info_view *v;
+	enum disk_format fmt;
+	char *next = NULL;
 	int ret;
 
 	ret = info_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	/* Large (a 4 KiB path buffer, a qcow_info): keep it off the stack. */
-	v = calloc(1, sizeof(*v));
-	if (!v) {
-		tool_error("out of memory");
-		return EXIT_ERROR;
-	}
-	v->path = a.path;
-	ret = info_collect(v, a.fmt);
-	if (!ret && a.out == OUTPUT_JSON)
-		info_print_json(v);
-	else if (!ret)
-		info_print_human(v);
-	free(v);
+	fmt = a.fmt;
+	if (a.chain)
+		ret = info_chain(&a);
+	else
+		ret = info_one(a.path, &fmt, &a, -1, &next);
+	free(next);
 	return ret ? EXIT_ERROR : EXIT_OK;
 }

@@ -429,7 +429,7 @@ int cmd_io(int argc, char **argv)
 	}
 	if (!ret) {
 		c.read_only = a.read_only;
-		ret = disk_open(&c.d, a.path, a.fmt, a.read_only, false) < 0 ? -1 : 0;
+		ret = disk_open(&c.d, a.path, a.fmt, a.read_only, DISK_OPEN_GUEST) < 0 ? -1 : 0;
 		if (!ret && a.snapshot && tool_load_snapshot(&c.d, a.snapshot) < 0) {
 			disk_close(&c.d);
 			ret = -1;

@@ -154,7 +154,7 @@ static void map_print_json(const struct map_entry *m, bool last)
 static int map_print_human(const struct disk *d, const struct map_entry *m, const char *path)
 {
 	if (d->img && m->depth)
-		path = qcow_get_layer_name(d->img, m->depth);
+		path = qcow_get_name(qcow_get_layer(d->img, m->depth));
 	if (m->data && !m->has_offset) {
 		tool_error("%s: File contains compressed clusters, which have no host "
 			   "offset; use --output=json", path);
@@ -278,7 +278,7 @@ int cmd_map(int argc, char **argv)
 	ret = map_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	if (disk_open(&d, a.path, a.fmt, true, false) < 0)
+	if (disk_open(&d, a.path, a.fmt, true, DISK_OPEN_GUEST) < 0)
 		return EXIT_ERROR;
 	if (a.snapshot && tool_load_snapshot(&d, a.snapshot) < 0) {
 		disk_close(&d);

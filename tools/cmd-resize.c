@@ -115,7 +115,7 @@ int cmd_resize(int argc, char **argv)
 	ret = resize_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	if (disk_open(&d, a.path, a.fmt, false, false) < 0)
+	if (disk_open(&d, a.path, a.fmt, false, DISK_OPEN_GUEST) < 0)
 		return EXIT_ERROR;
 	ret = resize_target(a.size, d.size, &size);
 	/* As qemu-img: compared before any rounding, so 10M-1 is a shrink too. */

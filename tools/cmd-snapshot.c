@@ -329,7 +329,8 @@ int cmd_snapshot(int argc, char **argv)
 		return live_refuse_write(a.path) ? EXIT_ERROR : EXIT_OK;
 	}
 	/* listing only reads the snapshot table: like info, it works on any image */
-	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST, a.action == SNAP_LIST) < 0)
+	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST,
+		      a.action == SNAP_LIST ? DISK_OPEN_CHECK : DISK_OPEN_GUEST) < 0)
 		return EXIT_ERROR;
 	if (!d.img) {
 		tool_error("%s: snapshots need a qcow2 image (this one is raw)", a.path);

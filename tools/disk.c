@@ -92,7 +92,7 @@ int disk_create_raw(const char *path, uint64_t size)
 	return 0;
 }
 
-static int open_qcow2(struct disk *d, bool read_only, bool for_check)
+static int open_qcow2(struct disk *d, bool read_only, enum disk_open_mode mode)
 {
 	/*
 	 * for_check only where the caller asked for it (check, info): it
@@ -104,7 +104,8 @@ static int open_qcow2(struct disk *d, bool read_only, bool for_check)
 	 */
 	struct qcow_open_opts opts = {
 		.read_only = read_only,
-		.for_check = for_check,
+		.for_check = mode == DISK_OPEN_CHECK,
+		.no_backing = mode == DISK_OPEN_ALONE,
 	};
 	struct qcow_info info;
 	char err[512] = "";
@@ -164,7 +165,7 @@ static int open_raw(struct disk *d, bool read_only)
 }
 
 int disk_open(struct disk *d, const char *path, enum disk_format fmt,
-	      bool read_only, bool for_check)
+	      bool read_only, enum disk_open_mode mode)
 {
 	int ret;
 
@@ -184,7 +185,7 @@ int disk_open(struct disk *d, const char *path, enum disk_format fmt,
 		if (ret < 0)
 			return ret;
 	}
-	ret = fmt == DISK_FMT_QCOW2 ? open_qcow2(d, read_only, for_check) : open_raw(d, read_only);
+	ret = fmt == DISK_FMT_QCOW2 ? open_qcow2(d, read_only, mode) : open_raw(d, read_only);
 	if (ret < 0 && d->lock_fd >= 0) {
 		close(d->lock_fd);
 		d->lock_fd = -1;

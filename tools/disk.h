@@ -35,9 +35,16 @@ int disk_detect_format(const char *path, enum disk_format *fmt);
 /* Create (or truncate) a sparse raw file of size bytes. */
 int disk_create_raw(const char *path, uint64_t size);
 
-/* Open with fmt (DISK_FMT_AUTO: detect). for_check: see qcow_open_opts. */
+/* How a qcow2 image is opened (qcow_open_opts). */
+enum disk_open_mode {
+	DISK_OPEN_GUEST,          /* the guest's view: through the backing chain */
+	DISK_OPEN_CHECK,          /* for check: the file alone, dirty or corrupt too */
+	DISK_OPEN_ALONE,          /* the file alone (no_backing): its own clusters */
+};
+
+/* Open with fmt (DISK_FMT_AUTO: detect). */
 int disk_open(struct disk *d, const char *path, enum disk_format fmt,
-	      bool read_only, bool for_check);
+	      bool read_only, enum disk_open_mode mode);
 /* Flush if writable and release; reports a failed flush. */
 int disk_close(struct disk *d);
 

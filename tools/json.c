@@ -151,3 +151,15 @@ void json_print(FILE *f, const struct json_obj *o)
 	json_print_obj(f, o, 0);
 	fputc('\n', f);
 }
+
+void json_print_element(FILE *f, const struct json_obj *o, bool first)
+{
+	fputs(first ? "[\n" : ",\n", f);
+	json_indent(f, 1);
+	json_print_obj(f, o, 1);
+}
+
+void json_print_array_end(FILE *f)
+{
+	fputs("\n]\n", f);
+}

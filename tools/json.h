@@ -45,6 +45,10 @@ void json_add_obj(struct json_obj *o, const char *key, const struct json_obj *ch
 
 /* Pretty print as qemu does (4-space indent), followed by a newline. */
 void json_print(FILE *f, const struct json_obj *o);
+/* The same as an element of an array printed one element at a time: the
+ * first opens it, json_print_array_end closes it. */
+void json_print_element(FILE *f, const struct json_obj *o, bool first);
+void json_print_array_end(FILE *f);
 /* A JSON string literal with escapes. */
 void json_print_string(FILE *f, const char *s);
 

@@ -49,6 +49,8 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_checksum(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
 
 struct disk;
 /* convert/map/io -l: read snapshot PARAM of d (open read-only) instead. */

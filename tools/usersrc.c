@@ -218,12 +218,14 @@ static int setup(struct usersrc *s)
 	struct uq_dev *dev = &s->dev;
 	struct uq_queue *q = &s->q;
 	const struct qcow_file *f = qcow_get_file(j->img);
-	int files[2] = { f->fd, f->fd }, ret;
 	unsigned i;
+	int ret;
 
 	dev->img = j->img;
 	dev->img_fd = f->fd;
 	qcow_get_info(j->img, &dev->info);
+	if (uq_io_layers_init(dev) < 0)
+		return -ENOMEM;
 	dev->data_mode = UQ_DATA_COPY;
 	dev->block_bytes = j->block_bytes;
 	dev->buf_bytes = (uint32_t)((j->bufsize + 4095) & ~4095ULL);
@@ -235,7 +237,7 @@ static int setup(struct usersrc *s)
 	q->dev = dev;
 	q->efd = -1;
 	q->tags = calloc(j->depth, sizeof(*q->tags));
-	q->cbuf = malloc(dev->info.cluster_size);
+	q->cbuf = malloc(dev->max_cluster);
 	s->descs = calloc(j->depth, sizeof(*s->descs));
 	s->free_tags = calloc(j->depth, sizeof(*s->free_tags));
 	if (!q->tags || !q->cbuf || !s->descs || !s->free_tags || uq_io_zero_buf_alloc(dev) < 0)
@@ -250,7 +252,8 @@ static int setup(struct usersrc *s)
 	if (ret < 0)
 		return ret;
 	q->ring_ok = true;
-	ret = io_uring_register_files(&q->ring, files, 2);
+	/* no /dev/ublkcN: its slot holds the image, never used */
+	ret = uq_ring_register_files(&q->ring, dev, f->fd);
 	return ret < 0 ? ret : setup_buffers(s);
 }
 
@@ -269,6 +272,7 @@ static void teardown(struct usersrc *s)
 	free(s->q.tags);
 	free(s->dev.zero_buf);
 	free(s->q.cbuf);
+	uq_io_layers_free(&s->dev);
 	free(s->descs);
 	free(s->free_tags);
 }

@@ -212,7 +212,7 @@ struct qcow_extent {
 	uint64_t compressed_length;   /* COMPRESSED: bytes that may hold it */
 	/* the layer of the backing chain the extent is from: 0 the image
 	 * itself, 1 its backing file, ...; host and compressed offsets are in
-	 * that layer's file (qcow_get_layer_file) */
+	 * that layer's file (qcow_get_layer) */
 	unsigned depth;
 };
 
@@ -239,7 +239,7 @@ struct qcow_meta_read {
 	void *buf;
 	uint32_t slot;                /* engine's cookie */
 	uint8_t cache;                /* enum qcow_table_kind: what it reads */
-	uint8_t depth;                /* the layer whose file it reads (qcow_get_layer_file) */
+	uint8_t depth;                /* the layer whose file it reads (qcow_get_layer) */
 };
 
 /*
@@ -252,6 +252,15 @@ struct qcow_meta_read {
  */
 int qcow_map_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
 		    struct qcow_extent *ext, struct qcow_meta_read *need);
+/*
+ * What img's backing chain has at [off, off+len), whatever img has there:
+ * the old bytes of a copy-on-write part (QCOW_COW_BACKING), for a caller
+ * that reads them itself.  Depths count from img, as qcow_map_nowait's;
+ * past the end of the chain (or without one) UNALLOCATED: zeros.  Returns
+ * as qcow_map_nowait.
+ */
+int qcow_map_backing_nowait(struct qcow_image *img, uint64_t off, uint64_t len,
+			    struct qcow_extent *ext, struct qcow_meta_read *need);
 /* result: 0 when all len bytes were read, else -errno. */
 int qcow_meta_read_done(struct qcow_image *img, const struct qcow_meta_read *done, int result);
 
@@ -268,11 +277,17 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
 /* Deallocate whole clusters in [off, off+len); partial clusters are left as
  * they are. Discarded ranges read as zero. */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
+/* Deallocate every cluster (entries 0, with or without a backing file, so
+ * that the backing chain shows through again), as qemu-img commit leaves
+ * the image it committed. */
+int qcow_make_empty(struct qcow_image *img);
 /*
  * The next piece of a zeroing or discard of [off, off+len), and its length:
  * bytes of one cluster the range covers only in part (*partial: a zeroing
  * writes zeros there, a discard leaves them), or whole clusters up to the
- * end of an L2 table's span.  Pieces cover the range in order.
+ * end of an L2 table's span.  Pieces cover the range in order.  In a v2
+ * image with a backing file every cluster is a partial piece (no entry
+ * there can say "zero" without letting the base show through).
  */
 uint64_t qcow_clear_piece(const struct qcow_image *img, uint64_t off, uint64_t len,
 			  bool *partial);
@@ -425,14 +440,46 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 
 /* The image file, for a caller that moves data itself (io_uring). */
 const struct qcow_file *qcow_get_file(const struct qcow_image *img);
-/* The file of layer depth of img's backing chain (0: img's own file), NULL
- * below the last; and how many layers lie below img (0: no backing file,
- * or an image opened for check, which leaves its chain closed). */
-const struct qcow_file *qcow_get_layer_file(const struct qcow_image *img, unsigned depth);
-/* Its path, as opened (a relative backing name joined to the directory of
- * the image naming it); NULL below the last. */
-const char *qcow_get_layer_name(const struct qcow_image *img, unsigned depth);
+/*
+ * Layer depth of img's backing chain (0: img itself, 1: its backing file,
+ * ...), NULL below the last: a read-only handle that img owns (never close
+ * it), for what concerns that layer alone: its file (qcow_get_file), its
+ * geometry (qcow_get_info), its compressed clusters (qcow_compressed_span,
+ * qcow_inflate_cluster).  How many layers lie below img: 0 without a
+ * backing file, or for an image opened for check (its chain stays closed).
+ */
+struct qcow_image *qcow_get_layer(const struct qcow_image *img, unsigned depth);
+/* The path backing file name backing, found in the image opened as
+ * image_path, refers to: relative to that image's directory unless
+ * absolute, as QEMU resolves it.  *out is malloc'd: 0 or -ENOMEM. */
+int qcow_backing_path(const char *image_path, const char *backing, char **out);
+#define QCOW_MAX_CHAIN 64             /* layers below an image, at most */
 unsigned qcow_chain_depth(const struct qcow_image *img);
+/*
+ * Make name (format "raw" or "qcow2") img's backing file, or none (name
+ * NULL or ""), with one header write after a flush; nothing in the image
+ * changes but that (rebase -u: keeping the guest content is the caller's
+ * business).  The old chain is closed, and the new one opened as an open
+ * with opts would (not at all for a handle that leaves its chain closed);
+ * a failure there fails the handle.
+ */
+int qcow_set_backing(struct qcow_image *img, const char *name, const char *format,
+		     const struct qcow_open_opts *opts);
+/* Progress of a long call: done of total bytes (maybe 0, never total). */
+typedef void (*qcow_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+/*
+ * The same keeping the guest content (rebase): wherever img does not
+ * allocate a range and its old chain reads differently from the new one,
+ * the old chain's bytes are written into img first; then the header names
+ * the new backing file, after a flush.  A crash leaves the old backing
+ * file with some redundant data in img, or the new one with all it needs.
+ * img must have its chain open.
+ */
+int qcow_rebase(struct qcow_image *img, const char *name, const char *format,
+		qcow_progress_fn progress, void *opaque);
+/* The path the image was opened by (a backing file's: its name joined to
+ * the directory of the image naming it). */
+const char *qcow_get_name(const struct qcow_image *img);
 
 /* What the engine did since open (ublk-qcow stats). */
 struct qcow_stats {

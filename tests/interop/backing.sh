@@ -20,7 +20,13 @@
 #     and its refusals (a missing base, a raw overlay, -F alone);
 #   - opening: a loop in the chain and a base locked by a writer are
 #     refused with messages naming them; info and check work when the
-#     base is missing; convert flattens the chain.
+#     base is missing; convert flattens the chain;
+#   - info --backing-chain as qemu-img prints it; rebase (safe: the same
+#     content over the new base; -b "": flattened; -u: the name alone, as
+#     qemu-img leaves it) and its refusals; commit (the base as qemu-img
+#     commit leaves it, the image reading the same, emptied unless -d);
+#     convert -B (the source's content, smaller than a full copy) and its
+#     refusals.
 # Exit 0 pass, 77 skip, 1 fail.
 set -eu
 # shellcheck source=tests/interop/lib.sh
@@ -110,6 +116,93 @@ expect_rc 0 "convert flattens the chain" "$QCOW_TOOL" convert -O qcow2 "$TMP/top
 same "convert: same content, no backing file" "$(sum "$TMP/flat.qcow2")" "$(sum "$TMP/top2.qcow2")"
 CHECKS=$((CHECKS + 1))
 qemu-img info "$TMP/flat.qcow2" | grep -q "backing file" && fail "convert kept a backing file"
+
+# ------------------------------------------------------------ chain commands
+echo "  info --backing-chain, rebase, commit, convert -B"
+CHECKS=$((CHECKS + 1))
+diff <(cd "$TMP" && qemu-img info --backing-chain top2.qcow2) \
+	<(cd "$TMP" && "$QCOW_TOOL" info --backing-chain top2.qcow2) >&2 ||
+	fail "info --backing-chain differs from qemu-img's"
+CHECKS=$((CHECKS + 1))
+# (snapshots-count: a key qemu-img info lacks, in both forms)
+diff <(cd "$TMP" && qemu-img info --backing-chain --output=json top2.qcow2) \
+	<(cd "$TMP" && "$QCOW_TOOL" info --backing-chain --output=json top2.qcow2 |
+	  grep -v '"snapshots-count"') >&2 ||
+	fail "info --backing-chain --output=json differs from qemu-img's"
+top_sum=$(sum "$TMP/top.qcow2")
+for how in safe flatten unsafe; do
+	cp "$TMP/top.qcow2" "$TMP/rb.qcow2"
+	case $how in
+	safe)	expect_rc 0 "rebase onto the raw base" "$QCOW_TOOL" rebase -b base.raw -F raw \
+			"$TMP/rb.qcow2"
+		same "rebase: the same content over the new base" "$(sum "$TMP/rb.qcow2")" "$top_sum"
+		expect_rc 0 "rebase: qemu-img reads the new chain the same" \
+			qemu-img compare "$TMP/rb.qcow2" "$TMP/top.qcow2" ;;
+	flatten) expect_rc 0 "rebase -b '' (flatten)" "$QCOW_TOOL" rebase -b "" "$TMP/rb.qcow2"
+		same "rebase -b '': the same content, no backing file" "$(sum "$TMP/rb.qcow2")" \
+			"$top_sum"
+		CHECKS=$((CHECKS + 1))
+		qemu-img info "$TMP/rb.qcow2" | grep -q "backing file" &&
+			fail "rebase -b '' kept a backing file" ;;
+	unsafe)	expect_rc 0 "rebase -u (name only)" "$QCOW_TOOL" rebase -u -b base.raw -F raw \
+			"$TMP/rb.qcow2"
+		cp "$TMP/top.qcow2" "$TMP/rbq.qcow2"
+		qemu-img rebase -u -b base.raw -F raw "$TMP/rbq.qcow2"
+		expect_rc 0 "rebase -u: as qemu-img rebase -u leaves it" \
+			qemu-img compare "$TMP/rb.qcow2" "$TMP/rbq.qcow2"
+		expect_rc 0 "rebase -u: the image's own clusters untouched" \
+			qemu-img compare "$TMP/rb.qcow2" "$TMP/rbq.qcow2" ;;
+	esac
+	expect_rc 0 "rebase $how: qemu-img check" qemu-img check "$TMP/rb.qcow2"
+done
+expect_err "rebase without -F" "backing format must be specified" \
+	"$QCOW_TOOL" rebase -b base.raw "$TMP/rb.qcow2"
+expect_err "rebase onto a missing file" "cannot open backing file" \
+	"$QCOW_TOOL" rebase -b nothere.raw -F raw "$TMP/rb.qcow2"
+expect_err "rebase onto itself" "loop" "$QCOW_TOOL" rebase -b rb.qcow2 -F qcow2 "$TMP/rb.qcow2"
+
+# commit: into copies of the chain, ours and qemu-img's side by side
+for keep in "" -d; do
+	for who in ours qemu; do
+		cp "$TMP/base.raw" "$TMP/cb-$who.raw"
+		cp "$TMP/mid.qcow2" "$TMP/cm-$who.qcow2"
+		qemu-img rebase -q -u -b "cb-$who.raw" -F raw "$TMP/cm-$who.qcow2"
+	done
+	before=$(sum "$TMP/cm-ours.qcow2")
+	expect_rc 0 "commit $keep" "$QCOW_TOOL" commit $keep "$TMP/cm-ours.qcow2"
+	qemu-img commit -q $keep "$TMP/cm-qemu.qcow2"
+	CHECKS=$((CHECKS + 1))
+	cmp -s "$TMP/cb-ours.raw" "$TMP/cb-qemu.raw" || fail "commit $keep: the base differs from qemu-img commit's"
+	same "commit $keep: the image reads the same" "$(sum "$TMP/cm-ours.qcow2")" "$before"
+	expect_rc 0 "commit $keep: qemu-img check" qemu-img check "$TMP/cm-ours.qcow2"
+	CHECKS=$((CHECKS + 1))
+	n=$(qemu-img map --output=json "$TMP/cm-ours.qcow2" | grep -c '"depth": 0, "present": true' || true)
+	if [ -z "$keep" ] && [ "$n" != 0 ]; then
+		fail "commit: the image still allocates $n ranges"
+	elif [ -n "$keep" ] && [ "$n" = 0 ]; then
+		fail "commit -d: the image was emptied"
+	fi
+done
+expect_err "commit of an image without a backing file" "does not have a backing file" \
+	"$QCOW_TOOL" commit "$TMP/flat.qcow2"
+
+# convert -B: only what differs from the backing file
+expect_rc 0 "convert -B" "$QCOW_TOOL" convert -O qcow2 -B base.raw -F raw "$TMP/top2.qcow2" \
+	"$TMP/cvb.qcow2"
+same "convert -B: the source's content" "$(sum "$TMP/cvb.qcow2")" "$(sum "$TMP/top2.qcow2")"
+expect_rc 0 "convert -B: qemu-img compare" qemu-img compare "$TMP/cvb.qcow2" "$TMP/top2.qcow2"
+expect_rc 0 "convert -B: qemu-img check" qemu-img check "$TMP/cvb.qcow2"
+CHECKS=$((CHECKS + 1))
+[ "$(stat -c %s "$TMP/cvb.qcow2")" -lt "$(stat -c %s "$TMP/flat.qcow2")" ] ||
+	fail "convert -B wrote as much as a full convert"
+expect_rc 0 "convert -o backing_file=,backing_fmt=" "$QCOW_TOOL" convert -O qcow2 \
+	-o backing_file=mid.qcow2,backing_fmt=qcow2 "$TMP/top2.qcow2" "$TMP/cvo.qcow2"
+same "convert -o backing_file: the source's content" "$(sum "$TMP/cvo.qcow2")" \
+	"$(sum "$TMP/top2.qcow2")"
+expect_err "convert -B without -F" "explicit backing format" \
+	"$QCOW_TOOL" convert -O qcow2 -B base.raw "$TMP/top2.qcow2" "$TMP/cvx.qcow2"
+expect_err "convert -B to raw" "not supported for file format 'raw'" \
+	"$QCOW_TOOL" convert -O raw -B base.raw -F raw "$TMP/top2.qcow2" "$TMP/cvx.raw"
 
 # ------------------------------------------------------------ random writes
 # pick OFF LEN for an overlay of SIZE bytes and cluster CS

@@ -298,16 +298,23 @@ static int user_copy_write(unsigned qi, const struct io_uring_sqe *e)
 /* Run one queued SQE with pread/pwrite; return the CQE result. */
 static int execute(unsigned qi, const struct io_uring_sqe *e)
 {
-	int fd = dev.img_fd;
+	unsigned layer = (unsigned)(e->fd - UQ_FIXED_IMAGE);
 	void *addr = (void *)(uintptr_t)e->addr;
 	ssize_t n;
+	int fd;
 
 	CHECK(e->flags & IOSQE_FIXED_FILE, "SQE without a registered file");
 	if (e->opcode == IORING_OP_URING_CMD)	/* REGISTER_IO_BUF: done when queued */
 		return (int)(int64_t)e->off;
 	if (e->fd == UQ_FIXED_CDEV && e->opcode == IORING_OP_WRITE)
 		return user_copy_write(qi, e);
-	CHECK(e->fd == UQ_FIXED_IMAGE, "SQE on file index %d", e->fd);
+	/* the image, or a layer of its backing chain (read only) */
+	CHECK(e->fd >= UQ_FIXED_IMAGE && layer < dev.nr_layers, "SQE on file index %d", e->fd);
+	if (layer >= dev.nr_layers)
+		return -EBADF;
+	fd = dev.layers[layer].fd;
+	CHECK(!layer || e->opcode == IORING_OP_READ || e->opcode == IORING_OP_READ_FIXED,
+	      "opcode %u on backing file %u", e->opcode, layer);
 	if (e->opcode == IORING_OP_READ_FIXED || e->opcode == IORING_OP_WRITE_FIXED) {
 		addr = io_memory(qi, e);
 		if (!addr)
@@ -370,8 +377,10 @@ static int running_q = -1;
 static bool preempting;
 
 /* Seen: copy-on-write's old bytes read, vectored writes (copy mode),
- * compressed streams read. */
+ * compressed streams read; from the backing chain: copy-on-write pieces,
+ * the request's data and table reads. */
 static unsigned long long old_reads, merged_writes, stream_reads;
+static unsigned long long base_reads, layer_data_reads, layer_meta_reads, layer_streams;
 
 static void deliver_sqe(unsigned i)
 {
@@ -388,9 +397,13 @@ static void deliver_sqe(unsigned i)
 	old_reads += kind == UQ_UD_OLD;
 	stream_reads += kind == UQ_UD_STREAM;
 	merged_writes += e.opcode == IORING_OP_WRITEV;
+	base_reads += kind == UQ_UD_BASE;
+	layer_data_reads += kind == UQ_UD_DATA && e.fd > UQ_FIXED_IMAGE;
+	layer_meta_reads += kind == UQ_UD_META && e.fd > UQ_FIXED_IMAGE;
+	layer_streams += (kind == UQ_UD_STREAM || kind == UQ_UD_OLD) && e.fd > UQ_FIXED_IMAGE;
 	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD || kind == UQ_UD_STREAM ||
 	      kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
-	      kind == UQ_UD_FLUSH, "completion of kind %d", (int)kind);
+	      kind == UQ_UD_FLUSH || kind == UQ_UD_BASE, "completion of kind %d", (int)kind);
 	uq_io_complete(&queues[qi], e.user_data, res);
 }
 
@@ -708,6 +721,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 	REQUIRE(r == 0, "open %s: %d %s", path, r, err);
 	dev.img_fd = qcow_get_file(dev.img)->fd;
 	qcow_get_info(dev.img, &dev.info);
+	REQUIRE(uq_io_layers_init(&dev) == 0, "layers");
 	dev.buf_bytes = BUF_BYTES;
 	dev.data_mode = data_mode;
 	REQUIRE(uq_io_zero_buf_alloc(&dev) == 0, "zero buffer");
@@ -724,7 +738,7 @@ static void serve(const char *path, unsigned l2_tables, bool create)
 		queues[i].efd = -1;
 		queues[i].descs = descs[i];
 		queues[i].tags = &tags[i * DEPTH];
-		queues[i].cbuf = malloc(dev.info.cluster_size);
+		queues[i].cbuf = malloc(dev.max_cluster);
 		REQUIRE(queues[i].cbuf, "malloc");
 		ev_pending[i] = false;
 	}
@@ -762,6 +776,7 @@ static void close_dev(const char *path, int want, bool leaks_ok)
 
 	CHECK(r == want, "close: %d, wanted %d", r, want);
 	dev.img = NULL;
+	uq_io_layers_free(&dev);
 	for (unsigned i = 0; i < NQ; i++)
 		free(queues[i].cbuf);
 	for (unsigned i = 0; i < NT; i++) {
@@ -875,6 +890,84 @@ static void test_random_workload(unsigned rounds)
 	CHECK(data_mode != UQ_DATA_COPY || merged_writes > 0,
 	      "no write ever merged zeros around the guest bytes");
 	teardown(path);
+}
+
+/*
+ * An overlay served: its chain made by qemu (a raw base shorter than the
+ * disk, under a qcow2 of 8 KiB clusters, twice the overlay's, with data,
+ * compressed and zero clusters and discards), the model what qemu reads
+ * there.  Reads of what the overlay does not allocate and the old bytes of
+ * its copy-on-write come from the layers' files through the ring, the
+ * layers' L2 tables too; the engine does no IO itself (its layers' table
+ * loads all came through the ring: as many as it started); the layers stay
+ * as they were.
+ */
+static void test_overlay_workload(unsigned rounds)
+{
+	const char *top = t_path("overlay.qcow2");
+	uint64_t base_len = DISK_BYTES / 2 + 1000, misses = 0;
+	struct qcow_create_opts co = { .size = DISK_BYTES, .cluster_bits = 12,
+				       .backing_file = "mid.qcow2", .backing_format = "qcow2" };
+	struct qcow_stats ls;
+	char err[512] = "", out[4096];
+	uint8_t *b, *ref;
+	size_t ref_len = 0;
+	unsigned d;
+	int r;
+
+	if (!t_have_prog("qemu-img") || !t_have_prog("qemu-io")) {
+		printf("overlay workload: skipped (no qemu-img/qemu-io)\n");
+		return;
+	}
+	b = malloc(base_len);
+	REQUIRE(b, "malloc");
+	t_fill_random(b, base_len);
+	REQUIRE(t_write_file(t_path("base.raw"), b, base_len) == 0, "write the base");
+	free(b);
+	r = t_run(out, sizeof(out), "cd '%s' && qemu-img create -q -f qcow2 -o cluster_size=8k "
+		  "-b base.raw -F raw mid.qcow2 48M && qemu-io -c 'write -c -P 0x11 1M 4M' "
+		  "-c 'write -P 0x22 5M 100k' -c 'write -z 8M 64k' -c 'discard 12M 128k' "
+		  "-c 'write -c -P 0x33 30M 4M' -c 'write -P 0x44 40M 64k' mid.qcow2 && "
+		  "qemu-img convert -O raw mid.qcow2 ref.raw && cp base.raw base.orig && "
+		  "cp mid.qcow2 mid.orig", t_dir);
+	REQUIRE(r == 0, "making the chain: %s", out);
+	r = qcow_create(top, &co, true, err, sizeof(err));
+	REQUIRE(r == 0, "create %s: %d %s", top, r, err);
+	serve(top, 1, false);
+	ref = t_read_file(t_path("ref.raw"), &ref_len);
+	REQUIRE(ref && ref_len <= DISK_BYTES, "reading ref.raw");
+	memset(model, 0, DISK_BYTES);
+	memcpy(model, ref, ref_len);
+	free(ref);
+	base_reads = layer_data_reads = layer_meta_reads = layer_streams = 0;
+	engine_io = 0;
+	engine_io_counted = true;
+	run_rounds(rounds);
+	drain();
+	engine_io_counted = false;
+	for (unsigned i = 0; i < NT; i++)
+		if (slots[i].commits)
+			check_done(i);
+	for (d = 1; d < dev.nr_layers; d++) {
+		qcow_get_stats(dev.layers[d].img, &ls);
+		misses += ls.l2_misses;
+	}
+	printf("overlay workload: %llu requests, %llu reads and %llu copy-on-write pieces from "
+	       "the backing chain, %llu of its compressed clusters, %llu of its tables read "
+	       "through the ring (%llu loads), %llu IOs by the engine itself\n",
+	       COUNTER(UQ_QS_DONE), layer_data_reads, base_reads, layer_streams,
+	       layer_meta_reads, (unsigned long long)misses, engine_io);
+	CHECK(dev.nr_layers == 3, "%u layers, want the overlay, mid.qcow2 and base.raw",
+	      dev.nr_layers);
+	CHECK(layer_data_reads > 0 && base_reads > 0 && layer_meta_reads > 0 && layer_streams > 0,
+	      "the backing chain was not read through the ring");
+	CHECK(layer_meta_reads == misses, "%llu layer table loads, %llu through the ring",
+	      (unsigned long long)misses, layer_meta_reads);
+	CHECK(engine_io == 0, "the engine did %llu IOs itself, under its lock", engine_io);
+	teardown(top);
+	r = t_run(out, sizeof(out), "cd '%s' && cmp base.raw base.orig && cmp mid.qcow2 mid.orig",
+		  t_dir);
+	CHECK(r == 0, "the backing chain changed: %s", out);
 }
 
 /* The same with --recoverable: every completion checked against the file. */
@@ -1448,6 +1541,7 @@ int main(void)
 		test_failed_flush();
 		test_copy_on_write();
 		test_random_workload(data_mode == UQ_DATA_COPY ? rounds : rounds / 2);
+		test_overlay_workload(data_mode == UQ_DATA_COPY ? rounds : rounds / 2);
 	}
 	data_mode = UQ_DATA_COPY;
 	test_flush_joins();

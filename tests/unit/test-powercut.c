@@ -11,7 +11,10 @@
  * writes. Small caches force evictions in the middle of operations. One
  * image is an overlay of a raw backing file: its partial writes copy the
  * rest of their clusters from the base, and no crash may expose a cluster
- * half copied (the model starts from the base's bytes).
+ * half copied (the model starts from the base's bytes); two thirds in, it
+ * is rebased onto another base (qcow_rebase: the guest content stays, so
+ * every crash state must read as the model whichever base its header
+ * names).
  *
  * Then, at cuts spread over every file event of the workload, crash states
  * are built: the file at the last completed flush plus any subset of the
@@ -99,6 +102,7 @@ struct workload {
 	bool in_flush;
 	unsigned async_flushes, ops_during, ops_refused;   /* for the summary */
 	unsigned nowait_growths;      /* refcount blocks a nowait write added */
+	const char *base1, *base2;    /* backing workloads: the base, the one rebased onto */
 };
 
 static bool have_qemu;
@@ -142,18 +146,32 @@ static void wl_open(struct workload *w)
 /* The pattern of the backing file's bytes (an id no op has). */
 #define BASE_ID 0xba5e0000u
 
-/* A raw backing file with a pattern in every byte; its path is absolute, as
- * the crash states are opened from elsewhere. */
-static const char *wl_make_base(struct workload *w)
+/* A raw backing file of len bytes with pattern id in every byte; its path
+ * is absolute, as the crash states are opened from elsewhere. */
+static const char *wl_write_base(struct workload *w, unsigned n, uint32_t id, uint64_t len,
+				 uint8_t **bytes)
 {
-	const char *path = t_path("base-%u.raw", w->index);
-	uint8_t *b = malloc(w->cfg->base_len);
+	const char *path = strdup(t_path("base-%u-%u.raw", w->index, n));
+	uint8_t *b = malloc(len);
 
-	REQUIRE(b, "out of memory");
-	cf_pattern(BASE_ID, 0, b, w->cfg->base_len);
-	REQUIRE(t_write_file(path, b, w->cfg->base_len) == 0, "write %s", path);
+	REQUIRE(b && path, "out of memory");
+	cf_pattern(id, 0, b, len);
+	REQUIRE(t_write_file(path, b, len) == 0, "write %s", path);
+	*bytes = b;
+	return path;
+}
+
+/* The workload's base (the guest bytes before the first op) and the one it
+ * is rebased onto: another pattern, another length. */
+static const char *wl_make_bases(struct workload *w)
+{
+	uint8_t *b;
+	const char *path = wl_write_base(w, 1, BASE_ID, w->cfg->base_len, &b);
+
 	cf_model_set_initial(w->model, b, w->cfg->base_len);
 	memcpy(w->live, b, w->cfg->base_len);
+	free(b);
+	w->base2 = wl_write_base(w, 2, BASE_ID + 1, w->cfg->base_len * 3 / 2 + 512, &b);
 	free(b);
 	return path;
 }
@@ -175,7 +193,7 @@ static void wl_create(struct workload *w)
 	w->live = calloc(1, w->max_size);
 	REQUIRE(w->buf && w->live, "out of memory");
 	if (c->base_len) {
-		co.backing_file = wl_make_base(w);
+		co.backing_file = w->base1 = wl_make_bases(w);
 		co.backing_format = "raw";
 	}
 	w->cf = cf_new(NULL, 0);
@@ -269,6 +287,13 @@ static int do_reopen(struct workload *w, struct cf_gop *g)
 	w->img = NULL;
 	wl_open(w);
 	return r;
+}
+
+/* Rebase onto the other base: the guest content stays (a flush too). */
+static int do_rebase(struct workload *w, struct cf_gop *g)
+{
+	(void)g;
+	return qcow_rebase(w->img, w->base2, "raw", NULL, NULL);
 }
 
 static int do_resize(struct workload *w, struct cf_gop *g)
@@ -552,6 +577,9 @@ static void wl_step(struct workload *w, unsigned i)
 	} else if (i == 2 * c->nops / 3 && c->grow2) {
 		g.size = c->grow2;
 		ret = wl_call(w, &g, do_resize);
+	} else if (i == 2 * c->nops / 3 && c->base_len) {
+		g.kind = CF_G_FLUSH;
+		ret = wl_call(w, &g, do_rebase);
 	} else if (i == c->nops / 2) {
 		g.kind = CF_G_FLUSH;
 		ret = wl_call(w, &g, do_reopen);
@@ -613,6 +641,8 @@ static void wl_run(struct workload *w)
 
 static void wl_free(struct workload *w)
 {
+	free((void *)w->base1);
+	free((void *)w->base2);
 	cf_free(w->cf);
 	cf_model_free(w->model);
 	free(w->buf);

@@ -6,10 +6,13 @@
 # sanitizer report (leaks included, checked at exit).
 #
 #   guest: ublk-qcow-asan open --foreground, 2 queues, a 16 KiB L2 cache
-#          over 4 KiB clusters (tables evicted and re-read all the time); fio random reads and
-#          writes with crc32c verification; discard and write-zeroes;
-#          reads of compressed, zero and unallocated clusters compared with
-#          qemu-img's raw conversion; SIGTERM; the daemon exits 0;
+#          over 4 KiB clusters (tables evicted and re-read all the time), on
+#          an overlay of a qcow2 base that has data under fio's region;
+#          fio random reads and writes with crc32c verification (copy-on-
+#          write from the base); discard and write-zeroes; reads of
+#          compressed (in the base and in the overlay), zero and unallocated
+#          clusters compared with qemu-img's raw conversion; SIGTERM; the
+#          daemon exits 0;
 #   host:  its standard error holds no sanitizer report; qemu-img check is
 #          clean.
 . "$(dirname "$0")/lib.sh"
@@ -18,11 +21,18 @@
 vm_init
 M=$((1024 * 1024))
 img=$SHARE/disk.qcow2
-qemu-img create -q -f qcow2 -o cluster_size=4k "$img" 64M || exit 1
 head -c $M /dev/urandom >"$WORK/rand"
-# 40M..48M: compressed, zero and unallocated clusters for the read checks
-qemu-io -f qcow2 -c "write -c -s $WORK/rand 40M 1M" -c "write -s $WORK/rand 42M 1M" \
-	-c "write -z 42M 512k" -c "write -c -s $WORK/rand 44M 256k" "$img" >/dev/null || exit 1
+qemu-img create -q -f qcow2 -o cluster_size=4k "$SHARE/base.qcow2" 64M || exit 1
+args=()
+for ((i = 0; i < 8; i++)); do args+=(-c "write -s $WORK/rand ${i}M 1M"); done
+qemu-io -f qcow2 "${args[@]}" -c "write -c -s $WORK/rand 40M 1M" "$SHARE/base.qcow2" >/dev/null ||
+	exit 1
+(cd "$SHARE" && qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 disk.qcow2) ||
+	exit 1
+# 40M..48M: compressed (in the base, and in the overlay), zero and
+# unallocated clusters for the read checks
+qemu-io -f qcow2 -c "write -s $WORK/rand 42M 1M" -c "write -z 42M 512k" \
+	-c "write -c -s $WORK/rand 44M 256k" "$img" >/dev/null || exit 1
 qemu-img convert -O raw "$img" "$WORK/ref.raw" || exit 1
 dd if="$WORK/ref.raw" of="$SHARE/ref-40M.raw" bs=1M skip=40 count=8 status=none
 

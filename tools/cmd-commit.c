@@ -1,0 +1,205 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qcow-tool commit: write what an image allocates into its backing file,
+ * as `qemu-img commit`, then empty the image (unless -d) so that it reads
+ * through to the backing file again.
+ *
+ * The image is opened alone (its chain closed: the backing file is opened
+ * for writing instead, which the chain's shared lock would refuse); its
+ * data, zero and compressed clusters are written into the backing file,
+ * grown first if the image is larger, and made durable; only then is the
+ * image emptied.  A crash before that leaves the image whole over a
+ * backing file that holds some of its data already (redundant, never
+ * lost); a crash while it empties leaves clusters that read the same
+ * bytes from the backing file.  Other images over the same backing file
+ * see the change, as with qemu-img.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "disk.h"
+#include "options.h"
+#include "progress.h"
+#include "tool.h"
+
+#define COMMIT_CHUNK (1U << 20)
+
+static void commit_usage(void)
+{
+	printf("Usage: " TOOL_NAME " commit [-q] [-p] [-d] [-f qcow2] IMAGE\n\n"
+	       "Write the clusters IMAGE allocates into its backing file, then empty\n"
+	       "IMAGE so that it reads the same through the backing file.\n\n"
+	       "  -d          do not empty IMAGE afterwards\n"
+	       "  -f FMT      IMAGE's format: qcow2\n"
+	       "  -p          show progress\n"
+	       "  -q          quiet: do not print 'Image committed.'\n"
+	       "  -h, --help  this text\n\n"
+	       "Exit status: 0 success, 1 error.\n");
+}
+
+struct commit_args {
+	enum disk_format fmt;
+	bool keep, progress, quiet;
+	const char *path;
+};
+
+static int commit_parse_args(int argc, char **argv, struct commit_args *a)
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":hqpdf:t:r:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			commit_usage();
+			return 1;
+		case 'f':
+			if (disk_parse_format(optarg, &a->fmt))
+				return -1;
+			break;
+		case 'd':
+			a->keep = true;
+			break;
+		case 'p':
+			a->progress = true;
+			break;
+		case 'q':
+			a->quiet = true;
+			break;
+		case 't': case 'r':
+			break;		/* qemu-img's cache mode and rate limit */
+		default:
+			tool_getopt_error("commit", c, argv);
+			return -1;
+		}
+	}
+	if (optind != argc - 1) {
+		tool_usage_error("commit", "%s", optind >= argc ?
+				 "expecting image file name" : "too many arguments");
+		return -1;
+	}
+	a->path = argv[optind];
+	return 0;
+}
+
+/* The backing file, opened for writing and at least as large as d. */
+static int commit_open_base(struct disk *d, struct disk *base, char **path)
+{
+	enum disk_format fmt = DISK_FMT_AUTO;
+	struct qcow_info info;
+	int ret;
+
+	qcow_get_info(d->img, &info);
+	if (!info.backing_file[0]) {
+		tool_error("Image does not have a backing file");
+		return -1;
+	}
+	if (info.backing_format[0] && disk_parse_format(info.backing_format, &fmt))
+		return -1;
+	if (qcow_backing_path(d->path, info.backing_file, path) < 0) {
+		tool_error("out of memory");
+		return -1;
+	}
+	if (disk_open(base, *path, fmt, false, DISK_OPEN_GUEST) < 0)
+		return -1;
+	if (base->size >= d->size)
+		return 0;
+	ret = base->img ? qcow_resize(base->img, d->size) :
+			  (ftruncate(base->fd, (off_t)d->size) < 0 ? -errno : 0);
+	if (ret < 0) {
+		disk_fail(base, ret);
+		disk_close(base);
+		return -1;
+	}
+	base->size = d->size;
+	return 0;
+}
+
+/* d's own clusters into base, a chunk at a time. */
+static int commit_copy(struct disk *d, struct disk *base, struct progress *p)
+{
+	uint8_t *buf = malloc(COMMIT_CHUNK);
+	struct qcow_extent ext;
+	uint64_t off, n;
+	int ret = buf ? 0 : -ENOMEM;
+
+	if (!buf)
+		tool_error("out of memory");
+	for (off = 0; ret == 0 && off < d->size; off += n) {
+		n = d->size - off < COMMIT_CHUNK ? d->size - off : COMMIT_CHUNK;
+		ret = disk_map(d, off, n, &ext);
+		if (ret < 0)
+			break;
+		n = ext.length;
+		progress_show(p, off, false);
+		if (ext.kind == QCOW_EXTENT_ZERO)
+			ret = disk_write_zeroes(base, off, n, 0);
+		else if (ext.kind != QCOW_EXTENT_UNALLOCATED) {
+			ret = disk_read(d, buf, off, n);
+			if (ret == 0)
+				ret = disk_write(base, buf, off, n);
+		}
+	}
+	free(buf);
+	if (ret == 0)
+		ret = disk_flush(base);
+	return ret;
+}
+
+static int commit_run(const struct commit_args *a, struct disk *d)
+{
+	struct progress p;
+	struct disk base;
+	char *path = NULL;
+	int ret;
+
+	ret = commit_open_base(d, &base, &path);
+	if (ret == 0) {
+		progress_init(&p, a->progress, d->size);
+		ret = commit_copy(d, &base, &p);
+		if (disk_close(&base) < 0)
+			ret = -1;
+		if (ret == 0)
+			progress_done(&p);
+	}
+	free(path);
+	if (ret == 0 && !a->keep) {
+		ret = qcow_make_empty(d->img);
+		if (ret < 0)
+			disk_fail(d, ret);
+	}
+	return ret;
+}
+
+int cmd_commit(int argc, char **argv)
+{
+	struct commit_args a = { .fmt = DISK_FMT_AUTO };
+	struct disk d;
+	int ret;
+
+	ret = commit_parse_args(argc, argv, &a);
+	if (ret)
+		return ret < 0 ? EXIT_ERROR : EXIT_OK;
+	/* alone: the chain would hold the backing file's lock shared */
+	if (disk_open(&d, a.path, a.fmt, a.keep, DISK_OPEN_ALONE) < 0)
+		return EXIT_ERROR;
+	if (!d.img) {
+		tool_error("Image does not have a backing file");
+		disk_close(&d);
+		return EXIT_ERROR;
+	}
+	ret = commit_run(&a, &d);
+	if (disk_close(&d) < 0)
+		ret = -1;
+	if (ret == 0 && !a.quiet)
+		printf("Image committed.\n");
+	return ret < 0 ? EXIT_ERROR : EXIT_OK;
+}
