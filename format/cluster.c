@@ -1135,6 +1135,48 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len)
 	return ret < 0 ? ret : clear_range(img, off, len, discard_mode(img), PARTIAL_LEAVE);
 }
 
+int qcow_write_compressed(struct qcow_image *img, uint64_t off, const void *stream, size_t len)
+{
+	uint64_t gc = off >> img->cluster_bits, l2i = gc & (img->l2_size - 1), *table, nsec;
+	unsigned x = 62 - (img->cluster_bits - 8);
+	struct l2_info old;
+	int64_t host;
+	int ret = check_write(img, off, 1, "compressed write");
+
+	if (ret == 0 && ((off & (img->cluster_size - 1)) || !len || len >= img->cluster_size))
+		ret = qcow_set_error(img, -EINVAL, "compressed write of %zu bytes at 0x%llx: a "
+				     "cluster's stream is shorter than a cluster and starts it", len,
+				     ULL(off));
+	if (ret == 0 && !inflight_free_prefix(img, gc, 1))
+		ret = busy(img, gc);
+	if (ret == 0)
+		ret = l2_get_writable(img, gc >> img->l2_bits, &table);
+	if (ret < 0)
+		return ret;
+	ret = l2_get(img, table, l2i, gc, &old);
+	if (ret == 0 && old.kind != QCOW_EXTENT_UNALLOCATED &&
+	    !(old.kind == QCOW_EXTENT_ZERO && !old.host))
+		ret = qcow_set_error(img, -EINVAL, "guest cluster at 0x%llx is allocated: a "
+				     "compressed cluster goes where there is none", ULL(off));
+	host = ret < 0 ? ret : qcow_alloc_bytes(img, len);
+	ret = host < 0 ? (int)host : qcow_check_metadata_overlap(img, (uint64_t)host, len);
+	if (ret == 0) {
+		qcow_note_write(img, (uint64_t)host, len);
+		ret = qcow_pwrite(img, stream, len, (uint64_t)host);
+		if (ret < 0)
+			release(img, (uint64_t)host, len);
+	}
+	if (ret == 0) {
+		/* the data first (flush step 1), then the entry that points at it */
+		qcow_sync_owed(img, QCOW_SYNC_DATA);
+		nsec = (((uint64_t)host + len - 1) >> 9) - ((uint64_t)host >> 9);
+		table[l2i] = htobe64(QCOW_OFLAG_COMPRESSED | nsec << x | (uint64_t)host);
+		qcow_cache_mark_dirty(img->l2_cache, table);
+	}
+	qcow_cache_put(img->l2_cache, table);
+	return ret;
+}
+
 int qcow_make_empty(struct qcow_image *img)
 {
 	int ret = check_writable(img);

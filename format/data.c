@@ -67,6 +67,29 @@ int qcow_inflate_cluster(const struct qcow_image *img, const void *in, size_t in
 	return inflate_raw(in, in_len, out, img->cluster_size, &done) ? -EIO : 0;
 }
 
+int64_t qcow_deflate_cluster(const struct qcow_image *img, const void *in, void *out, size_t cap)
+{
+	z_stream zs;
+	int zr;
+
+	memset(&zs, 0, sizeof(zs));
+	if (cap > UINT32_MAX || img->cluster_size > UINT32_MAX)
+		return -EINVAL;
+	/* what QEMU writes: its level, window and memory level */
+	if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, QCOW_DEFLATE_WINDOW_BITS, 9,
+			 Z_DEFAULT_STRATEGY) != Z_OK)
+		return -ENOMEM;
+	zs.next_in = (Bytef *)in;
+	zs.avail_in = (uInt)img->cluster_size;
+	zs.next_out = out;
+	zs.avail_out = (uInt)cap;
+	zr = deflate(&zs, Z_FINISH);
+	deflateEnd(&zs);
+	if (zr == Z_STREAM_END)
+		return (int64_t)(cap - zs.avail_out);
+	return zr == Z_OK || zr == Z_BUF_ERROR ? 0 : -EIO;
+}
+
 int qcow_compressed_span(struct qcow_image *img, const struct qcow_extent *ext,
 			 uint64_t *offset, size_t *len)
 {

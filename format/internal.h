@@ -194,6 +194,10 @@ struct qcow_image {
 
 	/* allocator state */
 	uint64_t free_cluster_index;  /* lowest host cluster that may be free */
+	/* where the next compressed cluster's bytes may go, packed after the
+	 * last one's (qcow_alloc_bytes); 0: a new cluster.  Forgotten whenever
+	 * frees are applied, as the cluster may be free and reused then. */
+	uint64_t free_byte_offset;
 	uint64_t *pending_free;       /* host cluster offsets whose refcount drops at flush */
 	size_t nb_pending_free, pending_free_cap;
 
@@ -367,6 +371,11 @@ int qcow_refcount_update(struct qcow_image *img, uint64_t offset, uint64_t lengt
 /* Allocate nb contiguous free clusters (refcount 0 -> 1); returns the host
  * offset or -errno. Never returns clusters with a pending free. */
 int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb);
+/* size bytes (at most a cluster) for a compressed cluster, packed after the
+ * previous ones where they fit (spanning into the next cluster when that is
+ * free), as QEMU packs them: every cluster they touch gets one reference
+ * more.  Returns the host byte offset or -errno. */
+int64_t qcow_alloc_bytes(struct qcow_image *img, uint64_t size);
 /* Queue a refcount decrement of each cluster touching [offset, offset+length)
  * for the next flush (after the metadata that dropped the reference is durable). */
 int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length);

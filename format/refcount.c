@@ -859,6 +859,46 @@ int64_t qcow_alloc_clusters(struct qcow_image *img, uint64_t nb)
 	return (int64_t)(c << img->cluster_bits);
 }
 
+/* Can size bytes go at off, the free byte after the last compressed
+ * cluster: in the rest of its cluster, or spanning into the next one if
+ * that is free?  Its cluster must take one reference more. */
+static bool bytes_fit(struct qcow_image *img, uint64_t off, uint64_t size)
+{
+	uint64_t cs = img->cluster_size, rc = 0, next = QCOW_ALIGN_UP(off, cs);
+
+	if (qcow_refcount_get(img, off >> img->cluster_bits, &rc) < 0 || !rc ||
+	    rc >= qcow_refcount_max(img))
+		return false;
+	if ((off & (cs - 1)) + size <= cs)
+		return true;
+	return next >> img->cluster_bits < max_clusters(img) &&
+	       qcow_refcount_get(img, next >> img->cluster_bits, &rc) == 0 && !rc;
+}
+
+int64_t qcow_alloc_bytes(struct qcow_image *img, uint64_t size)
+{
+	uint64_t cs = img->cluster_size, off = img->free_byte_offset;
+	int64_t c;
+	int ret;
+
+	if (!size || size > cs)
+		return qcow_set_error(img, -EINVAL, "cannot allocate %" PRIu64 " bytes", size);
+	if (off && bytes_fit(img, off, size)) {
+		ret = qcow_refcount_update(img, off, size, 1);
+		if (ret < 0)
+			return ret;
+		if (QCOW_ALIGN_UP(off, cs) < off + size)
+			img->clusters_allocated++;	/* the next one, taken */
+	} else {
+		c = qcow_alloc_clusters(img, 1);
+		if (c < 0)
+			return c;
+		off = (uint64_t)c;
+	}
+	img->free_byte_offset = (off + size) & (cs - 1) ? off + size : 0;
+	return (int64_t)off;
+}
+
 /* -------------------------------------------------------- deferred frees */
 
 int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length)
@@ -892,6 +932,7 @@ int qcow_apply_deferred_frees(struct qcow_image *img, size_t n)
 	size_t i = 0, j, all = img->nb_pending_free;
 	int ret = 0;
 
+	img->free_byte_offset = 0;	/* its cluster may be freed now */
 	if (n > all)
 		n = all;
 	while (i < n) {

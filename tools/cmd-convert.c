@@ -11,6 +11,10 @@
  * holds.  (qemu-img copies what the source's top image allocates instead,
  * which gives the source's content only when BACKING reads as the source's
  * own backing chain.)
+ *
+ * With -c every cluster with data is compressed (compress.c: on every
+ * core, written back in order on this thread), or stored as it is where
+ * compression does not save a byte, as QEMU does.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -18,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "compress.h"
 #include "disk.h"
 #include "options.h"
 #include "progress.h"
@@ -38,7 +43,7 @@ static void convert_usage(void)
 	       "  -B BACKING  make DST (qcow2) an overlay of BACKING holding only what\n"
 	       "              differs from it (-o backing_file=BACKING is the same)\n"
 	       "  -F FMT      BACKING's format: raw or qcow2 (required with -B)\n"
-
+	       "  -c          compress DST's clusters (qcow2), on every core\n"
 	       "  -o OPTIONS  creation options for DST, as for create; may be repeated\n"
 	       "  -S SIZE     zero detection granularity, a multiple of 512 up to 2M\n"
 	       "              (default 4k); 0 writes every byte\n"
@@ -57,7 +62,7 @@ struct convert_args {
 	const char **olists;
 	int nb_olists;
 	uint64_t sparse;          /* zero detection block; 0: off */
-	bool progress, quiet, no_create;
+	bool progress, quiet, no_create, compress;
 	const char *snapshot;     /* -l */
 	const char *backing, *backing_fmt;  /* -B, -F */
 	const char *src, *dst;
@@ -69,6 +74,7 @@ struct convert_state {
 	char *buf;
 	char *ref;                /* -B: what DST reads through its backing file */
 	bool backed;              /* DST has a backing file */
+	struct cpool *pool;       /* -c */
 	struct progress progress;
 };
 
@@ -180,6 +186,89 @@ static int convert_data(struct convert_state *s, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* -c: the oldest cluster handed to the pool, written: compressed, or as
+ * it is where that saves nothing. */
+static int convert_write_oldest(struct convert_state *s, struct cpool *p, uint64_t cs)
+{
+	struct cjob *j = cpool_oldest(p);
+	uint64_t len = s->src.size - j->off < cs ? s->src.size - j->off : cs;
+	int ret;
+
+	if (j->out_len < 0) {
+		tool_error("%s: compressing the cluster at %llu failed", s->a->dst,
+			   (unsigned long long)j->off);
+		ret = (int)j->out_len;
+	} else if (j->out_len > 0) {
+		ret = qcow_write_compressed(s->dst.img, j->off, j->out, (size_t)j->out_len);
+		if (ret < 0)
+			disk_fail(&s->dst, ret);
+	} else {
+		ret = disk_write(&s->dst, j->in, j->off, len);
+	}
+	cpool_release(p);
+	return ret;
+}
+
+/* -c: the cluster at off (len bytes of it in the disk) into the pool, or
+ * nothing where DST reads those bytes already. */
+static int convert_cluster(struct convert_state *s, struct cpool *p, uint64_t off,
+			   uint64_t len, uint64_t cs)
+{
+	struct cjob *j;
+	int ret = 0;
+
+	if (cpool_full(p))
+		ret = convert_write_oldest(s, p, cs);
+	j = cpool_next(p);
+	if (ret == 0)
+		ret = disk_read(&s->src, j->in, off, len);
+	if (ret == 0 && s->backed)
+		ret = disk_read(&s->dst, s->ref, off, len);	/* its backing file's */
+	if (ret < 0)
+		return ret;
+	memset(j->in + len, 0, cs - len);
+	if (s->backed && !memcmp(j->in, s->ref, len))
+		return 0;
+	if (is_zero((char *)j->in, len))
+		return s->backed ? disk_write_zeroes(&s->dst, off, len, 0) : 0;
+	cpool_submit(p, off);
+	return 0;
+}
+
+static int convert_compressed(struct convert_state *s, struct cpool *p)
+{
+	struct qcow_info info;
+	struct qcow_extent ext;
+	uint64_t off = 0, n, cs, size = s->src.size;
+	int ret = 0;
+
+	qcow_get_info(s->dst.img, &info);
+	cs = info.cluster_size;
+	while (ret == 0 && off < size) {
+		ret = disk_map(&s->src, off, size - off, &ext);
+		if (ret < 0)
+			break;
+		n = ext.length;
+		if (ext.kind == QCOW_EXTENT_UNALLOCATED || ext.kind == QCOW_EXTENT_ZERO) {
+			/* whole clusters of zeros: no cluster to write */
+			if (off + n < size)
+				n = n / cs * cs;
+			if (n) {
+				ret = convert_zero(s, off, n);
+				off += n;
+				continue;
+			}
+		}
+		n = size - off < cs ? size - off : cs;
+		ret = convert_cluster(s, p, off, n, cs);
+		off += n;
+		progress_show(&s->progress, off, false);
+	}
+	while (ret == 0 && !cpool_empty(p))
+		ret = convert_write_oldest(s, p, cs);
+	return ret;
+}
+
 static int convert_copy(struct convert_state *s)
 {
 	struct qcow_extent ext;
@@ -188,6 +277,12 @@ static int convert_copy(struct convert_state *s)
 
 	progress_init(&s->progress, s->a->progress && !s->a->quiet, s->src.size);
 	progress_show(&s->progress, 0, true);
+	if (s->pool) {
+		ret = convert_compressed(s, s->pool);
+		if (ret < 0)
+			return ret;
+		off = s->src.size;
+	}
 	while (off < s->src.size) {
 		ret = disk_map(&s->src, off, s->src.size - off, &ext);
 		if (ret < 0)
@@ -225,13 +320,14 @@ static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hpqnf:O:o:S:l:B:F:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hpqncf:O:o:S:l:B:F:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'h': convert_usage(); return 1;
 		case 'l': a->snapshot = optarg; break;
 		case 'p': a->progress = true; break;
 		case 'q': a->quiet = true; break;
 		case 'n': a->no_create = true; break;
+		case 'c': a->compress = true; break;
 		case 'f':
 			if (disk_parse_format(optarg, &a->src_fmt))
 				return -1;
@@ -336,8 +432,25 @@ static int convert_create_dst(const struct convert_args *a, uint64_t size)
 	return 0;
 }
 
+/* Options that do not go together, refused before anything is created. */
+static int convert_check_args(const struct convert_args *a)
+{
+	if (a->no_create && (a->backing || a->compress)) {
+		tool_error("%s cannot be used with -n", a->backing ? "-B" : "-c");
+		return -1;
+	}
+	if (a->compress && a->dst_fmt != DISK_FMT_QCOW2) {
+		tool_error("%s: Compression not supported for file format '%s'", a->dst,
+			   disk_format_name(a->dst_fmt));
+		return -1;
+	}
+	return 0;
+}
+
 static int convert_open(struct convert_state *s, const struct convert_args *a)
 {
+	if (convert_check_args(a) < 0)
+		return -1;
 	if (disk_open(&s->src, a->src, a->src_fmt, true, DISK_OPEN_GUEST) < 0)
 		return -1;
 	if (a->snapshot && tool_load_snapshot(&s->src, a->snapshot) < 0)
@@ -345,14 +458,11 @@ static int convert_open(struct convert_state *s, const struct convert_args *a)
 	if (!a->no_create && (convert_same_file(a->src, a->dst) ||
 			      convert_create_dst(a, s->src.size)))
 		return -1;
-	if (a->no_create && a->backing) {
-		tool_error("-B cannot be used with -n");
-		return -1;
-	}
 	if (disk_open(&s->dst, a->dst, a->dst_fmt, false, DISK_OPEN_GUEST) < 0)
 		return -1;
 	s->backed = s->dst.img && !a->no_create && qcow_chain_depth(s->dst.img) > 0;
-	if (s->backed && !(s->ref = malloc(CONVERT_CHUNK))) {
+	if ((s->backed && !(s->ref = malloc(CONVERT_CHUNK))) ||
+	    (a->compress && !(s->pool = cpool_new(s->dst.img, 0)))) {
 		tool_error("out of memory");
 		return -1;
 	}
@@ -389,6 +499,7 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (!ret)
 		ret = convert_copy(&s) < 0 ? -1 : 0;
+	cpool_free(s.pool);	/* its threads are done with DST */
 	if (disk_close(&s.dst) < 0)
 		ret = -1;
 	if (disk_close(&s.src) < 0)

@@ -24,7 +24,7 @@ static const struct command commands[] = {
 	  "check [-q] [-r leaks|all] [--output=human|json] IMAGE" },
 	{ "map", cmd_map, "map [--output=human|json] IMAGE" },
 	{ "convert", cmd_convert,
-	  "convert [-p] [-q] [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING -F FMT] [-S SIZE] SRC DST" },
+	  "convert [-p] [-q] [-c] [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING -F FMT] [-S SIZE] SRC DST" },
 	{ "resize", cmd_resize, "resize [-q] [-f FMT] IMAGE [+|-]SIZE" },
 	{ "io", cmd_io, "io [-f FMT] [-r] -c CMD [-c CMD ...] IMAGE" },
 	{ "snapshot", cmd_snapshot,

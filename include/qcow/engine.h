@@ -277,6 +277,21 @@ int qcow_write_zeroes(struct qcow_image *img, uint64_t off, uint64_t len, unsign
 /* Deallocate whole clusters in [off, off+len); partial clusters are left as
  * they are. Discarded ranges read as zero. */
 int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
+/*
+ * One compressed cluster: stream (raw deflate, a 4 KiB window; len bytes,
+ * fewer than a cluster's) for the guest cluster at off, which must have no
+ * data (unallocated, or a zero cluster without a host cluster: a new
+ * image, as convert -c fills it).  The bytes are packed after the previous
+ * compressed cluster's, as QEMU packs them.  Synchronous callers only.
+ */
+int qcow_write_compressed(struct qcow_image *img, uint64_t off, const void *stream, size_t len);
+/*
+ * Compress one cluster (cluster_size bytes at in) as QEMU does, into out:
+ * the stream's length; 0 when it does not fit in cap bytes (QEMU's cap is
+ * a cluster less one byte: then the cluster is stored uncompressed); or
+ * -errno.  Touches nothing of img but its geometry: no lock, any thread.
+ */
+int64_t qcow_deflate_cluster(const struct qcow_image *img, const void *in, void *out, size_t cap);
 /* Deallocate every cluster (entries 0, with or without a backing file, so
  * that the backing chain shows through again), as qemu-img commit leaves
  * the image it committed. */

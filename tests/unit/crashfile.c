@@ -578,6 +578,9 @@ uint8_t cf_pattern_byte(uint32_t id, uint64_t off)
 {
 	uint64_t s = ((uint64_t)id << 40) ^ (off >> 3);
 
+	if (id & CF_ID_SQUEEZABLE)	/* one value per 256 bytes */
+		return (uint8_t)(id * 131 + (off >> 8) * 7 + 1);
+
 	return (uint8_t)(cf_rand(&s) >> (8 * (off & 7)));
 }
 

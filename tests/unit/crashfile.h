@@ -194,6 +194,9 @@ uint64_t cf_model_min_size(const struct cf_model *m);
 uint64_t cf_model_compare(const struct cf_model *m, const uint8_t *buf, uint64_t len,
 			  char *why, size_t whylen);
 
+/* An op id with this bit writes a pattern deflate shrinks (compressed
+ * clusters); without it the pattern does not compress. */
+#define CF_ID_SQUEEZABLE (1u << 30)
 /* The guest data pattern of op id at guest offset off, len bytes. */
 void cf_pattern(uint32_t id, uint64_t off, uint8_t *buf, size_t len);
 uint8_t cf_pattern_byte(uint32_t id, uint64_t off);

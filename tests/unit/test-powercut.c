@@ -102,6 +102,7 @@ struct workload {
 	bool in_flush;
 	unsigned async_flushes, ops_during, ops_refused;   /* for the summary */
 	unsigned nowait_growths;      /* refcount blocks a nowait write added */
+	unsigned compressed;          /* compressed clusters written */
 	const char *base1, *base2;    /* backing workloads: the base, the one rebased onto */
 };
 
@@ -389,6 +390,48 @@ static int op_write(struct workload *w, struct cf_gop *g)
 	return wl_call(w, g, do_write);
 }
 
+/* A compressed cluster (as convert -c writes them), of a pattern deflate
+ * shrinks: packed beside the others, sharing host clusters. */
+static int do_compress(struct workload *w, struct cf_gop *g)
+{
+	uint64_t cs = 1ULL << w->cfg->cb;
+	uint8_t *out = malloc(cs);
+	int64_t n;
+	int r;
+
+	REQUIRE(out, "out of memory");
+	cf_pattern(g->id, g->off, w->buf, cs);
+	n = qcow_deflate_cluster(w->img, w->buf, out, cs - 1);
+	REQUIRE(n > 0, "%s: the pattern does not compress (%" PRId64 ")", w->cfg->name, n);
+	r = qcow_write_compressed(w->img, g->off, out, (size_t)n);
+	free(out);
+	return r;
+}
+
+/* Where the image has no cluster of its own: a compressed one; else (or
+ * during a flush run step by step) a write. */
+static int op_compress(struct workload *w, struct cf_gop *g)
+{
+	uint64_t cs = 1ULL << w->cfg->cb, off;
+	struct qcow_extent ext;
+	unsigned tries;
+
+	for (tries = 0; tries < 8 && !w->in_flush && w->size >= cs; tries++) {
+		off = t_rand_below(w->size / cs) * cs;
+		REQUIRE(qcow_map(w->img, off, cs, &ext) == 0, "%s: map", w->cfg->name);
+		if (ext.depth == 0 && ext.kind != QCOW_EXTENT_UNALLOCATED &&
+		    !(ext.kind == QCOW_EXTENT_ZERO && !ext.host_offset))
+			continue;
+		g->kind = CF_G_WRITE;
+		g->id |= CF_ID_SQUEEZABLE;
+		g->off = off;
+		g->len = cs;
+		w->compressed++;
+		return wl_call(w, g, do_compress);
+	}
+	return op_write(w, g);
+}
+
 static int op_zero(struct workload *w, struct cf_gop *g)
 {
 	pick_range(w, 4ULL << w->cfg->cb, &g->off, &g->len);
@@ -546,7 +589,8 @@ struct random_op {
 
 static const struct random_op random_ops[] = {
 	{ 4, op_flush }, { 8, op_async_flush }, { 0, op_fill }, { 8, op_zero }, { 8, op_discard },
-	{ 6, op_read }, { 5, op_scan }, { 5, op_trim_scan_flush }, { 100, op_write },
+	{ 6, op_read }, { 5, op_scan }, { 5, op_trim_scan_flush }, { 5, op_compress },
+	{ 100, op_write },
 };
 
 static int run_random_op(struct workload *w, struct cf_gop *g)
@@ -616,8 +660,9 @@ static void wl_describe(struct workload *w)
 	       "clusters at 0x%" PRIx64 "\n", w->cfg->name, info.file_size, info.l1_size,
 	       info.l1_table_offset, info.refcount_table_clusters, info.refcount_table_offset);
 	printf("%s: %u flushes run step by step, %u guest ops during them (%u refused until "
-	       "they ended), %u refcount blocks added by nowait writes\n", w->cfg->name,
-	       w->async_flushes, w->ops_during, w->ops_refused, w->nowait_growths);
+	       "they ended), %u refcount blocks added by nowait writes, %u compressed "
+	       "clusters\n", w->cfg->name, w->async_flushes, w->ops_during, w->ops_refused,
+	       w->nowait_growths, w->compressed);
 	g_nowait_growths += w->nowait_growths;
 }
 
