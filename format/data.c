@@ -5,13 +5,14 @@
  * write_begin / data write / write_end sequence an asynchronous caller uses,
  * so both paths share one allocation and publication logic.
  *
- * Compressed clusters are raw deflate streams (no zlib header, 4 KiB
- * window) that must inflate to exactly one cluster. Their stored length is
- * only known to 512-byte precision, so trailing input is allowed; missing
- * output is not.
+ * Compressed clusters are, by the image's compression type, raw deflate
+ * streams (no zlib header, 4 KiB window) or zstd frames, and must expand to
+ * exactly one cluster. Their stored length is only known to 512-byte
+ * precision, so trailing input is allowed; missing output is not.
  */
 #include <stdlib.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #include "internal.h"
 
@@ -46,25 +47,95 @@ static int inflate_raw(const void *in, size_t in_len, void *out, size_t out_len,
 	return ok ? 0 : (zr == Z_OK || zr == Z_STREAM_END ? Z_DATA_ERROR : zr);
 }
 
+/*
+ * zstd, as QEMU reads it: streamed until the output is full (what follows
+ * the frames is the next cluster's bytes); 0, -ENOMEM, or -EIO for a
+ * stream that errs or stops short (*done bytes).
+ */
+static int zstd_expand(const void *in, size_t in_len, void *out, size_t out_len, size_t *done)
+{
+	ZSTD_DCtx *d = ZSTD_createDCtx();
+	ZSTD_inBuffer ib = { in, in_len, 0 };
+	ZSTD_outBuffer ob = { out, out_len, 0 };
+	size_t r, last_in, last_out;
+	int ret = 0;
+
+	if (!d)
+		return -ENOMEM;
+	while (ob.pos < ob.size) {
+		last_in = ib.pos;
+		last_out = ob.pos;
+		r = ZSTD_decompressStream(d, &ob, &ib);
+		if (ZSTD_isError(r) || (ib.pos == last_in && ob.pos == last_out)) {
+			ret = -EIO;
+			break;
+		}
+	}
+	*done = ob.pos;
+	ZSTD_freeDCtx(d);
+	return ret;
+}
+
+/* zstd, as QEMU writes it (its default level): the length, 0 when it does
+ * not fit in cap, or -errno. */
+static int64_t zstd_shrink(const void *in, size_t in_len, void *out, size_t cap)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	ZSTD_inBuffer ib = { in, in_len, 0 };
+	ZSTD_outBuffer ob = { out, cap, 0 };
+	int64_t ret = 0;
+	size_t r;
+
+	if (!c)
+		return -ENOMEM;
+	do {
+		r = ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_end);
+		if (ZSTD_isError(r)) {
+			ret = -EIO;
+			break;
+		}
+		if (r > ob.size - ob.pos)
+			break;		/* what is left cannot fit: too big (0) */
+	} while (r);
+	if (!ZSTD_isError(r) && !r)
+		ret = (int64_t)ob.pos;
+	ZSTD_freeCCtx(c);
+	return ret;
+}
+
+/* One cluster's stream, by the image's compression type, into out_len bytes. */
+static int expand(const struct qcow_image *img, const void *in, size_t in_len, void *out,
+		  size_t out_len, size_t *done, int *code)
+{
+	if (img->compression_type == QCOW_COMPRESSION_ZSTD) {
+		*code = zstd_expand(in, in_len, out, out_len, done);
+		return *code;
+	}
+	*code = inflate_raw(in, in_len, out, out_len, done);
+	return *code == Z_MEM_ERROR ? -ENOMEM : *code ? -EIO : 0;
+}
+
 int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
 			    void *out, size_t out_len)
 {
 	size_t done;
-	int zr = inflate_raw(in, in_len, out, out_len, &done);
+	int code, ret = expand(img, in, in_len, out, out_len, &done, &code);
+	const char *kind = img->compression_type == QCOW_COMPRESSION_ZSTD ? "zstd" : "zlib";
 
-	if (zr == Z_MEM_ERROR)
-		return qcow_set_error(img, -ENOMEM, "cannot initialise zlib");
-	if (zr)
-		return qcow_set_error(img, -EIO, "corrupt compressed cluster: inflates to %zu of "
-				      "%zu bytes (zlib %d)", done, out_len, zr);
+	if (ret == -ENOMEM)
+		return qcow_set_error(img, -ENOMEM, "cannot initialise %s", kind);
+	if (ret)
+		return qcow_set_error(img, -EIO, "corrupt compressed cluster: expands to %zu of "
+				      "%zu bytes (%s %d)", done, out_len, kind, code);
 	return 0;
 }
 
 int qcow_inflate_cluster(const struct qcow_image *img, const void *in, size_t in_len, void *out)
 {
 	size_t done;
+	int code;
 
-	return inflate_raw(in, in_len, out, img->cluster_size, &done) ? -EIO : 0;
+	return expand(img, in, in_len, out, img->cluster_size, &done, &code) ? -EIO : 0;
 }
 
 int64_t qcow_deflate_cluster(const struct qcow_image *img, const void *in, void *out, size_t cap)
@@ -72,6 +143,8 @@ int64_t qcow_deflate_cluster(const struct qcow_image *img, const void *in, void 
 	z_stream zs;
 	int zr;
 
+	if (img->compression_type == QCOW_COMPRESSION_ZSTD)
+		return zstd_shrink(in, img->cluster_size, out, cap);
 	memset(&zs, 0, sizeof(zs));
 	if (cap > UINT32_MAX || img->cluster_size > UINT32_MAX)
 		return -EINVAL;

@@ -97,7 +97,7 @@ static int parse_basic(struct qcow_image *img, const struct qcow_header_v2 *h)
 }
 
 /* v3 fields; v2 gets their implied values. *compression_type is returned
- * separately because the image struct has no field for it (only 0 is kept). */
+ * separately: check_features decides whether it is one we know. */
 static int parse_v3(struct qcow_image *img, const uint8_t *buf, size_t len,
 		    uint8_t *compression_type)
 {
@@ -261,10 +261,11 @@ static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t
 			return qcow_set_error(img, -EINVAL,
 					      "compression_type %u without the compression type feature bit",
 					      ctype);
-		if (ctype == QCOW_COMPRESSION_ZSTD)
-			return refuse_feature(img, "compression type zstd");
-		return qcow_set_error(img, -ENOTSUP, "unsupported feature: compression type %u", ctype);
+		if (ctype != QCOW_COMPRESSION_ZSTD)
+			return qcow_set_error(img, -ENOTSUP, "unsupported feature: compression "
+					      "type %u", ctype);
 	}
+	img->compression_type = ctype;
 	return 0;
 }
 
@@ -497,7 +498,7 @@ static void fill_header(const struct qcow_image *img, struct qcow_header_v3 *h)
 	h->autoclear_features = htobe64(img->autoclear_features);
 	h->refcount_order = htobe32(img->refcount_order);
 	h->header_length = htobe32(V3_HEADER_LEN);
-	h->compression_type = QCOW_COMPRESSION_ZLIB;
+	h->compression_type = img->compression_type;
 }
 
 /* Lay out the whole header cluster; false if it does not fit. */

@@ -292,6 +292,7 @@ void qcow_get_info(const struct qcow_image *img, struct qcow_info *info)
 	info->dirty = img->incompatible_features & QCOW_INCOMPAT_DIRTY;
 	info->corrupt = img->incompatible_features & QCOW_INCOMPAT_CORRUPT;
 	info->read_only = img->read_only;
+	info->compression_type = img->compression_type;
 	if (img->backing_file)
 		snprintf(info->backing_file, sizeof(info->backing_file), "%s", img->backing_file);
 	if (img->backing_format)
@@ -600,6 +601,11 @@ static int create_opts_apply(struct qcow_image *img, const struct qcow_create_op
 		return qcow_set_error(img, -EINVAL, "version must be 2 or 3 (got %d)", o->version);
 	if (version == 2 && rbits != 16)
 		return qcow_set_error(img, -EINVAL, "version 2 images require refcount_bits 16");
+	if (o->compression_type > QCOW_COMPRESSION_ZSTD)
+		return qcow_set_error(img, -EINVAL, "unknown compression type %u", o->compression_type);
+	if (version == 2 && o->compression_type != QCOW_COMPRESSION_ZLIB)
+		return qcow_set_error(img, -EINVAL, "compression type zstd needs version 3 "
+				      "(compat=1.1)");
 	if (o->lazy_refcounts)
 		return qcow_set_error(img, -ENOTSUP, "lazy refcounts are not supported");
 	if (o->backing_format && !o->backing_file)
@@ -609,6 +615,9 @@ static int create_opts_apply(struct qcow_image *img, const struct qcow_create_op
 	if (o->backing_format && strlen(o->backing_format) >= 64)
 		return qcow_set_error(img, -EINVAL, "backing format name too long");
 	img->version = version;
+	img->compression_type = o->compression_type;
+	if (o->compression_type != QCOW_COMPRESSION_ZLIB)
+		img->incompatible_features |= QCOW_INCOMPAT_COMPRESSION;
 	img->cluster_bits = cbits;
 	img->cluster_size = 1ULL << cbits;
 	img->l2_bits = cbits - 3;

@@ -148,6 +148,7 @@ struct qcow_image {
 	uint32_t header_length;       /* v3: bytes of header proper */
 	uint64_t backing_file_offset;
 	uint32_t backing_file_size;
+	uint8_t compression_type;     /* QCOW_COMPRESSION_ZLIB or _ZSTD */
 	char *backing_file;           /* NULL when none */
 	char *backing_format;         /* NULL when none */
 	/* the backing chain (backing.c): the layer below, NULL when none or

@@ -222,10 +222,11 @@ static void stats_line(struct uq_dev *dev, char *msg, size_t len)
 	qcow_get_stats(dev->img, &es);
 	pthread_mutex_unlock(&dev->engine_lock);
 	if (n < len)
-		snprintf(msg + n, len - n, " %llu %llu %llu %llu",
+		snprintf(msg + n, len - n, " %llu %llu %llu %llu %llu",
 			 (unsigned long long)es.l2_hits, (unsigned long long)es.l2_misses,
 			 (unsigned long long)es.clusters_allocated,
-			 (unsigned long long)es.cow_copies);
+			 (unsigned long long)es.cow_copies,
+			 (unsigned long long)es.refcount_growths);
 }
 
 /* One request line in, one answer line out (in msg, without the newline). */

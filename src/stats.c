@@ -22,7 +22,7 @@
 
 #define STATS_REPLY_MAX	65536
 #define STATS_TIMEOUT_MS 5000
-#define ENGINE_STATS	4
+#define ENGINE_STATS	5
 
 static const char *const qstat_names[UQ_QS_COUNT] = {
 	[UQ_QS_READS] = "reads",
@@ -46,7 +46,7 @@ static const char *const qstat_names[UQ_QS_COUNT] = {
 };
 
 static const char *const engine_names[ENGINE_STATS] = {
-	"l2_hits", "l2_misses", "clusters_allocated", "cow_copies",
+	"l2_hits", "l2_misses", "clusters_allocated", "cow_copies", "refcount_growths",
 };
 
 /* One queue's figures, or their sum. */
@@ -223,9 +223,10 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 	       (unsigned long long)st->engine[0], (unsigned long long)st->engine[1],
 	       (unsigned long long)t[UQ_QS_L2_READS], (unsigned long long)t[UQ_QS_WRITEBACKS],
 	       (unsigned long long)t[UQ_QS_WAITS]);
-	printf("clusters allocated: %llu (%llu refcount blocks read through the ring); "
-	       "copy-on-write copies: %llu\n", (unsigned long long)st->engine[2],
-	       (unsigned long long)t[UQ_QS_REFCOUNT_READS], (unsigned long long)st->engine[3]);
+	printf("clusters allocated: %llu (%llu refcount blocks read through the ring, %llu "
+	       "refcount blocks and tables added); copy-on-write copies: %llu\n",
+	       (unsigned long long)st->engine[2], (unsigned long long)t[UQ_QS_REFCOUNT_READS],
+	       (unsigned long long)st->engine[4], (unsigned long long)st->engine[3]);
 }
 
 /* ------------------------------------------------------------ command */

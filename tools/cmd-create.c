@@ -31,7 +31,7 @@ static void create_usage(void)
 	       "                 refcount_bits=N     1, 2, 4, 8, 16, 32 or 64 (16)\n"
 	       "                 compat=0.10|1.1|v2|v3  image version (1.1)\n"
 	       "                 lazy_refcounts=on|off, extended_l2=off,\n"
-	       "                 compression_type=zlib, preallocation=off, size=SIZE\n"
+	       "                 compression_type=zlib|zstd, preallocation=off, size=SIZE\n"
 	       "               '-o help' lists them\n"
 	       "  -q           quiet: do not print the 'Formatting ...' line\n"
 	       "  -h, --help   this text\n\n"

@@ -45,13 +45,18 @@ static bool info_v3(const struct info_view *v)
 	return v->fmt == DISK_FMT_QCOW2 && v->q.version >= 3;
 }
 
+static const char *info_compression(const struct qcow_info *q)
+{
+	return q->compression_type == QCOW_COMPRESSION_ZSTD ? "zstd" : "zlib";
+}
+
 static void info_print_specific(const struct info_view *v)
 {
 	const struct qcow_info *q = &v->q;
 
 	printf("Format specific information:\n");
 	printf("    compat: %s\n", q->version >= 3 ? "1.1" : "0.10");
-	printf("    compression type: zlib\n");
+	printf("    compression type: %s\n", info_compression(q));
 	if (info_v3(v))
 		printf("    lazy refcounts: %s\n",
 		       q->compatible_features & QCOW_COMPAT_LAZY_REFCOUNTS ? "true" : "false");
@@ -96,7 +101,7 @@ static void info_add_specific(const struct info_view *v, struct json_obj *data)
 	const struct qcow_info *q = &v->q;
 
 	json_add_str(data, "compat", q->version >= 3 ? "1.1" : "0.10");
-	json_add_str(data, "compression-type", "zlib");
+	json_add_str(data, "compression-type", info_compression(q));
 	if (info_v3(v))
 		json_add_bool(data, "lazy-refcounts",
 			      q->compatible_features & QCOW_COMPAT_LAZY_REFCOUNTS);

@@ -235,6 +235,18 @@ static int set_size(struct create_request *req, const char *val,
 	return -EINVAL;
 }
 
+static int set_compression(struct create_request *req, const char *val, char *err,
+			   size_t errlen)
+{
+	if (!strcmp(val, "zlib") || !strcmp(val, "zstd")) {
+		req->opts.compression_type = !strcmp(val, "zstd") ? QCOW_COMPRESSION_ZSTD
+								  : QCOW_COMPRESSION_ZLIB;
+		return 0;
+	}
+	snprintf(err, errlen, "compression_type=%s: unknown compression type (zlib or zstd)", val);
+	return -EINVAL;
+}
+
 /* Options that only qcow2 accepts. */
 static int set_qcow2_option(struct create_request *req, const char *key,
 			    const char *val, char *err, size_t errlen)
@@ -250,7 +262,7 @@ static int set_qcow2_option(struct create_request *req, const char *key,
 	if (!strcmp(key, "lazy_refcounts"))
 		return set_bool(key, val, &req->opts.lazy_refcounts, err, errlen);
 	if (!strcmp(key, "compression_type"))
-		return expect_value(key, val, "zlib", err, errlen);
+		return set_compression(req, val, err, errlen);
 	if (!strcmp(key, "backing_file") || !strcmp(key, "backing_fmt")) {
 		if (!create_request_set(!strcmp(key, "backing_file") ? &req->backing_file :
 					&req->backing_fmt, val))
@@ -336,7 +348,7 @@ void create_request_help(bool qcow2)
 		       "  backing_file=<str>     - File name of a base image\n"
 		       "  backing_fmt=<str>      - Image format of the base image (raw, qcow2)\n"
 		       "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
-		       "  compression_type=zlib  - Compression method (zlib only)\n"
+		       "  compression_type=<str> - Compression method (zlib or zstd)\n"
 		       "  extended_l2=off        - Extended L2 tables (off only)\n"
 		       "  lazy_refcounts=<bool (on/off)> - Postpone refcount updates\n");
 	}
@@ -358,7 +370,8 @@ void create_request_banner(const struct create_request *req, const char *path)
 	if (req->qcow2 && req->prealloc)
 		printf(" preallocation=%s", req->prealloc);
 	if (req->qcow2)
-		printf(" compression_type=zlib");
+		printf(" compression_type=%s",
+		       o->compression_type == QCOW_COMPRESSION_ZSTD ? "zstd" : "zlib");
 	printf(" size=%" PRIu64, o->size);
 	if (!req->qcow2 && req->prealloc)
 		printf(" preallocation=%s", req->prealloc);

@@ -131,6 +131,7 @@ struct qcow_create_opts {
 	unsigned refcount_bits;    /* 0: 16; else a power of two 1..64 */
 	int version;               /* 0: 3 (compat 1.1); or 2 (compat 0.10) */
 	bool lazy_refcounts;       /* refused for now; kept for the option parser */
+	uint8_t compression_type;  /* QCOW_COMPRESSION_ZLIB (0) or _ZSTD (version 3) */
 	/* the backing file's name as the header keeps it (relative to the
 	 * image's directory unless absolute), and its format ("raw" or
 	 * "qcow2"); NULL: none.  Create does not open it. */
@@ -188,6 +189,7 @@ struct qcow_info {
 	bool dirty;
 	bool corrupt;
 	bool read_only;
+	uint8_t compression_type;     /* QCOW_COMPRESSION_ZLIB or _ZSTD */
 	char backing_file[1024];      /* "" when none */
 	char backing_format[64];      /* "" when none */
 };
@@ -286,7 +288,8 @@ int qcow_discard(struct qcow_image *img, uint64_t off, uint64_t len);
  */
 int qcow_write_compressed(struct qcow_image *img, uint64_t off, const void *stream, size_t len);
 /*
- * Compress one cluster (cluster_size bytes at in) as QEMU does, into out:
+ * Compress one cluster (cluster_size bytes at in) as QEMU does (deflate or
+ * zstd, the image's compression type), into out:
  * the stream's length; 0 when it does not fit in cap bytes (QEMU's cap is
  * a cluster less one byte: then the cluster is stored uncompressed); or
  * -errno.  Touches nothing of img but its geometry: no lock, any thread.

@@ -54,7 +54,7 @@ struct qcow_header_v3 {
 	uint64_t autoclear_features;      /* QCOW_AUTOCLEAR_* */
 	uint32_t refcount_order;
 	uint32_t header_length;           /* 104 or 112 (with compression_type) */
-	uint8_t  compression_type;        /* 0 zlib; anything else is refused */
+	uint8_t  compression_type;        /* 0 zlib, 1 zstd (with incompatible bit 3) */
 	uint8_t  padding[7];              /* pads header_length to a multiple of 8 */
 } __attribute__((packed));
 _Static_assert(sizeof(struct qcow_header_v3) == 112, "qcow2 v3 header is 112 bytes");
@@ -64,7 +64,7 @@ _Static_assert(sizeof(struct qcow_header_v3) == 112, "qcow2 v3 header is 112 byt
 #define QCOW_INCOMPAT_DIRTY        (1ULL << 0) /* refcounts may be stale (lazy refcounts or crash) */
 #define QCOW_INCOMPAT_CORRUPT      (1ULL << 1) /* metadata known corrupt: writes refused */
 #define QCOW_INCOMPAT_DATA_FILE    (1ULL << 2) /* external data file: refused */
-#define QCOW_INCOMPAT_COMPRESSION  (1ULL << 3) /* compression_type field valid; only 0 (zlib) accepted */
+#define QCOW_INCOMPAT_COMPRESSION  (1ULL << 3) /* compression_type is not zlib (zstd) */
 #define QCOW_INCOMPAT_EXTL2        (1ULL << 4) /* extended L2 entries (subclusters): refused */
 #define QCOW_INCOMPAT_KNOWN        (QCOW_INCOMPAT_DIRTY | QCOW_INCOMPAT_CORRUPT | \
 				    QCOW_INCOMPAT_DATA_FILE | QCOW_INCOMPAT_COMPRESSION | \
@@ -78,7 +78,7 @@ _Static_assert(sizeof(struct qcow_header_v3) == 112, "qcow2 v3 header is 112 byt
 #define QCOW_AUTOCLEAR_DATA_FILE_RAW (1ULL << 1) /* external data file is raw: only with DATA_FILE */
 
 #define QCOW_COMPRESSION_ZLIB      0
-#define QCOW_COMPRESSION_ZSTD      1               /* refused */
+#define QCOW_COMPRESSION_ZSTD      1               /* zstd frames, as QEMU writes them */
 
 #define QCOW_CRYPT_NONE            0
 #define QCOW_CRYPT_AES             1               /* refused */

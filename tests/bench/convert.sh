@@ -10,6 +10,9 @@
 #   raw -> qcow2    256 MiB: random data with holes and zero runs
 #   qcow2 -> raw    the qcow2 image the first step made
 #   qcow2 -> qcow2
+#   raw -> qcow2 -c CMIB (default 192) MiB, in MiB pieces of random bytes,
+#                   text, zeros and repeated lines, zlib and zstd (the sizes
+#                   of both outputs too)
 #
 #   ROUNDS (default 5), MIB (default 256), QCOW_TOOL_FAST (tools/qcow-tool)
 set -eu
@@ -45,10 +48,42 @@ for ((r = 0; r < ROUNDS; r++)); do
 	time_op "$TMP/qemu-q2q" qemu-img convert -t writeback -O qcow2 "$TMP/in.qcow2" "$TMP/o-q2.qcow2"
 	time_op "$TMP/tool-q2q" "$TOOL" convert -O qcow2 "$TMP/in.qcow2" "$TMP/o-t2.qcow2"
 done
+# mixed: MiB pieces of random bytes, text, zeros and repeated lines in turn
+CMIB=${CMIB:-192}
+LC_ALL=C awk 'BEGIN { srand(7); split("alpha beta gamma delta qcow2 cluster", w, " ");
+	while (n < 1048576) { s = w[int(rand() * 6) + 1] " "; printf "%s", s; n += length(s) } }' |
+	head -c 1048576 >"$TMP/text"
+yes "the same line, again and again, as logs have it" | head -c 1048576 >"$TMP/lines"
+head -c 1048576 /dev/zero >"$TMP/zeros"
+for ((i = 0; i < CMIB; i++)); do
+	case $((i % 4)) in
+	0) head -c 1048576 /dev/urandom ;;
+	1) cat "$TMP/text" ;;
+	2) cat "$TMP/zeros" ;;
+	3) cat "$TMP/lines" ;;
+	esac
+done >"$TMP/c.raw"
+declare -A sizes
+for ((r = 0; r < ROUNDS; r++)); do
+	for ct in zlib zstd; do
+		rm -f "$TMP"/c-*
+		time_op "$TMP/qemu-c-$ct" qemu-img convert -t writeback -c -O qcow2 \
+			-o compression_type=$ct "$TMP/c.raw" "$TMP/c-q-$ct.qcow2"
+		time_op "$TMP/tool-c-$ct" "$TOOL" convert -c -O qcow2 -o compression_type=$ct \
+			"$TMP/c.raw" "$TMP/c-t-$ct.qcow2"
+		qemu-img compare -q "$TMP/c-t-$ct.qcow2" "$TMP/c.raw" ||
+			{ echo "bench/convert: -c $ct output differs"; exit 1; }
+		sizes[$ct]="$(stat -c %s "$TMP/c-t-$ct.qcow2") bytes (qemu-img: $(stat -c %s "$TMP/c-q-$ct.qcow2"))"
+	done
+done
 cmp -s "$TMP/o-t.raw" "$TMP/in.raw" || { echo "bench/convert: qcow-tool's output differs"; exit 1; }
 qemu-img compare -q "$TMP/o-t.qcow2" "$TMP/in.raw" || { echo "bench/convert: qcow2 output differs"; exit 1; }
 for op in r2q q2r q2q; do
 	case $op in r2q) what="raw->qcow2" ;; q2r) what="qcow2->raw" ;; *) what="qcow2->qcow2" ;; esac
 	ratio_line bench/convert "$what" "$TMP/tool-$op" "$TMP/qemu-$op" qemu-img
 done
-echo "bench/convert: ours is qcow-tool convert; ratio < 1: faster"
+for ct in zlib zstd; do
+	ratio_line bench/convert "raw->qcow2 -c $ct, $CMIB MiB" "$TMP/tool-c-$ct" "$TMP/qemu-c-$ct" qemu-img
+	echo "bench/convert:   -c $ct output: ${sizes[$ct]}"
+done
+echo "bench/convert: ours is qcow-tool convert (-c: on $(nproc) CPUs); ratio < 1: faster"

@@ -13,6 +13,11 @@
 #   4K copy-on-write   the 1 GiB image after an internal snapshot, one
 #                      request per cluster (16384 of them): every write
 #                      copies the other 60 KiB of its cluster
+#   4K read, 3-deep    an empty overlay over an empty overlay over the
+#                      1 GiB image: every read maps through two layers
+#                      (and the cost of depth: against the flat read)
+#   4K CoW from base   an empty overlay of the 1 GiB image, one request per
+#                      cluster: every write copies 60 KiB from the base
 #
 # Then user-space instructions per request, counted by callgrind for
 # qcow-tool bench and qemu-img bench (-i io_uring): the difference between
@@ -64,6 +69,13 @@ fresh_cow() {
 	qemu-img snapshot -c base "$TMP/cow.qcow2"
 }
 COW_COUNT=16384
+# the chain: full.qcow2 <- mid.qcow2 <- top.qcow2, both overlays empty
+qemu-img create -q -f qcow2 -b full.qcow2 -F qcow2 "$TMP/mid.qcow2"
+fresh_top() {
+	rm -f "$TMP/top.qcow2"
+	qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "$TMP/top.qcow2"
+}
+fresh_top
 
 ALLOC="-w -S 64k"
 run_round() {
@@ -88,6 +100,16 @@ run_round() {
 	# shellcheck disable=SC2086
 	seconds qemu-img bench -c $COW_COUNT -d 32 -t none -n -i io_uring $ALLOC \
 		"$TMP/cow.qcow2" >>"$TMP/cow.qemu"
+	seconds "$TOOL" bench "${a[@]}" "$TMP/top.qcow2" >>"$TMP/chain.ours"
+	seconds qemu-img bench "${a[@]}" -n -i io_uring "$TMP/top.qcow2" >>"$TMP/chain.qemu"
+	fresh_top
+	# shellcheck disable=SC2086
+	seconds "$TOOL" bench -c $COW_COUNT -d 32 -t none $ALLOC "$TMP/top.qcow2" >>"$TMP/bcow.ours"
+	fresh_top
+	# shellcheck disable=SC2086
+	seconds qemu-img bench -c $COW_COUNT -d 32 -t none -n -i io_uring $ALLOC \
+		"$TMP/top.qcow2" >>"$TMP/bcow.qemu"
+	fresh_top
 }
 for ((r = 1; r <= ROUNDS; r++)); do
 	run_round "$r"
@@ -102,9 +124,16 @@ for w in read:"4K read" over:"4K overwrite" alloc:"4K allocating"; do
 	awk -v w="${w#*:}" -v n="$COUNT" -v o="$o" -v q="$q" -v f="$f" 'BEGIN {
 		printf "  %-22s %12.0f %12.0f %12.0f %9.2fx %9.2fx\n", w, n / o, n / q, n / f, q / o, f / o }'
 done
-o=$(median <"$TMP/cow.ours") q=$(median <"$TMP/cow.qemu")
-awk -v n="$COW_COUNT" -v o="$o" -v q="$q" 'BEGIN {
-	printf "  %-22s %12.0f %12.0f %12s %9.2fx %10s\n", "4K copy-on-write", n / o, n / q, "-", q / o, "-" }'
+for w in cow:"4K copy-on-write":$COW_COUNT chain:"4K read, 3-deep":$COUNT \
+	 bcow:"4K CoW from base":$COW_COUNT; do
+	k=${w%%:*} rest=${w#*:}
+	o=$(median <"$TMP/$k.ours") q=$(median <"$TMP/$k.qemu")
+	awk -v w="${rest%:*}" -v n="${rest##*:}" -v o="$o" -v q="$q" 'BEGIN {
+		printf "  %-22s %12.0f %12.0f %12s %9.2fx %10s\n", w, n / o, n / q, "-", q / o, "-" }'
+done
+awk -v f="$(median <"$TMP/read.ours")" -v c="$(median <"$TMP/chain.ours")" \
+    -v qf="$(median <"$TMP/read.qemu")" -v qc="$(median <"$TMP/chain.qemu")" 'BEGIN {
+	printf "  the cost of depth: a 3-deep read takes %.2fx the flat read\x27s time (qemu-img: %.2fx)\n", c / f, qc / qf }'
 
 if ! command -v valgrind >/dev/null; then
 	echo "  (no valgrind: instructions per request not counted)"

@@ -11,6 +11,11 @@
 #     zeroing, discards over clusters that share host clusters), by
 #     qcow-tool and by qemu-io on qemu-img's conversion: the same content,
 #     qemu-img check clean (the shared clusters' refcounts exact);
+#   - zstd (compression_type=zstd): an image qemu-img made reads as its
+#     source and info says what qemu-img's says; convert -c -o
+#     compression_type=zstd writes what qemu-img check and compare accept,
+#     no larger than qemu's; writes into those clusters as qemu-io's;
+#     create -o compression_type=zstd, refused for version 2;
 #   - convert -c -B: an overlay with compressed clusters, only where the
 #     source differs from the base;
 #   - refusals: -c to raw, -c with -n.
@@ -74,6 +79,36 @@ for cs in 512 4k 64k 2M; do
 	expect_rc 0 "$cs: after the writes, as qemu-io left qemu's" qemu-img compare "$ours" "$theirs"
 	rm -f "$ours" "$theirs"
 done
+
+echo "  zstd"
+qemu-img convert -q -c -O qcow2 -o compression_type=zstd "$TMP/src.raw" "$TMP/zq.qcow2"
+same "zstd by qemu-img: read as the source" "$(sum "$TMP/zq.qcow2")" "$src_sum"
+CHECKS=$((CHECKS + 1))
+diff <(qemu-img info "$TMP/zq.qcow2" | grep -v "disk size") \
+	<("$QCOW_TOOL" info "$TMP/zq.qcow2" | grep -v "disk size") >&2 ||
+	fail "zstd: info differs from qemu-img's"
+expect_rc 0 "zstd: convert -c -o compression_type=zstd" "$QCOW_TOOL" convert -c -O qcow2 \
+	-o compression_type=zstd "$TMP/src.raw" "$TMP/zo.qcow2"
+expect_rc 0 "zstd: qemu-img check" qemu-img check "$TMP/zo.qcow2"
+expect_rc 0 "zstd: qemu-img compare with the source" qemu-img compare "$TMP/src.raw" "$TMP/zo.qcow2"
+CHECKS=$((CHECKS + 1))
+qemu-img info "$TMP/zo.qcow2" | grep -q "compression type: zstd" || fail "zstd: not recorded"
+CHECKS=$((CHECKS + 1))
+[ "$(stat -c %s "$TMP/zo.qcow2")" -le "$(stat -c %s "$TMP/zq.qcow2")" ] ||
+	fail "zstd: $(stat -c %s "$TMP/zo.qcow2") bytes, qemu-img wrote $(stat -c %s "$TMP/zq.qcow2")"
+echo "    $(stat -c %s "$TMP/zo.qcow2") bytes (qemu-img convert -c: $(stat -c %s "$TMP/zq.qcow2"))"
+cmds=(-c "write -q -P 0x21 1000 3000" -c "write -q -z 200000 70000" -c "discard -q 655360 131072")
+expect_rc 0 "zstd: writes into compressed clusters" "$QCOW_TOOL" io "${cmds[@]}" "$TMP/zo.qcow2"
+qemu-io "${cmds[@]}" "$TMP/zq.qcow2" >/dev/null
+expect_rc 0 "zstd: after the writes, qemu-img check" qemu-img check "$TMP/zo.qcow2"
+expect_rc 0 "zstd: after the writes, as qemu-io left qemu's" \
+	qemu-img compare "$TMP/zo.qcow2" "$TMP/zq.qcow2"
+expect_rc 0 "zstd: create -o compression_type=zstd" "$QCOW_TOOL" create -q \
+	-o compression_type=zstd "$TMP/zc.qcow2" 1M
+CHECKS=$((CHECKS + 1))
+qemu-img info "$TMP/zc.qcow2" | grep -q "compression type: zstd" || fail "zstd: create"
+expect_rc 1 "zstd: refused on a version 2 image" "$QCOW_TOOL" create -q \
+	-o compression_type=zstd,compat=0.10 "$TMP/zv2.qcow2" 1M
 
 echo "  convert -c -B"
 qemu-img create -q -f qcow2 "$TMP/base.qcow2" $((20 * M + 1536))

@@ -56,7 +56,7 @@ enum hcase {
 	H_CB8, H_CB22, H_CB255, H_RORDER7, H_HLEN100, H_HLEN_ODD, H_HLEN_HUGE,
 	H_L1SIZE_HUGE, H_L1SIZE_SMALL, H_L1_MISALIGNED, H_L1_PAST_EOF, H_L1_ZERO,
 	H_RT_MISALIGNED, H_RT_PAST_EOF, H_RT_ZERO, H_RTC_ZERO, H_RTC_HUGE, H_SIZE_2_63,
-	H_CRYPT_AES, H_CRYPT_LUKS, H_DATA_FILE, H_EXTL2, H_ZSTD, H_CTYPE_NO_BIT,
+	H_CRYPT_AES, H_CRYPT_LUKS, H_DATA_FILE, H_EXTL2, H_CTYPE2, H_CTYPE_NO_BIT,
 	H_UNKNOWN_BIT7, H_BACKING_PAST_CLUSTER, H_BACKING_5000, H_EXT_PAST_CLUSTER,
 	H_EXT_HUGE, H_NB_SNAP_HUGE, H_SNAP_PAST_EOF, H_CTYPE_BIT_ZLIB, H_CTYPE_BIT_HLEN104,
 	H_BACKING_FAR_SIZE0, H_BACKING_CLUSTER_END_SIZE0, H_NCASES
@@ -96,7 +96,7 @@ static const struct {
 	[H_CRYPT_LUKS] = { "crypt-luks", "encrypt" },
 	[H_DATA_FILE] = { "incompat-data-file", "data file|data-file|data_file" },
 	[H_EXTL2] = { "incompat-extended-l2", "extended L2|extended_l2|extended-l2|subcluster" },
-	[H_ZSTD] = { "compression-zstd", "zstd|compression type|compression_type" },
+	[H_CTYPE2] = { "compression-type-2", "compression type 2" },
 	[H_CTYPE_NO_BIT] = { "compression-type-without-bit", "compression" },
 	[H_UNKNOWN_BIT7] = { "incompat-unknown-bit-7", "bit 7|unknown" },
 	[H_BACKING_PAST_CLUSTER] = { "backing-offset-past-cluster", "backing" },
@@ -176,11 +176,11 @@ static int apply_hcase(enum hcase c, const char *path, const struct layout *L)
 	case H_CRYPT_LUKS: return t_patch_be32(path, 32, 2);
 	case H_DATA_FILE: return v3 ? t_patch_be64(path, 72, incompat | QCOW_INCOMPAT_DATA_FILE) : -1;
 	case H_EXTL2: return v3 ? t_patch_be64(path, 72, incompat | QCOW_INCOMPAT_EXTL2) : -1;
-	case H_ZSTD:
+	case H_CTYPE2:
 		if (!v3 || ensure_hlen_112(path, L))
 			return -1;
 		return t_patch_be64(path, 72, incompat | QCOW_INCOMPAT_COMPRESSION) |
-		       t_patch(path, 104, "\x01", 1);
+		       t_patch(path, 104, "\x02", 1);
 	case H_CTYPE_NO_BIT:
 		if (!v3 || ensure_hlen_112(path, L))
 			return -1;

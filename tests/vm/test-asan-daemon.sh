@@ -10,7 +10,7 @@
 #          an overlay of a qcow2 base that has data under fio's region;
 #          fio random reads and writes with crc32c verification (copy-on-
 #          write from the base); discard and write-zeroes; reads of
-#          compressed (in the base and in the overlay), zero and unallocated
+#          compressed (zstd in the base, zlib in the overlay), zero and unallocated
 #          clusters compared with qemu-img's raw conversion; SIGTERM; the
 #          daemon exits 0;
 #   host:  its standard error holds no sanitizer report; qemu-img check is
@@ -22,7 +22,9 @@ vm_init
 M=$((1024 * 1024))
 img=$SHARE/disk.qcow2
 head -c $M /dev/urandom >"$WORK/rand"
-qemu-img create -q -f qcow2 -o cluster_size=4k "$SHARE/base.qcow2" 64M || exit 1
+# the base's compressed clusters are zstd ones, the overlay's zlib
+qemu-img create -q -f qcow2 -o cluster_size=4k,compression_type=zstd "$SHARE/base.qcow2" 64M ||
+	exit 1
 args=()
 for ((i = 0; i < 8; i++)); do args+=(-c "write -s $WORK/rand ${i}M 1M"); done
 qemu-io -f qcow2 "${args[@]}" -c "write -c -s $WORK/rand 40M 1M" "$SHARE/base.qcow2" >/dev/null ||
