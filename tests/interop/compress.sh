@@ -4,7 +4,8 @@
 # convert -c against qemu-img convert -c, with qemu as the referee:
 #   - a source with compressible text, random data (stored uncompressed:
 #     compression saves nothing there), zero ranges and a last cluster cut
-#     short, at cluster sizes 512, 4k, 64k and 2M: qemu-img check clean,
+#     short, at cluster sizes 512, 4k, 64k and 2M with zlib, and 512, 4k and
+#     2M with zstd: qemu-img check clean,
 #     qemu-img compare identical to the source, the same digest, and a file
 #     no larger than qemu-img convert -c's;
 #   - guest writes into the compressed clusters afterwards (partial writes,
@@ -50,22 +51,23 @@ seeded_bytes $((2 * M)) | dd of="$TMP/src.raw" bs=1M seek=4 conv=notrunc status=
 truncate -s $((20 * M + 1536)) "$TMP/src.raw"
 src_sum=$(sum -f raw "$TMP/src.raw")
 
-for cs in 512 4k 64k 2M; do
-	echo "  cluster size $cs"
+for run in 512:zlib 4k:zlib 64k:zlib 2M:zlib 512:zstd 4k:zstd 2M:zstd; do
+	cs=${run%:*} ct=${run#*:}
+	echo "  cluster size $cs, $ct"
 	ours="$TMP/ours-$cs.qcow2" theirs="$TMP/qemu-$cs.qcow2"
-	expect_rc 0 "$cs: convert -c" "$QCOW_TOOL" convert -c -O qcow2 -o cluster_size=$cs \
-		"$TMP/src.raw" "$ours"
-	qemu-img convert -c -O qcow2 -o cluster_size=$cs "$TMP/src.raw" "$theirs"
-	expect_rc 0 "$cs: qemu-img check" qemu-img check "$ours"
-	expect_rc 0 "$cs: qemu-img compare with the source" qemu-img compare "$TMP/src.raw" "$ours"
-	same "$cs: digest" "$(sum "$ours")" "$src_sum"
+	expect_rc 0 "$cs $ct: convert -c" "$QCOW_TOOL" convert -c -O qcow2 \
+		-o cluster_size=$cs,compression_type=$ct "$TMP/src.raw" "$ours"
+	qemu-img convert -c -O qcow2 -o cluster_size=$cs,compression_type=$ct "$TMP/src.raw" "$theirs"
+	expect_rc 0 "$cs $ct: qemu-img check" qemu-img check "$ours"
+	expect_rc 0 "$cs $ct: qemu-img compare with the source" qemu-img compare "$TMP/src.raw" "$ours"
+	same "$cs $ct: digest" "$(sum "$ours")" "$src_sum"
 	CHECKS=$((CHECKS + 1))
 	qemu-img check "$ours" | grep -q "compressed clusters" &&
 		! qemu-img check "$ours" | grep -q " 0.00% compressed" ||
-		fail "$cs: no compressed clusters"
+		fail "$cs $ct: no compressed clusters"
 	CHECKS=$((CHECKS + 1))
 	[ "$(stat -c %s "$ours")" -le "$(stat -c %s "$theirs")" ] ||
-		fail "$cs: $(stat -c %s "$ours") bytes, qemu-img convert -c wrote $(stat -c %s "$theirs")"
+		fail "$cs $ct: $(stat -c %s "$ours") bytes, qemu-img convert -c wrote $(stat -c %s "$theirs")"
 	echo "    $(stat -c %s "$ours") bytes (qemu-img convert -c: $(stat -c %s "$theirs"))"
 
 	# writes into compressed clusters, both sides
@@ -73,10 +75,10 @@ for cs in 512 4k 64k 2M; do
 	cmds=(-c "write -q -P 0x11 $((c / 2)) 700" -c "write -q -P 0x12 $((3 * c - 512)) 1024"
 	      -c "write -q -z $((5 * c + 512)) $((2 * c))" -c "discard -q $((8 * c)) $((2 * c))"
 	      -c "write -q -P 0x13 $((7 * M + 3)) 5000")
-	expect_rc 0 "$cs: writes into compressed clusters" "$QCOW_TOOL" io "${cmds[@]}" "$ours"
+	expect_rc 0 "$cs $ct: writes into compressed clusters" "$QCOW_TOOL" io "${cmds[@]}" "$ours"
 	qemu-io "${cmds[@]}" "$theirs" >/dev/null
-	expect_rc 0 "$cs: after the writes, qemu-img check" qemu-img check "$ours"
-	expect_rc 0 "$cs: after the writes, as qemu-io left qemu's" qemu-img compare "$ours" "$theirs"
+	expect_rc 0 "$cs $ct: after the writes, qemu-img check" qemu-img check "$ours"
+	expect_rc 0 "$cs $ct: after the writes, as qemu-io left qemu's" qemu-img compare "$ours" "$theirs"
 	rm -f "$ours" "$theirs"
 done
 
