@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "disk.h"
 #include "options.h"
@@ -95,7 +94,6 @@ static int commit_open_base(struct disk *d, struct disk *base, char **path)
 {
 	enum disk_format fmt = DISK_FMT_AUTO;
 	struct qcow_info info;
-	int ret;
 
 	qcow_get_info(d->img, &info);
 	if (!info.backing_file[0]) {
@@ -110,17 +108,10 @@ static int commit_open_base(struct disk *d, struct disk *base, char **path)
 	}
 	if (disk_open(base, *path, fmt, false, DISK_OPEN_GUEST) < 0)
 		return -1;
-	if (base->size >= d->size)
+	if (base->size >= d->size || disk_resize(base, d->size) == 0)
 		return 0;
-	ret = base->img ? qcow_resize(base->img, d->size) :
-			  (ftruncate(base->fd, (off_t)d->size) < 0 ? -errno : 0);
-	if (ret < 0) {
-		disk_fail(base, ret);
-		disk_close(base);
-		return -1;
-	}
-	base->size = d->size;
-	return 0;
+	disk_close(base);
+	return -1;
 }
 
 /* d's own clusters into base, a chunk at a time. */

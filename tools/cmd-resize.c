@@ -2,11 +2,9 @@
 /*
  * qcow-tool resize: change the virtual size, as `qemu-img resize`.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "disk.h"
 #include "options.h"
@@ -45,19 +43,6 @@ static int resize_target(const char *arg, uint64_t cur, uint64_t *out)
 		return -1;
 	}
 	*out = sign > 0 ? cur + n : sign < 0 ? cur - n : n;
-	return 0;
-}
-
-static int resize_apply(struct disk *d, uint64_t size)
-{
-	int ret;
-
-	if (d->img) {
-		ret = qcow_resize(d->img, size);
-		return ret < 0 ? disk_fail(d, ret) : 0;
-	}
-	if (ftruncate(d->fd, (off_t)size) < 0)
-		return disk_fail(d, -errno);
 	return 0;
 }
 
@@ -127,7 +112,7 @@ int cmd_resize(int argc, char **argv)
 		ret = -1;
 	}
 	if (!ret)
-		ret = resize_apply(&d, size);
+		ret = disk_resize(&d, size);
 	if (disk_close(&d) < 0)
 		ret = -1;
 	if (ret)

@@ -362,6 +362,21 @@ int disk_discard(struct disk *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
+int disk_resize(struct disk *d, uint64_t size)
+{
+	int ret;
+
+	if (d->img) {
+		ret = qcow_resize(d->img, size);
+		if (ret < 0)
+			return disk_fail(d, ret);
+	} else if (ftruncate(d->fd, (off_t)size) < 0) {
+		return disk_fail(d, -errno);
+	}
+	d->size = size;
+	return 0;
+}
+
 int disk_flush(struct disk *d)
 {
 	int ret;

@@ -55,6 +55,8 @@ int disk_write(struct disk *d, const void *buf, uint64_t off, size_t len);
 int disk_write_zeroes(struct disk *d, uint64_t off, uint64_t len, unsigned flags);
 int disk_discard(struct disk *d, uint64_t off, uint64_t len);
 int disk_flush(struct disk *d);
+/* Set the virtual size (qcow_resize's rules; a raw file is truncated). */
+int disk_resize(struct disk *d, uint64_t size);
 /*
  * What lies at off (as qcow_map). Raw files report holes (SEEK_HOLE) as
  * UNALLOCATED and the rest as DATA with host_offset == guest offset.
