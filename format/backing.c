@@ -374,43 +374,59 @@ int qcow_backing_read(struct qcow_image *img, void *buf, uint64_t off, uint64_t 
 	return chain_read(img, img->backing, buf, off, len);
 }
 
-#define REBASE_CHUNK (1U << 20)
+#define COPY_CHUNK (1U << 20)
+
+typedef int (*extent_fn)(struct qcow_image *img, const struct qcow_extent *ext, void *ctx);
+
+/* Each extent of img, at most COPY_CHUNK long, to visit in order, with
+ * progress: rebase and commit copy a chunk at a time. */
+static int walk_extents(struct qcow_image *img, extent_fn visit, void *ctx,
+			qcow_progress_fn progress, void *opaque)
+{
+	struct qcow_extent ext;
+	uint64_t off;
+	int ret = 0;
+
+	for (off = 0; ret == 0 && off < img->size; off += ext.length) {
+		if (progress)
+			progress(opaque, off, img->size);
+		ret = qcow_map(img, off, QCOW_MIN(COPY_CHUNK, img->size - off), &ext);
+		if (ret == 0)
+			ret = visit(img, &ext, ctx);
+	}
+	return ret;
+}
+
+struct rebase_ctx {
+	struct qcow_image *chain;
+	uint8_t *old, *new;
+};
 
 /* Write into img what it does not allocate and its chain has otherwise
  * than chain: the chain's bytes, so that its guest content stays. */
-static int rebase_copy(struct qcow_image *img, struct qcow_image *chain, uint8_t *old,
-		       uint8_t *new, qcow_progress_fn progress, void *opaque)
+static int rebase_extent(struct qcow_image *img, const struct qcow_extent *ext, void *ctx)
 {
-	struct qcow_extent ext;
-	uint64_t off, n;
+	struct rebase_ctx *r = ctx;
+	uint64_t off = ext->guest_offset, n = ext->length;
 	int ret = 0;
 
-	for (off = 0; ret == 0 && off < img->size; off += n) {
-		if (progress)
-			progress(opaque, off, img->size);
-		ret = qcow_map(img, off, QCOW_MIN(REBASE_CHUNK, img->size - off), &ext);
-		if (ret < 0)
-			break;
-		n = ext.length;
-		if (ext.depth == 0 && ext.kind != QCOW_EXTENT_UNALLOCATED)
-			continue;	/* the image's own: kept */
-		if (ext.kind == QCOW_EXTENT_ZERO || ext.kind == QCOW_EXTENT_UNALLOCATED)
-			memset(old, 0, n);
-		else
-			ret = qcow_read(img, old, off, n);
-		if (ret == 0)
-			ret = chain_read(img, chain, new, off, n);
-		if (ret == 0 && memcmp(old, new, n))
-			ret = qcow_write(img, old, off, n);
-	}
+	if (ext->depth == 0 && ext->kind != QCOW_EXTENT_UNALLOCATED)
+		return 0;	/* the image's own: kept */
+	if (ext->kind == QCOW_EXTENT_ZERO || ext->kind == QCOW_EXTENT_UNALLOCATED)
+		memset(r->old, 0, n);
+	else
+		ret = qcow_read(img, r->old, off, n);
+	if (ret == 0)
+		ret = chain_read(img, r->chain, r->new, off, n);
+	if (ret == 0 && memcmp(r->old, r->new, n))
+		ret = qcow_write(img, r->old, off, n);
 	return ret;
 }
 
 int qcow_rebase(struct qcow_image *img, const char *name, const char *format,
 		qcow_progress_fn progress, void *opaque)
 {
-	uint8_t *old = NULL, *new = NULL;
-	struct qcow_image *chain = NULL;
+	struct rebase_ctx r = { NULL, NULL, NULL };
 	char *n = NULL, *f = NULL;
 	int ret;
 
@@ -420,18 +436,59 @@ int qcow_rebase(struct qcow_image *img, const char *name, const char *format,
 		return qcow_set_error(img, -EINVAL, "rebase needs the image's backing chain open");
 	ret = backing_names(img, name, format, &n, &f);
 	if (ret == 0)
-		ret = open_chain_of(img, n, f, &chain);
-	if (ret == 0 && (!(old = malloc(REBASE_CHUNK)) || !(new = malloc(REBASE_CHUNK))))
+		ret = open_chain_of(img, n, f, &r.chain);
+	if (ret == 0 && (!(r.old = malloc(COPY_CHUNK)) || !(r.new = malloc(COPY_CHUNK))))
 		ret = qcow_set_error(img, -ENOMEM, "out of memory");
 	if (ret == 0)
-		ret = rebase_copy(img, chain, old, new, progress, opaque);
-	free(old);
-	free(new);
+		ret = walk_extents(img, rebase_extent, &r, progress, opaque);
+	free(r.old);
+	free(r.new);
 	if (ret == 0)
-		return switch_backing(img, n, f, chain, NULL);
-	qcow_close(chain);
+		return switch_backing(img, n, f, r.chain, NULL);
+	qcow_close(r.chain);
 	free(n);
 	free(f);
+	return ret;
+}
+
+struct commit_ctx {
+	const struct qcow_commit_target *base;
+	uint8_t *buf;
+};
+
+/* img's own ranges into the base. */
+static int commit_extent(struct qcow_image *img, const struct qcow_extent *ext, void *ctx)
+{
+	struct commit_ctx *c = ctx;
+	uint64_t off = ext->guest_offset, n = ext->length;
+	int ret;
+
+	if (ext->depth > 0 || ext->kind == QCOW_EXTENT_UNALLOCATED)
+		return 0;	/* the backing file's already */
+	if (ext->kind == QCOW_EXTENT_ZERO)
+		return c->base->write_zeroes(c->base->opaque, off, n);
+	ret = qcow_read(img, c->buf, off, n);
+	return ret < 0 ? ret : c->base->write(c->base->opaque, c->buf, off, n);
+}
+
+int qcow_commit(struct qcow_image *img, const struct qcow_commit_target *base, bool keep,
+		qcow_progress_fn progress, void *opaque)
+{
+	struct commit_ctx c = { base, NULL };
+	int ret;
+
+	if (!keep && img->read_only)
+		return qcow_set_error(img, -EROFS, "image is opened read-only");
+	c.buf = malloc(COPY_CHUNK);
+	if (!c.buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory");
+	ret = walk_extents(img, commit_extent, &c, progress, opaque);
+	free(c.buf);
+	/* the backing file durable before the first cluster of img goes */
+	if (ret == 0)
+		ret = base->flush(base->opaque);
+	if (ret == 0 && !keep)
+		ret = qcow_make_empty(img);
 	return ret;
 }
 

@@ -5,14 +5,11 @@
  * through to the backing file again.
  *
  * The image is opened alone (its chain closed: the backing file is opened
- * for writing instead, which the chain's shared lock would refuse); its
- * data, zero and compressed clusters are written into the backing file,
- * grown first if the image is larger, and made durable; only then is the
- * image emptied.  A crash before that leaves the image whole over a
- * backing file that holds some of its data already (redundant, never
- * lost); a crash while it empties leaves clusters that read the same
- * bytes from the backing file.  Other images over the same backing file
- * see the change, as with qemu-img.
+ * for writing instead, which the chain's shared lock would refuse); the
+ * backing file is grown first if the image is larger; then qcow_commit
+ * copies, flushes and empties in the order its crash argument needs.
+ * Other images over the same backing file see the change, as with
+ * qemu-img.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,8 +21,6 @@
 #include "options.h"
 #include "progress.h"
 #include "tool.h"
-
-#define COMMIT_CHUNK (1U << 20)
 
 static void commit_usage(void)
 {
@@ -114,59 +109,69 @@ static int commit_open_base(struct disk *d, struct disk *base, char **path)
 	return -1;
 }
 
-/* d's own clusters into base, a chunk at a time. */
-static int commit_copy(struct disk *d, struct disk *base, struct progress *p)
-{
-	uint8_t *buf = malloc(COMMIT_CHUNK);
-	struct qcow_extent ext;
-	uint64_t off, n;
-	int ret = buf ? 0 : -ENOMEM;
+/* The engine writes the backing file through the disk layer, which prints
+ * its own errors; a failure of img's is printed by commit_run. */
+struct commit_base {
+	struct disk *disk;
+	bool failed;
+};
 
-	if (!buf)
-		tool_error("out of memory");
-	for (off = 0; ret == 0 && off < d->size; off += n) {
-		n = d->size - off < COMMIT_CHUNK ? d->size - off : COMMIT_CHUNK;
-		ret = disk_map(d, off, n, &ext);
-		if (ret < 0)
-			break;
-		n = ext.length;
-		progress_show(p, off, false);
-		if (ext.kind == QCOW_EXTENT_ZERO)
-			ret = disk_write_zeroes(base, off, n, 0);
-		else if (ext.kind != QCOW_EXTENT_UNALLOCATED) {
-			ret = disk_read(d, buf, off, n);
-			if (ret == 0)
-				ret = disk_write(base, buf, off, n);
-		}
-	}
-	free(buf);
-	if (ret == 0)
-		ret = disk_flush(base);
+static int base_write(void *opaque, const void *buf, uint64_t off, size_t len)
+{
+	struct commit_base *b = opaque;
+	int ret = disk_write(b->disk, buf, off, len);
+
+	b->failed |= ret < 0;
 	return ret;
+}
+
+static int base_write_zeroes(void *opaque, uint64_t off, uint64_t len)
+{
+	struct commit_base *b = opaque;
+	int ret = disk_write_zeroes(b->disk, off, len, 0);
+
+	b->failed |= ret < 0;
+	return ret;
+}
+
+static int base_flush(void *opaque)
+{
+	struct commit_base *b = opaque;
+	int ret = disk_flush(b->disk);
+
+	b->failed |= ret < 0;
+	return ret;
+}
+
+static void commit_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	(void)total;
+	progress_show(opaque, done, false);
 }
 
 static int commit_run(const struct commit_args *a, struct disk *d)
 {
-	struct progress p;
 	struct disk base;
+	struct commit_base cb = { .disk = &base };
+	const struct qcow_commit_target target = {
+		&cb, base_write, base_write_zeroes, base_flush,
+	};
+	struct progress p;
 	char *path = NULL;
 	int ret;
 
 	ret = commit_open_base(d, &base, &path);
-	if (ret == 0) {
-		progress_init(&p, a->progress, d->size);
-		ret = commit_copy(d, &base, &p);
-		if (disk_close(&base) < 0)
-			ret = -1;
-		if (ret == 0)
-			progress_done(&p);
-	}
 	free(path);
-	if (ret == 0 && !a->keep) {
-		ret = qcow_make_empty(d->img);
-		if (ret < 0)
-			disk_fail(d, ret);
-	}
+	if (ret < 0)
+		return ret;
+	progress_init(&p, a->progress, d->size);
+	ret = qcow_commit(d->img, &target, a->keep, commit_progress, &p);
+	if (ret < 0 && !cb.failed)
+		disk_fail(d, ret);
+	if (disk_close(&base) < 0)
+		ret = -1;
+	if (ret == 0)
+		progress_done(&p);
 	return ret;
 }
 

@@ -495,6 +495,28 @@ typedef void (*qcow_progress_fn)(void *opaque, uint64_t done, uint64_t total);
  */
 int qcow_rebase(struct qcow_image *img, const char *name, const char *format,
 		qcow_progress_fn progress, void *opaque);
+/* Where qcow_commit writes: img's backing file, opened for writing by the
+ * caller (a qcow2 image through its own handle, a raw file as it is).  Each
+ * op returns 0 or -errno. */
+struct qcow_commit_target {
+	void *opaque;
+	int (*write)(void *opaque, const void *buf, uint64_t off, size_t len);
+	int (*write_zeroes)(void *opaque, uint64_t off, uint64_t len);
+	int (*flush)(void *opaque);
+};
+/*
+ * Commit (qemu-img commit): every range img allocates itself (data,
+ * compressed or zero clusters) is written into its backing file through
+ * base, at least as large as img already; base is flushed; then, unless
+ * keep, img is emptied so that it reads through to the backing file.
+ * img is opened with its chain closed (no_backing: the backing file is
+ * open for writing instead).  A crash before the flush leaves img whole
+ * (the backing file holds some of its data: redundant, and only other
+ * images over it see it); one while img empties leaves clusters that read
+ * the same bytes as the durable backing file under them.
+ */
+int qcow_commit(struct qcow_image *img, const struct qcow_commit_target *base, bool keep,
+		qcow_progress_fn progress, void *opaque);
 /* The path the image was opened by (a backing file's: its name joined to
  * the directory of the image naming it). */
 const char *qcow_get_name(const struct qcow_image *img);

@@ -356,6 +356,26 @@ uint64_t cf_count(const struct crashfile *cf, enum cf_op op)
 
 /* ---------------------------------------------------------- replay */
 
+uint64_t cf_mix(uint64_t a, uint64_t b)
+{
+	uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ULL + (a << 6) + (a >> 2));
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+enum cf_fate cf_fate_of(uint64_t seed)
+{
+	switch (seed % 8) {
+	case 0: return CF_FATE_ALL;
+	case 1: return CF_FATE_NONE;
+	case 2: return CF_FATE_ONLY_ONE;
+	case 3: return CF_FATE_DROP_ONE;
+	default: return CF_FATE_RANDOM;
+	}
+}
+
 struct cf_replay *cf_replay_new(const struct crashfile *cf)
 {
 	struct cf_replay *r = calloc(1, sizeof(*r));

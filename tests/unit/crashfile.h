@@ -85,6 +85,11 @@ enum cf_fate {
 	CF_FATE_ONLY_ONE,/* only one landed (the seed picks which) */
 };
 
+/* Seeds of the crash states: a mixer, and the fate a seed picks (mostly
+ * random mixes, some with all, none, all but one or only one landed). */
+uint64_t cf_mix(uint64_t a, uint64_t b);
+enum cf_fate cf_fate_of(uint64_t seed);
+
 /*
  * Walks the log forward, keeping the durable contents at the last completed
  * flush before the current cut. A cut k means events [0, k) were issued.

@@ -118,15 +118,6 @@ static unsigned g_only_v;
 static const char *g_argv0;
 static int g_workload = -1;     /* POWERCUT_WORKLOAD: run only this one */
 
-static uint64_t mix(uint64_t a, uint64_t b)
-{
-	uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ULL + (a << 6) + (a >> 2));
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 /* ------------------------------------------------------------ the workload */
 
 static void wl_open(struct workload *w)
@@ -671,7 +662,7 @@ static void wl_run(struct workload *w)
 	struct cf_gop g = { .kind = CF_G_FLUSH };
 	unsigned i;
 
-	t_rng_state = mix(g_seed, w->index);
+	t_rng_state = cf_mix(g_seed, w->index);
 	wl_create(w);
 	for (i = 0; i < w->cfg->nops; i++)
 		wl_step(w, i);
@@ -826,11 +817,11 @@ static struct qcow_image *state_verify_data(struct state_ctx *s)
 static void state_write_probe(struct state_ctx *s, struct qcow_image *img)
 {
 	uint64_t cs = 1ULL << s->w->cfg->cb, size = cf_model_min_size(s->w->model);
-	uint64_t off = mix(s->seed, 1) % size, len;
+	uint64_t off = cf_mix(s->seed, 1) % size, len;
 	uint8_t *want, *got;
 	int r;
 
-	len = QCOW_MIN(1 + mix(s->seed, 2) % (4 * cs), size - off);
+	len = QCOW_MIN(1 + cf_mix(s->seed, 2) % (4 * cs), size - off);
 	want = malloc(len);
 	got = malloc(len);
 	REQUIRE(want && got, "out of memory");
@@ -886,20 +877,6 @@ static void check_state(struct workload *w, size_t cut, unsigned variant, uint64
 
 /* ------------------------------------------------------------ the states */
 
-/* The fate of a random state: mostly random mixes (torn writes, larger
- * reorderings), some with everything, nothing, all but one or only one of
- * the pending writes landed. */
-static enum cf_fate pick_fate(uint64_t seed)
-{
-	switch (seed % 8) {
-	case 0: return CF_FATE_ALL;
-	case 1: return CF_FATE_NONE;
-	case 2: return CF_FATE_ONLY_ONE;
-	case 3: return CF_FATE_DROP_ONE;
-	default: return CF_FATE_RANDOM;
-	}
-}
-
 /* The states planned at one cut: first drops (one write left out each),
  * then random ones. */
 struct cut_plan {
@@ -912,8 +889,8 @@ struct cut_plan {
 static void run_state(struct workload *w, struct cf_replay *rp, size_t k, unsigned v,
 		      const struct cut_plan *p)
 {
-	uint64_t seed = mix(mix(mix(g_seed, w->index), k), v), size;
-	enum cf_fate fate = pick_fate(seed);
+	uint64_t seed = cf_mix(cf_mix(cf_mix(g_seed, w->index), k), v), size;
+	enum cf_fate fate = cf_fate_of(seed);
 	char desc[320];
 	uint8_t *data;
 
@@ -991,7 +968,7 @@ static struct cut_plan *plan_states(const struct workload *w, uint64_t budget)
 	unsigned *randoms = calloc(e + 1, sizeof(*randoms));
 	size_t *pairs = NULL, *all = malloc((e + 1) * sizeof(*all));
 	struct cut_plan *plan = calloc(e + 1, sizeof(*plan));
-	uint64_t off = mix(g_seed, 77 + w->index);
+	uint64_t off = cf_mix(g_seed, 77 + w->index);
 
 	for (k = 1; k <= e; k++)
 		if (writes[k] >= 2 && (k == e || cf_event_is_flush(w->cf, k)))
