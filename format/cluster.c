@@ -382,14 +382,15 @@ static int map_run(struct qcow_image *img, const uint64_t *table, uint64_t off, 
 	for (i = 1; i < n; i++) {
 		if (l2_parse(img, be64toh(table[l2i + i]), &next) || next.kind != first.kind)
 			break;
-		if (first.kind == QCOW_EXTENT_DATA && next.host != first.host + i * cs)
+		/* data, and zeros with a cluster kept (preallocated), run on
+		 * while the host clusters follow each other, as qemu-img map
+		 * reports them; zeros without one never join those */
+		if ((first.host || next.host) && next.host != first.host + i * cs)
 			break;
 	}
 	ext->length = QCOW_MIN(max, i * cs - in);
-	if (first.kind == QCOW_EXTENT_DATA)
+	if (first.host)
 		ext->host_offset = first.host + in;
-	else if (first.kind == QCOW_EXTENT_ZERO)
-		ext->host_offset = first.host;
 	return 0;
 }
 

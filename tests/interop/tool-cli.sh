@@ -123,6 +123,34 @@ for compat in 1.1 0.10; do
 		"$MAPIMG" >/dev/null
 	map_cmp "$MAPIMG" "map compat $compat"
 done
+# Whole clusters only: the JSON must be qemu-img's, byte for byte, offsets
+# included. Zero clusters that keep a host cluster (write -z) and those that
+# do not (write -z -u) are separate ranges, as qemu reports them.
+map_exact() {
+	local img="$1" name="$2"
+
+	CHECKS=$((CHECKS + 1))
+	if ! diff <(qemu-img map -f qcow2 --output=json "$img") \
+		<("$QCOW_TOOL" map --output=json "$img") >"$TMP/map.diff"; then
+		fail "$name: map --output=json differs from qemu-img's"
+		head -20 "$TMP/map.diff" | sed 's/^/    | /' >&2
+	fi
+}
+rm -f "$MAPIMG"
+qemu_create "$MAPIMG" 1M 65536 16 1.1
+qemu-io -f qcow2 -c 'write -q -P 1 0 128k' -c 'write -q -z 0 64k' -c 'write -q -z -u 64k 64k' \
+	"$MAPIMG" >/dev/null
+map_exact "$MAPIMG" "zero clusters with and without a host cluster"
+for compat in 1.1 0.10; do
+	rm -f "$MAPIMG"
+	qemu_create "$MAPIMG" 64M 65536 16 "$compat"
+	qemu-io -f qcow2 -c 'write -q -P 1 0 128k' -c 'write -q -P 2 1M 64k' \
+		-c 'write -q -P 3 3M 192k' -c 'write -q -z 1M 64k' -c 'write -q -z -u 3M 64k' \
+		-c 'write -q -P 4 8M 256k' -c 'discard -q 8M 64k' -c 'write -q -z 16M 128k' \
+		-c 'write -q -P 5 63M 1M' "$MAPIMG" >/dev/null
+	map_exact "$MAPIMG" "map compat $compat, exactly"
+done
+
 # the same layout written by qcow-tool, mapped by both
 rm -f "$MAPIMG"
 tool_create "$MAPIMG" 64M 4096 16 1.1
