@@ -5,9 +5,10 @@
  * the handles below an image are its layers, depth 1, 2, ... (the image
  * itself is depth 0).  This file opens them, maps through them and reads
  * from them:
- *  - each layer is opened read-only, with the image lock taken shared, so
- *    that a process writing it (which holds that lock exclusively) and the
- *    chain refuse each other; no write path reaches a layer;
+ *  - each layer is opened read-only and locked as QEMU locks backing files
+ *    (file_posix.c): a qcow2 layer refuses writers (QEMU or ours) and they
+ *    refuse it, unless the chain is opened force_share; a raw layer shares
+ *    everything; no write path reaches a layer;
  *  - a relative backing name is relative to the directory of the image
  *    that names it, as QEMU resolves it;
  *  - a raw backing file is a handle with no tables: each byte maps to
@@ -73,6 +74,21 @@ static bool regular_or_block(int fd)
 	struct stat st;
 
 	return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
+/* A layer is read while the image above is open: locked as QEMU locks
+ * backing files, a qcow2 one refusing writers unless share (-U). */
+static int lock_layer(struct qcow_image *img, const struct qcow_file *f, const char *path,
+		      bool share)
+{
+	char why[128] = "";
+	int ret = qcow_file_lock_image(f->fd, share ? QCOW_ACCESS_SHARE : QCOW_ACCESS_READ,
+				       why, sizeof(why));
+
+	if (ret == -EAGAIN)
+		return qcow_set_error(img, ret, "backing file %s: %s: is another process "
+				      "writing it?", path, why);
+	return ret < 0 ? qcow_set_error(img, ret, "backing file %s: %s", path, why) : 0;
 }
 
 /* raw or qcow2, from the header extension or else from the file's magic. */
@@ -153,17 +169,17 @@ int qcow_backing_open(struct qcow_image *img, const struct qcow_open_opts *opts)
 	else if (in_chain(img, f.fd))
 		ret = qcow_set_error(img, -ELOOP, "backing file %s is already in the chain above "
 				     "it (a loop)", path);
-	else if (qcow_file_lock_image(f.fd, false) < 0)
-		ret = qcow_set_error(img, -EAGAIN, "backing file %s is in use for writing by "
-				     "another process (its image lock is held)", path);
 	else
 		ret = backing_is_raw(img, &f, &raw);
+	if (ret == 0)
+		ret = lock_layer(img, &f, path, raw || (opts && opts->force_share));
 	if (ret < 0) {
 		f.ops->close(f.ctx);
 	} else if (raw) {
 		ret = open_raw(img, &f, path, &img->backing);
 	} else {
 		o.l2_cache_bytes = opts ? opts->l2_cache_bytes : 0;
+		o.force_share = opts && opts->force_share;
 		ret = qcow_open_layer(&f, path, &o, img, &img->backing, err, sizeof(err));
 		if (ret < 0)
 			qcow_set_error(img, ret, "backing file: %s", err);

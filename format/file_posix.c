@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -273,23 +274,49 @@ int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out)
 }
 
 /*
- * Who may use an image at the same time, with OFD byte-range locks on bytes
- * far past any data (flock would be simpler, but 9p and NFS turn it into a
- * whole-file POSIX lock, which would make the locks below collide):
+ * Who may use an image at the same time: QEMU's protocol (block/file-posix.c),
+ * so that QEMU and we refuse each other exactly as two QEMU processes do.
+ * OFD read locks, one byte per permission (bit i of consistent read, write,
+ * write unchanged, resize):
  *
- *   the image byte       writers (ublk-qcow read-write, qcow-tool commands
- *                        that write) hold it exclusively, readers that must
- *                        not see a writer (ublk-qcow --read-only) shared;
- *   one byte per         ublk-qcow open --snapshot holds it shared, beside a
- *   snapshot id          writer of the active image, so that no one deletes
- *                        the snapshot (freeing its clusters) under it; a
- *                        deleter asks first.
+ *   byte 100 + i   held while this process has permission i;
+ *   byte 200 + i   held while it refuses to share permission i.
+ *
+ * Taking permission i fails when anyone holds 200 + i; refusing to share it
+ * fails when anyone holds 100 + i. The bytes are taken first and checked
+ * after (as QEMU does), so two processes that start together cannot both
+ * miss each other. A writer of a qcow2 image holds read, write and resize
+ * and shares neither write nor resize; a reader holds read and refuses
+ * writers and resizers (qemu-img info, a qcow2 backing file), unless it
+ * shares everything (-U, --force-share; QEMU's raw backing files).
+ *
+ * One byte per snapshot id, far past those: ublk-qcow open --snapshot holds
+ * it shared, beside a writer of the active image, so that no one deletes
+ * the snapshot (freeing its clusters) under it; a deleter asks first.
  *
  * OFD locks belong to the open file description: they are seen from any
  * other descriptor, in this process or another, and go with the last close.
  */
-#define QCOW_LOCK_IMAGE_BYTE	((1LL << 50) - 1)
+#define QEMU_LOCK_PERM_BASE	100
+#define QEMU_LOCK_SHARED_BASE	200
 #define QCOW_LOCK_SNAPSHOT_BASE	(1LL << 50)
+
+enum { PERM_CONSISTENT_READ, PERM_WRITE, PERM_WRITE_UNCHANGED, PERM_RESIZE, PERM_COUNT };
+
+static const char *const perm_names[PERM_COUNT] = {
+	"consistent read", "write", "write unchanged", "resize",
+};
+
+#define P(i) (1U << (i))
+static const struct {
+	unsigned held, unshared;
+} access_perms[] = {
+	[QCOW_ACCESS_WRITE] = { P(PERM_CONSISTENT_READ) | P(PERM_WRITE) | P(PERM_RESIZE),
+				P(PERM_WRITE) | P(PERM_RESIZE) },
+	[QCOW_ACCESS_READ] = { P(PERM_CONSISTENT_READ), P(PERM_WRITE) | P(PERM_RESIZE) },
+	[QCOW_ACCESS_SHARE] = { P(PERM_CONSISTENT_READ), 0 },
+};
+#undef P
 
 static off_t snapshot_lock_byte(const char *id)
 {
@@ -300,9 +327,9 @@ static off_t snapshot_lock_byte(const char *id)
 	return QCOW_LOCK_SNAPSHOT_BASE + (off_t)(h & ((1ULL << 40) - 1));
 }
 
-static int lock_byte(int fd, off_t at, short type)
+static int lock_bytes(int fd, off_t at, off_t len, short type)
 {
-	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = at, .l_len = 1 };
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = at, .l_len = len };
 
 	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
 }
@@ -317,21 +344,58 @@ static int byte_taken(int fd, off_t at, short type)
 	return fl.l_type != F_UNLCK;
 }
 
-int qcow_file_lock_image(int fd, bool exclusive)
+/* Does anyone else refuse what we hold, or hold what we refuse? */
+static int access_conflict(int fd, unsigned held, unsigned unshared, char *why, size_t len)
 {
-	int ret = lock_byte(fd, QCOW_LOCK_IMAGE_BYTE, exclusive ? F_WRLCK : F_RDLCK);
+	int i, r;
 
-	return ret == -EACCES ? -EAGAIN : ret;	/* POSIX allows either for "held" */
+	for (i = 0; i < PERM_COUNT; i++) {
+		r = held & (1U << i) ? byte_taken(fd, QEMU_LOCK_SHARED_BASE + i, F_WRLCK) : 0;
+		if (r > 0)
+			snprintf(why, len, "Failed to get \"%s\" lock", perm_names[i]);
+		if (r)
+			return r > 0 ? -EAGAIN : r;
+	}
+	for (i = 0; i < PERM_COUNT; i++) {
+		r = unshared & (1U << i) ? byte_taken(fd, QEMU_LOCK_PERM_BASE + i, F_WRLCK) : 0;
+		if (r > 0)
+			snprintf(why, len, "Failed to get shared \"%s\" lock", perm_names[i]);
+		if (r)
+			return r > 0 ? -EAGAIN : r;
+	}
+	return 0;
+}
+
+int qcow_file_lock_image(int fd, enum qcow_access access, char *why, size_t len)
+{
+	unsigned held = access_perms[access].held, unshared = access_perms[access].unshared;
+	int i, ret = 0;
+
+	for (i = 0; i < PERM_COUNT && ret == 0; i++) {
+		if (held & (1U << i))
+			ret = lock_bytes(fd, QEMU_LOCK_PERM_BASE + i, 1, F_RDLCK);
+		if (ret == 0 && (unshared & (1U << i)))
+			ret = lock_bytes(fd, QEMU_LOCK_SHARED_BASE + i, 1, F_RDLCK);
+	}
+	if (ret == 0)
+		ret = access_conflict(fd, held, unshared, why, len);
+	else
+		snprintf(why, len, "cannot lock the image: %s", strerror(-ret));
+	if (ret < 0) {
+		lock_bytes(fd, QEMU_LOCK_PERM_BASE, PERM_COUNT, F_UNLCK);
+		lock_bytes(fd, QEMU_LOCK_SHARED_BASE, PERM_COUNT, F_UNLCK);
+	}
+	return ret;
 }
 
 int qcow_file_image_in_use(int fd)
 {
-	return byte_taken(fd, QCOW_LOCK_IMAGE_BYTE, F_WRLCK);
+	return byte_taken(fd, QEMU_LOCK_PERM_BASE + PERM_WRITE, F_WRLCK);
 }
 
 int qcow_file_snapshot_lock(int fd, const char *id)
 {
-	return lock_byte(fd, snapshot_lock_byte(id), F_RDLCK);
+	return lock_bytes(fd, snapshot_lock_byte(id), 1, F_RDLCK);
 }
 
 int qcow_file_snapshot_in_use(int fd, const char *id)

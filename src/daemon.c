@@ -42,16 +42,19 @@
 
 /* ------------------------------------------------------------- image */
 
+/* QEMU's locks, as a QEMU guest disk takes them: read-write, read-only;
+ * a snapshot is read beside a writer of the active image (sharing
+ * everything), its own lock keeping it from being deleted. */
 static int image_lock(struct uq_dev *dev, int fd)
 {
-	int ret;
+	enum qcow_access access = dev->opt.snapshot ? QCOW_ACCESS_SHARE :
+				  dev->opt.read_only ? QCOW_ACCESS_READ : QCOW_ACCESS_WRITE;
+	char why[128] = "";
+	int ret = qcow_file_lock_image(fd, access, why, sizeof(why));
 
-	/* a snapshot is served beside the active image: its own lock, later */
-	if (dev->opt.snapshot)
-		return 0;
-	ret = qcow_file_lock_image(fd, !dev->opt.read_only);
 	if (ret == -EAGAIN) {
-		uq_err("%s: image is in use by another process", dev->opt.image);
+		uq_err("%s: %s: the image is in use by another process (QEMU or ublk-qcow)",
+		       dev->opt.image, why);
 		return -EBUSY;
 	}
 	return ret < 0 ? uq_log_errno("locking the image", ret) : 0;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "disk.h"
 #include "options.h"
 #include "tool.h"
 #include "usersrc.h"
@@ -46,6 +47,7 @@ static void bench_usage(void)
 	       "                       BUFFER_SIZE)\n"
 	       "  -t CACHE             none (O_DIRECT) or writeback (default), as qemu-img\n"
 	       "  -w                   write instead of read\n"
+	       "  -U, --force-share    read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help           this text\n\n"
 	       "Offsets and sizes are multiples of 512 bytes, or of the file's direct IO\n"
 	       "block with -t none: the requests of a block device.\n\n"
@@ -111,6 +113,7 @@ static int bench_option(struct bench_args *a, int c, char **argv)
 			return 0;
 		tool_usage_error("bench", "Invalid pattern byte specified: '%s'", optarg);
 		return -1;
+	case 'U': disk_force_share = true; return 0;
 	case 'h': bench_usage(); return 1;
 	default:
 		tool_getopt_error("bench", c, argv);
@@ -122,6 +125,7 @@ static int bench_parse_args(int argc, char **argv, struct bench_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
 		{ "no-drain", no_argument, NULL, OPT_NO_DRAIN },
 		{ "pattern", required_argument, NULL, OPT_PATTERN },
@@ -130,7 +134,7 @@ static int bench_parse_args(int argc, char **argv, struct bench_args *a)
 	int c, ret;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hc:d:f:no:qs:S:t:w", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUc:d:f:no:qs:S:t:w", longopts, NULL)) != -1) {
 		ret = bench_option(a, c, argv);
 		if (ret)
 			return ret < 0 ? -1 : 1;
@@ -164,10 +168,8 @@ static int bench_open(const struct bench_args *a, struct qcow_image **img)
 			   " (the file system refuses O_DIRECT: try -t writeback)" : "");
 		return ret;
 	}
-	ret = qcow_file_lock_image(file.fd, a->job.write);
+	ret = disk_lock(file.fd, a->path, a->job.write);
 	if (ret < 0) {
-		tool_error("%s: %s", a->path, ret == -EAGAIN ? "image is in use by another process"
-			   : strerror(-ret));
 		file.ops->close(file.ctx);
 		return ret;
 	}

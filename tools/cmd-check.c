@@ -22,6 +22,7 @@ static void check_usage(void)
 	       "  -r all        repair leaks and errors (rebuilds refcounts)\n"
 	       "  --output=FMT  human (default) or json (qemu-img's keys)\n"
 	       "  -q            quiet: print nothing on stdout\n"
+	       "  -U, --force-share  read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help    this text\n\n"
 	       "Exit status:\n"
 	       "  0  the check completed and the image is clean (or was repaired)\n"
@@ -121,6 +122,7 @@ static int check_parse_args(int argc, char **argv, struct check_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "repair", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
@@ -128,8 +130,11 @@ static int check_parse_args(int argc, char **argv, struct check_args *a)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hqr:f:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUqr:f:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U':
+			disk_force_share = true;
+			break;
 		case 'h':
 			check_usage();
 			return 1;

@@ -43,6 +43,7 @@ static void checksum_usage(void)
 	       "  -l, --snapshot=SNAPSHOT  the content of internal snapshot SNAPSHOT\n"
 	       "                      (snapshot.name=NAME, snapshot.id=ID, or either)\n"
 	       "  -p                  show progress on stderr\n"
+	       "  -U, --force-share   read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help          this text\n\n"
 	       "Output: the digest in 32 hex digits, two spaces, IMAGE.\n"
 	       "Exit status: 0 success, 1 error.\n");
@@ -185,14 +186,18 @@ static int checksum_parse_args(int argc, char **argv, struct checksum_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "snapshot", required_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:l:p", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUf:l:p", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U':
+			disk_force_share = true;
+			break;
 		case 'h':
 			checksum_usage();
 			return 1;

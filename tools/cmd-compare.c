@@ -61,7 +61,7 @@ static void compare_usage(void)
 	       "  -s          strict: a different size or block status is a mismatch\n"
 	       "  -p          show progress on stderr\n"
 	       "  -q          quiet: no message, only the exit status\n"
-	       "  -U, --force-share  accepted and ignored (qemu-img compatibility)\n"
+	       "  -U, --force-share  read while another process writes the images (as qemu-img -U)\n"
 	       "  -h, --help  this text\n\n"
 	       "Output: \"Images are identical.\" or \"Content mismatch at offset N!\"\n"
 	       "(N the start of the first differing 512-byte sector).\n"
@@ -278,7 +278,9 @@ static int compare_parse_args(int argc, char **argv, struct compare_args *a)
 		case 'p': a->progress = true; break;
 		case 'q': a->quiet = true; break;
 		case 's': a->strict = true; break;
-		case 'U': break;
+		case 'U':
+			disk_force_share = true;
+			break;
 		case 'f':
 		case 'F':
 			/* qemu-img fails to open the image: exit 2, not a usage error */

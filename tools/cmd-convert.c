@@ -53,6 +53,7 @@ static void convert_usage(void)
 	       "              active image: snapshot.name=NAME, snapshot.id=ID, or either\n"
 	       "  -p          show progress on stderr\n"
 	       "  -q          quiet\n"
+	       "  -U, --force-share  read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help  this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
 }
@@ -314,14 +315,16 @@ static int convert_parse_opts(int argc, char **argv, struct convert_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "snapshot", required_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hpqncf:O:o:S:l:B:F:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUpqncf:O:o:S:l:B:F:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U': disk_force_share = true; break;
 		case 'h': convert_usage(); return 1;
 		case 'l': a->snapshot = optarg; break;
 		case 'p': a->progress = true; break;
@@ -458,6 +461,8 @@ static int convert_open(struct convert_state *s, const struct convert_args *a)
 	if (!a->no_create && (convert_same_file(a->src, a->dst) ||
 			      convert_create_dst(a, s->src.size)))
 		return -1;
+	/* -U is for the source, as in qemu-img: the target is written */
+	disk_force_share = false;
 	if (disk_open(&s->dst, a->dst, a->dst_fmt, false, DISK_OPEN_GUEST) < 0)
 		return -1;
 	s->backed = s->dst.img && !a->no_create && qcow_chain_depth(s->dst.img) > 0;

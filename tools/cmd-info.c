@@ -27,6 +27,7 @@ static void info_usage(void)
 	       "  --backing-chain the same for every image of IMAGE's backing chain, in\n"
 	       "                  order (json: an array)\n"
 	       "  --output=FMT    human (default) or json (qemu-img's keys)\n"
+	       "  -U, --force-share  read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help      this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
 }
@@ -188,6 +189,7 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "backing-chain", no_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
@@ -195,8 +197,11 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUf:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U':
+			disk_force_share = true;
+			break;
 		case 'h':
 			info_usage();
 			return 1;

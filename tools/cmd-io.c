@@ -313,7 +313,9 @@ static void io_usage(void)
 	       "  -r          open read-only\n"
 	       "  --snapshot=SNAPSHOT  read internal snapshot SNAPSHOT (snapshot.name=NAME,\n"
 	       "              snapshot.id=ID, or either) instead of the active image; implies -r\n"
-	       "  -n, -U, -C, -m, -k, -t MODE, -d MODE, -i MODE\n"
+	       "  -U, --force-share  read while another process writes the image (as\n"
+	       "              qemu-io -U; needs -r)\n"
+	       "  -n, -C, -m, -k, -t MODE, -d MODE, -i MODE\n"
 	       "              accepted and ignored (qemu-io compatibility)\n"
 	       "  -h, --help  this text\n\n"
 	       "Commands (each prints what it did unless -q):\n");
@@ -364,7 +366,8 @@ static int io_parse_args(int argc, char **argv, struct io_args *a)
 			if (disk_parse_format(optarg, &a->fmt))
 				return -1;
 			break;
-		case 'n': case 'U': case 't': case 'd': case 'C': case 'm':
+		case 'U': disk_force_share = true; break;
+		case 'n': case 't': case 'd': case 'C': case 'm':
 		case 'k': case 'i':
 			break;
 		default:

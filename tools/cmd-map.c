@@ -32,6 +32,7 @@ static void map_usage(void)
 	       "  -l, --max-length=LENGTH    bytes to describe (to the end)\n"
 	       "  --snapshot=SNAPSHOT the mapping of internal snapshot SNAPSHOT\n"
 	       "                      (snapshot.name=NAME, snapshot.id=ID, or either)\n"
+	       "  -U, --force-share   read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help          this text\n\n"
 	       "Exit status: 0 success, 1 error.\n");
 }
@@ -222,6 +223,7 @@ static int map_parse_args(int argc, char **argv, struct map_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "output", required_argument, NULL, 'O' },
 		{ "start-offset", required_argument, NULL, 's' },
 		{ "max-length", required_argument, NULL, 'l' },
@@ -231,8 +233,11 @@ static int map_parse_args(int argc, char **argv, struct map_args *a)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hf:s:l:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":hUf:s:l:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U':
+			disk_force_share = true;
+			break;
 		case 'h':
 			map_usage();
 			return 1;

@@ -41,6 +41,7 @@ static void snapshot_usage(void)
 	       "  -d, delete SNAPSHOT    delete the snapshot\n"
 	       "  --output=human|json    list format\n"
 	       "  -q                     quiet\n"
+	       "  -U, --force-share      read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help             this text\n\n"
 	       "create, apply and delete are crash safe: an interruption leaves the image as\n"
 	       "it was or as it would have been, never a mix.\n\n"
@@ -84,14 +85,16 @@ static int snapshot_parse_args(int argc, char **argv, struct snap_args *a)
 {
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "output", required_argument, NULL, 'O' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, ret = 0;
 
 	opterr = 0;
-	while (ret == 0 && (c = getopt_long(argc, argv, ":hqlc:a:d:", longopts, NULL)) != -1) {
+	while (ret == 0 && (c = getopt_long(argc, argv, ":hUqlc:a:d:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'U': disk_force_share = true; break;
 		case 'h': snapshot_usage(); return 1;
 		case 'q': a->quiet = true; break;
 		case 'l': ret = set_action(a, SNAP_LIST, NULL); break;
@@ -323,11 +326,10 @@ int cmd_snapshot(int argc, char **argv)
 	ret = snapshot_parse_args(argc, argv, &a);
 	if (ret)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
-	if (a.action != SNAP_LIST && live_locked(a.path)) {
-		if (live_find(a.path, &live))
-			return do_live(&a, &live) ? EXIT_ERROR : EXIT_OK;
-		return live_refuse_write(a.path) ? EXIT_ERROR : EXIT_OK;
-	}
+	/* a served image's daemon takes -c/-d; anyone else holding it is
+	 * named by disk_open's lock */
+	if (a.action != SNAP_LIST && live_locked(a.path) && live_find(a.path, &live))
+		return do_live(&a, &live) ? EXIT_ERROR : EXIT_OK;
 	/* listing only reads the snapshot table: like info, it works on any image */
 	if (disk_open(&d, a.path, DISK_FMT_AUTO, a.action == SNAP_LIST,
 		      a.action == SNAP_LIST ? DISK_OPEN_CHECK : DISK_OPEN_GUEST) < 0)

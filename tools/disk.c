@@ -106,6 +106,7 @@ static int open_qcow2(struct disk *d, bool read_only, enum disk_open_mode mode)
 		.read_only = read_only,
 		.for_check = mode == DISK_OPEN_CHECK,
 		.no_backing = mode == DISK_OPEN_ALONE,
+		.force_share = disk_force_share,
 	};
 	struct qcow_info info;
 	char err[512] = "";
@@ -125,23 +126,56 @@ static int open_qcow2(struct disk *d, bool read_only, enum disk_open_mode mode)
 	return 0;
 }
 
+bool disk_force_share;
+
+int disk_lock(int fd, const char *path, bool writing)
+{
+	enum qcow_access access = writing ? QCOW_ACCESS_WRITE :
+				  disk_force_share ? QCOW_ACCESS_SHARE : QCOW_ACCESS_READ;
+	const char *hint = writing ? "" : " (-U reads it anyway)";
+	struct live_device dev;
+	char why[128] = "";
+	int ret;
+
+	if (writing && disk_force_share) {
+		tool_error("Could not open '%s': force-share=on can only be used with read-only "
+			   "images", path);
+		return -EINVAL;
+	}
+	ret = qcow_file_lock_image(fd, access, why, sizeof(why));
+	if (ret == 0)
+		return 0;
+	if (ret != -EAGAIN) {
+		tool_error("%s: %s", path, why);
+		return ret;
+	}
+	if (live_find(path, &dev))
+		tool_error("%s: %s: the image is served by ublk-qcow as %s%s", path, why, dev.device,
+			   writing ? " (close the device first; 'snapshot -c/-d' works on it live)"
+				   : hint);
+	else
+		tool_error("%s: %s: is another process (QEMU, ublk-qcow) using the image?%s", path,
+			   why, hint);
+	return -EBUSY;
+}
+
 /*
- * A writer holds the image lock exclusively for as long as the disk is open, as
- * ublk-qcow does while it serves an image: neither writes the image behind
- * the other's back (a second engine would allocate the same clusters). The
- * lock is on a descriptor of its own, taken before the engine opens (and
+ * QEMU's locks, for as long as the disk is open: a writer refuses other
+ * writers and readers (neither writes the image behind the other's back: a
+ * second engine would allocate the same clusters), a reader refuses writers
+ * unless -U. On a descriptor of its own, taken before the engine opens (and
  * maybe repairs) the image.
  */
-static int lock_for_writing(struct disk *d)
+static int lock_image(struct disk *d, bool read_only)
 {
-	d->lock_fd = open(d->path, O_RDWR | O_CLOEXEC);
+	d->lock_fd = open(d->path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (d->lock_fd < 0)
 		return 0;	/* the open proper reports what is wrong */
-	if (qcow_file_lock_image(d->lock_fd, true) == 0)
+	if (disk_lock(d->lock_fd, d->path, !read_only) == 0)
 		return 0;
 	close(d->lock_fd);
 	d->lock_fd = -1;
-	return live_refuse_write(d->path) < 0 ? -EBUSY : 0;
+	return -EBUSY;
 }
 
 static int open_raw(struct disk *d, bool read_only)
@@ -180,11 +214,9 @@ int disk_open(struct disk *d, const char *path, enum disk_format fmt,
 			return ret;
 	}
 	d->fmt = fmt;
-	if (!read_only) {
-		ret = lock_for_writing(d);
-		if (ret < 0)
-			return ret;
-	}
+	ret = lock_image(d, read_only);
+	if (ret < 0)
+		return ret;
 	ret = fmt == DISK_FMT_QCOW2 ? open_qcow2(d, read_only, mode) : open_raw(d, read_only);
 	if (ret < 0 && d->lock_fd >= 0) {
 		close(d->lock_fd);

@@ -21,7 +21,7 @@ struct disk {
 	const char *path;
 	struct qcow_image *img;   /* qcow2 */
 	int fd;                   /* raw */
-	int lock_fd;              /* writers: holds the image lock, exclusively */
+	int lock_fd;              /* holds QEMU's image locks (disk_lock) */
 	uint64_t size;            /* virtual size */
 	bool read_only;
 };
@@ -42,7 +42,20 @@ enum disk_open_mode {
 	DISK_OPEN_ALONE,          /* the file alone (no_backing): its own clusters */
 };
 
-/* Open with fmt (DISK_FMT_AUTO: detect). */
+/*
+ * -U, --force-share (qemu-img's): read-only opens share the image with
+ * writers. Set by the commands that take it, before they open.
+ */
+extern bool disk_force_share;
+/*
+ * Take QEMU's locks on fd for writing or reading (shared with writers when
+ * disk_force_share), path naming the image: 0, or -EBUSY when another
+ * process's use conflicts (printed: the lock QEMU would name, and the
+ * ublk-qcow device serving it if one does) or -errno.
+ */
+int disk_lock(int fd, const char *path, bool writing);
+
+/* Open with fmt (DISK_FMT_AUTO: detect). Locked with disk_lock first. */
 int disk_open(struct disk *d, const char *path, enum disk_format fmt,
 	      bool read_only, enum disk_open_mode mode);
 /* Flush if writable and release; reports a failed flush. */

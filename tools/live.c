@@ -174,18 +174,3 @@ int live_request(const struct live_device *dev, const char *request, char *answe
 	answer[strcspn(answer, "\n")] = '\0';
 	return n ? 0 : -ETIMEDOUT;
 }
-
-int live_refuse_write(const char *path)
-{
-	struct live_device dev;
-
-	if (!live_locked(path))
-		return 0;
-	if (live_find(path, &dev))
-		tool_error("%s: the image is being served by ublk-qcow as %s: it is not written "
-			   "behind the daemon's back (close the device first; 'snapshot -c/-d' "
-			   "works on it live)", path, dev.device);
-	else
-		tool_error("%s: the image is in use (locked) by another process", path);
-	return -EBUSY;
-}

@@ -21,7 +21,5 @@ int live_find(const char *path, struct live_device *dev);
 int live_locked(const char *path);
 /* Send one request line to the daemon, get its answer line (no newline). */
 int live_request(const struct live_device *dev, const char *request, char *answer, size_t len);
-/* 0, or -EBUSY with a message naming who has path when it is locked. */
-int live_refuse_write(const char *path);
 
 #endif /* QCOW_TOOL_LIVE_H */

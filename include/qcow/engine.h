@@ -73,14 +73,21 @@ int qcow_file_open_posix(const char *path, int flags, struct qcow_file *out);
 int qcow_file_data_run(int fd, uint64_t off, uint64_t len, uint64_t *run);
 
 /*
- * Locks that say who uses an image (OFD byte-range locks far past the data,
- * held until fd is closed; format/file_posix.c). The image lock: exclusive
- * for writers (fd open for writing), shared for readers that must not see
- * one; -EAGAIN when someone else holds it. A snapshot's reader lock keeps
- * that snapshot from being deleted. The *_in_use calls say 1 when another
- * descriptor holds the lock, 0 when not, else -errno.
+ * Locks that say who uses an image, QEMU's own (format/file_posix.c): a
+ * process and QEMU refuse each other as two QEMU processes would. Held
+ * until fd is closed. qcow_file_lock_image: -EAGAIN when another process's
+ * use conflicts, why then naming the lock as QEMU does ("Failed to get
+ * shared "write" lock"); other -errno when the file cannot be locked.
+ * qcow_file_image_in_use: 1 when another process holds the image for
+ * writing. A snapshot's reader lock keeps that snapshot from being
+ * deleted; qcow_file_snapshot_in_use says 1 when another holds it.
  */
-int qcow_file_lock_image(int fd, bool exclusive);
+enum qcow_access {
+	QCOW_ACCESS_WRITE,      /* read-write (a guest disk, a tool that writes) */
+	QCOW_ACCESS_READ,       /* read-only, no writer meanwhile (qemu-img info) */
+	QCOW_ACCESS_SHARE,      /* read-only, sharing everything (-U, --force-share) */
+};
+int qcow_file_lock_image(int fd, enum qcow_access access, char *why, size_t len);
 int qcow_file_image_in_use(int fd);
 int qcow_file_snapshot_lock(int fd, const char *id);
 int qcow_file_snapshot_in_use(int fd, const char *id);
@@ -110,6 +117,12 @@ struct qcow_open_opts {
 	 * file alone (fuzzers); never for a writer of an image that has one.
 	 */
 	bool no_backing;
+	/*
+	 * Lock the backing chain's layers sharing everything (qemu-img -U),
+	 * not refusing writers as QEMU's qcow2 backing files do.  Raw layers
+	 * share everything anyway, as in QEMU.
+	 */
+	bool force_share;
 };
 
 /*

@@ -78,7 +78,7 @@ vm_variant
 
 # What the guest can run besides busybox: the daemon and the tools the
 # tests drive the device with.
-VM_BINARIES=(fio mkfs.ext4 e2fsck blkdiscard blockdev)
+VM_BINARIES=(fio mkfs.ext4 e2fsck blkdiscard blockdev qemu-io qemu-img)
 
 vm_skip() {
 	if [ "${VM_TESTS_REQUIRED:-0}" = 1 ] || [ "${CI:-}" = true ]; then

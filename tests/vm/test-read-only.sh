@@ -8,6 +8,12 @@
 #          discard and write-zeroes all fail; a second read-only open of
 #          the same image works beside the first (shared lock); a read-write
 #          open of it is refused while they run;
+#          QEMU's locks (qemu-io and qemu-img run in the guest): beside a
+#          read-only device qemu-io reads the image and cannot write it;
+#          beside a read-write one qemu-io cannot open it, qemu-img info
+#          only with -U (and qcow-tool info the same), each refusal naming
+#          the lock as QEMU does; while qemu-io writes an image, open and
+#          open --read-only are refused, naming the lock;
 #   host:  the image file is byte-identical to what it was before.
 . "$(dirname "$0")/lib.sh"
 
@@ -17,6 +23,7 @@ qemu-img create -q -f qcow2 "$img" 32M || exit 1
 qemu-io -f qcow2 -c "write -P 0x5a 0 4M" -c "write -z 8M 1M" -c "write -P 0x33 12M 64k" \
 	"$img" >/dev/null || exit 1
 qemu-img convert -O raw "$img" "$SHARE/ref.raw" || exit 1
+qemu-img create -q -f qcow2 "$SHARE/rw.qcow2" 32M || exit 1
 sha_before=$(host_sum "$img")
 
 vm_guest <<'GUEST'
@@ -49,8 +56,40 @@ if uq_open --read-only ro.qcow2; then
 		fail second-read-only-open "a second --read-only open was refused"
 	fi
 	check read-write-open-refused refused 1 "in use" ublk-qcow open ro.qcow2
+	check qemu-reads-beside-read-only qemu-io -r -f qcow2 -c 'read -q 0 4k' ro.qcow2
+	check qemu-write-refused refused 1 'Failed to get "write" lock' \
+		qemu-io -f qcow2 -c 'write -q 0 4k' ro.qcow2
 	check close uq_close "$first"
 fi
+
+if uq_open rw.qcow2; then
+	check qemu-io-refused refused 1 'Failed to get "write" lock' \
+		qemu-io -f qcow2 -c 'read -q 0 4k' rw.qcow2
+	check qemu-img-info-refused refused 1 'Failed to get shared "write" lock' \
+		qemu-img info rw.qcow2
+	check qemu-img-info-U qemu-img info -U rw.qcow2
+	check tool-info-refused refused 1 'Failed to get shared "write" lock' qcow-tool info rw.qcow2
+	check tool-info-U qcow-tool info -U rw.qcow2
+	check close-rw uq_close "$DEV"
+fi
+
+# qemu-io holds rw.qcow2 for writing until its stdin closes
+mkfifo /tmp/qemu-in
+qemu-io -f qcow2 rw.qcow2 </tmp/qemu-in >/tmp/qemu-io.out 2>&1 &
+holder=$!
+exec 8>/tmp/qemu-in
+ino=$(stat -c %i rw.qcow2)
+n=0
+until awk -v ino="$ino" '$2 == "OFDLCK" && $6 ~ (":" ino "$") { f = 1 } END { exit !f }' \
+	/proc/locks || [ $n -ge 600 ]; do
+	sleep 0.1
+	n=$((n + 1))
+done
+check open-refused-under-qemu refused 1 'Failed to get "write" lock' ublk-qcow open rw.qcow2
+check read-only-open-refused-under-qemu refused 1 'Failed to get shared "write" lock' \
+	ublk-qcow open --read-only rw.qcow2
+exec 8>&-
+wait $holder
 check no-device-left no_ublk_devices
 GUEST
 vm_run
