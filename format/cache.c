@@ -439,6 +439,16 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 	return -EAGAIN;
 }
 
+void *qcow_cache_peek(struct qcow_cache *c, uint64_t offset)
+{
+	int idx = slot_find(c, offset);
+
+	if (idx < 0 || c->slots[idx].state != SLOT_READY)
+		return NULL;
+	slot_pin(c, (unsigned)idx);
+	return slot_table(c, (unsigned)idx);
+}
+
 int qcow_cache_pin(struct qcow_cache *c, uint64_t offset, void **table)
 {
 	if (c->img->need)

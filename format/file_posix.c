@@ -173,11 +173,21 @@ static void posix_close(void *ctx)
 	free(p);
 }
 
+static int posix_punch(void *ctx, uint64_t off, uint64_t len)
+{
+	struct posix_ctx *p = ctx;
+
+	if (fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+		return -errno;
+	return 0;
+}
+
 static const struct qcow_file_ops posix_ops = {
 	.pread = posix_pread,
 	.pwrite = posix_pwrite,
 	.flush = posix_flush,
 	.truncate = posix_truncate,
+	.punch = posix_punch,
 	.get_size = posix_get_size,
 	.close = posix_close,
 };

@@ -35,7 +35,9 @@
  *   3 L1         the dirty L1 sectors, whole sectors; fsync.
  *                Crash right after: the entries point at durable tables.
  *   4 FREES      the refcount blocks these frees change and the cache
- *                lacks are read (a batch of reads, no lock held), then
+ *                lacks are read (a batch of reads, no lock held); the
+ *                clusters the frees leave unused are punched out of the
+ *                file (advisory; frees_punches has the argument); then
  *                the frees queued before the start are applied (what
  *                dropped those references was in the snapshot, durable
  *                now: rule 4) and the refcount blocks copied and written
@@ -74,10 +76,10 @@ enum flush_step {
 };
 
 /* What was handed out and not yet reported. */
-enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC, BATCH_LOADS };
+enum flush_batch { BATCH_NONE, BATCH_WRITES, BATCH_FSYNC, BATCH_LOADS, BATCH_PUNCHES };
 
 /* Where step 4 is before its writes. */
-enum frees_phase { FREES_LOAD, FREES_APPLY, FREES_APPLIED };
+enum frees_phase { FREES_LOAD, FREES_PUNCH, FREES_APPLY, FREES_APPLIED };
 
 struct table_run {
 	uint64_t start, len;          /* bytes into the table */
@@ -116,6 +118,7 @@ struct qcow_flush {
 	bool synced;                  /* some fsync of this flush is over */
 	bool owed_any, owed_data;     /* at the start: something / data unsynced */
 	size_t nb_frees;              /* frees queued before the start */
+	size_t punch_pos;             /* step 4's punches: frees looked at so far */
 	enum frees_phase frees;
 	struct qcow_meta_read *loads; /* step 4's batch of block reads */
 	unsigned nb_loads;
@@ -416,6 +419,56 @@ static void frees_loaded(struct qcow_image *img, struct qcow_flush *fl, int resu
 	fl->nb_loads = 0;
 }
 
+/* Will the free of the cluster at off leave it unused (refcount 1 now)?
+ * Only a block the cache holds is looked at (the loads just ran). */
+static bool unused_after_free(struct qcow_image *img, uint64_t off)
+{
+	uint64_t c = off >> img->cluster_bits, ti = c >> img->refcount_block_bits;
+	int64_t blk_off = qcow_refblock_offset(img, ti);
+	void *blk = blk_off > 0 ? qcow_cache_peek(img->refcount_cache, (uint64_t)blk_off) : NULL;
+	bool one;
+
+	if (!blk)
+		return false;
+	one = qcow_refblock_get(img, blk, c & ((1ULL << img->refcount_block_bits) - 1)) == 1;
+	qcow_cache_put(img->refcount_cache, blk);
+	return one;
+}
+
+/*
+ * Step 4's punches, before the frees are applied: the clusters these frees
+ * leave unused go back to the file system (as qemu does for a discard).
+ * Steps 2 and 3 made durable the metadata that dropped their last
+ * reference, and they keep refcount 1 until the apply, so nothing
+ * allocates them meanwhile (nor packs a compressed stream into one: the
+ * packing cluster is dropped first). Crash right after a punch: a cluster
+ * of zeros that nothing uses leaks. Consecutive clusters go in one punch;
+ * a file system that cannot punch keeps the bytes.
+ */
+static unsigned frees_punches(struct qcow_image *img, struct qcow_flush *fl, struct qcow_io *ios,
+			      unsigned max)
+{
+	uint64_t cs = img->cluster_size, off;
+	unsigned n = 0;
+
+	if (!img->file.ops->punch)
+		return 0;
+	img->free_byte_offset = 0;
+	while (fl->punch_pos < fl->nb_frees && n < max) {
+		off = img->pending_free[fl->punch_pos++];
+		if (!unused_after_free(img, off))
+			continue;
+		if (n && ios[n - 1].offset + ios[n - 1].len == off) {
+			ios[n - 1].len += cs;
+			continue;
+		}
+		ios[n++] = (struct qcow_io){ .op = QCOW_IO_PUNCH, .offset = off, .len = cs };
+	}
+	if (n)
+		fl->batch = BATCH_PUNCHES;
+	return n;
+}
+
 /* Step 4's writes begin: apply the frees queued before the start, copy the blocks. */
 static int frees_apply(struct qcow_image *img, struct qcow_flush *fl)
 {
@@ -549,9 +602,16 @@ int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max)
 		if (fl->error || fl->step == FLUSH_OVER)
 			return flush_end(img, fl);
 		if (fl->step == FLUSH_FREES && fl->frees == FREES_LOAD) {
-			fl->frees = FREES_APPLY;
+			fl->frees = FREES_PUNCH;
+			fl->punch_pos = 0;
 			if (frees_loads(img, fl, ios, max))
 				return (int)fl->nb_loads;
+		}
+		if (fl->step == FLUSH_FREES && fl->frees == FREES_PUNCH) {
+			ret = (int)frees_punches(img, fl, ios, max);
+			if (ret)
+				return ret;
+			fl->frees = FREES_APPLY;
 		}
 		if (fl->step == FLUSH_FREES && fl->frees == FREES_APPLY) {
 			ret = frees_apply(img, fl);
@@ -583,6 +643,8 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 		return;
 	if (fl->batch == BATCH_LOADS) {
 		frees_loaded(img, fl, result);
+	} else if (fl->batch == BATCH_PUNCHES) {
+		/* advisory: the clusters are free either way */
 	} else if (fl->batch == BATCH_WRITES) {
 		step_release(img, fl, fl->cursor - fl->batch_n, fl->cursor, result == 0);
 		if (result < 0) {
@@ -611,6 +673,9 @@ int qcow_io_do(struct qcow_image *img, const struct qcow_io *io)
 		return img->file.ops->flush(img->file.ctx);
 	case QCOW_IO_READ:
 		return img->file.ops->pread(img->file.ctx, io->buf, io->len, io->offset);
+	case QCOW_IO_PUNCH:
+		return img->file.ops->punch ? img->file.ops->punch(img->file.ctx, io->offset, io->len)
+					    : 0;
 	default:
 		return img->file.ops->pwrite(img->file.ctx, io->buf, io->len, io->offset);
 	}

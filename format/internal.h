@@ -71,6 +71,9 @@ int qcow_cache_get_nowait(struct qcow_cache *c, uint64_t offset, void **table,
 /* Host offset of refcount block ti: 0 none, < 0 a bad table entry (the
  * image is marked corrupt). */
 int64_t qcow_refblock_offset(struct qcow_image *img, uint64_t ti);
+/* The table at offset if the cache holds it ready (pinned: put it back),
+ * else NULL; never loads, never waits. */
+void *qcow_cache_peek(struct qcow_cache *c, uint64_t offset);
 /* qcow_cache_get, or qcow_cache_get_nowait into img->need while a nowait
  * call runs (-EAGAIN: a read for the caller, -EBUSY: see get_nowait). */
 int qcow_cache_pin(struct qcow_cache *c, uint64_t offset, void **table);
@@ -380,6 +383,14 @@ int64_t qcow_alloc_bytes(struct qcow_image *img, uint64_t size);
 /* Queue a refcount decrement of each cluster touching [offset, offset+length)
  * for the next flush (after the metadata that dropped the reference is durable). */
 int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length);
+/*
+ * Give the space of every cluster with refcount 0 in the file back to the
+ * file system (advisory). Only when nothing durable refers to a free
+ * cluster and no free is queued: right after a snapshot transaction, whose
+ * refcounts are rebuilt from the references and durable with the header
+ * that uses them.
+ */
+void qcow_punch_unused(struct qcow_image *img);
 /* Apply the first n queued decrements (a flush, once the metadata that
  * dropped those references is durable); the rest stay queued. */
 int qcow_apply_deferred_frees(struct qcow_image *img, size_t n);

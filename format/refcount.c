@@ -899,6 +899,36 @@ int64_t qcow_alloc_bytes(struct qcow_image *img, uint64_t size)
 	return (int64_t)off;
 }
 
+/* ---------------------------------------------------------------- punches */
+
+/* Punch [first, first + nb) clusters; advisory. */
+static void punch_run(struct qcow_image *img, uint64_t first, uint64_t nb)
+{
+	if (nb)
+		img->file.ops->punch(img->file.ctx, first << img->cluster_bits,
+				     nb << img->cluster_bits);
+}
+
+void qcow_punch_unused(struct qcow_image *img)
+{
+	uint64_t size, end, c, rc, run = 0;
+
+	if (!img->file.ops->punch || img->file.ops->get_size(img->file.ctx, &size) < 0)
+		return;
+	end = size >> img->cluster_bits;
+	for (c = 1; c < end; c++) {
+		if (qcow_refcount_get(img, c, &rc) < 0)
+			return;
+		if (rc == 0) {
+			run++;
+			continue;
+		}
+		punch_run(img, c - run, run);
+		run = 0;
+	}
+	punch_run(img, c - run, run);
+}
+
 /* -------------------------------------------------------- deferred frees */
 
 int qcow_free_deferred(struct qcow_image *img, uint64_t offset, uint64_t length)

@@ -22,7 +22,8 @@
  * Until the header write the file's header still describes the old image,
  * whose clusters nothing above touched.  After it, the old L1 and L2 copies,
  * the old snapshot table and the old refcount structures are clusters with
- * refcount 0: free space.  COPIED flags in the active tables are always
+ * refcount 0: free space, punched out of the file (as qemu gives a deleted
+ * snapshot's clusters back).  COPIED flags in the active tables are always
  * exact (set iff the refcount is 1), so qemu-img check never sees a
  * mismatch, and a shared cluster can never be written in place.
  */
@@ -626,6 +627,9 @@ static int tx_commit(struct snap_tx *tx)
 		ret = tx_write_table(tx, &table_off);
 	if (ret == 0)
 		ret = tx_switch(tx, l1_off, table_off);
+	/* what the old image alone used is free now, and durably so */
+	if (ret == 0)
+		qcow_punch_unused(tx->img);
 	return ret;
 }
 

@@ -4,7 +4,8 @@
  * end of a FUA write, and with --recoverable the end of a write, discard or
  * zeroing while metadata is unwritten, run the engine's flush
  * (qcow_flush_start/next/io_done) on the request's ring: its table writes
- * and fsyncs are queued batch by batch, and the engine lock is held only to
+ * and fsyncs (and the punches that give freed clusters back to the file
+ * system) are queued batch by batch, and the engine lock is held only to
  * report a batch and ask for the next.  One flush runs at a time; a request
  * that finds one running waits for its end and asks again (usually nothing
  * is left to do: it was covered).  A request whose load finds only dirty
@@ -13,10 +14,13 @@
  * batch), so the engine's flush always ends.
  */
 #include <errno.h>
+#include <linux/falloc.h>
 
 #include "io.h"
 
 #define UQ_FLUSH_BATCH 16
+/* a punch's user data: no length a table write has */
+#define UQ_FLUSH_PUNCH ((1ULL << 40) - 1)
 
 /*
  * What the request's flush stage asks for (uq_io_start sets it):
@@ -83,6 +87,10 @@ static void issue_flush_io(struct uq_tag *t, const struct qcow_io *ios, int n)
 		}
 		if (ios[i].op == QCOW_IO_FSYNC)
 			io_uring_prep_fsync(sqe, UQ_FIXED_IMAGE, IORING_FSYNC_DATASYNC);
+		else if (ios[i].op == QCOW_IO_PUNCH)
+			io_uring_prep_fallocate(sqe, UQ_FIXED_IMAGE,
+						FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						ios[i].offset, ios[i].len);
 		else if (ios[i].op == QCOW_IO_READ)
 			io_uring_prep_read(sqe, UQ_FIXED_IMAGE, ios[i].buf, (unsigned)ios[i].len,
 					   ios[i].offset);
@@ -91,7 +99,9 @@ static void issue_flush_io(struct uq_tag *t, const struct qcow_io *ios, int n)
 					    ios[i].offset);
 		sqe->flags |= IOSQE_FIXED_FILE;
 		io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FLUSH, t->tag,
-						   ios[i].op == QCOW_IO_FSYNC ? 0 : ios[i].len));
+						   ios[i].op == QCOW_IO_FSYNC ? 0 :
+						   ios[i].op == QCOW_IO_PUNCH ? UQ_FLUSH_PUNCH :
+						   ios[i].len));
 		t->ops++;
 		q->backend++;
 	}
@@ -185,12 +195,15 @@ void flush_step(struct uq_tag *t)
 	t->issued_all = true;
 }
 
-/* A table write or read, or the fsync, of the engine's flush; the batch
- * reported after its last. */
+/* A table write or read, the fsync or a punch of the engine's flush; the
+ * batch reported after its last. A punch that fails (a file system that
+ * cannot) only keeps the bytes. */
 void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res)
 {
 	t->ops--;
-	if (res < 0 || (uint64_t)res != len) {
+	if (len == UQ_FLUSH_PUNCH) {
+		/* advisory */
+	} else if (res < 0 || (uint64_t)res != len) {
 		tag_log(t, len ? "metadata IO of the flush" : "fsync", res < 0 ? res : -EIO,
 			res >= 0 ? "short" : NULL);
 		if (!t->flush_result)

@@ -43,6 +43,12 @@ struct qcow_file_ops {
 	int (*get_size)(void *ctx, uint64_t *size);
 	/* Release ctx. May be NULL. */
 	void (*close)(void *ctx);
+	/*
+	 * Give back the space of [off, off+len), which then reads as zeros
+	 * (FALLOC_FL_PUNCH_HOLE); the size stays. May be NULL. Advisory: a
+	 * failure (a file system that cannot punch) changes nothing.
+	 */
+	int (*punch)(void *ctx, uint64_t off, uint64_t len);
 };
 
 struct qcow_file {
@@ -368,13 +374,15 @@ int qcow_flush(struct qcow_image *img);
  * tables, new refcount blocks) return -EBUSY until it ends. One flush runs
  * at a time. A failed flush fails the handle, as qcow_flush() does.
  * ------------------------------------------------------------------------ */
-enum qcow_io_op { QCOW_IO_WRITE, QCOW_IO_FSYNC, QCOW_IO_READ };
+/* PUNCH: free clusters whose space goes back to the file system
+ * (fallocate PUNCH_HOLE | KEEP_SIZE); advisory, its failure is no error. */
+enum qcow_io_op { QCOW_IO_WRITE, QCOW_IO_FSYNC, QCOW_IO_READ, QCOW_IO_PUNCH };
 
 struct qcow_io {
 	enum qcow_io_op op;
 	void *buf;                    /* WRITE, READ: engine memory, page aligned, valid until io_done */
-	size_t len;                   /* WRITE, READ: bytes, whole blocks of a direct IO file */
-	uint64_t offset;              /* WRITE, READ: file offset, block aligned */
+	size_t len;                   /* WRITE, READ, PUNCH: bytes, whole blocks of a direct IO file */
+	uint64_t offset;              /* WRITE, READ, PUNCH: file offset, block aligned */
 };
 /* One IO of a batch with the image's file ops, as qcow_flush() does it:
  * 0 or -errno (a short read is an error). */

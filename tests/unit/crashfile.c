@@ -244,11 +244,37 @@ static void cf_close(void *ctx)
 	(void)ctx;
 }
 
+/* A punch reads back as zeros afterwards: recorded as a write of zeros,
+ * so that crash states hold it or not like any other write. Never an
+ * injected failure: the engine ignores a failed punch (it is advisory),
+ * so one would hide the write failure a test means to inject. Inside the
+ * file only, as punches are (KEEP_SIZE). */
+static int cf_punch(void *ctx, uint64_t off, uint64_t len)
+{
+	struct crashfile *cf = ctx;
+	uint8_t *zeros;
+	int ret;
+
+	if (off >= cf->size)
+		return 0;
+	if (len > cf->size - off)
+		len = cf->size - off;
+	zeros = calloc(1, len ? len : 1);
+	if (!zeros)
+		return -ENOMEM;
+	ret = cf_apply_write(&cf->data, &cf->size, &cf->cap, zeros, off, len);
+	if (ret == 0 && cf->start)
+		ret = cf_log(cf, CF_EV_WRITE, zeros, off, len);
+	free(zeros);
+	return ret;
+}
+
 static const struct qcow_file_ops cf_ops = {
 	.pread = cf_pread,
 	.pwrite = cf_pwrite,
 	.flush = cf_flush,
 	.truncate = cf_truncate,
+	.punch = cf_punch,
 	.get_size = cf_get_size,
 	.close = cf_close,
 };

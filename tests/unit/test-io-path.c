@@ -343,6 +343,11 @@ static int execute(unsigned qi, const struct io_uring_sqe *e)
 		CHECK(e->fsync_flags == IORING_FSYNC_DATASYNC, "fsync flags %u", e->fsync_flags);
 		n = fdatasync(fd);
 		break;
+	case IORING_OP_FALLOCATE:	/* the flush's punches: mode in len, length in addr */
+		CHECK(e->len == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE), "fallocate mode %u",
+		      e->len);
+		n = fallocate(fd, (int)e->len, (off_t)e->off, (off_t)e->addr);
+		break;
 	default:
 		CHECK(false, "unexpected opcode %u", e->opcode);
 		return -EINVAL;

@@ -9,6 +9,11 @@
 #          [4 MiB, 6 MiB) and of 4 KiB at 6 MiB + 512 (not cluster-aligned:
 #          the cluster's other bytes must survive); the discarded and
 #          zeroed ranges read back as zeros, the rest as written;
+#          space: on an image in the guest's RAM (tmpfs punches holes; 9p
+#          does not), 24 MiB written then discarded with blkdiscard, and a
+#          file system's 24 MiB file removed and fstrim'd, give the space
+#          back to the file system by the close (at least 20 MiB of it),
+#          and qcow-tool check finds no errors;
 #   host:  qemu-img map shows no data in the discarded range and zeros in
 #          the zeroed one; qemu-img compare against the expected raw image
 #          says identical; qemu-img check finds no errors and no leaks.
@@ -44,6 +49,51 @@ if uq_open disk.qcow2; then
 	check whole-device-as-expected cmp "$DEV" expect.raw
 	check close uq_close "$DEV"
 fi
+
+# KiB the file takes on its file system
+kib() { echo $(($(stat -c %b "$1") * $(stat -c %B "$1") / 1024)); }
+space_back() {	# IMAGE BEFORE_KIB: at least 20 of the 24 MiB given back
+	echo "    $1: $2 KiB before the discard, $(kib "$1") KiB after"
+	[ $(($(kib "$1") + 20480)) -le "$2" ]
+}
+qcow-tool create -q -f qcow2 /tmp/space.qcow2 64M
+if uq_open /tmp/space.qcow2; then
+	check write-24M dd if=/dev/urandom of="$DEV" bs=1M count=24 oflag=direct status=none
+	check close-written uq_close "$DEV"
+	before=$(kib /tmp/space.qcow2)
+	if uq_open /tmp/space.qcow2; then
+		check discard-24M quiet $BLKDISCARD -o 0 -l $((24 * M)) "$DEV"
+		check close-discarded uq_close "$DEV"
+		check discard-gives-space-back space_back /tmp/space.qcow2 "$before"
+	fi
+fi
+check space-image-clean quiet qcow-tool check /tmp/space.qcow2
+qcow-tool create -q -f qcow2 /tmp/fs.qcow2 128M
+mkdir -p /mnt
+if uq_open /tmp/fs.qcow2; then
+	before=
+	check mkfs quiet mkfs.ext4 -q -F -E nodiscard "$DEV"
+	# each step needs the one before: a file written beside a failed
+	# mount would land on the guest's rootfs
+	if check mount mount -t ext4 "$DEV" /mnt && is_mounted /mnt; then
+		check write-file dd if=/dev/urandom of=/mnt/file bs=1M count=24 conv=fsync \
+			status=none
+		check sync sync
+		before=$(kib /tmp/fs.qcow2)
+		check remove-file rm /mnt/file
+		# ext4 frees the blocks when the journal commits the removal
+		check sync-removal sync
+		check fstrim quiet fstrim -v /mnt
+		check umount umount /mnt
+	fi
+	check close-fs uq_close "$DEV"
+	if [ -n "$before" ]; then
+		check fstrim-gives-space-back space_back /tmp/fs.qcow2 "$before"
+	else
+		fail fstrim-gives-space-back "the file system was not mounted"
+	fi
+fi
+check fs-image-clean quiet qcow-tool check /tmp/fs.qcow2
 check no-device-left no_ublk_devices
 GUEST
 vm_run

@@ -71,7 +71,10 @@ if uq_open -q 2 disk.qcow2; then
 	check offline-write-refused refused 1 "served by ublk-qcow" \
 		qcow-tool io -c "write 0 512" disk.qcow2
 	check active-reads-b region_is b.bin
-	check list-through-daemon sh -c "qcow-tool snapshot -l disk.qcow2 | grep -q after-b"
+	# listing reads the file beside its writer: -U, as qemu-img needs it
+	check list-needs-U refused 1 'Failed to get shared "write" lock' \
+		qcow-tool snapshot -l disk.qcow2
+	check list-beside-daemon sh -c "qcow-tool snapshot -l -U disk.qcow2 | grep -q after-b"
 	active=$DEV
 	if uq_open --snapshot after-a disk.qcow2; then
 		check snapshot-beside-active region_is a.bin
