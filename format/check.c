@@ -1534,6 +1534,8 @@ int qcow_check(struct qcow_image *img, unsigned repair_flags, struct qcow_check_
 	int ret, rret;
 
 	memset(res, 0, sizeof(*res));
+	if (img->unservable)	/* its tables are not the ones walked here */
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", img->unservable);
 	repair_flags &= QCOW_CHECK_REPAIR_ALL;
 	if (repair_flags && img->read_only)
 		return qcow_set_error(img, -EROFS, "cannot repair: image opened read-only");

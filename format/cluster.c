@@ -401,6 +401,9 @@ static int map_common(struct qcow_image *img, uint64_t off, uint64_t len,
 	uint64_t in_table = img->l2_size - qcow_offset_to_l2_index(img, off);
 	int ret;
 
+	/* a check open of such an image shows its header, never its data */
+	if (img->unservable)
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", img->unservable);
 	if (!len || off >= img->size)
 		return qcow_set_error(img, -EINVAL, "map of %llu bytes at offset %llu: outside the "
 				      "virtual size %llu", ULL(len), ULL(off), ULL(img->size));

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * The image header and its extensions: parse and validate everything the
- * first cluster says before any of it is used, and write it back.
+ * first cluster says before any of it is used, and write it back. For
+ * info, also what an image we do not serve says of itself: the external
+ * data file's name, and the LUKS header an encrypted image points at.
  *
  * Every number read here comes from a file we do not trust, so each one is
  * checked against the format's limits and against the file itself, and
@@ -39,6 +41,14 @@ static uint32_t get_be32(const uint8_t *p)
 
 	memcpy(&v, p, sizeof(v));
 	return be32toh(v);
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return be64toh(v);
 }
 
 const char *qcow_incompat_feature_name(const struct qcow_image *img, unsigned bit)
@@ -93,6 +103,7 @@ static int parse_basic(struct qcow_image *img, const struct qcow_header_v2 *h)
 	img->snapshots_offset = be64toh(h->snapshots_offset);
 	img->backing_file_offset = be64toh(h->backing_file_offset);
 	img->backing_file_size = be32toh(h->backing_file_size);
+	img->crypt_method = be32toh(h->crypt_method);
 	return 0;
 }
 
@@ -160,6 +171,58 @@ static int keep_unknown_ext(struct qcow_image *img, uint32_t type, const uint8_t
 	return 0;
 }
 
+static int refuse_feature(struct qcow_image *img, const char *what)
+{
+	return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", what);
+}
+
+/*
+ * A feature that stops the image being served: refused, except by a check
+ * open, which notes it (the first one found) and goes on, so that info and
+ * check can show the image as qemu-img does. image.c keeps such a handle
+ * read-only.
+ */
+static int unservable(struct qcow_image *img, const char *what)
+{
+	if (!img->for_check)
+		return refuse_feature(img, what);
+	if (!img->unservable)
+		img->unservable = what;
+	return 0;
+}
+
+/* Where the LUKS header lies (a check open reads it for info only). */
+static int parse_crypto_ext(struct qcow_image *img, const uint8_t *data, uint32_t length)
+{
+	int ret = unservable(img, "encryption");
+
+	if (ret < 0)
+		return ret;
+	if (img->crypt_method != QCOW_CRYPT_LUKS)
+		return qcow_set_error(img, -EINVAL, "encryption header extension without LUKS "
+				      "encryption (crypt_method %u)", img->crypt_method);
+	if (length != 16)
+		return qcow_set_error(img, -EINVAL, "encryption header extension of %u bytes "
+				      "(must be 16)", length);
+	img->crypto_offset = get_be64(data);
+	img->crypto_length = get_be64(data + 8);
+	if (img->crypto_offset & (img->cluster_size - 1))
+		return qcow_set_error(img, -EINVAL, "encryption header offset 0x%" PRIx64
+				      " is not cluster aligned", img->crypto_offset);
+	return 0;
+}
+
+static int parse_data_file_ext(struct qcow_image *img, const uint8_t *data, uint32_t length)
+{
+	int ret = unservable(img, "external data file");
+
+	if (ret < 0)
+		return ret;
+	free(img->data_file);
+	img->data_file = strndup((const char *)data, length);
+	return img->data_file ? 0 : -ENOMEM;
+}
+
 static int parse_one_ext(struct qcow_image *img, uint32_t type, const uint8_t *data,
 			 uint32_t length)
 {
@@ -184,9 +247,9 @@ static int parse_one_ext(struct qcow_image *img, uint32_t type, const uint8_t *d
 		return 0;
 	}
 	case QCOW_EXT_CRYPTO:
-		return qcow_set_error(img, -ENOTSUP, "unsupported feature: encryption");
+		return parse_crypto_ext(img, data, length);
 	case QCOW_EXT_DATA_FILE:
-		return qcow_set_error(img, -ENOTSUP, "unsupported feature: external data file");
+		return parse_data_file_ext(img, data, length);
 	default:
 		/* Bitmaps and extensions we do not know: kept verbatim. */
 		return keep_unknown_ext(img, type, data, length);
@@ -222,17 +285,18 @@ static int parse_extensions(struct qcow_image *img, const uint8_t *buf, size_t l
 	return 0;
 }
 
-static int refuse_feature(struct qcow_image *img, const char *what)
-{
-	return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", what);
-}
-
 static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t ctype)
 {
 	uint64_t unknown = img->incompatible_features & ~QCOW_INCOMPAT_KNOWN;
+	int ret = 0;
 
+	if (crypt_method > QCOW_CRYPT_LUKS)
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: encryption (unknown "
+				      "method %u)", crypt_method);
 	if (crypt_method != QCOW_CRYPT_NONE)
-		return refuse_feature(img, "encryption");
+		ret = unservable(img, "encryption");
+	if (ret < 0)
+		return ret;
 	if (unknown) {
 		unsigned bit = (unsigned)__builtin_ctzll(unknown);
 		const char *name = qcow_incompat_feature_name(img, bit);
@@ -245,9 +309,11 @@ static int check_features(struct qcow_image *img, uint32_t crypt_method, uint8_t
 				      "unsupported feature: unknown incompatible feature bit %u", bit);
 	}
 	if (img->incompatible_features & QCOW_INCOMPAT_EXTL2)
-		return refuse_feature(img, "extended L2 entries");
-	if (img->incompatible_features & QCOW_INCOMPAT_DATA_FILE)
-		return refuse_feature(img, "external data file");
+		ret = unservable(img, "extended L2 entries");
+	if (ret == 0 && (img->incompatible_features & QCOW_INCOMPAT_DATA_FILE))
+		ret = unservable(img, "external data file");
+	if (ret < 0)
+		return ret;
 	if (ctype == QCOW_COMPRESSION_ZLIB) {
 		/* As qemu: the bit announces a non-default type, so with zlib it
 		 * contradicts the field (a writer we do not understand set it). */
@@ -581,4 +647,235 @@ int qcow_header_write(struct qcow_image *img)
 		img->backing_file_size = (uint32_t)strlen(img->backing_file);
 	}
 	return 0;
+}
+
+/* ------------------------------------------------- what info shows of them */
+
+const char *qcow_unsupported_feature(const struct qcow_image *img)
+{
+	return img->unservable;
+}
+
+const char *qcow_data_file(const struct qcow_image *img)
+{
+	return img->data_file;
+}
+
+/*
+ * The LUKS (version 1) header an encrypted image keeps where its encryption
+ * header extension says; big-endian, strings NUL padded. Read for info only:
+ * without the key nothing else of it can be used.
+ */
+struct luks_slot {
+	uint32_t active;
+	uint32_t iterations;
+	uint8_t salt[32];
+	uint32_t key_offset;              /* sectors */
+	uint32_t stripes;
+} __attribute__((packed));
+
+struct luks_header {
+	char magic[6];
+	uint16_t version;
+	char cipher_name[32];
+	char cipher_mode[32];             /* "xts-plain64", "cbc-essiv:sha256" */
+	char hash_spec[32];
+	uint32_t payload_offset;          /* sectors */
+	uint32_t key_bytes;
+	uint8_t mk_digest[20];
+	uint8_t mk_salt[32];
+	uint32_t mk_iterations;
+	char uuid[40];
+	struct luks_slot slots[QCOW_LUKS_SLOTS];
+} __attribute__((packed));
+_Static_assert(sizeof(struct luks_header) == 592, "LUKS header is 592 bytes");
+
+#define LUKS_SECTOR 512U
+#define LUKS_SLOT_ENABLED 0x00AC71F3U
+#define LUKS_SLOT_DISABLED 0x0000DEADU
+#define LUKS_STRIPES 4000U
+#define LUKS_HEADER_SECTORS (4096U / LUKS_SECTOR)   /* the key slots start after it */
+
+/* qemu's names (its QAPI enums) for what a LUKS header may name. */
+static const char *const luks_modes[] = { "ecb", "cbc", "xts", "ctr" };
+static const char *const luks_ivgens[] = { "plain", "plain64", "essiv" };
+static const struct {
+	const char *name;
+	unsigned digest_bytes;
+} luks_hashes[] = {
+	{ "md5", 16 }, { "sha1", 20 }, { "sha224", 28 }, { "sha256", 32 },
+	{ "sha384", 48 }, { "sha512", 64 }, { "ripemd160", 20 },
+};
+static const struct {
+	const char *name;
+	unsigned key_bytes;
+	const char *alg;
+} luks_ciphers[] = {
+	{ "aes", 16, "aes-128" }, { "aes", 24, "aes-192" }, { "aes", 32, "aes-256" },
+	{ "cast5", 16, "cast5-128" },
+	{ "serpent", 16, "serpent-128" }, { "serpent", 24, "serpent-192" },
+	{ "serpent", 32, "serpent-256" },
+	{ "twofish", 16, "twofish-128" }, { "twofish", 24, "twofish-192" },
+	{ "twofish", 32, "twofish-256" },
+	{ "sm4", 16, "sm4" },
+};
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *luks_lookup(const char *const *names, size_t n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!strcmp(names[i], name))
+			return names[i];
+	}
+	return NULL;
+}
+
+static int luks_hash(const char *name, unsigned *digest_bytes)
+{
+	size_t i;
+
+	for (i = 0; i < NELEMS(luks_hashes); i++) {
+		if (!strcmp(luks_hashes[i].name, name)) {
+			*digest_bytes = luks_hashes[i].digest_bytes;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static const char *luks_cipher(const char *name, unsigned key_bytes)
+{
+	size_t i;
+
+	for (i = 0; i < NELEMS(luks_ciphers); i++) {
+		if (!strcmp(luks_ciphers[i].name, name) && luks_ciphers[i].key_bytes == key_bytes)
+			return luks_ciphers[i].alg;
+	}
+	return NULL;
+}
+
+/* Every string field NUL terminated, the key slots where they may be. */
+static int luks_check(struct qcow_image *img, const struct luks_header *h)
+{
+	uint32_t payload = be32toh(h->payload_offset);
+	uint64_t key_bytes = be32toh(h->key_bytes);
+	unsigned i, j;
+
+	if (memcmp(h->magic, "LUKS\xba\xbe", 6))
+		return qcow_set_error(img, -EINVAL, "encryption header: not in LUKS format");
+	if (be16toh(h->version) != 1)
+		return qcow_set_error(img, -EINVAL, "encryption header: LUKS version %u is not "
+				      "supported", be16toh(h->version));
+	if (!memchr(h->cipher_name, 0, sizeof(h->cipher_name)) ||
+	    !memchr(h->cipher_mode, 0, sizeof(h->cipher_mode)) ||
+	    !memchr(h->hash_spec, 0, sizeof(h->hash_spec)))
+		return qcow_set_error(img, -EINVAL, "encryption header: a LUKS name is not NUL "
+				      "terminated");
+	if (payload < LUKS_HEADER_SECTORS)
+		return qcow_set_error(img, -EINVAL, "encryption header: LUKS payload at sector %u "
+				      "overlaps the header", payload);
+	if (!be32toh(h->mk_iterations))
+		return qcow_set_error(img, -EINVAL, "encryption header: LUKS key iteration count "
+				      "is zero");
+	for (i = 0; i < QCOW_LUKS_SLOTS; i++) {
+		const struct luks_slot *s = &h->slots[i];
+		uint32_t active = be32toh(s->active), start = be32toh(s->key_offset);
+		uint64_t len = QCOW_DIV_ROUND_UP(key_bytes * be32toh(s->stripes), LUKS_SECTOR);
+
+		if (be32toh(s->stripes) != LUKS_STRIPES ||
+		    (active != LUKS_SLOT_ENABLED && active != LUKS_SLOT_DISABLED) ||
+		    (active == LUKS_SLOT_ENABLED && !be32toh(s->iterations)) ||
+		    start < LUKS_HEADER_SECTORS || start + len > payload)
+			return qcow_set_error(img, -EINVAL, "encryption header: LUKS key slot %u "
+					      "is corrupted", i);
+		for (j = i + 1; j < QCOW_LUKS_SLOTS; j++) {
+			uint32_t s2 = be32toh(h->slots[j].key_offset);
+
+			if (start < (uint64_t)s2 + len && s2 < start + len)
+				return qcow_set_error(img, -EINVAL, "encryption header: LUKS key "
+						      "slots %u and %u overlap", i, j);
+		}
+	}
+	return 0;
+}
+
+/* "mode-ivgen[:hash]" and the cipher, in qemu's names. */
+static int luks_names(struct qcow_image *img, const struct luks_header *h,
+		      struct qcow_crypto_info *out)
+{
+	char mode[sizeof(h->cipher_mode)], *ivgen, *ivhash;
+	unsigned key_bytes = be32toh(h->key_bytes), digest = 0, ivdigest = 0;
+	int hash, ivh = -1;
+
+	memcpy(mode, h->cipher_mode, sizeof(mode));
+	ivgen = strchr(mode, '-');
+	if (!ivgen)
+		return qcow_set_error(img, -EINVAL, "encryption header: unexpected LUKS cipher "
+				      "mode '%s'", mode);
+	*ivgen++ = '\0';
+	ivhash = strchr(ivgen, ':');
+	if (ivhash)
+		*ivhash++ = '\0';
+	if (ivhash && (ivh = luks_hash(ivhash, &ivdigest)) < 0)
+		return qcow_set_error(img, -EINVAL, "encryption header: hash '%s' not supported",
+				      ivhash);
+	out->cipher_mode = luks_lookup(luks_modes, NELEMS(luks_modes), mode);
+	out->cipher_alg = luks_cipher(h->cipher_name, !strcmp(mode, "xts") ? key_bytes / 2
+								     : key_bytes);
+	hash = luks_hash(h->hash_spec, &digest);
+	out->ivgen_alg = luks_lookup(luks_ivgens, NELEMS(luks_ivgens), ivgen);
+	if (!out->cipher_mode || !out->cipher_alg || hash < 0 || !out->ivgen_alg)
+		return qcow_set_error(img, -EINVAL, "encryption header: LUKS cipher '%s', mode "
+				      "'%s-%s' or hash '%s' not supported", h->cipher_name, mode,
+				      ivgen, h->hash_spec);
+	out->hash_alg = luks_hashes[hash].name;
+	if (strcmp(out->ivgen_alg, "essiv"))
+		return 0;
+	/* essiv keys a cipher of the same family with the hash's digest */
+	if (ivh < 0 || !luks_cipher(h->cipher_name, ivdigest))
+		return qcow_set_error(img, -EINVAL, "encryption header: essiv with cipher '%s' "
+				      "and hash '%s' not supported", h->cipher_name,
+				      ivhash ? ivhash : "(none)");
+	out->ivgen_hash_alg = luks_hashes[ivh].name;
+	return 0;
+}
+
+static int read_luks(struct qcow_image *img, struct qcow_crypto_info *out)
+{
+	struct luks_header h;
+	unsigned i;
+	int ret;
+
+	if (img->crypto_length < sizeof(h))
+		return qcow_set_error(img, -EINVAL, "LUKS encryption without an encryption header "
+				      "extension of at least %zu bytes", sizeof(h));
+	if (img->crypto_offset >= QCOW_MAX_HOST_OFFSET)
+		return qcow_set_error(img, -EINVAL, "encryption header offset 0x%" PRIx64
+				      " is beyond the largest host offset", img->crypto_offset);
+	ret = qcow_pread(img, &h, sizeof(h), img->crypto_offset);
+	if (ret == 0)
+		ret = luks_check(img, &h);
+	if (ret == 0)
+		ret = luks_names(img, &h, out);
+	if (ret < 0)
+		return ret;
+	memcpy(out->uuid, h.uuid, sizeof(h.uuid));
+	out->payload_offset = (uint64_t)be32toh(h.payload_offset) * LUKS_SECTOR;
+	out->master_key_iters = be32toh(h.mk_iterations);
+	for (i = 0; i < QCOW_LUKS_SLOTS; i++) {
+		out->slots[i].active = be32toh(h.slots[i].active) == LUKS_SLOT_ENABLED;
+		out->slots[i].iters = be32toh(h.slots[i].iterations);
+		out->slots[i].stripes = be32toh(h.slots[i].stripes);
+		out->slots[i].key_offset = (uint64_t)be32toh(h.slots[i].key_offset) * LUKS_SECTOR;
+	}
+	return 0;
+}
+
+int qcow_get_crypto_info(struct qcow_image *img, struct qcow_crypto_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->method = img->crypt_method;
+	return out->method == QCOW_CRYPT_LUKS ? read_luks(img, out) : 0;
 }

@@ -317,6 +317,7 @@ static void free_header_fields(struct qcow_image *img)
 
 	free(img->backing_file);
 	free(img->backing_format);
+	free(img->data_file);
 	free(img->feature_table);
 	for (i = 0; i < img->nb_unknown_exts; i++)
 		free(img->unknown_exts[i].data);
@@ -385,6 +386,9 @@ static int load_header(struct qcow_image *img)
 /* What we refuse to open, or to open writable. */
 static int open_policy(struct qcow_image *img)
 {
+	/* a check open gets past such a feature to show it: never to write */
+	if (img->unservable && !img->read_only)
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", img->unservable);
 	if (img->for_check)
 		return 0;
 	if ((img->incompatible_features & QCOW_INCOMPAT_CORRUPT) && !img->read_only)
@@ -716,20 +720,28 @@ int qcow_create_file(struct qcow_file *file, const char *name,
 	return ret;
 }
 
+int qcow_create_check(const char *name, const struct qcow_create_opts *opts, char *err,
+		      size_t errlen)
+{
+	struct qcow_image probe = { .name = (char *)name };
+	int ret = create_opts_apply(&probe, opts);
+
+	if (ret < 0)
+		copy_error(&probe, ret, name, err, errlen);
+	return ret;
+}
+
 int qcow_create(const char *path, const struct qcow_create_opts *opts, bool truncate,
 		char *err, size_t errlen)
 {
-	struct qcow_image probe = { .name = (char *)path };
 	struct qcow_file file;
 	uint64_t size = 0;
 	int ret;
 
 	/* Refuse bad options before touching an existing file. */
-	ret = create_opts_apply(&probe, opts);
-	if (ret < 0) {
-		copy_error(&probe, ret, path, err, errlen);
+	ret = qcow_create_check(path, opts, err, errlen);
+	if (ret < 0)
 		return ret;
-	}
 	ret = qcow_file_open_posix(path, O_RDWR | O_CREAT, &file);
 	if (ret < 0) {
 		if (err && errlen)

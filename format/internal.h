@@ -12,6 +12,8 @@
  *   data.c        synchronous guest read/write, compressed clusters
  *   backing.c     the backing chain: open, map through, read from
  *   check.c       consistency check, leak repair, refcount rebuild
+ *   snapshot.c    internal snapshots
+ *   bitmap.c      the persistent bitmap directory, read for info
  *
  * Write ordering (the crash-safety contract, see doc/design.md):
  *   1. guest data and COW fills are written to newly allocated clusters
@@ -152,6 +154,17 @@ struct qcow_image {
 	uint64_t backing_file_offset;
 	uint32_t backing_file_size;
 	uint8_t compression_type;     /* QCOW_COMPRESSION_ZLIB or _ZSTD */
+	/*
+	 * Features outside qcow2-lite that only a check open gets past
+	 * (header.c): the first one found, which stops the image being served
+	 * (NULL: none; such a handle stays read-only, image.c), and what info
+	 * shows of them.
+	 */
+	const char *unservable;
+	uint32_t crypt_method;        /* QCOW_CRYPT_* */
+	uint64_t crypto_offset;       /* LUKS: the encryption header's place */
+	uint64_t crypto_length;       /* 0: no encryption header extension */
+	char *data_file;              /* the external data file's name; NULL: none */
 	char *backing_file;           /* NULL when none */
 	char *backing_format;         /* NULL when none */
 	/* the backing chain (backing.c): the layer below, NULL when none or

@@ -830,6 +830,8 @@ int qcow_snapshot_load(struct qcow_image *img, const char *id, const char *name)
 
 	if (!img->read_only)
 		return qcow_set_error(img, -EINVAL, "a snapshot is read through a read-only open");
+	if (img->unservable)
+		return qcow_set_error(img, -ENOTSUP, "unsupported feature: %s", img->unservable);
 	ret = table_read(img, &t);
 	if (ret < 0)
 		return ret;

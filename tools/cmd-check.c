@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * qcow-tool check: consistency check and repair, as `qemu-img check`, with
- * the same summary text, JSON keys and exit statuses.
+ * the same summary text, JSON keys and exit statuses (63 for a raw image,
+ * which has nothing to check). An image using a feature we do not serve
+ * (encryption, extended L2 entries, an external data file) is not checked:
+ * its tables mean what the engine does not read, so a check would report
+ * nonsense. That is said, naming the feature, with qemu-img's status for a
+ * check it could not do (1); a repair is refused by the open itself.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -12,23 +17,29 @@
 #include "json.h"
 #include "tool.h"
 
+/* qemu-img check's status for a format without checks (raw). */
+#define EXIT_CHECK_UNSUPPORTED 63
+
 static void check_usage(void)
 {
 	printf("Usage: " TOOL_NAME " check [-q] [-f qcow2] [-r leaks|all] [--output=human|json] IMAGE\n\n"
 	       "Check the metadata of IMAGE for consistency: every reference inside the\n"
-	       "file, every refcount, overlaps. Each problem is reported on one line\n"
-	       "(on stdout; on stderr with --output=json), then a summary.\n\n"
+	       "file, every refcount, overlaps. Each problem is reported on one line on\n"
+	       "stderr, then a summary on stdout.\n\n"
 	       "  -r leaks      repair leaked clusters (refcount too high: wasted space)\n"
 	       "  -r all        repair leaks and errors (rebuilds refcounts)\n"
 	       "  --output=FMT  human (default) or json (qemu-img's keys)\n"
-	       "  -q            quiet: print nothing on stdout\n"
+	       "  -q            quiet: print no summary and no problem lines\n"
 	       "  -U, --force-share  read while another process writes the image (as qemu-img -U)\n"
 	       "  -h, --help    this text\n\n"
 	       "Exit status:\n"
 	       "  0  the check completed and the image is clean (or was repaired)\n"
-	       "  1  the check could not be done (bad usage, IO error, unreadable image)\n"
+	       "  1  the check could not be done (bad usage, IO error, unreadable image,\n"
+	       "     a feature qcow-tool does not serve: encryption, extended L2 entries,\n"
+	       "     an external data file)\n"
 	       "  2  corruptions were found (data may be damaged)\n"
-	       "  3  only leaked clusters were found (wasted space, no harm to data)\n");
+	       "  3  only leaked clusters were found (wasted space, no harm to data)\n"
+	       "  63 the image format (raw) has no checks\n");
 }
 
 struct check_args {
@@ -210,6 +221,23 @@ static int check_status(const struct qcow_check_result *r)
 	return r->leaks ? EXIT_CHECK_LEAKS : EXIT_OK;
 }
 
+/* EXIT_OK, or the status for an image check does not look at (said why). */
+static int check_refused(const struct disk *d)
+{
+	const char *feature;
+
+	if (d->fmt != DISK_FMT_QCOW2) {
+		tool_error("This image format does not support checks");
+		return EXIT_CHECK_UNSUPPORTED;
+	}
+	feature = qcow_unsupported_feature(d->img);
+	if (feature) {
+		tool_error("%s: cannot check: unsupported feature: %s", d->path, feature);
+		return EXIT_ERROR;
+	}
+	return EXIT_OK;
+}
+
 int cmd_check(int argc, char **argv)
 {
 	struct check_args a = { .out = OUTPUT_HUMAN, .fmt = DISK_FMT_AUTO };
@@ -223,13 +251,14 @@ int cmd_check(int argc, char **argv)
 		return ret < 0 ? EXIT_ERROR : EXIT_OK;
 	if (disk_open(&d, a.path, a.fmt, !a.repair, DISK_OPEN_CHECK) < 0)
 		return EXIT_ERROR;
-	if (d.fmt != DISK_FMT_QCOW2) {
-		tool_error("%s: This image format does not support checks", a.path);
+	ret = check_refused(&d);
+	if (ret != EXIT_OK) {
 		disk_close(&d);
-		return EXIT_ERROR;
+		return ret;
 	}
-	/* JSON must stay parseable: problem lines go to stderr then. */
-	ctx.f = a.out == OUTPUT_JSON ? stderr : (a.quiet ? NULL : stdout);
+	/* As qemu-img: problem lines on stderr, so stdout has the summary only
+	 * (and JSON stays parseable); none at all with -q. */
+	ctx.f = a.quiet ? NULL : stderr;
 	ret = check_run(&d, &a, &ctx, &res);
 	if (disk_close(&d) < 0 || ret < 0)
 		return EXIT_ERROR;

@@ -204,24 +204,37 @@ static int create_check_backing(const struct create_args *a, struct create_reque
 	return ret < 0 ? -1 : 0;
 }
 
+static void create_error(const char *path, const char *err, int ret)
+{
+	if (*err)
+		tool_error("%s", err);
+	else
+		tool_error("%s: %s", path, strerror(-ret));
+}
+
+/*
+ * Options the engine refuses are refused before the Formatting line, so
+ * that a refused create prints nothing but the error and leaves no file.
+ */
 static int create_make(const struct create_args *a, struct create_request *req)
 {
 	char err[512] = "";
 	int ret;
 
+	req->opts.backing_file = req->backing_file;
+	req->opts.backing_format = req->backing_fmt;
+	ret = req->qcow2 ? qcow_create_check(a->path, &req->opts, err, sizeof(err)) : 0;
+	if (ret < 0) {
+		create_error(a->path, err, ret);
+		return ret;
+	}
 	if (!a->quiet)
 		create_request_banner(req, a->path);
 	if (!req->qcow2)
 		return disk_create_raw(a->path, req->opts.size);
-	req->opts.backing_file = req->backing_file;
-	req->opts.backing_format = req->backing_fmt;
 	ret = qcow_create(a->path, &req->opts, true, err, sizeof(err));
-	if (ret < 0) {
-		if (*err)
-			tool_error("%s", err);
-		else
-			tool_error("%s: %s", a->path, strerror(-ret));
-	}
+	if (ret < 0)
+		create_error(a->path, err, ret);
 	return ret;
 }
 

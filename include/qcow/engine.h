@@ -162,6 +162,10 @@ struct qcow_create_opts {
  * or truncate is true). */
 int qcow_create(const char *path, const struct qcow_create_opts *opts, bool truncate,
 		char *err, size_t errlen);
+/* Whether qcow_create would take opts, touching no file: 0, or its -errno
+ * with err naming name and what is wrong (as qcow_create words it). */
+int qcow_create_check(const char *name, const struct qcow_create_opts *opts, char *err,
+		      size_t errlen);
 /* The same onto an open, empty file (used by crash tests). */
 int qcow_create_file(struct qcow_file *file, const char *name,
 		     const struct qcow_create_opts *opts, char *err, size_t errlen);
@@ -635,5 +639,66 @@ int qcow_snapshot_delete(struct qcow_image *img, const char *which);
 /* Read-only opens: reads and maps now show the snapshot with this id and/or
  * name (either may be NULL, not both), its virtual size included. */
 int qcow_snapshot_load(struct qcow_image *img, const char *id, const char *name);
+
+/* ------------------------------------------------------------------------
+ * What info shows beyond qcow_get_info
+ *
+ * An image using a feature outside qcow2-lite (encryption, extended L2
+ * entries, an external data file: doc/qcow2-lite.md section 4) is refused
+ * by every open but a read-only check open (for_check), which goes on so
+ * that info can describe it. Such a handle is for its header alone
+ * (qcow_get_info, the calls below, qcow_snapshot_list): its tables mean
+ * what the engine does not read, so a caller asks qcow_unsupported_feature
+ * before it reads, maps or checks anything through it (qcow_snapshot_load
+ * refuses by itself). Nothing can be written to it: a writable open is
+ * refused, for_check or not.
+ * ------------------------------------------------------------------------ */
+/* The feature that stops img being served ("encryption", "extended L2
+ * entries", "external data file"); NULL: none. */
+const char *qcow_unsupported_feature(const struct qcow_image *img);
+/* The external data file's name as the header keeps it; NULL: none. */
+const char *qcow_data_file(const struct qcow_image *img);
+
+#define QCOW_LUKS_SLOTS 8
+/* Encryption, as far as the headers tell without the key (qemu's names). */
+struct qcow_crypto_info {
+	uint32_t method;              /* QCOW_CRYPT_NONE, _AES or _LUKS (format.h) */
+	/* LUKS only: */
+	const char *cipher_alg;       /* "aes-256", ... */
+	const char *cipher_mode;      /* "xts", ... */
+	const char *ivgen_alg;        /* "plain64", ... */
+	const char *ivgen_hash_alg;   /* with "essiv" only, else NULL */
+	const char *hash_alg;         /* "sha256", ... */
+	char uuid[41];
+	uint64_t payload_offset;      /* bytes */
+	uint32_t master_key_iters;
+	struct {
+		bool active;
+		uint32_t iters, stripes;  /* active slots only */
+		uint64_t key_offset;      /* bytes */
+	} slots[QCOW_LUKS_SLOTS];
+};
+/* Fill *out; a LUKS header is read and checked as qemu checks it (-EINVAL
+ * naming what is wrong). */
+int qcow_get_crypto_info(struct qcow_image *img, struct qcow_crypto_info *out);
+
+/* Persistent dirty bitmaps (format/bitmap.c), read only. */
+#define QCOW_BITMAP_IN_USE (1U << 0)  /* not saved since a writer opened it */
+#define QCOW_BITMAP_AUTO   (1U << 1)  /* enabled: tracks writes */
+struct qcow_bitmap_info {
+	char *name;
+	uint64_t granularity;         /* bytes of guest data per bit */
+	uint32_t flags;               /* QCOW_BITMAP_* */
+	uint64_t table_offset;        /* the bitmap table */
+	uint32_t table_size;          /* its entries */
+};
+/*
+ * The bitmap directory, in its order: none unless the header's bitmaps
+ * autoclear bit vouches for it (a writer that does not keep bitmaps clears
+ * the bit; qemu ignores them then too). -EINVAL naming what is wrong with a
+ * damaged extension or directory. Free with qcow_bitmap_list_free.
+ */
+int qcow_bitmap_list(struct qcow_image *img, struct qcow_bitmap_info **out, uint32_t *n);
+void qcow_bitmap_list_free(struct qcow_bitmap_info *v, uint32_t n);
 
 #endif /* QCOW_ENGINE_H */

@@ -166,3 +166,42 @@ seeded_bytes() {
 	LC_ALL=C awk -v seed="$R" -v n="$1" \
 		'BEGIN { srand(seed); for (i = 0; i < n; i++) printf "%c", int(rand() * 256) }'
 }
+
+# Header fields of a qcow2 FILE, read from the file itself.
+cluster_size_of() {
+	echo $(( 1 << $(read_be "$1" 20 4) ))
+}
+
+header_length_of() {
+	if [ "$(read_be "$1" 4 4)" -ge 3 ]; then
+		read_be "$1" 100 4
+	else
+		echo 72
+	fi
+}
+
+# ext_list FILE: one line per header extension, "TYPE(hex) LENGTH PAYLOAD_OFFSET",
+# then "end OFFSET" for the end marker.
+ext_list() {
+	local f="$1" off t len cs
+	cs=$(cluster_size_of "$f")
+	off=$(header_length_of "$f")
+	while [ $((off + 8)) -le "$cs" ]; do
+		t=$(read_be "$f" "$off" 4)
+		len=$(read_be "$f" $((off + 4)) 4)
+		if [ "$t" -eq 0 ]; then
+			echo "end $off"
+			return 0
+		fi
+		printf '%08x %d %d\n' "$t" "$len" $((off + 8))
+		off=$((off + 8 + (len + 7) / 8 * 8))
+	done
+}
+
+# ext_offset FILE TYPE(hex): where the payload of the first extension of
+# TYPE starts (fails when there is none).
+ext_offset() {
+	local off
+	off=$(ext_list "$1" | awk -v t="$2" '$1 == t { print $3; exit }')
+	[ -n "$off" ] && echo "$off"
+}
