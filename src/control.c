@@ -2,15 +2,10 @@
 /*
  * The daemon's control socket, RUN_DIR/ID.sock, and what it is for: metadata
  * operations on the image the daemon serves, which nothing else may write
- * while it is served (it holds the image lock).  qcow-tool's snapshot command finds
- * the socket through the state file and speaks one line each way:
- *
- *   snapshot create NAME   ->  "ok" | "error MESSAGE"
- *   snapshot delete NAME       (NAME or id)
- *   snapshot apply NAME        refused: the guest's filesystem would be
- *                              corrupted under it
- *   stats                  ->  "ok" and the counters (stats_line), for
- *                              ublk-qcow stats
+ * while it is served (it holds the image lock), and its counters.
+ * qcow-tool's snapshot command and "ublk-qcow stats" find the socket
+ * through the state file; shared/control.h has the protocol, one line each
+ * way.
  *
  * A snapshot is a point-in-time image of everything acknowledged before it.
  * The main thread quiesces the queues first: each queue holds new requests
@@ -18,10 +13,8 @@
  * requests is in flight; then, under the engine lock, the operation runs
  * (it flushes first); then the queues start what they held.
  *
- * The socket is mode 0600 in a root-owned directory: only root talks to it.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,15 +27,6 @@
 
 #define UQ_QUIESCE_TIMEOUT_MS	30000
 #define UQ_CLIENT_TIMEOUT_MS	5000
-#define UQ_LINE_MAX		2048
-#define UQ_REPLY_MAX		65536	/* stats: a few hundred bytes a queue */
-
-int uq_control_path(unsigned id, char *out, size_t len)
-{
-	if (snprintf(out, len, "%s/%u.sock", uq_run_dir(), id) >= (int)len)
-		return -ENAMETOOLONG;
-	return 0;
-}
 
 int uq_control_open(struct uq_dev *dev)
 {
@@ -187,7 +171,7 @@ static int snapshot_op(struct uq_dev *dev, const char *verb, const char *name, c
 		return ret;
 	}
 	pthread_mutex_lock(&dev->engine_lock);
-	if (!strcmp(verb, "create"))
+	if (!strcmp(verb, UQ_CTL_CREATE))
 		ret = qcow_snapshot_create(dev->img, name);
 	else
 		ret = delete_unless_served(dev, name, msg, len);
@@ -211,7 +195,7 @@ static void stats_line(struct uq_dev *dev, char *msg, size_t len)
 	size_t n;
 	unsigned i, k;
 
-	n = (size_t)snprintf(msg, len, "ok %u %u", dev->nr_queues, (unsigned)UQ_QS_COUNT);
+	n = (size_t)snprintf(msg, len, UQ_CTL_OK " %u %u", dev->nr_queues, (unsigned)UQ_QS_COUNT);
 	pthread_mutex_lock(&dev->engine_lock);
 	for (i = 0; i < dev->nr_queues && n < len; i++) {
 		n += (size_t)snprintf(msg + n, len - n, " %u", dev->queues[i].nr_parked);
@@ -229,78 +213,56 @@ static void stats_line(struct uq_dev *dev, char *msg, size_t len)
 			 (unsigned long long)es.refcount_growths);
 }
 
-/* One request line in, one answer line out (in msg, without the newline). */
-static void handle_line(struct uq_dev *dev, char *line, char *msg, size_t len)
-{
-	char *verb, *name;
-	int ret;
+#define ERROR_LEN (sizeof(UQ_CTL_ERROR) - 1)
 
-	if (!strcmp(line, "stats")) {
-		stats_line(dev, msg, len);
-		return;
-	}
-	if (strncmp(line, "snapshot ", 9)) {
-		snprintf(msg, len, "error unknown request");
-		return;
-	}
-	verb = line + 9;
-	name = strchr(verb, ' ');
+/* A snapshot request, after "snapshot ": its answer into msg. */
+static void handle_snapshot(struct uq_dev *dev, char *verb, char *msg, size_t len)
+{
+	char *name = strchr(verb, ' ');
+
 	if (!name || !name[1]) {
-		snprintf(msg, len, "error snapshot requests need a verb and a name");
+		snprintf(msg, len, UQ_CTL_ERROR "snapshot requests need a verb and a name");
 		return;
 	}
 	*name++ = '\0';
-	if (!strcmp(verb, "apply")) {
-		snprintf(msg, len, "error applying a snapshot to an image that is being served "
-			 "would corrupt the filesystem on /dev/ublkb%u under its users: close "
-			 "the device first", dev->dev_id);
+	if (!strcmp(verb, UQ_CTL_APPLY)) {
+		snprintf(msg, len, UQ_CTL_ERROR "applying a snapshot to an image that is being "
+			 "served would corrupt the filesystem on /dev/ublkb%u under its users: "
+			 "close the device first", dev->dev_id);
 		return;
 	}
-	if (strcmp(verb, "create") && strcmp(verb, "delete")) {
-		snprintf(msg, len, "error unknown snapshot request '%.64s'", verb);
+	if (strcmp(verb, UQ_CTL_CREATE) && strcmp(verb, UQ_CTL_DELETE)) {
+		snprintf(msg, len, UQ_CTL_ERROR "unknown snapshot request '%.64s'", verb);
 		return;
 	}
-	ret = snapshot_op(dev, verb, name, msg + 6, len - 6);
-	if (ret < 0)
-		memcpy(msg, "error ", 6);
+	if (snapshot_op(dev, verb, name, msg + ERROR_LEN, len - ERROR_LEN) < 0)
+		memcpy(msg, UQ_CTL_ERROR, ERROR_LEN);
 	else
-		snprintf(msg, len, "ok");
+		snprintf(msg, len, UQ_CTL_OK);
 }
 
-/* Read one line (at most UQ_LINE_MAX - 1 bytes) with a deadline. */
-static int read_line(int fd, char *line, size_t len)
+/* One request line in, one answer line out (in msg, without the newline). */
+static void handle_line(struct uq_dev *dev, char *line, char *msg, size_t len)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	size_t n = 0;
-	ssize_t r;
-
-	while (n + 1 < len) {
-		if (poll(&p, 1, UQ_CLIENT_TIMEOUT_MS) <= 0)
-			return -ETIMEDOUT;
-		r = read(fd, line + n, len - 1 - n);
-		if (r <= 0)
-			return r < 0 ? -errno : -EPIPE;
-		n += (size_t)r;
-		line[n] = '\0';
-		if (memchr(line, '\n', n)) {
-			*strchr(line, '\n') = '\0';
-			return 0;
-		}
-	}
-	return -EMSGSIZE;
+	if (!strcmp(line, UQ_CTL_STATS))
+		stats_line(dev, msg, len);
+	else if (!strncmp(line, UQ_CTL_SNAPSHOT, strlen(UQ_CTL_SNAPSHOT)))
+		handle_snapshot(dev, line + strlen(UQ_CTL_SNAPSHOT), msg, len);
+	else
+		snprintf(msg, len, UQ_CTL_ERROR "unknown request");
 }
 
 void uq_control_serve_one(struct uq_dev *dev)
 {
-	static char msg[UQ_REPLY_MAX];	/* the main thread's alone */
-	char line[UQ_LINE_MAX];
+	static char msg[UQ_CTL_ANSWER_MAX];	/* the main thread's alone */
+	char line[UQ_CTL_REQUEST_MAX];
 	int fd = accept4(dev->control_fd, NULL, NULL, SOCK_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
 		return;
-	if (read_line(fd, line, sizeof(line)) < 0) {
-		snprintf(msg, sizeof(msg), "error malformed request");
+	if (uq_control_read_line(fd, line, sizeof(line), UQ_CLIENT_TIMEOUT_MS) < 0) {
+		snprintf(msg, sizeof(msg), UQ_CTL_ERROR "malformed request");
 	} else {
 		handle_line(dev, line, msg, sizeof(msg) - 1);	/* room for the newline */
 	}

@@ -85,6 +85,10 @@ static int serve_snapshot(struct uq_dev *dev)
 /* Direct IO does not work for the image: --cache=none fails, the default falls back. */
 static int no_direct_io(struct uq_dev *dev, const char *why)
 {
+	if (dev->opt.recover_id >= 0) {
+		uq_err("%s: %s: the device was set up for direct IO", dev->opt.image, why);
+		return -EINVAL;
+	}
 	if (dev->opt.cache == UQ_CACHE_OPT_NONE) {
 		uq_err("--cache=none: %s: %s (--cache=writeback uses the page cache)",
 		       dev->opt.image, why);
@@ -102,7 +106,9 @@ static int image_file_open(struct uq_dev *dev, struct qcow_file *file)
 	int flags = dev->opt.read_only ? O_RDONLY : O_RDWR;
 	int ret;
 
-	dev->cache = dev->opt.cache == UQ_CACHE_OPT_WRITEBACK ? UQ_CACHE_WRITEBACK : UQ_CACHE_NONE;
+	/* recover: the device's blocks were set for the file as it was opened */
+	dev->cache = dev->opt.recover_id >= 0 ? dev->opt.recover_cache :
+		     dev->opt.cache == UQ_CACHE_OPT_WRITEBACK ? UQ_CACHE_WRITEBACK : UQ_CACHE_NONE;
 	ret = qcow_file_open_posix(dev->opt.image_abs,
 				   flags | (dev->cache == UQ_CACHE_NONE ? O_DIRECT : 0), file);
 	if (ret == -EINVAL && dev->cache == UQ_CACHE_NONE) {
@@ -194,11 +200,6 @@ static int image_open(struct uq_dev *dev)
 
 /* ------------------------------------------------------------ device */
 
-/* --zero-copy's values, by enum uq_zc_mode */
-static const char *const zc_names[] = {
-	[UQ_ZC_AUTO] = "auto", [UQ_ZC_ON] = "on", [UQ_ZC_OFF] = "off", [UQ_ZC_REGISTER] = "register",
-};
-
 /*
  * The data mode to ask ADD_DEV for.  Zero copy brings user copy along
  * where offered: the bytes we make up ourselves (zeros, inflated clusters)
@@ -213,7 +214,7 @@ static int choose_data_mode(struct uq_dev *dev, uint64_t features, uint64_t *fla
 	if ((want == UQ_ZC_ON || want == UQ_ZC_REGISTER) && !offered) {
 		uq_err("--zero-copy=%s: this kernel does not offer ublk zero copy "
 		       "(UBLK_F_SUPPORT_ZERO_COPY needs Linux 6.15 or later; features 0x%llx)",
-		       zc_names[want], (unsigned long long)features);
+		       uq_zc_names[want], (unsigned long long)features);
 		return -EOPNOTSUPP;
 	}
 	if (!offered || want == UQ_ZC_OFF)
@@ -291,7 +292,7 @@ static int adopt_dev_info(struct uq_dev *dev)
 	if ((dev->opt.zero_copy == UQ_ZC_ON && dev->data_mode == UQ_DATA_COPY) ||
 	    (dev->opt.zero_copy == UQ_ZC_REGISTER && dev->data_mode != UQ_DATA_ZERO_COPY)) {
 		uq_err("--zero-copy=%s: ADD_DEV did not grant it (flags 0x%llx)",
-		       zc_names[dev->opt.zero_copy], (unsigned long long)di->flags);
+		       uq_zc_names[dev->opt.zero_copy], (unsigned long long)di->flags);
 		return -EOPNOTSUPP;
 	}
 	if (dev->data_mode == UQ_DATA_COPY && (di->flags & UBLK_F_USER_COPY)) {
@@ -551,7 +552,7 @@ static int shutdown_dev(struct uq_dev *dev)
 	int ret, rc;
 
 	uq_control_close(dev);
-	uq_state_write(dev, "stopping", NULL);
+	uq_state_write(dev, UQ_LIFE_STOPPING, NULL);
 	ret = uq_ctrl_stop_dev(&dev->ctrl, dev->dev_id);
 	if (ret < 0) {
 		uq_log_errno("STOP_DEV", ret);
@@ -565,7 +566,7 @@ static int shutdown_dev(struct uq_dev *dev)
 	if (rc < 0 || atomic_load(&dev->queue_failed)) {
 		if (!msg[0])
 			snprintf(msg, sizeof(msg), "a queue thread failed; see the system log");
-		uq_state_write(dev, "failed", msg);
+		uq_state_write(dev, UQ_LIFE_FAILED, msg);
 	} else {
 		uq_state_remove(dev);
 	}
@@ -647,7 +648,7 @@ static void announce(struct uq_dev *dev)
 	/* without it the device still serves; only live snapshots are lost */
 	if (uq_control_open(dev) < 0)
 		uq_warn("device %u: no control socket: live snapshots unavailable", dev->dev_id);
-	uq_state_write(dev, "live", NULL);
+	uq_state_write(dev, UQ_LIFE_LIVE, NULL);
 	lock_memory();
 	uq_info("%s serves %s (%s mode, cache %s, %u-byte blocks, %u queue%s, depth %u%s%s)",
 		device, dev->opt.image_abs, uq_data_mode_name(dev->data_mode),
@@ -666,6 +667,7 @@ static void dev_init(struct uq_dev *dev, const struct uq_open_opts *o)
 {
 	memset(dev, 0, sizeof(*dev));
 	dev->opt = *o;
+	uq_open_opts_bind(&dev->opt);
 	dev->img_fd = -1;
 	dev->cdev_fd = -1;
 	dev->ctrl.fd = -1;
@@ -695,7 +697,7 @@ static int serve(const struct uq_open_opts *o)
 	else if (ret == 0)
 		ret = device_add(&dev, flags);
 	if (ret == 0 && o->recover_id < 0)
-		ret = uq_state_write(&dev, "starting", NULL);
+		ret = uq_state_write(&dev, UQ_LIFE_STARTING, NULL);
 	if (ret == 0)
 		ret = device_setup(&dev);
 	if (ret == 0)
@@ -809,27 +811,30 @@ static void open_usage(FILE *f)
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
 }
 
-static int parse_zero_copy(const char *s, enum uq_zc_mode *mode)
-{
-	unsigned i;
-
-	for (i = 0; i < sizeof(zc_names) / sizeof(zc_names[0]); i++) {
-		if (!strcmp(s, zc_names[i])) {
-			*mode = (enum uq_zc_mode)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 static int bad_value(const char *opt, const char *val, const char *want)
 {
 	fprintf(stderr, "%s: invalid %s '%s': %s\n", UQ_PROG, opt, val, want);
 	return -EINVAL;
 }
 
+/* --snapshot NAME: kept with the device (recover serves it again), so it must fit. */
+static int snapshot_arg(struct uq_open_opts *o, const char *name)
+{
+	if (strlen(name) > UQ_SNAPSHOT_NAME_MAX) {
+		fprintf(stderr, "%s: --snapshot: a name longer than %d bytes is not served\n",
+			UQ_PROG, UQ_SNAPSHOT_NAME_MAX);
+		return -EINVAL;
+	}
+	strcpy(o->snapshot_name, name);
+	/* a snapshot is served read-only: writes would change no image */
+	o->read_only = true;
+	return 0;
+}
+
 static int parse_open_opt(int c, struct uq_open_opts *o)
 {
+	int v;
+
 	switch (c) {
 	case 'q':
 		if (uq_parse_uint(optarg, 1, UBLK_MAX_NR_QUEUES, &o->queues) < 0)
@@ -840,8 +845,10 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 			return bad_value("queue depth", optarg, "want 1..4096");
 		return 0;
 	case OPT_ZERO_COPY:
-		if (parse_zero_copy(optarg, &o->zero_copy) < 0)
+		v = uq_name_index(uq_zc_names, optarg);
+		if (v < 0)
 			return bad_value("--zero-copy", optarg, "want auto, on, off or register");
+		o->zero_copy = (enum uq_zc_mode)v;
 		return 0;
 	case OPT_CACHE:
 		if (!strcmp(optarg, "none"))
@@ -861,13 +868,11 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 		o->recoverable = true;
 		return 0;
 	case OPT_SNAPSHOT:
-		/* a snapshot is served read-only: writes would change no image */
-		o->snapshot = optarg;
-		o->read_only = true;
-		return 0;
+		return snapshot_arg(o, optarg);
 	case OPT_L2_CACHE:
-		if (uq_parse_size(optarg, &o->l2_cache) < 0 || !o->l2_cache)
-			return bad_value("--l2-cache", optarg, "want a byte count (K, M, G suffixes)");
+		if (uq_parse_size(optarg, false, &o->l2_cache) < 0 || !o->l2_cache)
+			return bad_value("--l2-cache", optarg,
+					 "want a size (suffixes B, K, M, G, T, P, E)");
 		return 0;
 	case 'v':
 		uq_verbose = true;
@@ -910,14 +915,10 @@ static int image_path_of(struct uq_open_opts *o)
 
 int uq_cmd_open(int argc, char **argv)
 {
-	struct uq_open_opts o = {
-		.queues = UQ_DEFAULT_QUEUES,
-		.depth = UQ_DEFAULT_DEPTH,
-		.zero_copy = UQ_ZC_AUTO,
-		.recover_id = -1,
-	};
+	struct uq_open_opts o;
 	int c;
 
+	uq_open_opts_init(&o);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "q:d:vh", open_long, NULL)) != -1) {
 		if (c == 'h') {
@@ -957,9 +958,14 @@ static void recover_usage(FILE *f)
 	fprintf(f, "usage: %s recover [--foreground] [-v] ID|/dev/ublkbN\n", UQ_PROG);
 }
 
-/* The options the dead daemon ran with, from its state file. */
+/*
+ * The options the dead daemon ran with, from its state file: all it kept
+ * (shared/opts.h), in one piece, and the cache mode its device was set up
+ * for.
+ */
 static int recover_opts(unsigned id, struct uq_open_opts *o)
 {
+	bool foreground = o->foreground;
 	struct uq_state s;
 
 	if (uq_state_load(id, &s) < 0)
@@ -968,32 +974,29 @@ static int recover_opts(unsigned id, struct uq_open_opts *o)
 		uq_err("device %u is being served by pid %d: nothing to recover", id, s.pid);
 		return -EBUSY;
 	}
-	if (!s.recoverable) {
+	if (!s.opt.recoverable) {
 		uq_err("device %u was not opened with --recoverable: 'ublk-qcow close %u' removes "
 		       "it", id, id);
 		return -EINVAL;
 	}
+	*o = s.opt;
+	if (!o->image_path[0])		/* written before image_path was kept */
+		strcpy(o->image_path, o->image_abs);
 	o->image = o->image_abs;
-	snprintf(o->image_abs, sizeof(o->image_abs), "%s", s.image);
-	snprintf(o->image_path, sizeof(o->image_path), "%s", s.image);
-	o->queues = s.queues;
-	o->depth = s.depth;
-	o->read_only = s.read_only;
-	o->l2_cache = s.l2_cache;
-	/* the device's blocks were set for the file as it was opened */
-	o->cache = !strcmp(s.cache, uq_cache_mode_name(UQ_CACHE_NONE)) ? UQ_CACHE_OPT_NONE
-								       : UQ_CACHE_OPT_WRITEBACK;
-	o->recoverable = true;
+	o->foreground = foreground;
 	o->recover_id = (int)id;
+	o->recover_cache = s.cache;
+	uq_open_opts_bind(o);
 	return 0;
 }
 
 int uq_cmd_recover(int argc, char **argv)
 {
-	struct uq_open_opts o = { .zero_copy = UQ_ZC_AUTO };
+	struct uq_open_opts o;
 	unsigned id;
 	int c;
 
+	uq_open_opts_init(&o);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "vh", recover_long, NULL)) != -1) {
 		if (c == 'h' || (c != OPT_FOREGROUND && c != 'v')) {

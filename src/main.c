@@ -6,11 +6,11 @@
  *   ublk-qcow open [options] IMAGE     create the device, serve it (daemon)
  *   ublk-qcow list [--output=human|json]
  *   ublk-qcow close ID|/dev/ublkbN     stop the daemon serving a device
+ *   ublk-qcow recover ID|/dev/ublkbN   take over a device whose daemon died
+ *   ublk-qcow stats ID|/dev/ublkbN     what a daemon has done
  *
  * See ublk-qcow(8).
  */
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,58 +35,6 @@ static void usage(FILE *f)
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
 		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
-}
-
-/* A decimal number in [min, max]. */
-int uq_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out)
-{
-	unsigned long v;
-	char *end;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*out = (unsigned)v;
-	return 0;
-}
-
-/* A byte count with an optional K, M or G suffix (powers of 1024). */
-int uq_parse_size(const char *s, uint64_t *out)
-{
-	unsigned long long v;
-	unsigned shift = 0;
-	char *end;
-
-	if (!s || !isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	switch (toupper((unsigned char)*end)) {
-	case '\0':
-		break;
-	case 'K':
-		shift = 10;
-		break;
-	case 'M':
-		shift = 20;
-		break;
-	case 'G':
-		shift = 30;
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*end && end[1] && strcasecmp(end + 1, "iB") && strcasecmp(end + 1, "B"))
-		return -EINVAL;
-	if (v > (UINT64_MAX >> shift))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
 }
 
 int main(int argc, char **argv)

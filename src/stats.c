@@ -10,17 +10,12 @@
  * Requests in flight are those counted in and not yet done.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "ublk-qcow.h"
 
-#define STATS_REPLY_MAX	65536
 #define STATS_TIMEOUT_MS 5000
 #define ENGINE_STATS	5
 
@@ -71,43 +66,6 @@ static uint64_t in_flight(const struct qfig *f)
 }
 
 /* ------------------------------------------------------------ asking */
-
-static int ask(unsigned id, char *reply, size_t len)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct pollfd p = { .events = POLLIN };
-	size_t n = 0;
-	ssize_t r;
-	int ret = 0;
-
-	if (uq_control_path(id, sa.sun_path, sizeof(sa.sun_path)) < 0)
-		return -ENAMETOOLONG;
-	p.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (p.fd < 0)
-		return -errno;
-	if (connect(p.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    write(p.fd, "stats\n", 6) != 6)
-		ret = -errno;
-	while (!ret && n + 1 < len) {
-		if (poll(&p, 1, STATS_TIMEOUT_MS) <= 0) {
-			ret = -ETIMEDOUT;
-			break;
-		}
-		r = read(p.fd, reply + n, len - 1 - n);
-		if (r <= 0) {
-			ret = r < 0 ? -errno : -EPIPE;
-			break;
-		}
-		n += (size_t)r;
-		reply[n] = '\0';
-		if (memchr(reply, '\n', n))
-			break;
-	}
-	close(p.fd);
-	if (!ret && !memchr(reply, '\n', n))
-		ret = -EMSGSIZE;
-	return ret;
-}
 
 static int next_u64(char **p, uint64_t *v)
 {
@@ -203,7 +161,7 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 	char name[16];
 	unsigned i;
 
-	printf("%s (device %u): %s, %u queue%s\n", s->device, s->id, s->image, st->nq,
+	printf("%s (device %u): %s, %u queue%s\n", s->device, s->id, s->opt.image_abs, st->nq,
 	       st->nq == 1 ? "" : "s");
 	printf("%-6s %10s %10s %8s %8s %8s %12s %12s %6s %6s %6s\n", "queue", "reads", "writes",
 	       "flushes", "discards", "zeroes", "read bytes", "written", "flight", "wait",
@@ -233,7 +191,7 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 
 static int stats_of(unsigned id, bool json)
 {
-	static char reply[STATS_REPLY_MAX];
+	static char reply[UQ_CTL_ANSWER_MAX];
 	struct stats st = { 0 };
 	struct uq_state s;
 	int ret;
@@ -244,17 +202,17 @@ static int stats_of(unsigned id, bool json)
 		uq_err("device %u: its daemon (pid %d) is not running", id, s.pid);
 		return UQ_EXIT_FAIL;
 	}
-	ret = ask(id, reply, sizeof(reply));
+	ret = uq_control_request(id, UQ_CTL_STATS, reply, sizeof(reply), STATS_TIMEOUT_MS);
 	if (ret < 0) {
 		uq_err("device %u: control socket: %s", id, strerror(-ret));
 		return UQ_EXIT_FAIL;
 	}
-	*strchr(reply, '\n') = '\0';
-	if (strncmp(reply, "ok ", 3)) {
-		uq_err("device %u: %s", id, !strncmp(reply, "error ", 6) ? reply + 6 : reply);
+	if (strncmp(reply, UQ_CTL_OK " ", strlen(UQ_CTL_OK " "))) {
+		uq_err("device %u: %s", id, !strncmp(reply, UQ_CTL_ERROR, strlen(UQ_CTL_ERROR)) ?
+		       reply + strlen(UQ_CTL_ERROR) : reply);
 		return UQ_EXIT_FAIL;
 	}
-	ret = parse(reply + 3, &st);
+	ret = parse(reply + strlen(UQ_CTL_OK " "), &st);
 	if (ret < 0)
 		uq_err("device %u: the daemon's answer is not what this ublk-qcow reads (%s)",
 		       id, ret == -ENOMEM ? "out of memory" : "another version?");

@@ -3,7 +3,7 @@
  * ublk-qcow: serve a qcow2 image as /dev/ublkbN through the kernel's ublk
  * driver.  Declarations shared by the daemon's source files:
  *
- *   main.c    command line, usage, dispatch to open / list / close
+ *   main.c    command line, usage, dispatch to open / list / close / ...
  *   log.c     messages: stderr, the start-up pipe of a daemonizing open, syslog
  *   ctrl.c    the control ring on /dev/ublk-control (SQE128, encoded opcodes)
  *   daemon.c  "open": image, lock, device setup, daemonizing, signals, shutdown
@@ -12,6 +12,8 @@
  *   io.c      the per-tag request state machine (READ/WRITE/FLUSH/...)
  *   state.c   state files under /run/ublk-qcow, "list" and "close"
  *   control.c the control socket: live snapshots, with the queues quiesced
+ *   shared/   what qcow-tool uses too: the run directory and state files,
+ *             the control socket's protocol, the option types, numbers
  *
  * The engine (include/qcow/engine.h) is single threaded: every call into it
  * happens under dev->engine_lock, held only around the call itself.
@@ -32,12 +34,13 @@
 
 #include "qcow/engine.h"
 #include "ublk/ublk_abi.h"
+#include "shared/control.h"
+#include "shared/number.h"
+#include "shared/opts.h"
+#include "shared/state.h"
 
 #define UQ_PROG			"ublk-qcow"
-#define UQ_DEFAULT_QUEUES	1
-#define UQ_DEFAULT_DEPTH	64
 #define UQ_MAX_IO_BYTES		(512U << 10)
-#define UQ_DEFAULT_RUN_DIR	"/run/ublk-qcow"
 #define UQ_CONTROL_PATH		"/dev/ublk-control"
 
 /* Exit codes (documented in ublk-qcow.8). */
@@ -83,67 +86,8 @@ int uq_ctrl_start_recovery(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_end_recovery(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
 
 /* -------------------------------------------------------------- options */
-/* --zero-copy: what open asks the kernel for. */
-enum uq_zc_mode {
-	UQ_ZC_AUTO,			/* the best the kernel offers */
-	UQ_ZC_ON,			/* zero copy (auto registration if offered), or fail */
-	UQ_ZC_OFF,			/* copy mode */
-	UQ_ZC_REGISTER,			/* zero copy, a REGISTER_IO_BUF per request */
-};
-
-/* --cache, with qemu's names: how the image file is opened. */
-enum uq_cache_opt {
-	UQ_CACHE_OPT_DEFAULT,		/* none where direct IO works, else writeback */
-	UQ_CACHE_OPT_NONE,		/* O_DIRECT, or fail */
-	UQ_CACHE_OPT_WRITEBACK,		/* the page cache */
-};
-
-/* What the device got: list and the state file show these names. */
-enum uq_cache_mode {
-	UQ_CACHE_NONE,			/* O_DIRECT */
-	UQ_CACHE_WRITEBACK,		/* asked for */
-	UQ_CACHE_WRITEBACK_FALLBACK,	/* the default, where direct IO does not work */
-};
-
-static inline const char *uq_cache_mode_name(enum uq_cache_mode m)
-{
-	return m == UQ_CACHE_NONE ? "none" :
-	       m == UQ_CACHE_WRITEBACK ? "writeback" : "writeback-fallback";
-}
-
-/*
- * How request data moves between the kernel and the image: what the device
- * got from ADD_DEV, and the names list and the state file show.
- */
-enum uq_data_mode {
-	UQ_DATA_COPY,			/* per-tag buffers registered with io_uring */
-	UQ_DATA_ZERO_COPY,		/* request pages, REGISTER_IO_BUF per request */
-	UQ_DATA_AUTO_BUF_REG,		/* request pages, registered by the driver */
-};
-
-static inline const char *uq_data_mode_name(enum uq_data_mode m)
-{
-	return m == UQ_DATA_AUTO_BUF_REG ? "auto-buf-reg" :
-	       m == UQ_DATA_ZERO_COPY ? "zero-copy" : "copy";
-}
-
-struct uq_open_opts {
-	const char *image;		/* as given on the command line */
-	char image_abs[PATH_MAX];	/* resolved: the daemon chdirs to / */
-	char image_path[PATH_MAX];	/* absolute, symlinks kept: the engine's name
-					 * for it, against whose directory a relative
-					 * backing file name resolves (as QEMU's) */
-	unsigned queues;
-	unsigned depth;
-	enum uq_zc_mode zero_copy;
-	enum uq_cache_opt cache;
-	bool read_only;
-	bool foreground;
-	bool recoverable;		/* ADD_DEV with USER_RECOVERY (and REISSUE) */
-	int recover_id;			/* "recover": the device to take over; -1 for "open" */
-	const char *snapshot;		/* --snapshot: serve this snapshot (read-only) */
-	uint64_t l2_cache;		/* 0: the engine's default */
-};
+/* The option and mode types, their names and struct uq_open_opts are
+ * shared/opts.h's: the state file (shared/state.h) keeps them. */
 
 /* ------------------------------------------------------- device, queues */
 struct uq_queue;
@@ -451,36 +395,16 @@ void uq_io_woken(struct uq_queue *q);
 void uq_io_quiesce_step(struct uq_queue *q);
 
 /* --------------------------------------------------------------- state.c */
-struct uq_state {
-	unsigned id;
-	int pid;
-	char device[64];
-	char image[PATH_MAX];
-	unsigned queues;
-	unsigned depth;
-	char mode[16];			/* uq_data_mode_name(): copy, zero-copy, auto-buf-reg */
-	char cache[24];			/* uq_cache_mode_name(): none, writeback, ... */
-	char snapshot[256];		/* the snapshot served, "" for the active image */
-	bool read_only;
-	bool recoverable;		/* "recover" can take the device over */
-	uint64_t l2_cache;		/* as given to open; 0: the default */
-	char state[16];			/* starting / live / stopping / failed */
-	char error[512];		/* "failed" only */
-};
-
-const char *uq_run_dir(void);
-int uq_state_write(struct uq_dev *dev, const char *state, const char *error);
+/* dev's state file (shared/state.h), in life state life (error: "failed"'s
+ * message, else NULL): 0 or -errno (logged). */
+int uq_state_write(struct uq_dev *dev, enum uq_life life, const char *error);
 void uq_state_remove(struct uq_dev *dev);
-/* Parse one state file's text (NUL terminated) into *s: 0 or -EINVAL. */
-int uq_parse_state(const char *text, struct uq_state *s);
+/* The state file of device id: 0, -ENOENT, or another -errno (logged). */
+int uq_state_load(unsigned id, struct uq_state *s);
 int uq_cmd_list(int argc, char **argv);
 int uq_cmd_close(int argc, char **argv);
 /* stats.c */
 int uq_cmd_stats(int argc, char **argv);
-/* The state file of device id: 0, -ENOENT, or another -errno (logged). */
-int uq_state_load(unsigned id, struct uq_state *s);
-/* Is pid a running ublk-qcow daemon? */
-bool uq_daemon_alive(int pid);
 
 /* The one operand left after getopt, ID or /dev/ublkbN (a message when it is
  * neither); -EINVAL when it is not exactly one such. */
@@ -491,7 +415,6 @@ int uq_target_arg(int argc, char **argv, unsigned *id);
 int uq_output_opts(int argc, char **argv, const char *use, bool *json);
 
 /* ------------------------------------------------------------- control.c */
-int uq_control_path(unsigned id, char *out, size_t len);
 int uq_control_open(struct uq_dev *dev);
 void uq_control_close(struct uq_dev *dev);
 /* Accept one client on the listening socket and answer its request. */
@@ -500,9 +423,5 @@ void uq_control_serve_one(struct uq_dev *dev);
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);
 int uq_cmd_recover(int argc, char **argv);
-
-/* ----------------------------------------------------------------- main.c */
-int uq_parse_size(const char *s, uint64_t *out);
-int uq_parse_uint(const char *s, unsigned min, unsigned max, unsigned *out);
 
 #endif /* UBLK_QCOW_H */

@@ -64,7 +64,7 @@ struct bench_args {
 static int bench_number(const char *what, const char *arg, uint64_t min, uint64_t max,
 			uint64_t *out)
 {
-	if (parse_size(arg, false, out) || *out < min || *out > max) {
+	if (uq_parse_size(arg, false, out) || *out < min || *out > max) {
 		tool_usage_error("bench", "Invalid %s specified: '%s'", what, arg);
 		return -1;
 	}

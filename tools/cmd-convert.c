@@ -305,7 +305,7 @@ static int convert_copy(struct convert_state *s)
 
 static int convert_parse_sparse(const char *arg, uint64_t *out)
 {
-	if (parse_size(arg, false, out) || *out % 512 || *out > CONVERT_CHUNK)
+	if (uq_parse_size(arg, false, out) || *out % 512 || *out > CONVERT_CHUNK)
 		return tool_usage_error("convert", "-S: invalid sparse size '%s' (a multiple "
 					"of 512 up to 2M, or 0)", arg);
 	return 0;

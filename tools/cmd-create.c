@@ -135,7 +135,7 @@ static int create_build_request(const struct create_args *a, struct create_reque
 		return -1;
 	}
 	if (a->size) {
-		if (parse_size(a->size, false, &req->opts.size)) {
+		if (uq_parse_size(a->size, false, &req->opts.size)) {
 			tool_error("Invalid image size specified: '%s'. You may use k, M, G, "
 				   "T, P or E suffixes (powers of 1024).", a->size);
 			return -1;

@@ -88,11 +88,11 @@ static int io_parse_range(const char *cmd, int argc, char **argv,
 		tool_error("%s: expecting OFFSET and LENGTH (try 'help')", cmd);
 		return -1;
 	}
-	if (parse_size(argv[optind], true, off)) {
+	if (uq_parse_size(argv[optind], true, off)) {
 		tool_error("%s: non-numeric offset argument -- %s", cmd, argv[optind]);
 		return -1;
 	}
-	if (parse_size(argv[optind + 1], true, len)) {
+	if (uq_parse_size(argv[optind + 1], true, len)) {
 		tool_error("%s: non-numeric length argument -- %s", cmd, argv[optind + 1]);
 		return -1;
 	}

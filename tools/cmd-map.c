@@ -214,7 +214,7 @@ static int map_walk(struct disk *d, const struct map_args *a)
 
 static int map_parse_number(const char *opt, const char *arg, uint64_t *out)
 {
-	if (parse_size(arg, false, out) == 0)
+	if (uq_parse_size(arg, false, out) == 0)
 		return 0;
 	return tool_usage_error("map", "%s: invalid value '%s'", opt, arg);
 }

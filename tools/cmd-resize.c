@@ -32,7 +32,7 @@ static int resize_target(const char *arg, uint64_t cur, uint64_t *out)
 
 	if (*arg == '+' || *arg == '-')
 		sign = *arg++ == '+' ? 1 : -1;
-	if (parse_size(arg, false, &n))
+	if (uq_parse_size(arg, false, &n))
 		return tool_usage_error("resize", "Invalid image size specified: '%s'", arg);
 	if (sign < 0 && n > cur) {
 		tool_error("New image size must be positive");

@@ -14,6 +14,7 @@
 #include "disk.h"
 #include "json.h"
 #include "live.h"
+#include "src/shared/control.h"
 #include "options.h"
 #include "tool.h"
 
@@ -293,21 +294,27 @@ int tool_load_snapshot(struct disk *d, const char *param)
  */
 static int do_live(const struct snap_args *a, const struct live_device *dev)
 {
-	static const char *const verbs[] = { [SNAP_CREATE] = "create", [SNAP_APPLY] = "apply",
-					     [SNAP_DELETE] = "delete" };
-	char request[1200], answer[2048];
+	static const char *const verbs[] = { [SNAP_CREATE] = UQ_CTL_CREATE,
+					     [SNAP_APPLY] = UQ_CTL_APPLY,
+					     [SNAP_DELETE] = UQ_CTL_DELETE };
+	char request[UQ_CTL_REQUEST_MAX], answer[2048];
 	int ret;
 
-	snprintf(request, sizeof(request), "snapshot %s %s", verbs[a->action], a->name);
+	if (snprintf(request, sizeof(request), UQ_CTL_SNAPSHOT "%s %s", verbs[a->action],
+		     a->name) >= (int)sizeof(request)) {
+		tool_error("%s: snapshot name too long for the daemon's control socket", a->path);
+		return -1;
+	}
 	ret = live_request(dev, request, answer, sizeof(answer));
 	if (ret < 0) {
 		tool_error("%s: served as %s, but its daemon did not answer: %s", a->path,
 			   dev->device, strerror(-ret));
 		return -1;
 	}
-	if (strncmp(answer, "ok", 2)) {
+	if (strncmp(answer, UQ_CTL_OK, strlen(UQ_CTL_OK))) {
 		tool_error("%s (served as %s): %s", a->path, dev->device,
-			   !strncmp(answer, "error ", 6) ? answer + 6 : answer);
+			   !strncmp(answer, UQ_CTL_ERROR, strlen(UQ_CTL_ERROR)) ?
+			   answer + strlen(UQ_CTL_ERROR) : answer);
 		return -1;
 	}
 	if (!a->quiet)

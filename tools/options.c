@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * qcow-tool option parsing. Sizes follow qemu's rules (qemu_strtosz) so that
- * a qemu-img or qemu-io command line means the same thing here.
+ * qcow-tool option parsing. Sizes are src/shared/number.h's (qemu's rules,
+ * qemu_strtosz), so that a qemu-img or qemu-io command line means the same
+ * thing here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -11,90 +12,6 @@
 
 #include "qcow/format.h"
 #include "options.h"
-
-/* Multiplier for a size suffix, 0 when c is not one. */
-static uint64_t suffix_multiplier(char c, bool sectors)
-{
-	switch (c) {
-	case 'b': case 'B': return 1;
-	case 'k': case 'K': return 1ULL << 10;
-	case 'm': case 'M': return 1ULL << 20;
-	case 'g': case 'G': return 1ULL << 30;
-	case 't': case 'T': return 1ULL << 40;
-	case 'p': case 'P': return 1ULL << 50;
-	case 'e': case 'E': return 1ULL << 60;
-	case 's': case 'S': return sectors ? 512 : 0;
-	default: return 0;
-	}
-}
-
-/* Decimal fraction digits at *p (after the dot) times mul, rounded down. */
-static int parse_fraction(const char **p, uint64_t mul, uint64_t *out)
-{
-	const char *s = *p, *e;
-	uint64_t carry = 0;
-
-	if (*s < '0' || *s > '9')
-		return -EINVAL;
-	for (e = s; *e >= '0' && *e <= '9'; e++)
-		;
-	*p = e;
-	/*
-	 * Exact, whatever the number of digits: from the last digit up,
-	 * carry = floor(mul * 0.d_k...d_n). carry < mul <= 2^60, so
-	 * d * mul + carry < 10 * 2^60 never overflows. (Splitting num * mul
-	 * as (mul / den) * num + (mul % den) * num / den did: "30.00400000001T"
-	 * came out 369 MB short.)
-	 */
-	while (e-- > s)
-		carry = ((uint64_t)(*e - '0') * mul + carry) / 10;
-	*out = carry;
-	return 0;
-}
-
-int parse_size(const char *str, bool sectors, uint64_t *out)
-{
-	const char *p = str;
-	uint64_t val, mul = 1, frac = 0;
-	bool hex, has_frac;
-	char *end;
-
-	if (*p < '0' || *p > '9')
-		return -EINVAL;     /* no sign, no blanks */
-	hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
-	errno = 0;
-	val = strtoull(p, &end, hex ? 16 : 10);
-	if (errno || end == p + (hex ? 2 : 0))
-		return errno == ERANGE ? -ERANGE : -EINVAL;
-	p = end;
-	has_frac = *p == '.';
-	if (has_frac) {
-		if (hex)
-			return -EINVAL;
-		p++;
-	}
-	if (*p && !has_frac) {
-		mul = suffix_multiplier(*p, sectors);
-		if (!mul || p[1])
-			return -EINVAL;
-	} else if (has_frac) {
-		const char *digits = p;
-
-		while (*p >= '0' && *p <= '9')
-			p++;
-		/* A fraction needs a unit: "1.5" bytes is meaningless. */
-		mul = *p ? suffix_multiplier(*p, sectors) : 0;
-		if (mul <= 1 || p[1])
-			return -EINVAL;
-		p = digits;
-		if (parse_fraction(&p, mul, &frac))
-			return -EINVAL;
-	}
-	if (val > (UINT64_MAX - frac) / mul)
-		return -ERANGE;
-	*out = val * mul + frac;
-	return 0;
-}
 
 int parse_pattern(const char *str, unsigned char *out)
 {
@@ -161,7 +78,7 @@ static int set_cluster_size(struct create_request *req, const char *val,
 	uint64_t v;
 	unsigned bits;
 
-	if (parse_size(val, false, &v) == 0) {
+	if (uq_parse_size(val, false, &v) == 0) {
 		for (bits = QCOW_MIN_CLUSTER_BITS; bits <= QCOW_MAX_CLUSTER_BITS; bits++) {
 			if (v == 1ULL << bits) {
 				req->opts.cluster_bits = bits;
@@ -227,7 +144,7 @@ static int set_bool(const char *key, const char *val, bool *out,
 static int set_size(struct create_request *req, const char *val,
 		    char *err, size_t errlen)
 {
-	if (parse_size(val, false, &req->opts.size) == 0) {
+	if (uq_parse_size(val, false, &req->opts.size) == 0) {
 		req->size_given = true;
 		return 0;
 	}

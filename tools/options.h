@@ -11,13 +11,7 @@
 #include <stdint.h>
 
 #include "qcow/engine.h"
-
-/*
- * A byte count: decimal (optionally with a fraction) or 0x hex, then an
- * optional suffix B, K, M, G, T, P, E (powers of 1024, either case).
- * With sectors, 'S'/'s' means 512-byte sectors as well. 0 or -EINVAL/-ERANGE.
- */
-int parse_size(const char *str, bool sectors, uint64_t *out);
+#include "src/shared/number.h"     /* sizes: uq_parse_size */
 
 /* A pattern byte: decimal, 0x hex or 0 octal, 0..255. 0 or -EINVAL. */
 int parse_pattern(const char *str, unsigned char *out);

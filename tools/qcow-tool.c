@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * qcow-tool: offline qcow2 image utility with qemu-img's command line
- * conventions. This file dispatches to the commands (tools/cmd-*.c).
+ * conventions. This file dispatches to the commands (tools/cmd-*.c); it
+ * holds main() and nothing else a command or a fuzzer links with.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,57 +38,6 @@ static const struct command commands[] = {
 };
 
 #define NB_COMMANDS (sizeof(commands) / sizeof(commands[0]))
-
-void tool_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fflush(stdout);     /* keep stdout and stderr in order on a terminal */
-	fprintf(stderr, TOOL_NAME ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-int tool_usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fflush(stdout);
-	fprintf(stderr, TOOL_NAME ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '" TOOL_NAME "%s%s --help' for more information.\n",
-		cmd ? " " : "", cmd ? cmd : "");
-	return EXIT_ERROR;
-}
-
-int tool_getopt_error(const char *cmd, int c, char **argv)
-{
-	const char *arg = optind > 0 ? argv[optind - 1] : "";
-
-	if (c == ':')
-		return tool_usage_error(cmd, "option '%s' requires an argument", arg);
-	if (optopt && strncmp(arg, "--", 2))
-		return tool_usage_error(cmd, "invalid option -- '%c'", optopt);
-	return tool_usage_error(cmd, "unrecognized option '%s'", arg);
-}
-
-int parse_output_format(const char *cmd, const char *arg, enum output_format *out)
-{
-	if (!strcmp(arg, "human")) {
-		*out = OUTPUT_HUMAN;
-		return 0;
-	}
-	if (!strcmp(arg, "json")) {
-		*out = OUTPUT_JSON;
-		return 0;
-	}
-	tool_usage_error(cmd, "--output: unknown format '%s' (use human or json)", arg);
-	return -1;
-}
 
 static void usage(void)
 {

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * Fuzz target "state": the daemon's parsers of text it reads back. The
- * first byte of the input picks the parser, the rest is the text:
+ * Fuzz target "state": the shared layer's parsers of text that the daemon
+ * and qcow-tool read back or are given (src/shared/). The first byte of
+ * the input picks the parser, the rest is the text:
  *
- *   j  uq_parse_state (src/state.c): a state file. Every field must come
- *      out terminated, and what parsed must survive a write (the daemon's
- *      JSON spelling, redone here) and a second parse unchanged.
- *   z  uq_parse_size (src/main.c: --l2-cache), against a reference
- *   u  uq_parse_uint (src/main.c: -q, -d, --timeout, device ids), against
- *      a reference, with the ranges the daemon uses
+ *   j  uq_state_parse (src/shared/state.c): a state file. Every string
+ *      field must come out terminated, and what parsed must survive the
+ *      writer (uq_state_print) and a second parse unchanged, field for
+ *      field: both printed the same.
+ *   z  uq_parse_size (src/shared/number.c: --l2-cache; qemu's grammar),
+ *      with and without sectors, against ref-size.h
+ *   u  uq_parse_uint (-q, -d, --timeout, device ids, state file counts),
+ *      with the ranges the daemon uses, and uq_parse_u64, against a
+ *      reference
  *   anything else: all three on the whole input
  *
  * The text is copied into a buffer of exactly its length plus the NUL, so
@@ -17,10 +21,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fuzz.h"
-#include "src/ublk-qcow.h"
+#include "ref-size.h"
+#include "src/shared/number.h"
+#include "src/shared/state.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -37,86 +44,84 @@ static bool terminated(const char *s, size_t len)
 	return memchr(s, '\0', len) != NULL;
 }
 
-/* The daemon's json_state(), into a buffer. */
-static size_t put_str(char *out, size_t pos, const char *s)
+/* The field types that are strings (char arrays): the rest are numbers. */
+static bool is_string_type(const char *type)
 {
-	out[pos++] = '"';
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\') {
-			out[pos++] = '\\';
-			out[pos++] = (char)c;
-		} else if (c < 0x20) {
-			pos += (size_t)sprintf(out + pos, "\\u%04x", c);
-		} else {
-			out[pos++] = (char)c;
-		}
-	}
-	out[pos++] = '"';
-	return pos;
+	return !strcmp(type, "PATH") || !strcmp(type, "NAME") || !strcmp(type, "DEVICE") ||
+	       !strcmp(type, "ERROR");
 }
 
-static char *write_state(const struct uq_state *s)
-{
-	/* every byte of a string can take 6 to escape */
-	size_t cap = 6 * sizeof(*s) + 512, pos = 0;
-	char *out = malloc(cap);
+#define TERMINATED(type, member)					\
+	ok = ok && (!is_string_type(#type) ||				\
+		    terminated((const char *)&s->member, sizeof(s->member)));
+#define STATE_TERMINATED(type, f, key)	TERMINATED(type, f)
+#define OPT_TERMINATED(type, f, key)	TERMINATED(type, opt.f)
 
-	if (!out)
+/* Every string field of s, from the same lists the parser's table is made of. */
+static bool all_terminated(const struct uq_state *s)
+{
+	bool ok = true;
+
+	UQ_STATE_FIELDS(STATE_TERMINATED)
+	UQ_KEPT_OPTS(OPT_TERMINATED)
+	return ok;
+}
+
+/* The writer's text of s (malloc'ed). */
+static char *print_state(const struct uq_state *s)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
 		abort();
-	pos += (size_t)sprintf(out + pos, "{\"id\":%u,\"pid\":%d,\"device\":", s->id, s->pid);
-	pos = put_str(out, pos, s->device);
-	pos += (size_t)sprintf(out + pos, ",\"image\":");
-	pos = put_str(out, pos, s->image);
-	pos += (size_t)sprintf(out + pos, ",\"queues\":%u,\"depth\":%u,\"mode\":", s->queues,
-			       s->depth);
-	pos = put_str(out, pos, s->mode);
-	pos += (size_t)sprintf(out + pos, ",\"read_only\":%s,\"state\":",
-			       s->read_only ? "true" : "false");
-	pos = put_str(out, pos, s->state);
-	if (s->error[0]) {
-		pos += (size_t)sprintf(out + pos, ",\"error\":");
-		pos = put_str(out, pos, s->error);
-	}
-	out[pos++] = '}';
-	out[pos] = '\0';
-	return out;
+	FUZZ_ASSERT(uq_state_print(f, s) == 0, "uq_state_print failed");
+	if (fclose(f) != 0)
+		abort();
+	FUZZ_ASSERT(strlen(text) == len && !strchr(text, '\n'), "not one line: %s", text);
+	return text;
 }
 
 static void fuzz_state(const char *text)
 {
 	struct uq_state *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
-	char *again;
+	char *once, *twice;
 	int ret;
 
 	if (!a || !b)
 		abort();
 	memset(a, 0x5a, sizeof(*a));
-	ret = uq_parse_state(text, a);
-	FUZZ_ASSERT(ret == 0 || ret == -EINVAL, "uq_parse_state returned %d", ret);
+	ret = uq_state_parse(text, a);
+	FUZZ_ASSERT(ret == 0 || ret == -EINVAL, "uq_state_parse returned %d", ret);
 	if (ret == 0) {
-		FUZZ_ASSERT(terminated(a->device, sizeof(a->device)) &&
-			    terminated(a->image, sizeof(a->image)) &&
-			    terminated(a->mode, sizeof(a->mode)) &&
-			    terminated(a->state, sizeof(a->state)) &&
-			    terminated(a->error, sizeof(a->error)), "a field is not terminated");
-		again = write_state(a);
-		ret = uq_parse_state(again, b);
-		FUZZ_ASSERT(ret == 0, "the daemon's own spelling does not parse: %s", again);
-		FUZZ_ASSERT(a->id == b->id && a->pid == b->pid && a->queues == b->queues &&
-			    a->depth == b->depth && a->read_only == b->read_only &&
-			    !strcmp(a->device, b->device) && !strcmp(a->image, b->image) &&
-			    !strcmp(a->mode, b->mode) && !strcmp(a->state, b->state) &&
-			    !strcmp(a->error, b->error),
-			    "parse, write, parse changed the state: %s", again);
-		free(again);
+		FUZZ_ASSERT(all_terminated(a), "a field is not terminated");
+		once = print_state(a);
+		ret = uq_state_parse(once, b);
+		FUZZ_ASSERT(ret == 0, "the writer's own text does not parse: %s", once);
+		twice = print_state(b);
+		FUZZ_ASSERT(!strcmp(once, twice), "parse, write, parse changed the state: %s, "
+			    "then %s", once, twice);
+		free(once);
+		free(twice);
 	}
 	free(a);
 	free(b);
 }
 
 /* ----------------------------------------------------------- numbers */
+
+static void fuzz_size(const char *s, bool sectors)
+{
+	uint64_t got = 0x5a5a5a5a5a5a5a5aULL, lo, hi;
+	int ret = uq_parse_size(s, sectors, &got), want = ref_size(s, sectors, &lo, &hi);
+
+	FUZZ_ASSERT(ret == want, "uq_parse_size(\"%s\", %d) returned %d, expected %d", s,
+		    sectors, ret, want);
+	FUZZ_ASSERT(ret < 0 || (got >= lo && got <= hi),
+		    "uq_parse_size(\"%s\", %d) = %llu, expected %llu..%llu", s, sectors,
+		    (unsigned long long)got, (unsigned long long)lo, (unsigned long long)hi);
+}
 
 /* At least one decimal digit at *p, read into *v and skipped: 0, or
  * -EINVAL for none or a value past UINT64_MAX. */
@@ -133,44 +138,8 @@ static int ref_digits(const char **p, unsigned __int128 *v)
 	return 0;
 }
 
-/* What uq_parse_size must do, written independently. */
-static int ref_size(const char *s, uint64_t *out)
-{
-	unsigned __int128 v;
-	unsigned shift = 0;
-	const char *p = s;
-
-	if (ref_digits(&p, &v) < 0)
-		return -EINVAL;
-	if (*p) {
-		switch (*p) {
-		case 'k': case 'K': shift = 10; break;
-		case 'm': case 'M': shift = 20; break;
-		case 'g': case 'G': shift = 30; break;
-		default: return -EINVAL;
-		}
-		p++;
-		if (*p && strcasecmp(p, "iB") && strcasecmp(p, "B"))
-			return -EINVAL;
-	}
-	v <<= shift;
-	if (v > UINT64_MAX)
-		return -EINVAL;
-	*out = (uint64_t)v;
-	return 0;
-}
-
-static void fuzz_size(const char *s)
-{
-	uint64_t got = 0, want = 0;
-	int ret = uq_parse_size(s, &got), ref = ref_size(s, &want);
-
-	FUZZ_ASSERT(ret == ref, "uq_parse_size(\"%s\") returned %d, expected %d", s, ret, ref);
-	FUZZ_ASSERT(ret < 0 || got == want, "uq_parse_size(\"%s\") = %llu, expected %llu", s,
-		    (unsigned long long)got, (unsigned long long)want);
-}
-
-static int ref_uint(const char *s, unsigned min, unsigned max, unsigned *out)
+/* A count in [min, max], as uq_parse_uint and uq_parse_u64 must read it. */
+static int ref_count(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	unsigned __int128 v;
 	const char *p = s;
@@ -179,7 +148,7 @@ static int ref_uint(const char *s, unsigned min, unsigned max, unsigned *out)
 		return -EINVAL;
 	if (*p || v < min || v > max)
 		return -EINVAL;
-	*out = (unsigned)v;
+	*out = (uint64_t)v;
 	return 0;
 }
 
@@ -189,18 +158,31 @@ static void fuzz_uint(const char *s)
 	static const unsigned ranges[][2] = {
 		{ 1, 64 }, { 1, 4096 }, { 1, 86400 }, { 0, (1U << 20) - 1 }, { 0, UINT32_MAX },
 	};
+	uint64_t got64 = 0, want = 0;
 	unsigned i;
+	int ret, ref;
 
 	for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
-		unsigned got = 0, want = 0;
-		int ret = uq_parse_uint(s, ranges[i][0], ranges[i][1], &got);
-		int ref = ref_uint(s, ranges[i][0], ranges[i][1], &want);
+		unsigned got = 0;
 
+		ret = uq_parse_uint(s, ranges[i][0], ranges[i][1], &got);
+		ref = ref_count(s, ranges[i][0], ranges[i][1], &want);
 		FUZZ_ASSERT(ret == ref && (ret < 0 || got == want),
-			    "uq_parse_uint(\"%s\", %u, %u) = %d (%u), expected %d (%u)", s,
-			    ranges[i][0], ranges[i][1], ret, got, ref, want);
+			    "uq_parse_uint(\"%s\", %u, %u) = %d (%u), expected %d (%llu)", s,
+			    ranges[i][0], ranges[i][1], ret, got, ref, (unsigned long long)want);
 	}
+	ret = uq_parse_u64(s, &got64);
+	ref = ref_count(s, 0, UINT64_MAX, &want);
+	FUZZ_ASSERT(ret == ref && (ret < 0 || got64 == want),
+		    "uq_parse_u64(\"%s\") = %d (%llu), expected %d (%llu)", s, ret,
+		    (unsigned long long)got64, ref, (unsigned long long)want);
 	FUZZ_ASSERT(uq_parse_uint(NULL, 0, 1, &i) == -EINVAL, "NULL");
+}
+
+static void fuzz_sizes(const char *s)
+{
+	fuzz_size(s, false);
+	fuzz_size(s, true);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -217,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size - 1] = '\0';
 	switch (data[0]) {
 	case 'j': fuzz_state(s); break;
-	case 'z': fuzz_size(s); break;
+	case 'z': fuzz_sizes(s); break;
 	case 'u': fuzz_uint(s); break;
 	default:
 		free(s);
@@ -227,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(s, data, size);
 		s[size] = '\0';
 		fuzz_state(s);
-		fuzz_size(s);
+		fuzz_sizes(s);
 		fuzz_uint(s);
 		break;
 	}

@@ -4,8 +4,8 @@
  * strings. The first byte of the input picks the parser, the rest is the
  * string (up to a NUL):
  *
- *   s  parse_size(str, false)      checked against an exact reference
- *   S  parse_size(str, true)       the same, 's' meaning 512-byte sectors
+ *   s  uq_parse_size(str, false)      checked against an exact reference
+ *   S  uq_parse_size(str, true)       the same, 's' meaning 512-byte sectors
  *   p  parse_pattern(str)          checked against strtol
  *   o  create_request_parse(qcow2) then, when the request is sane, the
  *                                  image it asks for is created (in memory)
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "fuzz.h"
+#include "ref-size.h"
 #include "qcow/format.h"
 #include "tools/disk.h"
 #include "tools/options.h"
@@ -74,106 +75,17 @@ static int quietly(int (*fn)(void *), void *arg)
 
 /* ------------------------------------------------------------- sizes */
 
-static int digit(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : -1;
-}
-
-static int xdigit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static unsigned shift_of(char c, bool sectors)
-{
-	static const char units[] = "bkmgtpe";
-	const char *u;
-
-	if (sectors && (c == 's' || c == 'S'))
-		return 9;
-	u = c ? strchr(units, c | 0x20) : NULL;
-	return u ? 10 * (unsigned)(u - units) : ~0U;
-}
-
-/*
- * The reference: what parse_size must return, written independently. For
- * a fraction it gives a range [*lo, *hi]: exact to 18 digits, the
- * digits after those moving the result by at most one.
- */
-static int ref_size(const char *s, bool sectors, uint64_t *lo, uint64_t *hi)
-{
-	unsigned __int128 v = 0, fnum = 0, fden = 1, mul;
-	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X'), frac = false, rest_zero = true;
-	unsigned sh, nd = 0, nf = 0;
-	const char *p = s + (hex ? 2 : 0);
-
-	if (digit(s[0]) < 0)
-		return -EINVAL;
-	for (; hex ? xdigit(*p) >= 0 : digit(*p) >= 0; p++, nd++) {
-		v = v * (hex ? 16 : 10) + (unsigned)(hex ? xdigit(*p) : digit(*p));
-		if (v > UINT64_MAX)
-			return -ERANGE;         /* strtoull overflows first */
-	}
-	if (hex && !nd)
-		return -EINVAL;
-	if (*p == '.' && !hex) {
-		frac = true;
-		for (p++; digit(*p) >= 0; p++, nf++) {
-			if (nf < 18) {
-				fnum = fnum * 10 + (unsigned)digit(*p);
-				fden *= 10;
-			} else if (*p != '0') {
-				rest_zero = false;
-			}
-		}
-		if (!nf)
-			return -EINVAL;
-	}
-	if (!*p) {
-		if (frac)
-			return -EINVAL;     /* a fraction needs a unit */
-		sh = 0;
-	} else {
-		sh = shift_of(*p, sectors);
-		if (sh == ~0U || p[1] || (frac && sh == 0))
-			return -EINVAL;
-	}
-	mul = (unsigned __int128)1 << sh;
-	v *= mul;
-	*lo = *hi = 0;
-	if (frac) {
-		unsigned __int128 f_lo = fnum * mul / fden;
-		unsigned __int128 f_hi = rest_zero ? f_lo : (fnum + 1) * mul / fden;
-
-		if (v + f_lo > UINT64_MAX)
-			return -ERANGE;
-		*lo = (uint64_t)(v + f_lo);
-		*hi = v + f_hi > UINT64_MAX ? UINT64_MAX : (uint64_t)(v + f_hi);
-		return 0;
-	}
-	if (v > UINT64_MAX)
-		return -ERANGE;
-	*lo = *hi = (uint64_t)v;
-	return 0;
-}
-
 static void fuzz_size(const char *s, bool sectors)
 {
 	uint64_t got = 0x5a5a5a5a5a5a5a5aULL, lo, hi;
-	int ret = parse_size(s, sectors, &got), want = ref_size(s, sectors, &lo, &hi);
+	int ret = uq_parse_size(s, sectors, &got), want = ref_size(s, sectors, &lo, &hi);
 	char human[64];
 
-	FUZZ_ASSERT(ret == want, "parse_size(\"%s\", %d) returned %d, expected %d", s, sectors,
+	FUZZ_ASSERT(ret == want, "uq_parse_size(\"%s\", %d) returned %d, expected %d", s, sectors,
 		    ret, want);
 	if (ret == 0) {
 		FUZZ_ASSERT(got >= lo && got <= hi,
-			    "parse_size(\"%s\", %d) = %llu, expected %llu..%llu", s, sectors,
+			    "uq_parse_size(\"%s\", %d) = %llu, expected %llu..%llu", s, sectors,
 			    (unsigned long long)got, (unsigned long long)lo, (unsigned long long)hi);
 		format_size_human(got, human, sizeof(human));
 		FUZZ_ASSERT(memchr(human, '\0', sizeof(human)) && human[0], "format_size_human");

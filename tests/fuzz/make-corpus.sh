@@ -288,9 +288,11 @@ gen_state() {
 	local d=state
 	rm -rf "${CORPUS:?}/$d"
 	mkdir -p "$CORPUS/$d"
-	# j: a state file (uq_parse_state); z: uq_parse_size; u: uq_parse_uint
+	# j: a state file (uq_state_parse); z: uq_parse_size; u: uq_parse_uint
 	printf 'j{"id":0,"pid":123,"device":"/dev/ublkb0","image":"/abs/vm.qcow2","queues":1,"depth":64,"mode":"copy","read_only":false,"state":"live"}\n' \
 		| seed $d state-live
+	printf 'j{"id":3,"pid":4242,"device":"/dev/ublkb3","queues":2,"depth":64,"mode":"auto-buf-reg","cache":"writeback","state":"live","image":"/tmp/disk.qcow2","image_path":"/tmp/link.qcow2","snapshot":"snap-a","read_only":true,"recoverable":true,"l2_cache":65536,"zero_copy":"register","cache_option":"writeback","queues_option":2,"depth_option":64}\n' \
+		| seed $d state-every-key
 	printf 'j{"id":7,"pid":99,"device":"/dev/ublkb7","image":"/a \\"b\\"\\\\c\\u0001\\u00e9","queues":4,"depth":128,"mode":"zero-copy","read_only":true,"state":"failed","error":"DEL_DEV: -16 (Device or resource busy)\\nx\\ty"}' \
 		| seed $d state-failed
 	printf 'j  { "id" : 1 , "pid":-1,"extra":null,"queues":"x" }  ' | seed $d state-spaces
@@ -298,7 +300,8 @@ gen_state() {
 	printf 'j{"id":' | seed $d state-cut
 	printf 'j{"\\u12' | seed $d state-cut-escape
 	local i=0 v
-	for v in 0 4096 1K 2M 3G 1KiB 1kb 18446744073709551615 17179869184G 1T -1 ' 1'; do
+	for v in 0 4096 1K 2M 3G 1KiB 1kb 18446744073709551615 17179869184G 1T -1 ' 1' \
+		1.5G 0x1000 4s 16E; do
 		i=$((i + 1))
 		printf 'z%s' "$v" | seed $d size-$i
 	done

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The run directory (state.h): where its files are, storing a daemon's
+ * state file whole, reading one back, and finding the daemons that run.
+ * Nothing here prints: each caller says what went wrong in its own words.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state.h"
+
+/* Big enough for any state file: every string escaped at 6 bytes a byte. */
+#define STATE_MAX_BYTES		(128 << 10)
+#define DAEMON_NAME		"ublk-qcow"
+
+const char *uq_run_dir(void)
+{
+	const char *d = getenv("UBLK_QCOW_RUN_DIR");
+
+	return d && *d ? d : UQ_DEFAULT_RUN_DIR;
+}
+
+int uq_run_path(unsigned id, const char *ext, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/%u.%s", uq_run_dir(), id, ext);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* mkdir -p */
+static int make_dir(const char *path)
+{
+	char buf[PATH_MAX];
+	char *p;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int uq_state_store(const struct uq_state *s, char *path, size_t len)
+{
+	char tmp[PATH_MAX + 8];
+	FILE *f;
+	int ret;
+
+	ret = make_dir(uq_run_dir());
+	if (ret == 0)
+		ret = uq_run_path(s->id, "json", path, len);
+	if (ret < 0)
+		return ret;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	ret = uq_state_print(f, s);
+	fputc('\n', f);
+	if (fclose(f) != 0 || ret < 0 || rename(tmp, path) < 0) {
+		ret = ret < 0 ? ret : -errno;
+		unlink(tmp);
+		return ret;
+	}
+	return 0;
+}
+
+static int read_state_file(const char *path, struct uq_state *s)
+{
+	char *buf = malloc(STATE_MAX_BYTES);
+	FILE *f;
+	size_t n;
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	f = fopen(path, "r");
+	if (!f) {
+		ret = -errno;
+		free(buf);
+		return ret;
+	}
+	n = fread(buf, 1, STATE_MAX_BYTES - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	ret = uq_state_parse(buf, s) < 0 ? -EBADMSG : 0;
+	free(buf);
+	return ret;
+}
+
+int uq_state_read(unsigned id, struct uq_state *s)
+{
+	char path[PATH_MAX];
+	int ret = uq_run_path(id, "json", path, sizeof(path));
+
+	return ret < 0 ? ret : read_state_file(path, s);
+}
+
+bool uq_daemon_alive(int pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return errno != ENOENT;	/* no /proc: trust kill() */
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* "pid (comm) S ...": comm may hold spaces and parentheses */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return false;
+	*p = '\0';
+	p = strchr(buf, '(');
+	/* ublk-qcow, or a build of it named ublk-qcow-SOMETHING (ublk-qcow-asan) */
+	return p && !strncmp(p + 1, DAEMON_NAME, strlen(DAEMON_NAME)) &&
+	       (!p[1 + strlen(DAEMON_NAME)] || p[1 + strlen(DAEMON_NAME)] == '-');
+}
+
+static int cmp_state(const void *a, const void *b)
+{
+	const struct uq_state *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* N.json: a state file's name. */
+static bool is_state_name(const char *name)
+{
+	size_t len = strlen(name), i;
+
+	if (len < 6 || strcmp(name + len - 5, ".json"))
+		return false;
+	for (i = 0; i < len - 5; i++)
+		if (!isdigit((unsigned char)name[i]))
+			return false;
+	return true;
+}
+
+/* Append the state in path to *v (n entries) if its daemon runs. */
+static int add_if_running(const char *path, struct uq_state **v, size_t *n, struct uq_state *s)
+{
+	struct uq_state *nv;
+
+	if (read_state_file(path, s) < 0 || !uq_daemon_alive(s->pid))
+		return 0;
+	nv = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[(*n)++] = *s;
+	return 0;
+}
+
+int uq_state_collect(struct uq_state **out, size_t *count)
+{
+	DIR *d = opendir(uq_run_dir());
+	struct uq_state *v = NULL, *s;
+	char path[PATH_MAX + 300];
+	struct dirent *e;
+	size_t n = 0;
+	int ret = 0;
+
+	*out = NULL;
+	*count = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	s = malloc(sizeof(*s));
+	ret = s ? 0 : -ENOMEM;
+	while (ret == 0 && (e = readdir(d))) {
+		if (!is_state_name(e->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", uq_run_dir(), e->d_name);
+		ret = add_if_running(path, &v, &n, s);
+	}
+	closedir(d);
+	free(s);
+	if (ret < 0) {
+		free(v);
+		return ret;
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_state);
+	*out = v;
+	*count = n;
+	return 0;
+}
