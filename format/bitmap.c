@@ -1,14 +1,54 @@
 // SPDX-License-Identifier: MIT
 /*
- * Persistent dirty bitmaps, read only: the bitmaps header extension and the
- * bitmap directory it points at, listed for qcow-tool info as qemu-img info
- * lists them. Nothing here writes; the extension stays one of those
- * header.c keeps verbatim.
+ * Persistent dirty bitmaps: the bitmaps header extension and the bitmap
+ * directory it points at, listed for qcow-tool info as qemu-img info lists
+ * them, and kept up to date by a read-write handle as QEMU keeps them.
  *
  * The extension and the directory come from a file we do not trust: the
  * directory's size is bounded before it is read, and every entry is
  * checked (as qemu checks it, block/qcow2-bitmap.c) before any of it is
- * used, so a hostile directory gives an error naming what is wrong.
+ * used, so a hostile directory gives an error naming what is wrong (and a
+ * read-write open fails with it, as QEMU's does).
+ *
+ * A read-write open (not a check open) of an image whose bitmaps autoclear
+ * bit is set loads every bitmap it must keep: enabled (AUTO), not IN_USE
+ * and without extra data. A bitmap already IN_USE is inconsistent (a
+ * writer died holding it) and stays so, untouched; one with extra data we
+ * do not know is left as it is (the spec's rule); a disabled one never
+ * changes, so it is neither loaded nor marked. The loaded bitmaps are held
+ * whole in memory, at most QCOW_BITMAP_MEM_CAP bytes together (a read-write
+ * open needing more fails, naming the bitmap), so that setting bits is a
+ * memory operation: qcow_bitmaps_mark, called by every write, zero write
+ * and discard with its guest range once it is validated, never does IO
+ * and never allocates (the daemon calls it under the engine lock).
+ *
+ * Crash ordering (doc/design.md 15b). The directory is only ever rewritten
+ * in place, and each rewrite changes one kind of field of whole entries:
+ * table offsets (8 bytes, 8-aligned) or flags (4 bytes at 12 mod 8): such a
+ * field never straddles a 512-byte sector, so a torn rewrite leaves each
+ * field old or new, never half of each.
+ *  B1. Open: the loaded bitmaps get IN_USE in the directory, written in
+ *      place, fsync, before the handle changes anything (the open returns
+ *      only then). Crash right after: QEMU sees them IN_USE (inconsistent),
+ *      as after its own crash; a torn write marks some, and nothing has
+ *      changed yet, so the unmarked ones are still exact.
+ *  B2. Close, after the final flush: each changed bitmap gets new data
+ *      clusters (all-zero ones none: entry 0, as QEMU) and a new table, in
+ *      clusters allocated now, never those the durable directory points
+ *      at; a flush makes them and their refcounts durable. Crash right
+ *      after: the directory still names the old tables, IN_USE: the new
+ *      clusters are leaks.
+ *  B3. The directory with the new table offsets, IN_USE still set, in
+ *      place, fsync. Crash right after (or torn): every entry names its old
+ *      or its new table, both whole and counted, and is IN_USE: leaks only.
+ *  B4. The directory with IN_USE cleared, in place, fsync. Crash right after
+ *      (or torn): an entry without IN_USE names its new table (durable in
+ *      B3), which holds every bit set before the close began; the others
+ *      are still IN_USE.
+ *  B5. The old tables and data clusters of the changed bitmaps are freed
+ *      (deferred) and a flush applies the frees: nothing durable names them
+ *      since B3. Crash before the frees land: leaks.
+ * A failure anywhere leaves the bitmaps IN_USE, as a crash does.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -123,10 +163,18 @@ static bool entry_valid(const struct qcow_image *img, const struct bitmap_dir_en
 	       img->size <= (phys * 8) << e->granularity_bits;
 }
 
+/* What a walk learns of an entry besides its info. */
+struct entry_pos {
+	uint64_t at;                  /* the entry's offset in the directory */
+	bool foreign;                 /* extra data we do not know: left as it is */
+};
+
 /* The entry at *off into *b (its name even when it is invalid, for the
- * message and for the caller to free); *off moves past it. */
+ * message and for the caller to free); *off moves past it. With pos NULL
+ * (info, as qemu) extra data is an error; else such an entry is foreign:
+ * kept, not used, not checked further. */
 static int next_entry(struct qcow_image *img, const struct dir *d, uint64_t *off,
-		      struct qcow_bitmap_info *b)
+		      struct qcow_bitmap_info *b, struct entry_pos *pos)
 {
 	struct bitmap_dir_entry e;
 	uint64_t len;
@@ -144,13 +192,18 @@ static int next_entry(struct qcow_image *img, const struct dir *d, uint64_t *off
 	if (len > d->size - *off)
 		return qcow_set_error(img, -EINVAL, "broken bitmap directory (entry at %" PRIu64
 				      " runs past its end)", *off);
-	if (e.extra_data_size)
+	if (e.extra_data_size && !pos)
 		return qcow_set_error(img, -EINVAL, "bitmap extra data is not supported");
-	b->name = strndup((const char *)d->buf + *off + sizeof(e), e.name_size);
+	b->name = strndup((const char *)d->buf + *off + sizeof(e) + e.extra_data_size,
+			  e.name_size);
 	if (!b->name)
 		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap directory");
+	if (pos) {
+		pos->at = *off;
+		pos->foreign = e.extra_data_size != 0;
+	}
 	*off += len;
-	if (!entry_valid(img, &e))
+	if (!(pos && pos->foreign) && !entry_valid(img, &e))
 		return qcow_set_error(img, -EINVAL, "bitmap '%s' does not satisfy the constraints",
 				      b->name);
 	b->granularity = 1ULL << e.granularity_bits;
@@ -171,7 +224,7 @@ static int walk_dir(struct qcow_image *img, const struct dir *d, struct qcow_bit
 		if (*n == d->nb)
 			return qcow_set_error(img, -EINVAL, "more bitmaps in the directory than the "
 					      "extension says (%" PRIu32 ")", d->nb);
-		ret = next_entry(img, d, &off, &v[*n]);
+		ret = next_entry(img, d, &off, &v[*n], NULL);
 		if (v[*n].name)
 			(*n)++;
 		if (ret < 0)
@@ -216,4 +269,381 @@ void qcow_bitmap_list_free(struct qcow_bitmap_info *v, uint32_t n)
 	for (i = 0; v && i < n; i++)
 		free(v[i].name);
 	free(v);
+}
+
+/* ------------------------------------------------ bitmaps kept up to date */
+
+/* Bitmap table entries (qemu's BME_TABLE_ENTRY_*). */
+#define TABLE_RESERVED  0xff000000000001feULL
+#define TABLE_OFFSET    0x00fffffffffffe00ULL
+#define TABLE_ALL_ONES  1ULL
+
+/* Where the fields a store rewrites lie in an entry. */
+#define ENTRY_TABLE_OFFSET 0
+#define ENTRY_FLAGS        12
+
+/* A bitmap this handle keeps up to date. */
+struct loaded {
+	char *name;
+	uint64_t at;                  /* its entry's offset in the directory */
+	unsigned gran_bits;
+	uint64_t nb_bits;             /* one per granule of the disk */
+	uint64_t table_offset;        /* the durable table */
+	uint32_t table_size;
+	uint64_t *table;              /* its entries, host order (freed by a store) */
+	uint8_t *bits;                /* table_size clusters, bit n in byte n / 8 */
+	uint64_t new_table;           /* B2's table; 0: none */
+	bool changed;                 /* a bit was set since open */
+};
+
+struct qcow_bitmaps {
+	struct dir d;                 /* the directory, as last written */
+	struct loaded *v;
+	uint32_t n;
+	uint64_t mem;                 /* bytes of bits held */
+};
+
+static void loaded_free(struct loaded *b)
+{
+	free(b->name);
+	free(b->table);
+	free(b->bits);
+}
+
+void qcow_bitmaps_free(struct qcow_image *img)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+	uint32_t i;
+
+	if (!bm)
+		return;
+	for (i = 0; i < bm->n; i++)
+		loaded_free(&bm->v[i]);
+	free(bm->v);
+	free(bm->d.buf);
+	free(bm);
+	img->bitmaps = NULL;
+}
+
+bool qcow_bitmaps_present(const struct qcow_image *img)
+{
+	return img->bitmaps != NULL;
+}
+
+/* Is entry i (info b) one a writer keeps: enabled, consistent, known? */
+static bool to_keep(const struct qcow_bitmap_info *b, const struct entry_pos *pos)
+{
+	return !pos->foreign && !(b->flags & QCOW_BITMAP_IN_USE) && (b->flags & QCOW_BITMAP_AUTO);
+}
+
+/* Take entry b into bm->v (its name moves there), sized as qemu sizes it. */
+static int keep(struct qcow_image *img, struct qcow_bitmaps *bm, struct qcow_bitmap_info *b,
+		uint64_t at)
+{
+	struct loaded *l = &bm->v[bm->n];
+	unsigned g = (unsigned)__builtin_ctzll(b->granularity);
+	uint64_t nb_bits = QCOW_DIV_ROUND_UP(img->size, b->granularity);
+	uint64_t need = QCOW_DIV_ROUND_UP(QCOW_DIV_ROUND_UP(nb_bits, 8), img->cluster_size);
+
+	l->name = b->name;
+	b->name = NULL;
+	l->at = at;
+	l->gran_bits = g;
+	l->nb_bits = nb_bits;
+	l->table_offset = b->table_offset;
+	l->table_size = b->table_size;
+	bm->n++;
+	if (b->table_size != need)
+		return qcow_set_error(img, -EINVAL, "bitmap '%s': table of %" PRIu32 " entries "
+				      "(the disk needs %" PRIu64 ")", l->name, b->table_size, need);
+	bm->mem += (uint64_t)l->table_size * img->cluster_size;
+	if (bm->mem > QCOW_BITMAP_MEM_CAP)
+		return qcow_set_error(img, -ENOMEM, "bitmap '%s': the enabled bitmaps need more "
+				      "than %llu MiB of memory to be kept up to date; writing is "
+				      "refused", l->name, QCOW_BITMAP_MEM_CAP >> 20);
+	return 0;
+}
+
+/* Walk the directory, keeping the entries to_keep picks. */
+static int pick(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	struct qcow_bitmap_info b;
+	struct entry_pos pos;
+	uint64_t off = 0;
+	uint32_t seen = 0;
+	int ret = 0;
+
+	bm->v = calloc(bm->d.nb, sizeof(*bm->v));
+	if (!bm->v)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmaps");
+	while (ret == 0 && off < bm->d.size) {
+		if (seen == bm->d.nb)
+			return qcow_set_error(img, -EINVAL, "more bitmaps in the directory than the "
+					      "extension says (%" PRIu32 ")", bm->d.nb);
+		memset(&b, 0, sizeof(b));
+		ret = next_entry(img, &bm->d, &off, &b, &pos);
+		seen++;
+		if (ret == 0 && to_keep(&b, &pos))
+			ret = keep(img, bm, &b, pos.at);
+		free(b.name);
+	}
+	if (ret == 0 && seen != bm->d.nb)
+		ret = qcow_set_error(img, -EINVAL, "fewer bitmaps in the directory (%" PRIu32
+				     ") than the extension says (%" PRIu32 ")", seen, bm->d.nb);
+	return ret;
+}
+
+static int table_entry_check(struct qcow_image *img, const struct loaded *l, uint64_t e,
+			     uint64_t file_size)
+{
+	uint64_t off = e & TABLE_OFFSET;
+
+	if ((e & TABLE_RESERVED) || (off && ((e & TABLE_ALL_ONES) ||
+					     (off & (img->cluster_size - 1)) || off >= file_size)))
+		return qcow_set_error(img, -EINVAL, "bitmap '%s': bad table entry 0x%" PRIx64,
+				      l->name, e);
+	return 0;
+}
+
+/* Bits past the disk's end stay clear (an all-ones cluster sets them). */
+static void clear_tail(struct loaded *l, uint64_t bytes)
+{
+	uint64_t n = l->nb_bits;
+
+	if (n & 7)
+		l->bits[n / 8] &= (uint8_t)((1U << (n & 7)) - 1);
+	memset(l->bits + QCOW_DIV_ROUND_UP(n, 8), 0, bytes - QCOW_DIV_ROUND_UP(n, 8));
+}
+
+/* The table and the data of l, every entry checked. */
+static int load_one(struct qcow_image *img, struct loaded *l, uint64_t file_size)
+{
+	uint64_t cs = img->cluster_size, tbytes = (uint64_t)l->table_size * 8, i;
+	uint64_t bytes = (uint64_t)l->table_size * cs;
+	int ret;
+
+	if (l->table_offset >= file_size || tbytes > file_size - l->table_offset)
+		return qcow_set_error(img, -EINVAL, "bitmap '%s': table lies outside the file",
+				      l->name);
+	l->table = malloc(tbytes);
+	l->bits = calloc(1, bytes);
+	if (!l->table || !l->bits)
+		return qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'", l->name);
+	ret = qcow_pread(img, l->table, tbytes, l->table_offset);
+	for (i = 0; ret == 0 && i < l->table_size; i++) {
+		uint64_t e = be64toh(l->table[i]);
+
+		l->table[i] = e;
+		ret = table_entry_check(img, l, e, file_size);
+		if (ret == 0 && (e & TABLE_OFFSET))
+			ret = qcow_pread(img, l->bits + i * cs, cs, e & TABLE_OFFSET);
+		else if (ret == 0 && (e & TABLE_ALL_ONES))
+			memset(l->bits + i * cs, 0xff, cs);
+	}
+	if (ret == 0)
+		clear_tail(l, bytes);
+	return ret;
+}
+
+static int write_dir(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	int ret = qcow_pwrite(img, bm->d.buf, bm->d.size, bm->d.offset);
+
+	return ret < 0 ? ret : qcow_fsync(img);
+}
+
+static void set_flags(struct qcow_bitmaps *bm, const struct loaded *l, bool in_use)
+{
+	uint32_t f;
+
+	memcpy(&f, bm->d.buf + l->at + ENTRY_FLAGS, 4);
+	f = be32toh(f);
+	f = in_use ? f | QCOW_BITMAP_IN_USE : f & ~QCOW_BITMAP_IN_USE;
+	f = htobe32(f);
+	memcpy(bm->d.buf + l->at + ENTRY_FLAGS, &f, 4);
+}
+
+/* B1: IN_USE on every loaded bitmap, durable before any change. */
+static int mark_in_use(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	uint32_t i;
+
+	if (!bm->n)
+		return 0;
+	for (i = 0; i < bm->n; i++)
+		set_flags(bm, &bm->v[i], true);
+	return write_dir(img, bm);
+}
+
+int qcow_bitmaps_open(struct qcow_image *img)
+{
+	const struct qcow_raw_ext *e = find_ext(img);
+	struct qcow_bitmaps *bm;
+	uint64_t file_size;
+	uint32_t i;
+	int ret;
+
+	if (!e)
+		return 0;
+	bm = calloc(1, sizeof(*bm));
+	if (!bm)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmaps");
+	img->bitmaps = bm;
+	ret = parse_ext(img, e, &bm->d);
+	if (ret == 0)
+		ret = read_dir(img, &bm->d);
+	if (ret == 0)
+		ret = pick(img, bm);
+	if (ret == 0)
+		ret = img->file.ops->get_size(img->file.ctx, &file_size);
+	for (i = 0; ret == 0 && i < bm->n; i++)
+		ret = load_one(img, &bm->v[i], file_size);
+	if (ret == 0)
+		ret = mark_in_use(img, bm);
+	if (ret < 0)
+		qcow_bitmaps_free(img);
+	return ret;
+}
+
+/* Bits first..last of l. */
+static void set_bits(uint8_t *p, uint64_t first, uint64_t last)
+{
+	uint64_t fb = first / 8, lb = last / 8;
+	uint8_t fm = (uint8_t)(0xff << (first & 7)), lm = (uint8_t)(0xff >> (7 - (last & 7)));
+
+	if (fb == lb) {
+		p[fb] |= fm & lm;
+		return;
+	}
+	p[fb] |= fm;
+	memset(p + fb + 1, 0xff, lb - fb - 1);
+	p[lb] |= lm;
+}
+
+void qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+	uint32_t i;
+
+	if (!bm || !len)
+		return;
+	for (i = 0; i < bm->n; i++) {
+		struct loaded *l = &bm->v[i];
+
+		set_bits(l->bits, off >> l->gran_bits, (off + len - 1) >> l->gran_bits);
+		l->changed = true;
+	}
+}
+
+static bool all_zero(const uint8_t *p, uint64_t n)
+{
+	return !p[0] && !memcmp(p, p + 1, n - 1);
+}
+
+/* One data cluster of l: written to a new cluster unless all zero. */
+static int write_piece(struct qcow_image *img, const struct loaded *l, uint64_t i,
+		       uint64_t *entry)
+{
+	const uint8_t *p = l->bits + i * img->cluster_size;
+	int64_t host;
+
+	*entry = 0;
+	if (all_zero(p, img->cluster_size))
+		return 0;
+	host = qcow_alloc_clusters(img, 1);
+	if (host < 0)
+		return (int)host;
+	*entry = htobe64((uint64_t)host);
+	return qcow_pwrite(img, p, img->cluster_size, (uint64_t)host);
+}
+
+/* B2 for l: its data clusters, then its table, all in new clusters. */
+static int write_bitmap(struct qcow_image *img, struct loaded *l)
+{
+	uint64_t cs = img->cluster_size;
+	uint64_t nc = QCOW_DIV_ROUND_UP((uint64_t)l->table_size * 8, cs), i;
+	uint64_t *t = calloc(nc, cs);
+	int64_t host;
+	int ret = t ? 0 : qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'", l->name);
+
+	for (i = 0; ret == 0 && i < l->table_size; i++)
+		ret = write_piece(img, l, i, &t[i]);
+	host = ret < 0 ? ret : qcow_alloc_clusters(img, nc);
+	if (host >= 0)
+		ret = qcow_pwrite(img, t, nc * cs, (uint64_t)host);
+	else
+		ret = (int)host;
+	if (ret == 0)
+		l->new_table = (uint64_t)host;
+	free(t);
+	return ret;
+}
+
+/* B5 for l: its old table and data clusters lose their reference. */
+static int free_old(struct qcow_image *img, const struct loaded *l)
+{
+	uint64_t i;
+	int ret = 0;
+
+	for (i = 0; ret == 0 && i < l->table_size; i++) {
+		if (l->table[i] & TABLE_OFFSET)
+			ret = qcow_free_deferred(img, l->table[i] & TABLE_OFFSET, img->cluster_size);
+	}
+	if (ret == 0)
+		ret = qcow_free_deferred(img, l->table_offset, (uint64_t)l->table_size * 8);
+	return ret;
+}
+
+/* B2 and B3: the changed bitmaps' new tables, then the directory names them. */
+static int store_changed(struct qcow_image *img, struct qcow_bitmaps *bm, bool *any)
+{
+	uint32_t i;
+	int ret = 0;
+
+	*any = false;
+	for (i = 0; ret == 0 && i < bm->n; i++) {
+		if (bm->v[i].changed) {
+			ret = write_bitmap(img, &bm->v[i]);
+			*any = true;
+		}
+	}
+	if (ret < 0 || !*any)
+		return ret;
+	qcow_sync_owed(img, QCOW_SYNC_DATA);
+	ret = qcow_flush(img);
+	for (i = 0; ret == 0 && i < bm->n; i++) {
+		uint64_t t = htobe64(bm->v[i].new_table);
+
+		if (bm->v[i].new_table)
+			memcpy(bm->d.buf + bm->v[i].at + ENTRY_TABLE_OFFSET, &t, 8);
+	}
+	return ret < 0 ? ret : write_dir(img, bm);
+}
+
+int qcow_bitmaps_store(struct qcow_image *img)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+	uint32_t i;
+	bool any;
+	int ret;
+
+	if (!bm || !bm->n)
+		return 0;
+	ret = store_changed(img, bm, &any);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < bm->n; i++)
+		set_flags(bm, &bm->v[i], false);
+	ret = write_dir(img, bm);
+	for (i = 0; ret == 0 && i < bm->n; i++) {
+		if (bm->v[i].new_table)
+			ret = free_old(img, &bm->v[i]);
+	}
+	if (ret == 0 && any)
+		ret = qcow_flush(img);
+	/* stored: nothing is IN_USE any more, so nothing may be marked */
+	for (i = 0; i < bm->n; i++)
+		loaded_free(&bm->v[i]);
+	bm->n = 0;
+	return ret;
 }

@@ -62,12 +62,22 @@ int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, c
 	return 0;
 }
 
-/* Writable image and a range inside the disk. */
+/*
+ * Writable image and a range inside the disk. Every write, zero write and
+ * discard (synchronous or nowait) passes here with the caller's range, so
+ * here the persistent bitmaps get its bits, as QEMU marks every request
+ * whatever it changes; a call repeated after -EAGAIN marks them again,
+ * which changes nothing.
+ */
 static int check_write(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
 {
 	int ret = check_writable(img);
 
-	return ret < 0 ? ret : qcow_check_guest_range(img, off, len, what);
+	if (ret == 0)
+		ret = qcow_check_guest_range(img, off, len, what);
+	if (ret == 0)
+		qcow_bitmaps_mark(img, off, len);
+	return ret;
 }
 
 /* Host offset of the L2 table of L1 entry l1i (0: none), or -EIO if the entry is bad. */
@@ -1146,6 +1156,9 @@ int qcow_write_compressed(struct qcow_image *img, uint64_t off, const void *stre
 	struct l2_info old;
 	int64_t host;
 	int ret = check_write(img, off, 1, "compressed write");
+
+	if (ret == 0)
+		qcow_bitmaps_mark(img, off, QCOW_MIN(img->cluster_size, img->size - off));
 
 	if (ret == 0 && ((off & (img->cluster_size - 1)) || !len || len >= img->cluster_size))
 		ret = qcow_set_error(img, -EINVAL, "compressed write of %zu bytes at 0x%llx: a "

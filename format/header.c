@@ -251,7 +251,8 @@ static int parse_one_ext(struct qcow_image *img, uint32_t type, const uint8_t *d
 	case QCOW_EXT_DATA_FILE:
 		return parse_data_file_ext(img, data, length);
 	default:
-		/* Bitmaps and extensions we do not know: kept verbatim. */
+		/* Bitmaps (whose directory bitmap.c rewrites in place, never
+		 * the extension) and extensions we do not know: kept verbatim. */
 		return keep_unknown_ext(img, type, data, length);
 	}
 }

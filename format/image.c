@@ -327,6 +327,7 @@ static void free_header_fields(struct qcow_image *img)
 static void free_image(struct qcow_image *img)
 {
 	qcow_close(img->backing);
+	qcow_bitmaps_free(img);
 	qcow_flush_free(img);
 	qcow_cache_free(img->l2_cache);
 	qcow_cache_free(img->refcount_cache);
@@ -353,6 +354,8 @@ int qcow_close(struct qcow_image *img)
 		return 0;
 	if (!img->read_only)
 		ret = qcow_flush(img);
+	if (ret == 0 && !img->read_only)
+		ret = qcow_bitmaps_store(img);
 	if (ret == 0)
 		trim_grown_tail(img);
 	free_image(img);
@@ -451,10 +454,13 @@ static int setup_tables(struct qcow_image *img, const struct qcow_open_opts *opt
 	return qcow_refcount_init(img);
 }
 
-/* Read-write open of a dirty image rebuilds the refcounts; autoclear bits
- * we do not maintain (bitmaps included) are cleared, as the spec asks. */
+/* Read-write open of a dirty image rebuilds the refcounts; the bitmaps are
+ * loaded and marked IN_USE (bitmap.c), and autoclear bits we do not
+ * maintain are cleared, as the spec asks (the bitmaps bit too when there
+ * is no extension for it to vouch for). */
 static int repair_on_open(struct qcow_image *img)
 {
+	uint64_t keep;
 	bool rewrite = false;
 	int ret;
 
@@ -469,8 +475,14 @@ static int repair_on_open(struct qcow_image *img)
 		img->incompatible_features &= ~QCOW_INCOMPAT_DIRTY;
 		rewrite = true;
 	}
-	if (img->autoclear_features) {
-		img->autoclear_features = 0;
+	if (img->autoclear_features & QCOW_AUTOCLEAR_BITMAPS) {
+		ret = qcow_bitmaps_open(img);
+		if (ret < 0)
+			return ret;
+	}
+	keep = qcow_bitmaps_present(img) ? QCOW_AUTOCLEAR_BITMAPS : 0;
+	if (img->autoclear_features & ~keep) {
+		img->autoclear_features &= keep;
 		rewrite = true;
 	}
 	if (!rewrite)
@@ -791,6 +803,9 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size)
 	ret = qcow_refuse_if_failed(img);
 	if (ret < 0)
 		return ret;
+	if (qcow_bitmaps_present(img))
+		return qcow_set_error(img, -ENOTSUP, "cannot resize: the image has persistent "
+				      "dirty bitmaps (resizing them is not supported yet)");
 	if (new_size > (uint64_t)INT64_MAX - 511)
 		return qcow_set_error(img, -EFBIG, "size %" PRIu64 " too large", new_size);
 	new_size = QCOW_ALIGN_UP(new_size, 512);

@@ -13,7 +13,7 @@
  *   backing.c     the backing chain: open, map through, read from
  *   check.c       consistency check, leak repair, refcount rebuild
  *   snapshot.c    internal snapshots
- *   bitmap.c      the persistent bitmap directory, read for info
+ *   bitmap.c      persistent dirty bitmaps: listed for info, kept up to date by writers
  *
  * Write ordering (the crash-safety contract, see doc/design.md):
  *   1. guest data and COW fills are written to newly allocated clusters
@@ -293,6 +293,10 @@ struct qcow_image {
 	uint8_t *zero_cluster;        /* 1 cluster of zeros, never written */
 
 	struct qcow_inflight inflight[QCOW_MAX_INFLIGHT];
+
+	/* the persistent bitmaps a read-write handle keeps (bitmap.c); NULL:
+	 * none, or the image has no valid bitmaps extension */
+	struct qcow_bitmaps *bitmaps;
 };
 
 /* Record a message for qcow_error() and return err (a -errno) unchanged.
@@ -460,6 +464,27 @@ int qcow_map_layer(struct qcow_image *img, uint64_t off, uint64_t len,
 /* Inflate one compressed cluster stream (raw deflate, no zlib header). */
 int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
 			    void *out, size_t out_len);
+
+/* -------------------------------------------------------------- bitmap.c */
+
+/* The most memory the bitmaps a read-write handle keeps may take together
+ * (whole bitmaps: 256 MiB is 1 TiB of disk at 512-byte granularity, 128 TiB
+ * at qemu's default 64 KiB). */
+#define QCOW_BITMAP_MEM_CAP (256ULL << 20)
+struct qcow_bitmaps;
+/* Read-write open (the bitmaps autoclear bit set): load the bitmaps to
+ * keep and mark them IN_USE on disk (rule B1). Fails on a damaged
+ * directory, or past QCOW_BITMAP_MEM_CAP. No extension: nothing. */
+int qcow_bitmaps_open(struct qcow_image *img);
+/* Does the handle keep a bitmaps extension (so the autoclear bit stays)? */
+bool qcow_bitmaps_present(const struct qcow_image *img);
+/* A write, zero write or discard of [off, off+len): set the bits of every
+ * kept bitmap. Memory only: no IO, no allocation. */
+void qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len);
+/* Close, after the final flush: write the changed bitmaps back and clear
+ * IN_USE (rules B2-B5). Nothing may be marked after it. */
+int qcow_bitmaps_store(struct qcow_image *img);
+void qcow_bitmaps_free(struct qcow_image *img);
 
 /* ------------------------------------------------------------- helpers */
 

@@ -682,7 +682,8 @@ struct qcow_crypto_info {
  * naming what is wrong). */
 int qcow_get_crypto_info(struct qcow_image *img, struct qcow_crypto_info *out);
 
-/* Persistent dirty bitmaps (format/bitmap.c), read only. */
+/* Persistent dirty bitmaps (format/bitmap.c): listed here; a read-write
+ * handle keeps them up to date by itself (doc/design.md 15b). */
 #define QCOW_BITMAP_IN_USE (1U << 0)  /* not saved since a writer opened it */
 #define QCOW_BITMAP_AUTO   (1U << 1)  /* enabled: tracks writes */
 struct qcow_bitmap_info {

@@ -98,7 +98,7 @@ _Static_assert(sizeof(struct qcow_ext_header) == 8, "extension header is 8 bytes
 #define QCOW_EXT_END               0x00000000U /* end of the extension area */
 #define QCOW_EXT_BACKING_FORMAT    0xe2792acaU /* backing file format name, e.g. "qcow2" */
 #define QCOW_EXT_FEATURE_TABLE     0x6803f857U /* feature name table (informational) */
-#define QCOW_EXT_BITMAPS           0x23852875U /* persistent bitmaps: preserved, not used */
+#define QCOW_EXT_BITMAPS           0x23852875U /* persistent bitmaps: maintained (bitmap.c) */
 #define QCOW_EXT_CRYPTO            0x0537be77U /* full disk encryption header: refused */
 #define QCOW_EXT_DATA_FILE         0x44415441U /* external data file name: refused */
 
