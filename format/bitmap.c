@@ -647,3 +647,332 @@ int qcow_bitmaps_store(struct qcow_image *img)
 	bm->n = 0;
 	return ret;
 }
+
+/* ---------------------------------------------- editing (qcow-tool bitmap)
+ *
+ * Each action is one switch (design 15b, "Editing"): the bitmaps it
+ * changes get new tables and data in new clusters, a whole new directory
+ * goes to new clusters, a flush makes all of it and its refcounts durable;
+ * then one header write points the extension at the new directory (and
+ * sets the autoclear bit with the first bitmap, or drops extension and bit
+ * with the last, as qemu); only then are the old directory and the old
+ * tables freed (deferred). Crash before the header: the old directory
+ * stands, the new clusters leak. After: the new one stands, the old
+ * clusters leak until the frees land. Nothing durable ever names a freed
+ * cluster, and no bitmap is ever half edited.
+ */
+
+/* An edit runs with nothing kept: store what the open loaded (IN_USE off). */
+static int edit_begin(struct qcow_image *img, struct qcow_bitmap_info **v, uint32_t *n)
+{
+	int ret;
+
+	if (img->read_only)
+		return qcow_set_error(img, -EROFS, "image is open read-only");
+	ret = qcow_refuse_if_failed(img);
+	if (ret == 0)
+		ret = qcow_flush(img);
+	if (ret == 0)
+		ret = qcow_bitmaps_store(img);
+	return ret < 0 ? ret : qcow_bitmap_list(img, v, n);
+}
+
+static int find_bitmap(struct qcow_image *img, const struct qcow_bitmap_info *v, uint32_t n,
+		       const char *name, bool report)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		if (!strcmp(v[i].name, name))
+			return (int)i;
+	}
+	return report ? qcow_set_error(img, -ENOENT, "Dirty bitmap '%s' not found", name) :
+			-ENOENT;
+}
+
+/* A bitmap of the directory, loaded whole (table and bits). */
+static int load_info(struct qcow_image *img, const struct qcow_bitmap_info *b,
+		     struct loaded *l)
+{
+	uint64_t file_size;
+	int ret;
+
+	memset(l, 0, sizeof(*l));
+	if (b->flags & QCOW_BITMAP_IN_USE)
+		return qcow_set_error(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be "
+				      "used", b->name);
+	l->name = strdup(b->name);
+	if (!l->name)
+		return qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'", b->name);
+	l->gran_bits = (unsigned)__builtin_ctzll(b->granularity);
+	l->nb_bits = QCOW_DIV_ROUND_UP(img->size, b->granularity);
+	l->table_offset = b->table_offset;
+	l->table_size = b->table_size;
+	ret = img->file.ops->get_size(img->file.ctx, &file_size);
+	return ret < 0 ? ret : load_one(img, l, file_size);
+}
+
+/* The directory of v[0..n) in new clusters, durable with everything before. */
+static int write_new_dir(struct qcow_image *img, const struct qcow_bitmap_info *v, uint32_t n,
+			 struct dir *d)
+{
+	uint64_t off = 0;
+	int64_t host;
+	uint32_t i;
+	int ret;
+
+	d->nb = n;
+	for (i = 0, d->size = 0; i < n; i++)
+		d->size += QCOW_ALIGN_UP(sizeof(struct bitmap_dir_entry) + strlen(v[i].name), 8);
+	d->buf = n ? calloc(1, d->size) : NULL;
+	if (n && !d->buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap directory");
+	for (i = 0; i < n; i++) {
+		struct bitmap_dir_entry e = {
+			.table_offset = htobe64(v[i].table_offset),
+			.table_size = htobe32(v[i].table_size),
+			.flags = htobe32(v[i].flags),
+			.type = DIRTY_TRACKING_BITMAP,
+			.granularity_bits = (uint8_t)__builtin_ctzll(v[i].granularity),
+			.name_size = htobe16((uint16_t)strlen(v[i].name)),
+		};
+
+		memcpy(d->buf + off, &e, sizeof(e));
+		memcpy(d->buf + off + sizeof(e), v[i].name, strlen(v[i].name));
+		off += QCOW_ALIGN_UP(sizeof(e) + strlen(v[i].name), 8);
+	}
+	host = n ? qcow_alloc_clusters(img, QCOW_DIV_ROUND_UP(d->size, img->cluster_size)) : 0;
+	if (host < 0)
+		return (int)host;
+	d->offset = (uint64_t)host;
+	ret = n ? qcow_pwrite(img, d->buf, d->size, d->offset) : 0;
+	if (ret < 0)
+		return ret;
+	qcow_sync_owed(img, QCOW_SYNC_DATA);
+	return qcow_flush(img);
+}
+
+/* The extension (and autoclear bit) in memory name d; none when d is empty. */
+static int set_ext(struct qcow_image *img, const struct dir *d)
+{
+	struct qcow_raw_ext *e = (struct qcow_raw_ext *)find_ext(img);
+	struct bitmaps_ext x = { htobe32(d->nb), 0, htobe64(d->size), htobe64(d->offset) };
+
+	if (!d->nb) {
+		if (e) {
+			free(e->data);
+			*e = img->unknown_exts[--img->nb_unknown_exts];
+		}
+		img->autoclear_features &= ~QCOW_AUTOCLEAR_BITMAPS;
+		return 0;
+	}
+	if (!e) {
+		e = realloc(img->unknown_exts, (img->nb_unknown_exts + 1) * sizeof(*e));
+		if (!e)
+			return qcow_set_error(img, -ENOMEM, "out of memory for the header");
+		img->unknown_exts = e;
+		e = &e[img->nb_unknown_exts++];
+		e->type = QCOW_EXT_BITMAPS;
+		e->length = sizeof(x);
+		e->data = malloc(sizeof(x));
+		if (!e->data) {
+			img->nb_unknown_exts--;
+			return qcow_set_error(img, -ENOMEM, "out of memory for the header");
+		}
+	}
+	memcpy(e->data, &x, sizeof(x));
+	img->autoclear_features |= QCOW_AUTOCLEAR_BITMAPS;
+	return 0;
+}
+
+/* The switch: new directory, header, then the old clusters (old may be NULL). */
+static int edit_commit(struct qcow_image *img, const struct qcow_bitmap_info *v, uint32_t n,
+		       const struct loaded *old)
+{
+	const struct qcow_raw_ext *e = find_ext(img);
+	struct dir was = { 0 }, d = { 0 };
+	int ret = e ? parse_ext(img, e, &was) : 0;
+
+	if (ret == 0)
+		ret = write_new_dir(img, v, n, &d);
+	if (ret == 0)
+		ret = set_ext(img, &d);
+	if (ret == 0)
+		ret = qcow_header_write(img);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret == 0 && was.offset)
+		ret = qcow_free_deferred(img, was.offset,
+					 QCOW_ALIGN_UP(was.size, img->cluster_size));
+	if (ret == 0 && old)
+		ret = free_old(img, old);
+	if (ret == 0)
+		ret = qcow_flush(img);
+	free(d.buf);
+	return ret;
+}
+
+/* A new table for b holding bits (NULL: all clear), in new clusters. */
+static int new_table(struct qcow_image *img, struct qcow_bitmap_info *b, uint8_t *bits)
+{
+	uint64_t nb_bits = QCOW_DIV_ROUND_UP(img->size, b->granularity);
+	struct loaded l = {
+		.name = b->name,
+		.table_size = (uint32_t)QCOW_DIV_ROUND_UP(QCOW_DIV_ROUND_UP(nb_bits, 8),
+							  img->cluster_size),
+	};
+	int ret;
+
+	l.bits = bits ? bits : calloc(l.table_size, img->cluster_size);
+	if (!l.bits)
+		return qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'", b->name);
+	ret = write_bitmap(img, &l);
+	if (ret == 0) {
+		b->table_offset = l.new_table;
+		b->table_size = l.table_size;
+	}
+	if (!bits)
+		free(l.bits);
+	return ret;
+}
+
+static int edit_add(struct qcow_image *img, struct qcow_bitmap_info **v, uint32_t *n,
+		    const char *name, uint64_t granularity)
+{
+	struct qcow_bitmap_info *nv, b = { .granularity = granularity, .flags = QCOW_BITMAP_AUTO };
+	int ret;
+
+	if (granularity < 512 || granularity > (1ULL << MAX_GRANULARITY_BITS) ||
+	    (granularity & (granularity - 1)))
+		return qcow_set_error(img, -EINVAL, "Granularity must be power of 2 and at least "
+				      "512");
+	if (find_bitmap(img, *v, *n, name, false) >= 0)
+		return qcow_set_error(img, -EEXIST, "Bitmap already exists: %s", name);
+	if (strlen(name) > MAX_NAME_SIZE)
+		return qcow_set_error(img, -EINVAL, "Bitmap name is too long");
+	if (*n >= MAX_BITMAPS)
+		return qcow_set_error(img, -ENOSPC, "too many bitmaps");
+	nv = realloc(*v, (*n + 1) * sizeof(*nv));
+	if (!nv)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmaps");
+	*v = nv;
+	b.name = strdup(name);
+	if (!b.name)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmaps");
+	nv[(*n)++] = b;
+	ret = new_table(img, &nv[*n - 1], NULL);
+	return ret < 0 ? ret : edit_commit(img, nv, *n, NULL);
+}
+
+/* clear, remove, enable, disable: one bitmap i of v. */
+static int edit_one(struct qcow_image *img, struct qcow_bitmap_info *v, const uint32_t *n, int i,
+		    enum qcow_bitmap_action act)
+{
+	struct loaded old;
+	bool free_it = act == QCOW_BITMAP_CLEAR || act == QCOW_BITMAP_REMOVE;
+	int ret = 0;
+
+	memset(&old, 0, sizeof(old));
+	if (act == QCOW_BITMAP_ENABLE)
+		v[i].flags |= QCOW_BITMAP_AUTO;
+	else if (act == QCOW_BITMAP_DISABLE)
+		v[i].flags &= ~QCOW_BITMAP_AUTO;
+	if (act == QCOW_BITMAP_REMOVE && (v[i].flags & QCOW_BITMAP_IN_USE))
+		free_it = false;      /* its table is not trusted: leaked, as qemu */
+	if (free_it)
+		ret = load_info(img, &v[i], &old);
+	if (ret == 0 && act == QCOW_BITMAP_CLEAR)
+		ret = new_table(img, &v[i], NULL);
+	if (ret == 0 && act == QCOW_BITMAP_REMOVE) {
+		struct qcow_bitmap_info gone = v[i];
+
+		/* moved last and left out of the directory; freed with the list */
+		memmove(&v[i], &v[i + 1], (*n - (uint32_t)i - 1) * sizeof(*v));
+		v[*n - 1] = gone;
+		ret = edit_commit(img, v, *n - 1, free_it ? &old : NULL);
+	} else if (ret == 0) {
+		ret = edit_commit(img, v, *n, free_it ? &old : NULL);
+	}
+	loaded_free(&old);
+	return ret;
+}
+
+/* Every granule set in s is set in d (granularities may differ). */
+static void merge_bits(struct loaded *d, const struct loaded *s)
+{
+	uint64_t i;
+
+	for (i = 0; i < s->nb_bits; i++) {
+		uint64_t off = i << s->gran_bits, end = off + (1ULL << s->gran_bits);
+
+		if (!(s->bits[i / 8] & (1U << (i & 7))))
+			continue;
+		if (off >> d->gran_bits >= d->nb_bits)
+			break;
+		end = QCOW_MIN(end, d->nb_bits << d->gran_bits);
+		set_bits(d->bits, off >> d->gran_bits, (end - 1) >> d->gran_bits);
+	}
+}
+
+/* The bits of bitmap name in img (an edit's image, or another one). */
+static int load_source(struct qcow_image *img, struct qcow_image *src, const char *name,
+		       struct loaded *l)
+{
+	struct qcow_bitmap_info *v;
+	uint32_t n;
+	int i, ret = qcow_bitmap_list(src, &v, &n);
+
+	i = ret < 0 ? ret : find_bitmap(src, v, n, name, true);
+	if (i >= 0)
+		ret = load_info(src, &v[i], l);
+	else
+		ret = i;
+	if (ret < 0 && src != img)
+		qcow_set_error(img, ret, "%s", qcow_error(src));
+	qcow_bitmap_list_free(v, n);
+	return ret;
+}
+
+static int edit_merge(struct qcow_image *img, struct qcow_bitmap_info *v, uint32_t n, int i,
+		      struct qcow_image *src, const char *src_name)
+{
+	struct loaded s, d;
+	int ret;
+
+	memset(&s, 0, sizeof(s));
+	memset(&d, 0, sizeof(d));
+	ret = load_source(img, src ? src : img, src_name, &s);
+	if (ret == 0)
+		ret = load_info(img, &v[i], &d);
+	if (ret == 0) {
+		merge_bits(&d, &s);
+		ret = new_table(img, &v[i], d.bits);
+	}
+	if (ret == 0)
+		ret = edit_commit(img, v, n, &d);
+	loaded_free(&s);
+	loaded_free(&d);
+	return ret;
+}
+
+int qcow_bitmap_edit(struct qcow_image *img, enum qcow_bitmap_action act, const char *name,
+		     uint64_t granularity, struct qcow_image *src, const char *src_name)
+{
+	struct qcow_bitmap_info *v = NULL;
+	uint32_t n = 0;
+	int i, ret = edit_begin(img, &v, &n);
+
+	if (ret == 0 && act == QCOW_BITMAP_ADD)
+		ret = edit_add(img, &v, &n, name, granularity);
+	else if (ret == 0) {
+		i = find_bitmap(img, v, n, name, true);
+		if (i < 0)
+			ret = i;
+		else if (act == QCOW_BITMAP_MERGE)
+			ret = edit_merge(img, v, n, i, src, src_name);
+		else
+			ret = edit_one(img, v, &n, i, act);
+	}
+	qcow_bitmap_list_free(v, n);
+	return ret;
+}

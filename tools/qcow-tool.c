@@ -25,6 +25,7 @@ static const struct command commands[] = {
 	{ "map", cmd_map, "map [--output=human|json] IMAGE" },
 	{ "convert", cmd_convert,
 	  "convert [-p] [-q] [-c] [-f FMT] [-O FMT] [-o OPTIONS] [-B BACKING -F FMT] [-S SIZE] SRC DST" },
+	{ "bitmap", cmd_bitmap, "bitmap (--add|--remove|--clear|--enable|--disable|--merge SRC)... [-g G] [-b FILE] IMAGE BITMAP" },
 	{ "resize", cmd_resize, "resize [-q] [-f FMT] IMAGE [+|-]SIZE" },
 	{ "io", cmd_io, "io [-f FMT] [-r] -c CMD [-c CMD ...] IMAGE" },
 	{ "snapshot", cmd_snapshot,

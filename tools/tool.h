@@ -44,6 +44,7 @@ int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -702,4 +702,17 @@ struct qcow_bitmap_info {
 int qcow_bitmap_list(struct qcow_image *img, struct qcow_bitmap_info **out, uint32_t *n);
 void qcow_bitmap_list_free(struct qcow_bitmap_info *v, uint32_t n);
 
+/* qcow-tool bitmap, as qemu-img bitmap: one action on bitmap name of a
+ * read-write image, crash safe (design 15b, "Editing"). ADD creates an
+ * empty enabled bitmap of the given granularity; MERGE sets every bit of
+ * bitmap src_name of src (NULL: img itself) into name. Errors carry qemu's
+ * words in qcow_error(): -EEXIST, -ENOENT, -EINVAL (granularity), -EBUSY
+ * (a bitmap in use cannot be read). */
+enum qcow_bitmap_action {
+	QCOW_BITMAP_ADD, QCOW_BITMAP_REMOVE, QCOW_BITMAP_CLEAR,
+	QCOW_BITMAP_ENABLE, QCOW_BITMAP_DISABLE, QCOW_BITMAP_MERGE,
+};
+int qcow_bitmap_edit(struct qcow_image *img, enum qcow_bitmap_action act, const char *name,
+		     uint64_t granularity, struct qcow_image *src, const char *src_name);
+
 #endif /* QCOW_ENGINE_H */

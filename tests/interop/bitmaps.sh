@@ -25,36 +25,6 @@ require_qemu qemu-nbd nbdinfo
 require_tool
 setup
 
-# dirty_maps IMG OUT NAME...: the dirty ranges of each bitmap NAME, as
-# qemu exports them, into OUT.NAME (one qemu-nbd serving them all).
-dirty_maps() {
-	local img="$1" out="$2" sock="$2.sock" pid="$2.pid" b
-	shift 2
-	local args=()
-	for b in "$@"; do
-		args+=(-B "$b")
-	done
-	rm -f "$sock" "$pid"
-	# --fork returns once it serves
-	qemu-nbd --fork --pid-file="$pid" -t -r -k "$sock" "${args[@]}" -f qcow2 "$img" ||
-		{ echo "qemu-nbd failed on $img"; return 0; }
-	for b in "$@"; do
-		nbdinfo --map="qemu:dirty-bitmap:$b" "nbd+unix:///?socket=$sock" >"$out.$b" ||
-			echo "nbdinfo failed" >"$out.$b"
-	done
-	# gone before the next writer opens the image (it holds qemu's lock)
-	kill "$(cat "$pid")" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$(cat "$pid")" 2>/dev/null || break
-		sleep 0.05
-	done
-}
-
-# bitmaps_of IMG: name and flags of each bitmap, in directory order.
-bitmaps_of() {
-	qemu-img info -U --output=json "$1" |
-		jq -c '[."format-specific".data.bitmaps // [] | .[] | [.name, .flags, .granularity]]'
-}
 
 # ops ARGS...: -c arguments, shared by both tools.
 run_twin() {
