@@ -271,6 +271,7 @@ static int parse_extensions(struct qcow_image *img, const uint8_t *buf, size_t l
 		uint32_t length = get_be32(buf + off + 4);
 
 		off += sizeof(struct qcow_ext_header);
+		img->hdr_used = off;
 		if (type == QCOW_EXT_END)
 			return 0;
 		if (length > limit - off)
@@ -282,6 +283,7 @@ static int parse_extensions(struct qcow_image *img, const uint8_t *buf, size_t l
 		if (ret < 0)
 			return ret;
 		off += QCOW_ALIGN_UP((uint64_t)length, 8);
+		img->hdr_used = off;
 	}
 	return 0;
 }
@@ -468,7 +470,22 @@ static int read_backing_name(struct qcow_image *img, const uint8_t *buf, size_t 
 				      off, size);
 	free(img->backing_file);
 	img->backing_file = strndup((const char *)buf + off, size);
+	img->hdr_used = QCOW_MAX(img->hdr_used, off + size);
 	return img->backing_file ? 0 : -ENOMEM;
+}
+
+/* The durable header is buf's first used bytes now. */
+static int remember(struct qcow_image *img, const uint8_t *buf, size_t used)
+{
+	uint8_t *copy = malloc(used);
+
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, buf, used);
+	free(img->hdr_disk);
+	img->hdr_disk = copy;
+	img->hdr_used = used;
+	return 0;
 }
 
 int qcow_header_parse(struct qcow_image *img, const uint8_t *buf, size_t len,
@@ -490,6 +507,7 @@ int qcow_header_parse(struct qcow_image *img, const uint8_t *buf, size_t len,
 	if (img->version == 2 && img->refcount_order != 4)
 		return qcow_set_error(img, -EINVAL, "version 2 image with refcount_order %u",
 				      img->refcount_order);
+	img->hdr_used = img->header_length;
 	ret = parse_extensions(img, buf, len);
 	if (ret < 0)
 		return ret;
@@ -499,10 +517,16 @@ int qcow_header_parse(struct qcow_image *img, const uint8_t *buf, size_t len,
 	ret = check_tables(img, file_size);
 	if (ret < 0)
 		return ret;
-	return read_backing_name(img, buf, len);
+	ret = read_backing_name(img, buf, len);
+	if (ret == 0 && remember(img, buf, QCOW_MIN(img->hdr_used, len)) < 0)
+		ret = -ENOMEM;
+	return ret;
 }
 
 /* ---------------------------------------------------------------- writing */
+
+/* What a power cut lands whole or not at all. */
+#define HEADER_SECTOR 512U
 
 struct hbuf {
 	uint8_t *buf;
@@ -602,33 +626,127 @@ static bool serialise(const struct qcow_image *img, struct hbuf *b, bool feature
 	return true;
 }
 
-int qcow_header_write(struct qcow_image *img)
+/* The whole header cluster laid out in b, the backing file name's offset
+ * set; *used: the bytes it refers to. The feature name table is only
+ * informational: left out where space is short, or when !table. */
+static int lay_out(struct qcow_image *img, struct hbuf *b, bool table, size_t *used,
+		   uint64_t *backing_off_out)
 {
-	struct hbuf b = { .cap = img->cluster_size };
-	bool table = img->version >= 3;
 	uint64_t backing_off = 0;
-	int ret;
 
-	b.buf = malloc(b.cap);
-	if (!b.buf)
-		return qcow_set_error(img, -ENOMEM, "out of memory writing the header");
-	/* The feature name table is only informational: drop it if space is short. */
-	while (!serialise(img, &b, table, &backing_off)) {
-		if (!table) {
-			free(b.buf);
+	while (!serialise(img, b, table, &backing_off)) {
+		if (!table)
 			return qcow_set_error(img, -ENOSPC,
 					      "header and extensions do not fit in the first cluster");
-		}
 		table = false;
 	}
 	if (img->backing_file) {
 		uint64_t boff = htobe64(backing_off);
 		uint32_t bsize = htobe32((uint32_t)strlen(img->backing_file));
 
-		memcpy(b.buf + offsetof(struct qcow_header_v2, backing_file_offset), &boff, 8);
-		memcpy(b.buf + offsetof(struct qcow_header_v2, backing_file_size), &bsize, 4);
+		memcpy(b->buf + offsetof(struct qcow_header_v2, backing_file_offset), &boff, 8);
+		memcpy(b->buf + offsetof(struct qcow_header_v2, backing_file_size), &bsize, 4);
 	}
-	ret = qcow_pwrite(img, b.buf, b.cap, 0);
+	*used = b->off;
+	if (backing_off_out)
+		*backing_off_out = backing_off;
+	return 0;
+}
+
+/* Bytes [from, to) of b to the header cluster. */
+static int put_sectors(struct qcow_image *img, const struct hbuf *b, size_t from, size_t to)
+{
+	return qcow_pwrite(img, b->buf + from, to - from, from);
+}
+
+/* Does the durable header hold b's bytes past the first sector already? */
+static bool tail_on_disk(const struct qcow_image *img, const struct hbuf *b, size_t used)
+{
+	return img->hdr_disk && img->hdr_used >= used &&
+	       !memcmp(img->hdr_disk + HEADER_SECTOR, b->buf + HEADER_SECTOR,
+		       used - HEADER_SECTOR);
+}
+
+/* H1: the header without the feature name table, when that fits in the
+ * first sector: written alone, synced. -ENOSPC when it does not fit. */
+static int commit_first_sector(struct qcow_image *img)
+{
+	struct hbuf b = { .cap = img->cluster_size };
+	size_t used;
+	int ret;
+
+	b.buf = malloc(b.cap);
+	if (!b.buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory writing the header");
+	ret = lay_out(img, &b, false, &used, NULL);
+	if (ret == 0 && used > HEADER_SECTOR)
+		ret = -ENOSPC;
+	if (ret == 0)
+		ret = put_sectors(img, &b, 0, HEADER_SECTOR);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret == 0)
+		ret = remember(img, b.buf, used);
+	free(b.buf);
+	return ret;
+}
+
+/*
+ * The header is one sector write wherever it can be: a power cut lands a
+ * 512-byte sector whole or not at all, but a write of several sectors may
+ * land in part. So the first sector is the commit point:
+ *  H0. A header that fits in the first sector, or whose bytes past it the
+ *      durable header holds already: that sector alone.
+ *  H1. Else, if the durable header refers to bytes past the first sector,
+ *      the new header without the (only informational) feature name table
+ *      is the commit, when it fits in the first sector: written alone,
+ *      synced. Crash right after: the new header, without the table; the
+ *      first sector refers to nothing past it.
+ *  H2. The new bytes past the first sector, synced: nothing durable refers
+ *      to them (the old header does not reach past the first sector, or
+ *      H1's does not). Crash right after: the old header (or H1's), intact.
+ *  H3. The first sector: the commit, unless H1 made it. Crash right after:
+ *      the new header whole.
+ * A header whose extensions and backing file name need more than a sector
+ * even without the feature table (a backing file name of hundreds of bytes,
+ * or unknown extensions) while the durable one does too is written in one
+ * write, as before: a tear there can mix the two.
+ */
+static int commit(struct qcow_image *img, const struct hbuf *b, size_t used)
+{
+	int ret;
+
+	if (used <= HEADER_SECTOR || tail_on_disk(img, b, used))
+		return put_sectors(img, b, 0, HEADER_SECTOR);
+	ret = img->hdr_used > HEADER_SECTOR ? commit_first_sector(img) : 0;
+	if (ret == -ENOSPC)
+		return put_sectors(img, b, 0, used);
+	if (ret == 0)
+		ret = put_sectors(img, b, HEADER_SECTOR, used);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	return ret < 0 ? ret : put_sectors(img, b, 0, HEADER_SECTOR);
+}
+
+int qcow_header_write(struct qcow_image *img)
+{
+	struct hbuf b = { .cap = img->cluster_size };
+	uint64_t backing_off = 0;
+	size_t used = 0;
+	int ret;
+
+	b.buf = malloc(b.cap);
+	if (!b.buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory writing the header");
+	ret = lay_out(img, &b, img->version >= 3, &used, &backing_off);
+	if (ret == -ENOSPC) {
+		free(b.buf);
+		return ret;
+	}
+	if (ret == 0)
+		ret = commit(img, &b, used);
+	if (ret == 0)
+		ret = remember(img, b.buf, used);
 	free(b.buf);
 	/*
 	 * A write that failed may still have reached the disk, whole or in

@@ -316,6 +316,7 @@ static void free_header_fields(struct qcow_image *img)
 	uint32_t i;
 
 	free(img->backing_file);
+	free(img->hdr_disk);
 	free(img->backing_format);
 	free(img->data_file);
 	free(img->feature_table);

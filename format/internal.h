@@ -153,6 +153,11 @@ struct qcow_image {
 	uint32_t header_length;       /* v3: bytes of header proper */
 	uint64_t backing_file_offset;
 	uint32_t backing_file_size;
+	/* the header cluster's bytes the durable header refers to (up to its
+	 * end-of-extensions marker and its backing file name), as they are on
+	 * disk: what a new header changes beyond the first sector (header.c) */
+	uint8_t *hdr_disk;
+	size_t hdr_used;
 	uint8_t compression_type;     /* QCOW_COMPRESSION_ZLIB or _ZSTD */
 	/*
 	 * Features outside qcow2-lite that only a check open gets past
