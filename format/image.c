@@ -794,9 +794,20 @@ static int resize_header(struct qcow_image *img, uint64_t new_size)
 	return ret;
 }
 
+/* The disk becomes new_size bytes (checked: nothing allocated past it). */
+static int resize_disk(struct qcow_image *img, uint64_t new_size)
+{
+	int ret = new_size >= img->size ? qcow_l1_grow(img, new_size) :
+					  qcow_l1_shrink(img, new_size);
+
+	if (ret == 0)
+		ret = qcow_flush(img);
+	return ret < 0 ? ret : resize_header(img, new_size);
+}
+
 int qcow_resize(struct qcow_image *img, uint64_t new_size)
 {
-	bool allocated;
+	bool allocated = false;
 	int ret;
 
 	if (img->read_only)
@@ -804,29 +815,20 @@ int qcow_resize(struct qcow_image *img, uint64_t new_size)
 	ret = qcow_refuse_if_failed(img);
 	if (ret < 0)
 		return ret;
-	if (qcow_bitmaps_present(img))
-		return qcow_set_error(img, -ENOTSUP, "cannot resize: the image has persistent "
-				      "dirty bitmaps (resizing them is not supported yet)");
 	if (new_size > (uint64_t)INT64_MAX - 511)
 		return qcow_set_error(img, -EFBIG, "size %" PRIu64 " too large", new_size);
 	new_size = QCOW_ALIGN_UP(new_size, 512);
 	if (qcow_l1_entries_for(img, new_size) > QCOW_MAX_L1_BYTES / 8)
 		return qcow_set_error(img, -EFBIG, "size %" PRIu64 " too large for %" PRIu64
 				      "-byte clusters", new_size, img->cluster_size);
-	if (new_size >= img->size) {
-		ret = qcow_l1_grow(img, new_size);
-		if (ret == 0)
-			ret = qcow_flush(img);
-		return ret < 0 ? ret : resize_header(img, new_size);
-	}
-	ret = qcow_range_has_allocation(img, new_size, &allocated);
+	if (new_size < img->size)
+		ret = qcow_range_has_allocation(img, new_size, &allocated);
 	if (ret < 0)
 		return ret;
 	if (allocated)
 		return qcow_set_error(img, -ENOTSUP, "cannot shrink to %" PRIu64
 				      " bytes: data is allocated past that size", new_size);
-	ret = qcow_l1_shrink(img, new_size);
-	if (ret == 0)
-		ret = qcow_flush(img);
-	return ret < 0 ? ret : resize_header(img, new_size);
+	if (qcow_bitmaps_present(img))
+		return qcow_bitmaps_resize(img, new_size, resize_disk);
+	return resize_disk(img, new_size);
 }

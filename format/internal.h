@@ -13,7 +13,9 @@
  *   backing.c     the backing chain: open, map through, read from
  *   check.c       consistency check, leak repair, refcount rebuild
  *   snapshot.c    internal snapshots
- *   bitmap.c      persistent dirty bitmaps: listed for info, kept up to date by writers
+ *   bitmap.c      persistent dirty bitmaps: the directory, one bitmap in pieces (bitmap.h)
+ *   bitmap_keep.c ... kept up to date by a read-write handle
+ *   bitmap_edit.c ... edited (qcow-tool bitmap) and resized
  *
  * Write ordering (the crash-safety contract, see doc/design.md):
  *   1. guest data and COW fills are written to newly allocated clusters
@@ -470,26 +472,35 @@ int qcow_map_layer(struct qcow_image *img, uint64_t off, uint64_t len,
 int qcow_decompress_cluster(struct qcow_image *img, const void *in, size_t in_len,
 			    void *out, size_t out_len);
 
-/* -------------------------------------------------------------- bitmap.c */
+/* ------------------------------------------- bitmap_keep.c, bitmap_edit.c */
 
-/* The most memory the bitmaps a read-write handle keeps may take together
- * (whole bitmaps: 256 MiB is 1 TiB of disk at 512-byte granularity, 128 TiB
- * at qemu's default 64 KiB). */
+/* The most memory the bitmaps a read-write handle keeps may take together:
+ * their tables, and the pieces of bits set since the open (bitmap.h); a
+ * bitmap that would pass it is dropped and left IN_USE (inconsistent).
+ * 256 MiB of pieces is 1 TiB of disk written at 512-byte granularity, 128
+ * TiB at qemu's default 64 KiB. */
 #define QCOW_BITMAP_MEM_CAP (256ULL << 20)
 struct qcow_bitmaps;
-/* Read-write open (the bitmaps autoclear bit set): load the bitmaps to
+/* Read-write open (the bitmaps autoclear bit set): keep the bitmaps to
  * keep and mark them IN_USE on disk (rule B1). Fails on a damaged
- * directory, or past QCOW_BITMAP_MEM_CAP. No extension: nothing. */
+ * directory, or tables past the cap. No extension: nothing. */
 int qcow_bitmaps_open(struct qcow_image *img);
 /* Does the handle keep a bitmaps extension (so the autoclear bit stays)? */
 bool qcow_bitmaps_present(const struct qcow_image *img);
+/* Tests: from now on, at most bytes more of pieces (then bitmaps drop). */
+void qcow_bitmaps_limit_pieces(struct qcow_image *img, uint64_t bytes);
 /* A write, zero write or discard of [off, off+len): set the bits of every
- * kept bitmap. Memory only: no IO, no allocation. */
+ * kept bitmap. Memory only, no IO. */
 void qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len);
 /* Close, after the final flush: write the changed bitmaps back and clear
  * IN_USE (rules B2-B5). Nothing may be marked after it. */
 int qcow_bitmaps_store(struct qcow_image *img);
 void qcow_bitmaps_free(struct qcow_image *img);
+/* Resize an image that has bitmaps (rules R1-R4, bitmap_edit.c): resize()
+ * changes the disk's size, every bitmap follows. Refused before anything
+ * changes when a bitmap is inconsistent, as qemu refuses it. */
+int qcow_bitmaps_resize(struct qcow_image *img, uint64_t new_size,
+			int (*resize)(struct qcow_image *img, uint64_t new_size));
 
 /* ------------------------------------------------------------- helpers */
 

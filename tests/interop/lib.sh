@@ -237,3 +237,39 @@ bitmaps_of() {
 	qemu-img info -U --output=json "$1" |
 		jq -c '[."format-specific".data.bitmaps // [] | .[] | [.name, .flags, .granularity]]'
 }
+
+# twin_io Q O OPS...: the same qemu-io -c commands through qemu-io on Q and
+# qcow-tool io on O.
+twin_io() {
+	local q="$1" o="$2"
+	shift 2
+	local args=() op
+	for op in "$@"; do
+		args+=(-c "$op")
+	done
+	qemu-io -f qcow2 "${args[@]}" "$q" >/dev/null
+	expect_rc 0 "$(basename "$o"): qcow-tool io" "$QCOW_TOOL" io -f qcow2 "${args[@]}" "$o"
+}
+
+# twin_bitmaps_compare NAME Q O MAPPED...: both twins hold the same bitmaps; the named
+# ones (enabled, or disabled but consistent) export the same dirty ranges.
+twin_bitmaps_compare() {
+	local name="$1" q="$2" o="$3" b
+	shift 3
+	expect_rc 0 "$name: qemu-img check" qemu-img check -f qcow2 "$o"
+	CHECKS=$((CHECKS + 1))
+	[ "$(bitmaps_of "$q")" = "$(bitmaps_of "$o")" ] ||
+		fail "$name: bitmaps differ: qemu $(bitmaps_of "$q"), ours $(bitmaps_of "$o")"
+	dirty_maps "$q" "$TMP/q" "$@" &
+	dirty_maps "$o" "$TMP/o" "$@"
+	wait
+	for b in "$@"; do
+		CHECKS=$((CHECKS + 1))
+		if ! cmp -s "$TMP/q.$b" "$TMP/o.$b"; then
+			fail "$name: bitmap $b: dirty ranges differ (qemu, then ours)"
+			diff "$TMP/q.$b" "$TMP/o.$b" | head -20 >&2 || true
+		fi
+		CHECKS=$((CHECKS + 1))
+		grep -Eq ' (clean|dirty)$' "$TMP/o.$b" || fail "$name: bitmap $b: no map"
+	done
+}

@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Power-cut simulation of persistent dirty bitmaps kept by a writer
- * (format/bitmap.c, doc/design.md 15b): a qemu-made image with bitmaps
- * (enabled at 64 KiB, 4 KiB and 512-byte granularity, one disabled), which
- * qemu-io wrote once so that they hold data clusters, is opened read-write
- * on the recording backend (B1 marks the enabled ones IN_USE), gets random
- * writes, zero writes and discards with a flush among them, and is closed
- * (B2-B5 write the bitmaps back). Every crash state (crashfile.c: the file
+ * (format/bitmap_keep.c, doc/design.md 15b): a qemu-made image with
+ * bitmaps (enabled at 64 KiB, 4 KiB and 512-byte granularity, one
+ * disabled), which qemu-io wrote once so that they hold data clusters, is
+ * opened read-write on the recording backend (B1 marks the enabled ones
+ * IN_USE), gets random writes, zero writes and discards with a flush among
+ * them, and is closed (B2-B5 write the bitmaps back). Its 512-byte clusters
+ * split the 512-byte-granularity bitmap into eight pieces of 2 MiB each; the
+ * requests stay in the first half, so the pieces of the second (one holding
+ * data) keep their clusters across the store, named by the old and the new
+ * table. Every crash state (crashfile.c: the file
  * at the last completed flush before the cut plus any subset of the later
  * writes, whole, dropped or torn) must:
  *   - pass qemu-img check (exit 0 or 3: leaks allowed, no errors) and open;
@@ -30,7 +34,7 @@
 #include "testlib.h"
 
 #define DEFAULT_STATES 500ULL
-#define DISK (4ULL << 20)
+#define DISK (16ULL << 20)
 #define NOPS 24
 #define NB_BITMAPS 4
 
@@ -216,13 +220,13 @@ static struct crashfile *make_image(void)
 	char why[256];
 	struct crashfile *cf;
 
-	REQUIRE(t_run(NULL, 0, "qemu-img create -q -f qcow2 -o cluster_size=4096 '%s' %llu",
+	REQUIRE(t_run(NULL, 0, "qemu-img create -q -f qcow2 -o cluster_size=512 '%s' %llu",
 		      g_path, (unsigned long long)DISK) == 0, "qemu-img create");
 	for (i = 0; i < NB_BITMAPS; i++)
 		REQUIRE(t_run(NULL, 0, "qemu-img bitmap --add %s '%s' %s", bitmaps[i].opts,
 			      g_path, bitmaps[i].name) == 0, "qemu-img bitmap --add");
 	REQUIRE(t_run(NULL, 0, "qemu-io -f qcow2 -c 'write -P 1 0 100k' -c 'write -P 2 1M 3k' "
-		      "-c 'discard 2M 64k' '%s' >/dev/null", g_path) == 0, "qemu-io");
+		      "-c 'discard 2M 64k' -c 'write -P 3 14M 4k' '%s' >/dev/null", g_path) == 0, "qemu-io");
 	d = t_read_file(g_path, &len);
 	REQUIRE(d, "read %s", g_path);
 	for (i = 0; i < NB_BITMAPS; i++) {
@@ -254,7 +258,8 @@ static void workload(struct crashfile *cf)
 
 		o->kind = (int)t_rand_below(4) % 3;
 		o->len = 1 + t_rand_below(sizeof(buf));
-		o->off = t_rand_below(DISK - o->len);
+		/* the first half: pieces of the second stay as they were */
+		o->off = t_rand_below(DISK / 2 - o->len);
 		o->ev_begin = cf_nevents(cf);
 		memset(buf, (int)i + 1, o->len);
 		if (o->kind == 0)
