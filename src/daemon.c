@@ -699,13 +699,15 @@ static int serve(const struct uq_open_opts *o)
 	block_signals(&set);
 	ret = image_open(&dev);
 	if (ret == 0)
-		ret = uq_dev_name_claim(&dev);	/* after the image lock: its error first */
-	if (ret == 0)
 		ret = ctrl_setup(&dev, &flags);
+	if (ret == 0 && o->recover_id >= 0)
+		ret = uq_dev_name_claim(&dev);	/* before attaching starts the recovery */
 	if (ret == 0 && o->recover_id >= 0)
 		ret = device_attach(&dev);	/* the dead daemon's state file stays until live */
 	else if (ret == 0)
 		ret = device_add(&dev, flags);
+	if (ret == 0 && o->recover_id < 0)
+		ret = uq_dev_name_claim(&dev);	/* after ADD_DEV: its "must run as root" first */
 	if (ret == 0 && o->recover_id < 0)
 		ret = uq_state_write(&dev, UQ_LIFE_STARTING, NULL);
 	if (ret == 0)
