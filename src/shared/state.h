@@ -10,7 +10,7 @@
  * (UQ_KEPT_OPTS, opts.h), for instance
  *
  *   {"id":0,"pid":123,"device":"/dev/ublkb0","queues":1,"depth":64,
- *    "mode":"copy","cache":"none","state":"live","image":"/srv/vm.qcow2",
+ *    "mode":"copy","cache":"none","state":"live","name":"vm","image":"/srv/vm.qcow2",
  *    "image_path":"/srv/vm.qcow2","read_only":false,"recoverable":false,
  *    "l2_cache":0,"zero_copy":"auto","cache_option":"default",
  *    "queues_option":1,"depth_option":64}
