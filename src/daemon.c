@@ -8,16 +8,18 @@
  * shared copy-on-write with a parent):
  *   1. open the image file, lock it (the image lock: exclusive read-write, shared
  *      read-only), open it through the engine;
- *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV, open /dev/ublkcN,
- *      SET_PARAMS from the image's geometry;
+ *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV (--id: that number), the
+ *      device's name (names.c; "recover" takes it before attaching), open
+ *      /dev/ublkcN, SET_PARAMS from the image's geometry;
  *   3. queue threads: each sets up its ring and puts a FETCH_REQ in for
  *      every tag; only then START_DEV(getpid()), which the queues serve
  *      (the 6.12 partition scan reads the device inside START_DEV);
- *   4. state file, mlockall, "/dev/ublkbN" to the user.
+ *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, "/dev/ublkbN"
+ *      to the user.
  * Shutdown: STOP_DEV (the kernel drains in-flight IO, which the queues
  * still serve, then aborts every parked command with -ENODEV and the
  * threads exit), engine close (metadata written back, fdatasync), DEL_DEV
- * once nothing of ours holds /dev/ublkcN, state file removed.
+ * once nothing of ours holds /dev/ublkcN, state file removed, name given back.
  */
 #include <errno.h>
 #include <fcntl.h>

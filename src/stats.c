@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ublk-qcow stats ID|/dev/ublkbN [--output=human|json]: what a serving
+ * ublk-qcow stats ID|/dev/ublkbN|NAME [--output=human|json]: what a serving
  * daemon has done, per queue and in total, and what its engine did.
  *
  * The daemon answers "stats" on its control socket (control.c stats_line):

@@ -110,9 +110,9 @@ static int names_path(const char *leaf, char *out, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* RUN_DIR/names/.lock, created with its directories, held exclusively:
- * its fd, or -errno. */
-static int lock_names(void)
+/* RUN_DIR/names/.lock held exclusively (with create, made with its
+ * directories first): its fd, or -errno (-ENOENT: none, without create). */
+static int lock_names(bool create)
 {
 	char path[PATH_MAX];
 	int fd, ret;
@@ -120,12 +120,12 @@ static int lock_names(void)
 	ret = names_path("", path, sizeof(path));
 	if (ret < 0)
 		return ret;
-	if (mkdir(uq_run_dir(), 0755) < 0 && errno != EEXIST)
+	if (create && mkdir(uq_run_dir(), 0755) < 0 && errno != EEXIST)
 		return -errno;
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+	if (create && mkdir(path, 0755) < 0 && errno != EEXIST)
 		return -errno;
 	names_path(".lock", path, sizeof(path));
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
 	if (fd < 0)
 		return -errno;
 	if (flock(fd, LOCK_EX) < 0) {
@@ -170,7 +170,7 @@ int uq_name_claim(const char *name, int pid, int *holder)
 	ret = names_path(name, path, sizeof(path));
 	if (ret < 0)
 		return ret;
-	lock = lock_names();
+	lock = lock_names(true);
 	if (lock < 0)
 		return lock;
 	cur = entry_pid(path);
@@ -191,9 +191,9 @@ void uq_name_release(const char *name, int pid)
 
 	if (!*name || names_path(name, path, sizeof(path)) < 0)
 		return;
-	lock = lock_names();
+	lock = lock_names(false);
 	if (lock < 0)
-		return;
+		return;		/* no entries at all */
 	if (entry_pid(path) == pid)
 		unlink(path);
 	close(lock);
