@@ -327,8 +327,8 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 		return ret;
 	}
 	if (ret == -EEXIST && dev->opt.want_id >= 0) {
-		uq_err("--id %d: device %d is in use (/dev/ublkb%d exists)", dev->opt.want_id,
-		       dev->opt.want_id, dev->opt.want_id);
+		uq_err("--id %d: device %d is in use (the ublk driver has a device with that "
+		       "number)", dev->opt.want_id, dev->opt.want_id);
 		return ret;
 	}
 	if (ret < 0)

@@ -25,17 +25,18 @@
 #define LINK_WAIT_MS		5000
 #define DEFAULT_NAME_TRIES	99
 
-/* The error for a name held by the daemon of pid holder. */
-static void name_taken(const char *name, int holder)
+/* The error for a name held by the daemon of pid holder ("recover" has
+ * no --name to choose another with). */
+static void name_taken(const char *name, int holder, bool recovering)
 {
+	const char *hint = recovering ? "" : ": choose another with --name";
 	struct uq_state *s = malloc(sizeof(*s));
 
 	if (s && uq_state_by_name(name, s) == 0 && s->pid == holder)
-		uq_err("the name '%s' is in use by %s (pid %d): choose another with --name",
-		       name, s->device, holder);
+		uq_err("the name '%s' is in use by %s (pid %d)%s", name, s->device, holder, hint);
 	else
-		uq_err("the name '%s' is in use by the ublk-qcow daemon pid %d: choose another "
-		       "with --name", name, holder);
+		uq_err("the name '%s' is in use by the ublk-qcow daemon pid %d%s", name, holder,
+		       hint);
 	free(s);
 }
 
@@ -65,7 +66,7 @@ int uq_dev_name_claim(struct uq_dev *dev)
 			break;
 	}
 	if (ret == -EEXIST) {
-		name_taken(dev->opt.name_given ? name : base, holder);
+		name_taken(dev->opt.name_given ? name : base, holder, dev->opt.recover_id >= 0);
 		return ret;
 	}
 	if (ret < 0)

@@ -18,7 +18,9 @@
 #          killed with SIGKILL leaves a stale name entry that does not block
 #          a new open; a --recoverable daemon killed with SIGKILL is
 #          recovered by name, keeps its name, device and link, and closes
-#          by the link's path.
+#          by the link's path; a recoverable device whose name another open
+#          took while its daemon was dead: recover is refused naming the
+#          taker's device, and works once that one is closed.
 #
 # Without udevadm (UDEVADM=path, PATH, or tests/build/udev from "apt-get
 # download udev") the link checks fail with a message saying so.
@@ -170,6 +172,24 @@ if cp rec.qcow2 /tmp/rec.qcow2 && uq_open --recoverable --name keep /tmp/rec.qco
 	check recover-live-refused refused 1 "being served" ublk-qcow recover keep
 	check close-by-link-path uq_close /dev/ublk-qcow/keep
 	check recovered-link-gone no_link keep
+fi
+
+# A recoverable device whose name another device took while its daemon was
+# dead: recover by id is refused, naming the taker; once that closes, it works.
+if uq_open --recoverable --name shared /tmp/rec.qcow2; then
+	dead=$DEV
+	kill -KILL "$(pidof ublk-qcow)"
+	sleep 0.5
+	if uq_open --name shared other.qcow2; then
+		taker=$DEV
+		check recover-refused-name-taken refused 1 "name 'shared' is in use by $taker" \
+			ublk-qcow recover "$dead"
+		check close-taker uq_close "$taker"
+	fi
+	check recover-after-taker-closed quiet ublk-qcow recover "$dead"
+	check recovered-has-name [ "$(name_of "$dead")" = shared ]
+	check recovered-link link_to shared "$dead"
+	check close-recovered uq_close "$dead"
 fi
 check no-device-left no_ublk_devices
 GUEST
