@@ -6,10 +6,10 @@
  * "ublk-qcow udev-name ublkbN", which the udev rule
  * (src/system/60-ublk-qcow.rules) runs to learn the link's name.
  *
- * A name given with --name (or kept by a device being recovered) is taken
- * as is or not at all; the default name (the image's) becomes NAME-2,
- * NAME-3, ... when another daemon holds it, so that two readers of one
- * image, or a snapshot beside its image, still open.
+ * A name, given with --name, the default (the image's) or kept by a
+ * device being recovered, is taken as is or not at all: names are unique
+ * per host, so a second device for one image (two readers, a snapshot
+ * beside its image) is opened with a --name of its own.
  */
 #include <errno.h>
 #include <limits.h>
@@ -23,50 +23,20 @@
 
 #define UDEV_CONTROL		"/run/udev/control"
 #define LINK_WAIT_MS		5000
-#define DEFAULT_NAME_TRIES	99
-
-/* The error for a name held by the daemon of pid holder ("recover" has
- * no --name to choose another with). */
-static void name_taken(const char *name, int holder, bool recovering)
-{
-	const char *hint = recovering ? "" : ": choose another with --name";
-	struct uq_state *s = malloc(sizeof(*s));
-
-	if (s && uq_state_by_name(name, s) == 0 && s->pid == holder)
-		uq_err("the name '%s' is in use by %s (pid %d)%s", name, s->device, holder, hint);
-	else
-		uq_err("the name '%s' is in use by the ublk-qcow daemon pid %d%s", name, holder,
-		       hint);
-	free(s);
-}
-
-/* NAME-k for the k-th try of a default name, cut to fit. */
-static void numbered_name(const char *base, unsigned k, char *out, size_t len)
-{
-	char suffix[16];
-	int n = snprintf(suffix, sizeof(suffix), "-%u", k);
-
-	snprintf(out, len, "%.*s%s", UQ_DEV_NAME_MAX - n, base, suffix);
-}
 
 int uq_dev_name_claim(struct uq_dev *dev)
 {
-	char base[UQ_DEV_NAME_MAX + 1], *name = dev->opt.name;
-	unsigned k, tries = dev->opt.name_given ? 1 : DEFAULT_NAME_TRIES;
-	int ret = 0, holder = 0;
+	enum uq_name_origin origin = dev->opt.recover_id >= 0 ? UQ_NAME_KEPT :
+				     dev->opt.name_given ? UQ_NAME_GIVEN : UQ_NAME_DEFAULT;
+	char msg[UQ_DEV_NAME_MAX + PATH_MAX + 256];
+	int ret, holder = 0;
 
-	if (!name[0])
+	if (!dev->opt.name[0])
 		return 0;		/* a device kept from before names */
-	snprintf(base, sizeof(base), "%s", name);
-	for (k = 1; k <= tries; k++) {
-		if (k > 1)
-			numbered_name(base, k, name, sizeof(dev->opt.name));
-		ret = uq_name_claim(name, getpid(), &holder);
-		if (ret != -EEXIST)
-			break;
-	}
+	ret = uq_name_claim(dev->opt.name, getpid(), &holder);
 	if (ret == -EEXIST) {
-		name_taken(dev->opt.name_given ? name : base, holder, dev->opt.recover_id >= 0);
+		uq_name_taken_msg(dev->opt.name, holder, origin, msg, sizeof(msg));
+		uq_err("%s", msg);
 		return ret;
 	}
 	if (ret < 0)

@@ -199,6 +199,26 @@ void uq_name_release(const char *name, int pid)
 	close(lock);
 }
 
+void uq_name_taken_msg(const char *name, int holder, enum uq_name_origin origin, char *out,
+		       size_t len)
+{
+	static const char *const hints[] = {
+		[UQ_NAME_DEFAULT] = ": open this image with --name NAME to serve it beside "
+				    "that device",
+		[UQ_NAME_GIVEN] = ": choose another with --name",
+		[UQ_NAME_KEPT] = "",
+	};
+	struct uq_state *s = malloc(sizeof(*s));
+
+	if (s && uq_state_by_name(name, s) == 0 && s->pid == holder)
+		snprintf(out, len, "the name '%s' is in use by %s (pid %d)%s", name, s->device,
+			 holder, hints[origin]);
+	else
+		snprintf(out, len, "the name '%s' is in use by the ublk-qcow daemon pid %d%s", name,
+			 holder, hints[origin]);
+	free(s);
+}
+
 /* ----------------------------------------------------------- resolver */
 
 int uq_target_resolve(const char *arg, unsigned *id)

@@ -45,6 +45,18 @@ int uq_name_claim(const char *name, int pid, int *holder);
 /* Give name back if pid holds it (a stale entry of pid goes too). */
 void uq_name_release(const char *name, int pid);
 
+/* Where a device's name came from, for the hint after a clash. */
+enum uq_name_origin {
+	UQ_NAME_DEFAULT,	/* the image's file name: choose one with --name */
+	UQ_NAME_GIVEN,		/* --name: choose another */
+	UQ_NAME_KEPT,		/* "recover": the device's own, no other to choose */
+};
+
+/* The error for name, held by the running daemon of pid holder: the
+ * device that has it (from its state file) and what to do instead. */
+void uq_name_taken_msg(const char *name, int holder, enum uq_name_origin origin, char *out,
+		       size_t len);
+
 /*
  * The device a command's argument names: a number, /dev/ublkbN, ublkbN,
  * /dev/ublk-qcow/NAME or NAME (the state file whose "name" it is, the one

@@ -10,6 +10,10 @@
  *    runs (the holder's pid is reported), taken over once the holder is
  *    dead (what "recover" does), given back only by its holder; eight
  *    daemons racing for one name: exactly one gets it;
+ *  - a clash is an error, whatever the name's origin: a default name held
+ *    by another device is refused like a --name one (no NAME-2); the
+ *    message names the holder's device and pid, and says to choose a name
+ *    with --name (a recover's kept name: no hint, recover has no --name);
  *  - the resolver: N, ublkbN, /dev/ublkbN, /dev/ublk-qcow/NAME and NAME;
  *    a name goes to the running daemon's device before a dead one's;
  *    an unknown name is -ENOENT, a bad argument -EINVAL.
@@ -168,6 +172,43 @@ static void store(unsigned id, int pid, const char *name)
 	REQUIRE(uq_state_store(&s, path, sizeof(path)) == 0, "uq_state_store");
 }
 
+/* A default name held by another daemon: refused, and the message says
+ * by which device and to choose one with --name. */
+static void test_clash(void)
+{
+	pid_t a = fake_daemon(), b = fake_daemon();
+	char name[UQ_DEV_NAME_MAX + 1], msg[512], want[512];
+	int holder = -1;
+
+	setenv("UBLK_QCOW_RUN_DIR", t_path("run-clash"), 1);
+	uq_name_default("/srv/vm.qcow2", name, sizeof(name));
+	CHECK(uq_name_claim(name, a, &holder) == 0, "a free default name");
+	store(0, a, name);
+	uq_name_default("/other/vm.img", name, sizeof(name));
+	CHECK(uq_name_claim(name, b, &holder) == -EEXIST && holder == a,
+	      "a held default name: holder %d, want %d", holder, (int)a);
+	uq_name_taken_msg(name, holder, UQ_NAME_DEFAULT, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "the name 'vm' is in use by /dev/ublkb0 (pid %d): open this "
+		 "image with --name NAME to serve it beside that device", (int)a);
+	CHECK(!strcmp(msg, want), "default clash: '%s', want '%s'", msg, want);
+	uq_name_taken_msg(name, holder, UQ_NAME_GIVEN, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "the name 'vm' is in use by /dev/ublkb0 (pid %d): choose "
+		 "another with --name", (int)a);
+	CHECK(!strcmp(msg, want), "--name clash: '%s', want '%s'", msg, want);
+	uq_name_taken_msg(name, holder, UQ_NAME_KEPT, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "the name 'vm' is in use by /dev/ublkb0 (pid %d)", (int)a);
+	CHECK(!strcmp(msg, want), "recover clash: '%s', want '%s'", msg, want);
+	/* a holder without a state file yet (between its claim and its first
+	 * write): its pid, still the hint */
+	uq_name_taken_msg("nostate", b, UQ_NAME_DEFAULT, msg, sizeof(msg));
+	snprintf(want, sizeof(want), "the name 'nostate' is in use by the ublk-qcow daemon pid "
+		 "%d: open this image with --name NAME to serve it beside that device", (int)b);
+	CHECK(!strcmp(msg, want), "no state file: '%s', want '%s'", msg, want);
+	stop_daemon(a);
+	stop_daemon(b);
+	unsetenv("UBLK_QCOW_RUN_DIR");
+}
+
 static unsigned resolved(const char *arg)
 {
 	unsigned id = 12345;
@@ -209,5 +250,6 @@ int main(void)
 	test_claim();
 	test_claim_race();
 	test_resolve();
+	test_clash();
 	return t_finish();
 }

@@ -8,19 +8,21 @@
 #   guest: udevd runs with src/system/60-ublk-qcow.rules (the host's udevadm,
 #          or Debian's udev package unpacked, with their libraries, through
 #          the share); vm1.qcow2 opens as "vm1" (the default), vm2.qcow2 as
-#          "web" (--name), vm3.qcow2 as "seven" on /dev/ublkb7 (--id 7);
-#          list shows the names; /dev/ublk-qcow/NAME leads to each device as
-#          soon as open returned; udev-name prints a device's name and
-#          nothing (exit 1) for a device it does not serve; a name in use,
-#          a device number in use and a bad name are clear errors that add no
-#          device; stats and close by name; a closed device's name and link
-#          are gone and the name is free again; a non-recoverable daemon
-#          killed with SIGKILL leaves a stale name entry that does not block
-#          a new open; a --recoverable daemon killed with SIGKILL is
-#          recovered by name, keeps its name, device and link, and closes
-#          by the link's path; a recoverable device whose name another open
-#          took while its daemon was dead: recover is refused naming the
-#          taker's device, and works once that one is closed.
+#          "web" (--name), vm3.qcow2 as "seven" on /dev/ublkb7 (--id 7); list
+#          shows the names; /dev/ublk-qcow/NAME leads to each device as soon
+#          as open returned; udev-name prints a device's name and nothing
+#          (exit 1) for a device it does not serve; a name in use (given with
+#          --name, or the default of another image called vm1.qcow2: no vm1-2,
+#          the message names the holder and --name), a device number in use
+#          and a bad name are clear errors that add no device; that other
+#          vm1.qcow2 opens with --name; stats and close by name; a closed
+#          device's name and link are gone and the name is free again; a
+#          non-recoverable daemon killed with SIGKILL leaves a stale name
+#          entry that does not block a new open; a --recoverable daemon killed
+#          with SIGKILL is recovered by name, keeps its name, device and link,
+#          and closes by the link's path; a recoverable device whose name
+#          another open took while its daemon was dead: recover is refused
+#          naming the taker's device, and works once that one is closed.
 #
 # Without udevadm (UDEVADM=path, PATH, or tests/build/udev from "apt-get
 # download udev") the link checks fail with a message saying so.
@@ -127,6 +129,18 @@ check udev-name-prints-name udev_name_is ublkb7 seven
 check udev-name-not-ours udev_name_none ublkb99
 check name-in-use refused 1 "name 'web' is in use by $DEV2" \
 	ublk-qcow open --name web other.qcow2
+# another image whose default name is vm1's: refused like a --name clash,
+# naming the holder and --name; no device added, vm1 keeps its name
+cp other.qcow2 /tmp/vm1.qcow2
+check default-name-in-use refused 1 \
+	"name 'vm1' is in use by $DEV1 \(pid [0-9]+\): open this image with --name NAME" \
+	ublk-qcow open /tmp/vm1.qcow2
+check default-clash-keeps-name [ "$(name_of "$DEV1")" = vm1 ]
+check default-clash-keeps-link link_to vm1 "$DEV1"
+if uq_open --name vm1-copy /tmp/vm1.qcow2; then
+	check default-clash-opens-with-name [ "$(name_of "$DEV")" = vm1-copy ]
+	check close-default-clash-named uq_close "$DEV"
+fi
 check id-in-use refused 1 "device 7 is in use" ublk-qcow open --id 7 --name x other.qcow2
 check bad-name refused 2 "invalid --name '\.x'" ublk-qcow open --name .x other.qcow2
 check id-like-name refused 2 "look like a device id" ublk-qcow open --name 12 other.qcow2
