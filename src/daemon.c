@@ -8,16 +8,18 @@
  * shared copy-on-write with a parent):
  *   1. open the image file, lock it (the image lock: exclusive read-write, shared
  *      read-only), open it through the engine;
- *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV, open /dev/ublkcN,
- *      SET_PARAMS from the image's geometry;
+ *   2. /dev/ublk-control, GET_FEATURES, ADD_DEV (--id: that number), the
+ *      device's name (names.c; "recover" takes it before attaching), open
+ *      /dev/ublkcN, SET_PARAMS from the image's geometry;
  *   3. queue threads: each sets up its ring and puts a FETCH_REQ in for
  *      every tag; only then START_DEV(getpid()), which the queues serve
  *      (the 6.12 partition scan reads the device inside START_DEV);
- *   4. state file, mlockall, "/dev/ublkbN" to the user.
+ *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, "/dev/ublkbN"
+ *      to the user.
  * Shutdown: STOP_DEV (the kernel drains in-flight IO, which the queues
  * still serve, then aborts every parked command with -ENODEV and the
  * threads exit), engine close (metadata written back, fdatasync), DEL_DEV
- * once nothing of ours holds /dev/ublkcN, state file removed.
+ * once nothing of ours holds /dev/ublkcN, state file removed, name given back.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -314,7 +316,7 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	int ret;
 
 	memset(di, 0, sizeof(*di));
-	di->dev_id = UBLK_DEV_ID_ANY;
+	di->dev_id = dev->opt.want_id >= 0 ? (uint32_t)dev->opt.want_id : UBLK_DEV_ID_ANY;
 	di->nr_hw_queues = (uint16_t)dev->opt.queues;
 	di->queue_depth = (uint16_t)dev->opt.depth;
 	di->max_io_buf_bytes = UQ_MAX_IO_BYTES;
@@ -322,6 +324,11 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	ret = uq_ctrl_add_dev(&dev->ctrl, di);
 	if (ret == -EPERM || ret == -EACCES) {
 		uq_err("ADD_DEV: permission denied: ublk-qcow must run as root");
+		return ret;
+	}
+	if (ret == -EEXIST && dev->opt.want_id >= 0) {
+		uq_err("--id %d: device %d is in use (the ublk driver has a device with that "
+		       "number)", dev->opt.want_id, dev->opt.want_id);
 		return ret;
 	}
 	if (ret < 0)
@@ -541,6 +548,7 @@ static void abandon(struct uq_dev *dev)
 	uq_queues_join(dev);
 	device_delete(dev);
 	uq_state_remove(dev);
+	uq_dev_name_release(dev);
 	if (image_close(dev, msg, sizeof(msg)) < 0)
 		uq_err("%s", msg);
 	uq_ctrl_close(&dev->ctrl);
@@ -570,6 +578,7 @@ static int shutdown_dev(struct uq_dev *dev)
 	} else {
 		uq_state_remove(dev);
 	}
+	uq_dev_name_release(dev);
 	uq_ctrl_close(&dev->ctrl);
 	uq_info("device %u stopped", dev->dev_id);
 	return rc < 0 || atomic_load(&dev->queue_failed) ? UQ_EXIT_FAIL : UQ_EXIT_OK;
@@ -650,6 +659,7 @@ static void announce(struct uq_dev *dev)
 		uq_warn("device %u: no control socket: live snapshots unavailable", dev->dev_id);
 	uq_state_write(dev, UQ_LIFE_LIVE, NULL);
 	lock_memory();
+	uq_wait_name_link(dev, device);
 	uq_info("%s serves %s (%s mode, cache %s, %u-byte blocks, %u queue%s, depth %u%s%s)",
 		device, dev->opt.image_abs, uq_data_mode_name(dev->data_mode),
 		uq_cache_mode_name(dev->cache), dev->block_bytes, dev->nr_queues,
@@ -693,9 +703,13 @@ static int serve(const struct uq_open_opts *o)
 	if (ret == 0)
 		ret = ctrl_setup(&dev, &flags);
 	if (ret == 0 && o->recover_id >= 0)
+		ret = uq_dev_name_claim(&dev);	/* before attaching starts the recovery */
+	if (ret == 0 && o->recover_id >= 0)
 		ret = device_attach(&dev);	/* the dead daemon's state file stays until live */
 	else if (ret == 0)
 		ret = device_add(&dev, flags);
+	if (ret == 0 && o->recover_id < 0)
+		ret = uq_dev_name_claim(&dev);	/* after ADD_DEV: its "must run as root" first */
 	if (ret == 0 && o->recover_id < 0)
 		ret = uq_state_write(&dev, UQ_LIFE_STARTING, NULL);
 	if (ret == 0)
@@ -786,7 +800,7 @@ static int daemonize(const struct uq_open_opts *o)
 /* ------------------------------------------------------ command line */
 
 enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
-       OPT_SNAPSHOT, OPT_CACHE };
+       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID };
 
 static const struct option open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -798,6 +812,8 @@ static const struct option open_long[] = {
 	{ "cache", required_argument, NULL, OPT_CACHE },
 	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "id", required_argument, NULL, OPT_ID },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -805,7 +821,8 @@ static const struct option open_long[] = {
 
 static void open_usage(FILE *f)
 {
-	fprintf(f, "usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off|register]\n"
+	fprintf(f, "usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH]\n"
+		"                      [--zero-copy=auto|on|off|register]\n"
 		"                      [--cache=none|writeback] [--read-only]\n"
 		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
@@ -831,8 +848,21 @@ static int snapshot_arg(struct uq_open_opts *o, const char *name)
 	return 0;
 }
 
+/* --name NAME: kept with the device, a link's and a run directory file's name. */
+static int name_arg(struct uq_open_opts *o, const char *name)
+{
+	char why[128];
+
+	if (uq_name_check(name, why, sizeof(why)) < 0)
+		return bad_value("--name", name, why);
+	strcpy(o->name, name);
+	o->name_given = true;
+	return 0;
+}
+
 static int parse_open_opt(int c, struct uq_open_opts *o)
 {
+	unsigned id;
 	int v;
 
 	switch (c) {
@@ -869,6 +899,13 @@ static int parse_open_opt(int c, struct uq_open_opts *o)
 		return 0;
 	case OPT_SNAPSHOT:
 		return snapshot_arg(o, optarg);
+	case OPT_NAME:
+		return name_arg(o, optarg);
+	case OPT_ID:
+		if (uq_parse_uint(optarg, 0, UQ_MAX_DEV_ID, &id) < 0)
+			return bad_value("--id", optarg, "want a device number 0..1048575");
+		o->want_id = (int)id;
+		return 0;
 	case OPT_L2_CACHE:
 		if (uq_parse_size(optarg, false, &o->l2_cache) < 0 || !o->l2_cache)
 			return bad_value("--l2-cache", optarg,
@@ -940,6 +977,8 @@ int uq_cmd_open(int argc, char **argv)
 		uq_err("%s: %s", o.image, strerror(errno));
 		return UQ_EXIT_FAIL;
 	}
+	if (!o.name_given)
+		uq_name_default(o.image, o.name, sizeof(o.name));
 	absolute_run_dir();
 	return o.foreground ? serve(&o) : daemonize(&o);
 }
@@ -953,9 +992,11 @@ static const struct option recover_long[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+#define RECOVER_USE "usage: %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"
+
 static void recover_usage(FILE *f)
 {
-	fprintf(f, "usage: %s recover [--foreground] [-v] ID|/dev/ublkbN\n", UQ_PROG);
+	fprintf(f, RECOVER_USE, UQ_PROG);
 }
 
 /*
@@ -984,6 +1025,7 @@ static int recover_opts(unsigned id, struct uq_open_opts *o)
 		strcpy(o->image_path, o->image_abs);
 	o->image = o->image_abs;
 	o->foreground = foreground;
+	o->name_given = true;		/* its own name back, or an error */
 	o->recover_id = (int)id;
 	o->recover_cache = s.cache;
 	uq_open_opts_bind(o);
@@ -994,7 +1036,7 @@ int uq_cmd_recover(int argc, char **argv)
 {
 	struct uq_open_opts o;
 	unsigned id;
-	int c;
+	int c, ret;
 
 	uq_open_opts_init(&o);
 	optind = 1;
@@ -1008,10 +1050,9 @@ int uq_cmd_recover(int argc, char **argv)
 		else
 			o.foreground = true;
 	}
-	if (uq_target_arg(argc, argv, &id) < 0) {
-		recover_usage(stderr);
-		return UQ_EXIT_USAGE;
-	}
+	ret = uq_target_arg(argc, argv, RECOVER_USE, &id);
+	if (ret >= 0)
+		return ret;
 	if (recover_opts(id, &o) < 0)
 		return UQ_EXIT_FAIL;
 	absolute_run_dir();

@@ -5,9 +5,12 @@
  *
  *   ublk-qcow open [options] IMAGE     create the device, serve it (daemon)
  *   ublk-qcow list [--output=human|json]
- *   ublk-qcow close ID|/dev/ublkbN     stop the daemon serving a device
- *   ublk-qcow recover ID|/dev/ublkbN   take over a device whose daemon died
- *   ublk-qcow stats ID|/dev/ublkbN     what a daemon has done
+ *   ublk-qcow close DEVICE             stop the daemon serving a device
+ *   ublk-qcow recover DEVICE           take over a device whose daemon died
+ *   ublk-qcow stats DEVICE             what a daemon has done
+ *   ublk-qcow udev-name ublkbN         a device's name, for the udev rule
+ *
+ * DEVICE is an id, /dev/ublkbN, or the device's name (open --name).
  *
  * See ublk-qcow(8).
  */
@@ -24,17 +27,19 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: %s open [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off] [--read-only]\n"
-		"                      [--recoverable] [--foreground] [--l2-cache BYTES] [-v] IMAGE\n"
+		"usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off]\n"
+		"                      [--read-only] [--recoverable] [--foreground] [--l2-cache BYTES]\n"
+		"                      [-v] IMAGE\n"
 		"       %s list [--output=human|json]\n"
-		"       %s close [--timeout SECONDS] ID|/dev/ublkbN\n"
-		"       %s recover [--foreground] [-v] ID|/dev/ublkbN\n"
-		"       %s stats [--output=human|json] ID|/dev/ublkbN\n"
+		"       %s close [--timeout SECONDS] ID|/dev/ublkbN|NAME\n"
+		"       %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"
+		"       %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n"
+		"       %s udev-name ublkbN\n"
 		"       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
 }
 
 int main(int argc, char **argv)
@@ -61,6 +66,8 @@ int main(int argc, char **argv)
 		return uq_cmd_recover(argc - 1, argv + 1);
 	if (!strcmp(cmd, "stats"))
 		return uq_cmd_stats(argc - 1, argv + 1);
+	if (!strcmp(cmd, "udev-name"))
+		return uq_cmd_udev_name(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return UQ_EXIT_OK;

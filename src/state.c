@@ -81,10 +81,11 @@ static void print_human(const struct uq_state *v, size_t n)
 {
 	size_t i;
 
-	printf("%-4s %-14s %-12s %-18s %-3s %6s %5s %-9s %s\n", "ID", "DEVICE", "MODE", "CACHE",
-	       "RW", "QUEUES", "DEPTH", "STATE", "IMAGE");
+	printf("%-4s %-14s %-16s %-12s %-18s %-3s %6s %5s %-9s %s\n", "ID", "DEVICE", "NAME",
+	       "MODE", "CACHE", "RW", "QUEUES", "DEPTH", "STATE", "IMAGE");
 	for (i = 0; i < n; i++)
-		printf("%-4u %-14s %-12s %-18s %-3s %6u %5u %-9s %s\n", v[i].id, v[i].device,
+		printf("%-4u %-14s %-16s %-12s %-18s %-3s %6u %5u %-9s %s\n", v[i].id, v[i].device,
+		       v[i].opt.name[0] ? v[i].opt.name : "-",
 		       uq_data_mode_name(v[i].mode), uq_cache_mode_name(v[i].cache),
 		       v[i].opt.read_only ? "ro" : "rw", v[i].queues, v[i].depth,
 		       uq_life_names[v[i].state], v[i].opt.image_abs);
@@ -154,29 +155,27 @@ int uq_cmd_list(int argc, char **argv)
 
 /* ------------------------------------------------------------- close */
 
-static int parse_target(const char *arg, unsigned *id)
+int uq_target_arg(int argc, char **argv, const char *use, unsigned *id)
 {
-	const char *p = arg;
+	const char *arg = argv[optind];
+	int ret;
 
-	if (!strncmp(p, "/dev/", 5))
-		p += 5;
-	if (!strncmp(p, "ublkb", 5))
-		p += 5;
-	else if (p != arg)
-		return -EINVAL;
-	return uq_parse_uint(p, 0, (1U << 20) - 1, id);
-}
-
-int uq_target_arg(int argc, char **argv, unsigned *id)
-{
-	if (argc - optind != 1)
-		return -EINVAL;
-	if (parse_target(argv[optind], id) < 0) {
-		fprintf(stderr, "%s: '%s' is not a device id or /dev/ublkbN\n", UQ_PROG,
-			argv[optind]);
-		return -EINVAL;
+	if (argc - optind != 1) {
+		fprintf(stderr, use, UQ_PROG);
+		return UQ_EXIT_USAGE;
 	}
-	return 0;
+	ret = uq_target_resolve(arg, id);
+	if (ret == -ENOENT) {
+		uq_err("no ublk-qcow device named '%s'", arg);
+		return UQ_EXIT_FAIL;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "%s: '%s' is not a device id, /dev/ublkbN or device name\n",
+			UQ_PROG, arg);
+		fprintf(stderr, use, UQ_PROG);
+		return ret == -EINVAL ? UQ_EXIT_USAGE : UQ_EXIT_FAIL;
+	}
+	return -1;
 }
 
 static bool wait_gone(int pid, unsigned timeout_s)
@@ -235,6 +234,7 @@ static int close_result(unsigned id, const struct uq_state *before, bool was_run
 	uq_warn("device %u: the daemon (pid %d) had already exited; removed what it left",
 		s.id, before->pid);
 	delete_leftover(&s);
+	uq_name_release(s.opt.name, before->pid);
 	return UQ_EXIT_OK;
 }
 
@@ -265,9 +265,9 @@ int uq_cmd_close(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *use = "usage: %s close [--timeout SECONDS] ID|/dev/ublkbN\n";
+	const char *use = "usage: %s close [--timeout SECONDS] ID|/dev/ublkbN|NAME\n";
 	unsigned id, timeout_s = UQ_CLOSE_TIMEOUT_S;
-	int c;
+	int c, ret;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
@@ -276,9 +276,8 @@ int uq_cmd_close(int argc, char **argv)
 		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
-	if (uq_target_arg(argc, argv, &id) < 0) {
-		fprintf(stderr, use, UQ_PROG);
-		return UQ_EXIT_USAGE;
-	}
+	ret = uq_target_arg(argc, argv, use, &id);
+	if (ret >= 0)
+		return ret;
 	return close_device(id, timeout_s);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ublk-qcow stats ID|/dev/ublkbN [--output=human|json]: what a serving
+ * ublk-qcow stats ID|/dev/ublkbN|NAME [--output=human|json]: what a serving
  * daemon has done, per queue and in total, and what its engine did.
  *
  * The daemon answers "stats" on its control socket (control.c stats_line):
@@ -226,7 +226,7 @@ static int stats_of(unsigned id, bool json)
 
 int uq_cmd_stats(int argc, char **argv)
 {
-	const char *use = "usage: %s stats [--output=human|json] ID|/dev/ublkbN\n";
+	const char *use = "usage: %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n";
 	bool json;
 	unsigned id;
 	int ret;
@@ -234,9 +234,8 @@ int uq_cmd_stats(int argc, char **argv)
 	ret = uq_output_opts(argc, argv, use, &json);
 	if (ret >= 0)
 		return ret;
-	if (uq_target_arg(argc, argv, &id) < 0) {
-		fprintf(stderr, use, UQ_PROG);
-		return UQ_EXIT_USAGE;
-	}
+	ret = uq_target_arg(argc, argv, use, &id);
+	if (ret >= 0)
+		return ret;
 	return stats_of(id, json);
 }

@@ -35,6 +35,7 @@
 #include "qcow/engine.h"
 #include "ublk/ublk_abi.h"
 #include "shared/control.h"
+#include "shared/names.h"
 #include "shared/number.h"
 #include "shared/opts.h"
 #include "shared/state.h"
@@ -302,6 +303,7 @@ struct uq_dev {
 	atomic_bool queue_failed;	/* a queue thread hit a fatal error */
 	char state_path[PATH_MAX];
 	bool state_written;
+	bool name_claimed;		/* holds RUN_DIR/names/NAME (names.c) */
 };
 
 /* -------------------------------------------------------------- backend.c */
@@ -406,9 +408,10 @@ int uq_cmd_close(int argc, char **argv);
 /* stats.c */
 int uq_cmd_stats(int argc, char **argv);
 
-/* The one operand left after getopt, ID or /dev/ublkbN (a message when it is
- * neither); -EINVAL when it is not exactly one such. */
-int uq_target_arg(int argc, char **argv, unsigned *id);
+/* The one operand left after getopt, a device (uq_target_resolve: ID,
+ * /dev/ublkbN or NAME) into *id: -1 to go on, else the exit status, with
+ * its message (usage from the format use for a missing or bad operand). */
+int uq_target_arg(int argc, char **argv, const char *use, unsigned *id);
 /* Options [--output=human|json] [--help] of list and stats, from optind 1:
  * -1 to go on (*json set, optind at the operands), else the exit status
  * (usage from the format use, with the program name, printed). */
@@ -419,6 +422,17 @@ int uq_control_open(struct uq_dev *dev);
 void uq_control_close(struct uq_dev *dev);
 /* Accept one client on the listening socket and answer its request. */
 void uq_control_serve_one(struct uq_dev *dev);
+
+/* --------------------------------------------------------------- names.c */
+/* Take dev->opt.name (a default one may become NAME-k): 0, or -errno
+ * (logged: the name is in use, or the run directory failed). */
+int uq_dev_name_claim(struct uq_dev *dev);
+/* Give the name back, if dev took it. */
+void uq_dev_name_release(struct uq_dev *dev);
+/* With udev running, wait (a few seconds, then a warning) until
+ * /dev/ublk-qcow/NAME leads to device. */
+void uq_wait_name_link(const struct uq_dev *dev, const char *device);
+int uq_cmd_udev_name(int argc, char **argv);
 
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);

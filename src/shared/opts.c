@@ -46,6 +46,7 @@ void uq_open_opts_init(struct uq_open_opts *o)
 	o->depth = UQ_DEFAULT_DEPTH;
 	o->zero_copy = UQ_ZC_AUTO;
 	o->cache = UQ_CACHE_OPT_DEFAULT;
+	o->want_id = -1;
 	o->recover_id = -1;
 }
 

@@ -74,6 +74,8 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 
 /* The longest --snapshot name a device keeps (qcow2 allows 65535 bytes). */
 #define UQ_SNAPSHOT_NAME_MAX	1023
+/* The longest device name (--name; shared/names.h has its rules). */
+#define UQ_DEV_NAME_MAX		64
 
 /*
  * X(TYPE, field, "state file key") for each option a device keeps.  TYPE
@@ -83,6 +85,7 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
  * a relative backing file name resolves (as QEMU's).
  */
 #define UQ_KEPT_OPTS(X)							\
+	X(DEVNAME, name, "name")		/* --name, or the image's; "": none */	\
 	X(PATH, image_abs, "image")		/* resolved: the daemon chdirs to / */	\
 	X(PATH, image_path, "image_path")	/* absolute, symlinks kept (above) */	 \
 	X(NAME, snapshot_name, "snapshot")	/* --snapshot; "": the active image */	\
@@ -96,6 +99,7 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 
 #define UQ_DECL_PATH(f)	char f[PATH_MAX]
 #define UQ_DECL_NAME(f)	char f[UQ_SNAPSHOT_NAME_MAX + 1]
+#define UQ_DECL_DEVNAME(f)	char f[UQ_DEV_NAME_MAX + 1]
 #define UQ_DECL_BOOL(f)	bool f
 #define UQ_DECL_UINT(f)	unsigned f
 #define UQ_DECL_U64(f)	uint64_t f
@@ -110,6 +114,8 @@ struct uq_open_opts {
 	const char *image;		/* as given on the command line, for messages */
 	const char *snapshot;		/* snapshot_name, or NULL: uq_open_opts_bind */
 	bool foreground;
+	bool name_given;		/* --name (or recover): not the default name */
+	int want_id;			/* --id: the device number to ask for; -1: any */
 	int recover_id;			/* "recover": the device to take over; -1 for "open" */
 	enum uq_cache_mode recover_cache;	/* "recover": the cache mode the device
 						 * was set up for (its blocks) */

@@ -206,3 +206,41 @@ int uq_state_collect(struct uq_state **out, size_t *count)
 	*count = n;
 	return 0;
 }
+
+/* Is the state file at path one of name's?  Its state into s. */
+static bool state_named(const char *path, const char *name, struct uq_state *s)
+{
+	return read_state_file(path, s) == 0 && !strcmp(s->opt.name, name);
+}
+
+int uq_state_by_name(const char *name, struct uq_state *s)
+{
+	DIR *d = opendir(uq_run_dir());
+	struct uq_state *cur = malloc(sizeof(*cur));
+	char path[PATH_MAX + 300];
+	struct dirent *e;
+	int ret = -ENOENT;
+
+	if (!d || !cur) {
+		ret = !d ? (errno == ENOENT ? -ENOENT : -errno) : -ENOMEM;
+		if (d)
+			closedir(d);
+		free(cur);
+		return ret;
+	}
+	while ((e = readdir(d))) {
+		if (!is_state_name(e->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", uq_run_dir(), e->d_name);
+		if (!state_named(path, name, cur))
+			continue;
+		if (ret < 0 || uq_daemon_alive(cur->pid))
+			*s = *cur;
+		ret = 0;
+		if (uq_daemon_alive(cur->pid))
+			break;
+	}
+	closedir(d);
+	free(cur);
+	return ret;
+}

@@ -39,6 +39,7 @@ struct field {
 /* How each type of UQ_DECL_ is spelt. */
 #define KIND_PATH		F_STR, NULL
 #define KIND_NAME		F_STR, NULL
+#define KIND_DEVNAME		F_STR, NULL
 #define KIND_DEVICE		F_STR, NULL
 #define KIND_ERROR		F_STR, NULL
 #define KIND_UINT		F_UINT, NULL

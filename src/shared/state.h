@@ -10,7 +10,7 @@
  * (UQ_KEPT_OPTS, opts.h), for instance
  *
  *   {"id":0,"pid":123,"device":"/dev/ublkb0","queues":1,"depth":64,
- *    "mode":"copy","cache":"none","state":"live","image":"/srv/vm.qcow2",
+ *    "mode":"copy","cache":"none","state":"live","name":"vm","image":"/srv/vm.qcow2",
  *    "image_path":"/srv/vm.qcow2","read_only":false,"recoverable":false,
  *    "l2_cache":0,"zero_copy":"auto","cache_option":"default",
  *    "queues_option":1,"depth_option":64}
@@ -88,6 +88,9 @@ int uq_state_read(unsigned id, struct uq_state *s);
 /* Every running daemon's state, sorted by id, in *out (malloc'ed, *count
  * entries; NULL when none): 0 (also when RUN_DIR does not exist) or -errno. */
 int uq_state_collect(struct uq_state **out, size_t *count);
+/* The state file whose "name" is name, a running daemon's before a dead
+ * one's, in *s: 0, -ENOENT (none) or -errno. */
+int uq_state_by_name(const char *name, struct uq_state *s);
 /* Is pid a running (not zombie) ublk-qcow daemon? */
 bool uq_daemon_alive(int pid);
 

@@ -68,6 +68,7 @@ static void fill_all(struct uq_state *s)
 	snprintf(s->opt.image_abs, sizeof(s->opt.image_abs),
 		 "/srv/images/vm \"one\" \\two\\ \x01\x1f caf\xc3\xa9.qcow2");
 	snprintf(s->opt.image_path, sizeof(s->opt.image_path), "/srv/link/vm.qcow2");
+	snprintf(s->opt.name, sizeof(s->opt.name), "vm-1.a_b");
 	snprintf(s->opt.snapshot_name, sizeof(s->opt.snapshot_name), "snap \"a\"\\b");
 	s->opt.read_only = true;
 	s->opt.recoverable = true;
@@ -87,6 +88,8 @@ struct kept_and_own {
 	const char *image;
 	const char *snapshot;
 	bool foreground;
+	bool name_given;
+	int want_id;
 	int recover_id;
 	enum uq_cache_mode recover_cache;
 };
@@ -159,6 +162,7 @@ static void test_file(void)
 	memset(a.opt.image_abs, '\x01', sizeof(a.opt.image_abs) - 1);
 	memset(a.opt.image_path, '"', sizeof(a.opt.image_path) - 1);
 	memset(a.opt.snapshot_name, '\\', sizeof(a.opt.snapshot_name) - 1);
+	memset(a.opt.name, '"', sizeof(a.opt.name) - 1);
 	memset(a.error, '\n', sizeof(a.error) - 1);
 	a.id = 5;
 	CHECK(uq_state_store(&a, path, sizeof(path)) == 0, "uq_state_store: %s", strerror(errno));

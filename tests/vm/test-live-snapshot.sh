@@ -12,7 +12,9 @@
 #          error and everything verified; applying a snapshot live is
 #          refused, and so are offline writes; the active
 #          image reads B; "open --snapshot after-a" serves A, read-only,
-#          beside the active image and alone, and while it does, deleting
+#          beside the active image (with a --name of its own: the image's
+#          default name is the active device's) and alone, and while it
+#          does, deleting
 #          after-a is refused, live and offline;
 #   host:  qemu-img check is clean; qemu-img convert -l shows A in after-a
 #          and in the last churn snapshot (taken between A and B), B in
@@ -76,7 +78,7 @@ if uq_open -q 2 disk.qcow2; then
 		qcow-tool snapshot -l disk.qcow2
 	check list-beside-daemon sh -c "qcow-tool snapshot -l -U disk.qcow2 | grep -q after-b"
 	active=$DEV
-	if uq_open --snapshot after-a disk.qcow2; then
+	if uq_open --snapshot after-a --name after-a disk.qcow2; then
 		check snapshot-beside-active region_is a.bin
 		check live-delete-of-served-snapshot-refused refused 1 "being served" \
 			qcow-tool snapshot -d after-a disk.qcow2

@@ -7,7 +7,8 @@
 #   guest: a missing image; an image whose header is corrupt (cluster_bits
 #          31); an image using a feature outside the subset (extended L2);
 #          a file that is not qcow2 at all; an image already served
-#          read-write; bad options (queues, depth, --zero-copy, --l2-cache,
+#          read-write (opened again with a --name of its own, so that the
+#          image's lock, not the name, refuses it); bad options (queues, depth, --zero-copy, --l2-cache,
 #          unknown option, no image, two images); --zero-copy=on and
 #          =register on a kernel without zero copy (6.12), and on one with
 #          it, the mode each --zero-copy value gives; a caller who is not root; close of a
@@ -70,8 +71,9 @@ echo "tester:x:1000:" >>/etc/group
 check not-root refused 1 "root" su tester -c "ublk-qcow open --read-only /share/good.qcow2"
 
 if uq_open good.qcow2; then
-	check already-open refused 1 "in use" ublk-qcow open good.qcow2
-	check already-open-read-only refused 1 "in use" ublk-qcow open --read-only good.qcow2
+	check already-open refused 1 "image is in use" ublk-qcow open --name good-2 good.qcow2
+	check already-open-read-only refused 1 "image is in use" \
+		ublk-qcow open --read-only --name good-2 good.qcow2
 	check list-shows-one sh -c "[ \$(ublk-qcow list --output=json | grep -c '\"device\"') = 1 ]"
 	check close-unknown-id refused 1 "no ublk-qcow device 7" ublk-qcow close 7
 	check close-not-a-device refused 2 "not a device" ublk-qcow close /dev/sda

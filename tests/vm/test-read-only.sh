@@ -6,8 +6,10 @@
 #   guest: the device is read-only (blockdev --getro, list says ro); reads
 #          equal qemu-img's raw conversion; O_DIRECT and buffered writes,
 #          discard and write-zeroes all fail; a second read-only open of
-#          the same image works beside the first (shared lock); a read-write
-#          open of it is refused while they run;
+#          the same image under its default name is refused (the name is in
+#          use: the message names the first device and --name), and with
+#          --name works beside the first (shared lock); a read-write open
+#          of it is refused while they run (the image's lock);
 #          QEMU's locks (qemu-io and qemu-img run in the guest): beside a
 #          read-only device qemu-io reads the image and cannot write it;
 #          beside a read-write one qemu-io cannot open it, qemu-img info
@@ -48,14 +50,19 @@ if uq_open --read-only ro.qcow2; then
 	check reads-equal-qemu cmp "$DEV" ref.raw
 	check writes-fail write_fails
 	check still-equal cmp "$DEV" ref.raw
-	if uq_open --read-only ro.qcow2; then
+	# a second device for the image needs a name of its own
+	check second-open-default-name-refused refused 1 \
+		"name 'ro' is in use by $first \(pid [0-9]+\): open this image with --name" \
+		ublk-qcow open --read-only ro.qcow2
+	if uq_open --read-only --name ro-second ro.qcow2; then
 		pass second-read-only-open
 		check second-reads-equal cmp "$DEV" ref.raw
 		check close-second uq_close "$DEV"
 	else
 		fail second-read-only-open "a second --read-only open was refused"
 	fi
-	check read-write-open-refused refused 1 "in use" ublk-qcow open ro.qcow2
+	check read-write-open-refused refused 1 "image is in use" \
+		ublk-qcow open --name ro-rw ro.qcow2
 	check qemu-reads-beside-read-only qemu-io -r -f qcow2 -c 'read -q 0 4k' ro.qcow2
 	check qemu-write-refused refused 1 'Failed to get "write" lock' \
 		qemu-io -f qcow2 -c 'write -q 0 4k' ro.qcow2
