@@ -352,10 +352,8 @@ static int resize_hold(struct qcow_image *img, const struct qcow_bitmap_info *v,
 
 	for (i = 0; ret == 0 && i < n; i++) {
 		memset(&info, 0, sizeof(info));
+		/* foreign is false: edit_begin's list refused extra data. */
 		ret = bitmap_dir_next(img, &d, &off, &info, &at, &foreign);
-		if (ret == 0 && foreign)
-			ret = qcow_set_error(img, -ENOTSUP, "cannot resize: bitmap '%s' has "
-					     "extra data this program does not know", info.name);
 		free(info.name);
 		if (ret == 0)
 			ret = load_info(img, &v[i], &b[i]);

@@ -1155,15 +1155,16 @@ int qcow_write_compressed(struct qcow_image *img, uint64_t off, const void *stre
 	unsigned x = 62 - (img->cluster_bits - 8);
 	struct l2_info old;
 	int64_t host;
-	int ret = check_write(img, off, 1, "compressed write");
+	int ret = 0;
 
-	if (ret == 0)
-		qcow_bitmaps_mark(img, off, QCOW_MIN(img->cluster_size, img->size - off));
-
-	if (ret == 0 && ((off & (img->cluster_size - 1)) || !len || len >= img->cluster_size))
+	if ((off & (img->cluster_size - 1)) || !len || len >= img->cluster_size)
 		ret = qcow_set_error(img, -EINVAL, "compressed write of %zu bytes at 0x%llx: a "
 				     "cluster's stream is shorter than a cluster and starts it", len,
 				     ULL(off));
+	/* The whole cluster (the disk's last may be shorter) is what changes. */
+	if (ret == 0)
+		ret = check_write(img, off, QCOW_MIN(img->cluster_size, img->size - off),
+				  "compressed write");
 	if (ret == 0 && !inflight_free_prefix(img, gc, 1))
 		ret = busy(img, gc);
 	if (ret == 0)
