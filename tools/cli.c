@@ -48,6 +48,17 @@ int tool_getopt_error(const char *cmd, int c, char **argv)
 	return tool_usage_error(cmd, "unrecognized option '%s'", arg);
 }
 
+int tool_image_arg(const char *cmd, int argc, char **argv, const char **path)
+{
+	if (optind != argc - 1) {
+		tool_usage_error(cmd, "%s", optind >= argc ? "expecting image file name" :
+				 "too many arguments");
+		return -1;
+	}
+	*path = argv[optind];
+	return 0;
+}
+
 int parse_output_format(const char *cmd, const char *arg, enum output_format *out)
 {
 	if (!strcmp(arg, "human")) {

@@ -169,13 +169,7 @@ static int check_parse_args(int argc, char **argv, struct check_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("check", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("check", argc, argv, &a->path);
 }
 
 /*

@@ -216,13 +216,7 @@ static int checksum_parse_args(int argc, char **argv, struct checksum_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("checksum", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("checksum", argc, argv, &a->path);
 }
 
 int cmd_checksum(int argc, char **argv)

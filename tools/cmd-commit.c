@@ -75,13 +75,7 @@ static int commit_parse_args(int argc, char **argv, struct commit_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("commit", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("commit", argc, argv, &a->path);
 }
 
 /* The backing file, opened for writing and at least as large as d. */

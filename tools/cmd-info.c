@@ -384,13 +384,7 @@ static int info_parse_args(int argc, char **argv, struct info_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("info", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("info", argc, argv, &a->path);
 }
 
 /*

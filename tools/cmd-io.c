@@ -375,13 +375,7 @@ static int io_parse_args(int argc, char **argv, struct io_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("io", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("io", argc, argv, &a->path);
 }
 
 static int io_run_stdin(struct io_ctx *c)

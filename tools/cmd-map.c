@@ -265,13 +265,7 @@ static int map_parse_args(int argc, char **argv, struct map_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("map", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
-		return -1;
-	}
-	a->path = argv[optind];
-	return 0;
+	return tool_image_arg("map", argc, argv, &a->path);
 }
 
 int cmd_map(int argc, char **argv)

@@ -80,12 +80,8 @@ static int rebase_parse_args(int argc, char **argv, struct rebase_args *a)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
-		tool_usage_error("rebase", "%s", optind >= argc ?
-				 "expecting image file name" : "too many arguments");
+	if (tool_image_arg("rebase", argc, argv, &a->path))
 		return -1;
-	}
-	a->path = argv[optind];
 	if (!a->backing) {
 		tool_usage_error("rebase", "Must specify backing file (-b)");
 		return -1;
