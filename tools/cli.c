@@ -51,8 +51,7 @@ int tool_getopt_error(const char *cmd, int c, char **argv)
 int tool_image_arg(const char *cmd, int argc, char **argv, const char **path)
 {
 	if (optind != argc - 1) {
-		tool_usage_error(cmd, "%s", optind >= argc ? "expecting image file name" :
-				 "too many arguments");
+		tool_usage_error(cmd, "Expecting one image file name");	/* qemu-img's words */
 		return -1;
 	}
 	*path = argv[optind];

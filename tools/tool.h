@@ -36,7 +36,7 @@ int tool_usage_error(const char *cmd, const char *fmt, ...)
  */
 int tool_getopt_error(const char *cmd, int c, char **argv);
 /* The one image name left after the options (argv[optind]) into *path,
- * else a usage error (none, or more than one): 0 or -1. */
+ * else qemu-img's usage error (none, or more than one): 0 or -1. */
 int tool_image_arg(const char *cmd, int argc, char **argv, const char **path);
 /* Parse "human" / "json" for --output. */
 int parse_output_format(const char *cmd, const char *arg, enum output_format *out);

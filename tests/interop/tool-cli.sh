@@ -315,6 +315,20 @@ for cmd in create info check map convert resize io; do
 	grep -qi usage "$TMP/last.out" || fail "$cmd --help prints no usage"
 	expect_rc 1 "$cmd --no-such-option" "$QCOW_TOOL" "$cmd" --no-such-option "$IOIMG"
 done
+# No image, or two: qemu-img's message and exit status, command by command.
+for cmd in info check map commit rebase; do
+	for args in "" "$IOIMG $IOIMG"; do
+		# shellcheck disable=SC2086 # $args is zero or two words
+		want=$(qemu-img "$cmd" $args 2>&1 | head -1 | sed 's/^qemu-img: //')
+		# shellcheck disable=SC2086
+		got=$("$QCOW_TOOL" "$cmd" $args 2>&1 | head -1 | sed 's/^qcow-tool: //')
+		check "$cmd with ${args:+two images}${args:-no image}: '$got' (qemu-img: '$want')" \
+			[ "$got" = "$want" ]
+		# shellcheck disable=SC2086
+		expect_rc "$(rc_of qemu-img "$cmd" $args)" "$cmd ${args:+two images}${args:-no image}" \
+			"$QCOW_TOOL" "$cmd" $args
+	done
+done
 expect_rc 0 "--help" "$QCOW_TOOL" --help
 expect_rc 1 "unknown command" "$QCOW_TOOL" no-such-command
 expect_rc 1 "no command" "$QCOW_TOOL"
