@@ -78,6 +78,8 @@ int uq_cmd_service(int argc, char **argv)
 		return UQ_EXIT_USAGE;
 	}
 	conf.opt.foreground = true;
+	if (conf.opt.verbose)		/* recover too, which takes no options of ours */
+		uq_verbose = true;
 	ret = take_over_leftover(conf.opt.name);
 	return ret >= 0 ? ret : uq_open_serve(&conf.opt);
 }
