@@ -14,9 +14,10 @@
  *   3. queue threads: each sets up its ring and puts a FETCH_REQ in for
  *      every tag; only then START_DEV(getpid()), which the queues serve
  *      (the 6.12 partition scan reads the device inside START_DEV);
- *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, "/dev/ublkbN"
- *      to the user.
- * Shutdown: STOP_DEV (the kernel drains in-flight IO, which the queues
+ *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, READY=1 to
+ *      a service manager's $NOTIFY_SOCKET (shared/notify.h), "/dev/ublkbN" to
+ *      the user.
+ * Shutdown: STOPPING=1 to $NOTIFY_SOCKET, STOP_DEV (the kernel drains in-flight IO, which the queues
  * still serve, then aborts every parked command with -ENODEV and the
  * threads exit), engine close (metadata written back, fdatasync), DEL_DEV
  * once nothing of ours holds /dev/ublkcN, state file removed, name given back.
