@@ -14,9 +14,10 @@
  *   3. queue threads: each sets up its ring and puts a FETCH_REQ in for
  *      every tag; only then START_DEV(getpid()), which the queues serve
  *      (the 6.12 partition scan reads the device inside START_DEV);
- *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, "/dev/ublkbN"
- *      to the user.
- * Shutdown: STOP_DEV (the kernel drains in-flight IO, which the queues
+ *   4. state file, mlockall, udev's /dev/ublk-qcow/NAME waited for, READY=1 to
+ *      a service manager's $NOTIFY_SOCKET (shared/notify.h), "/dev/ublkbN" to
+ *      the user.
+ * Shutdown: STOPPING=1 to $NOTIFY_SOCKET, STOP_DEV (the kernel drains in-flight IO, which the queues
  * still serve, then aborts every parked command with -ENODEV and the
  * threads exit), engine close (metadata written back, fdatasync), DEL_DEV
  * once nothing of ours holds /dev/ublkcN, state file removed, name given back.
@@ -37,6 +38,7 @@
 #include <unistd.h>
 
 #include "ublk-qcow.h"
+#include "shared/notify.h"
 
 #define UQ_MAX_DISCARD_SECTORS	(1U << 21)	/* 1 GiB per request: bounds one engine call */
 #define UQ_JOIN_TIMEOUT_S	30
@@ -649,6 +651,38 @@ static void lock_memory(void)
 #endif
 }
 
+/* A service manager's message: a failure to send it is worth a line, no more. */
+static void notify(const char *msg)
+{
+	int ret = uq_notify(msg);
+
+	if (ret < 0)
+		uq_warn("NOTIFY_SOCKET: %s", strerror(-ret));
+}
+
+/* READY=1 once the device is live (and its udev link there): what
+ * "systemctl status" shows comes with it. */
+static void notify_ready(const struct uq_dev *dev, const char *device)
+{
+	char msg[2 * PATH_MAX];
+
+	snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s: %s serves %s (%s mode, %u queue%s%s)\n"
+		 "MAINPID=%d", dev->opt.name, device, dev->opt.image_abs,
+		 uq_data_mode_name(dev->data_mode), dev->nr_queues,
+		 dev->nr_queues == 1 ? "" : "s", dev->opt.recover_id >= 0 ? ", recovered" : "",
+		 (int)getpid());
+	notify(msg);
+}
+
+static void notify_stopping(const struct uq_dev *dev)
+{
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "STOPPING=1\nSTATUS=%s: closing /dev/ublkb%u", dev->opt.name,
+		 dev->dev_id);
+	notify(msg);
+}
+
 static void announce(struct uq_dev *dev)
 {
 	char device[64];
@@ -665,6 +699,7 @@ static void announce(struct uq_dev *dev)
 		uq_cache_mode_name(dev->cache), dev->block_bytes, dev->nr_queues,
 		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "",
 		dev->opt.recover_id >= 0 ? ", recovered" : dev->opt.recoverable ? ", recoverable" : "");
+	notify_ready(dev, device);
 	if (dev->opt.foreground) {
 		printf("%s\n", device);
 		fflush(stdout);
@@ -722,6 +757,7 @@ static int serve(const struct uq_open_opts *o)
 	}
 	announce(&dev);
 	wait_for_stop(&dev, &set);
+	notify_stopping(&dev);
 	return shutdown_dev(&dev);
 }
 
@@ -799,26 +835,6 @@ static int daemonize(const struct uq_open_opts *o)
 
 /* ------------------------------------------------------ command line */
 
-enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
-       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID };
-
-static const struct option open_long[] = {
-	{ "queues", required_argument, NULL, 'q' },
-	{ "depth", required_argument, NULL, 'd' },
-	{ "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
-	{ "read-only", no_argument, NULL, OPT_READ_ONLY },
-	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
-	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
-	{ "cache", required_argument, NULL, OPT_CACHE },
-	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
-	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
-	{ "name", required_argument, NULL, OPT_NAME },
-	{ "id", required_argument, NULL, OPT_ID },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
-};
-
 static void open_usage(FILE *f)
 {
 	fprintf(f, "usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH]\n"
@@ -828,95 +844,24 @@ static void open_usage(FILE *f)
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
 }
 
-static int bad_value(const char *opt, const char *val, const char *want)
+/*
+ * open's options from argv (shared/openopt.c: the one mapping of option
+ * names, which a service's conf file goes through too), IMAGE into
+ * o->image.  -1: go on; else the exit status (help, or a usage error).
+ */
+static int open_args(int argc, char **argv, struct uq_open_opts *o)
 {
-	fprintf(stderr, "%s: invalid %s '%s': %s\n", UQ_PROG, opt, val, want);
-	return -EINVAL;
-}
+	char why[1200] = "";
+	int ret = uq_open_parse_argv(argc, argv, o, why, sizeof(why));
 
-/* --snapshot NAME: kept with the device (recover serves it again), so it must fit. */
-static int snapshot_arg(struct uq_open_opts *o, const char *name)
-{
-	if (strlen(name) > UQ_SNAPSHOT_NAME_MAX) {
-		fprintf(stderr, "%s: --snapshot: a name longer than %d bytes is not served\n",
-			UQ_PROG, UQ_SNAPSHOT_NAME_MAX);
-		return -EINVAL;
-	}
-	strcpy(o->snapshot_name, name);
-	/* a snapshot is served read-only: writes would change no image */
-	o->read_only = true;
-	return 0;
-}
-
-/* --name NAME: kept with the device, a link's and a run directory file's name. */
-static int name_arg(struct uq_open_opts *o, const char *name)
-{
-	char why[128];
-
-	if (uq_name_check(name, why, sizeof(why)) < 0)
-		return bad_value("--name", name, why);
-	strcpy(o->name, name);
-	o->name_given = true;
-	return 0;
-}
-
-static int parse_open_opt(int c, struct uq_open_opts *o)
-{
-	unsigned id;
-	int v;
-
-	switch (c) {
-	case 'q':
-		if (uq_parse_uint(optarg, 1, UBLK_MAX_NR_QUEUES, &o->queues) < 0)
-			return bad_value("queue count", optarg, "want 1..4096");
-		return 0;
-	case 'd':
-		if (uq_parse_uint(optarg, 1, UBLK_MAX_QUEUE_DEPTH, &o->depth) < 0)
-			return bad_value("queue depth", optarg, "want 1..4096");
-		return 0;
-	case OPT_ZERO_COPY:
-		v = uq_name_index(uq_zc_names, optarg);
-		if (v < 0)
-			return bad_value("--zero-copy", optarg, "want auto, on, off or register");
-		o->zero_copy = (enum uq_zc_mode)v;
-		return 0;
-	case OPT_CACHE:
-		if (!strcmp(optarg, "none"))
-			o->cache = UQ_CACHE_OPT_NONE;
-		else if (!strcmp(optarg, "writeback"))
-			o->cache = UQ_CACHE_OPT_WRITEBACK;
-		else
-			return bad_value("--cache", optarg, "want none or writeback");
-		return 0;
-	case OPT_READ_ONLY:
-		o->read_only = true;
-		return 0;
-	case OPT_FOREGROUND:
-		o->foreground = true;
-		return 0;
-	case OPT_RECOVERABLE:
-		o->recoverable = true;
-		return 0;
-	case OPT_SNAPSHOT:
-		return snapshot_arg(o, optarg);
-	case OPT_NAME:
-		return name_arg(o, optarg);
-	case OPT_ID:
-		if (uq_parse_uint(optarg, 0, UQ_MAX_DEV_ID, &id) < 0)
-			return bad_value("--id", optarg, "want a device number 0..1048575");
-		o->want_id = (int)id;
-		return 0;
-	case OPT_L2_CACHE:
-		if (uq_parse_size(optarg, false, &o->l2_cache) < 0 || !o->l2_cache)
-			return bad_value("--l2-cache", optarg,
-					 "want a size (suffixes B, K, M, G, T, P, E)");
-		return 0;
-	case 'v':
-		uq_verbose = true;
-		return 0;
-	default:
-		return -EINVAL;
-	}
+	if (ret == 1)
+		open_usage(stdout);
+	if (ret >= 0)
+		return ret == 1 ? UQ_EXIT_OK : -1;
+	if (why[0])
+		fprintf(stderr, "%s: %s\n", UQ_PROG, why);
+	open_usage(stderr);
+	return UQ_EXIT_USAGE;
 }
 
 /* The daemon chdirs to /: a relative $UBLK_QCOW_RUN_DIR must not move with it. */
@@ -950,43 +895,34 @@ static int image_path_of(struct uq_open_opts *o)
 	return 0;
 }
 
+int uq_open_serve(struct uq_open_opts *o)
+{
+	if (o->verbose)
+		uq_verbose = true;
+	if (!realpath(o->image, o->image_abs) || image_path_of(o) < 0) {
+		uq_err("%s: %s", o->image, strerror(errno));
+		return UQ_EXIT_FAIL;
+	}
+	if (!o->name_given)
+		uq_name_default(o->image, o->name, sizeof(o->name));
+	absolute_run_dir();
+	return o->foreground ? serve(o) : daemonize(o);
+}
+
 int uq_cmd_open(int argc, char **argv)
 {
 	struct uq_open_opts o;
-	int c;
+	int ret;
 
 	uq_open_opts_init(&o);
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "q:d:vh", open_long, NULL)) != -1) {
-		if (c == 'h') {
-			open_usage(stdout);
-			return UQ_EXIT_OK;
-		}
-		if (parse_open_opt(c, &o) < 0) {
-			open_usage(stderr);
-			return UQ_EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 1) {
-		fprintf(stderr, "%s: open needs exactly one IMAGE\n", UQ_PROG);
-		open_usage(stderr);
-		return UQ_EXIT_USAGE;
-	}
-	o.image = argv[optind];
-	if (!realpath(o.image, o.image_abs) || image_path_of(&o) < 0) {
-		uq_err("%s: %s", o.image, strerror(errno));
-		return UQ_EXIT_FAIL;
-	}
-	if (!o.name_given)
-		uq_name_default(o.image, o.name, sizeof(o.name));
-	absolute_run_dir();
-	return o.foreground ? serve(&o) : daemonize(&o);
+	ret = open_args(argc, argv, &o);
+	return ret >= 0 ? ret : uq_open_serve(&o);
 }
 
 /* ------------------------------------------------------------ recover */
 
 static const struct option recover_long[] = {
-	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "foreground", no_argument, NULL, 'F' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -1032,29 +968,37 @@ static int recover_opts(unsigned id, struct uq_open_opts *o)
 	return 0;
 }
 
-int uq_cmd_recover(int argc, char **argv)
+int uq_recover_serve(unsigned id, bool foreground)
 {
 	struct uq_open_opts o;
+
+	uq_open_opts_init(&o);
+	o.foreground = foreground;
+	if (recover_opts(id, &o) < 0)
+		return UQ_EXIT_FAIL;
+	absolute_run_dir();
+	return o.foreground ? serve(&o) : daemonize(&o);
+}
+
+int uq_cmd_recover(int argc, char **argv)
+{
+	bool foreground = false;
 	unsigned id;
 	int c, ret;
 
-	uq_open_opts_init(&o);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "vh", recover_long, NULL)) != -1) {
-		if (c == 'h' || (c != OPT_FOREGROUND && c != 'v')) {
+		if (c == 'h' || (c != 'F' && c != 'v')) {
 			recover_usage(c == 'h' ? stdout : stderr);
 			return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 		}
 		if (c == 'v')
 			uq_verbose = true;
 		else
-			o.foreground = true;
+			foreground = true;
 	}
 	ret = uq_target_arg(argc, argv, RECOVER_USE, &id);
 	if (ret >= 0)
 		return ret;
-	if (recover_opts(id, &o) < 0)
-		return UQ_EXIT_FAIL;
-	absolute_run_dir();
-	return o.foreground ? serve(&o) : daemonize(&o);
+	return uq_recover_serve(id, foreground);
 }

@@ -9,6 +9,8 @@
  *   ublk-qcow recover DEVICE           take over a device whose daemon died
  *   ublk-qcow stats DEVICE             what a daemon has done
  *   ublk-qcow udev-name ublkbN         a device's name, for the udev rule
+ *   ublk-qcow service NAME             serve /etc/ublk-qcow/NAME.conf in the
+ *                                      foreground (the systemd unit's command)
  *
  * DEVICE is an id, /dev/ublkbN, or the device's name (open --name).
  *
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "ublk-qcow.h"
+#include "shared/notify.h"
 
 #ifndef UQ_VERSION
 #define UQ_VERSION "0.1"
@@ -35,11 +38,12 @@ static void usage(FILE *f)
 		"       %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"
 		"       %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n"
 		"       %s udev-name ublkbN\n"
+		"       %s service [-v] NAME   (serve /etc/ublk-qcow/NAME.conf; ublk-qcow@NAME)\n"
 		"       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
 }
 
 int main(int argc, char **argv)
@@ -49,6 +53,8 @@ int main(int argc, char **argv)
 
 	if (getenv("UBLK_QCOW_VERBOSE"))
 		uq_verbose = true;
+	/* taken out of the environment: nothing we start notifies in our name */
+	uq_notify_init();
 	if (!cmd) {
 		usage(stderr);
 		return UQ_EXIT_USAGE;
@@ -66,6 +72,8 @@ int main(int argc, char **argv)
 		return uq_cmd_recover(argc - 1, argv + 1);
 	if (!strcmp(cmd, "stats"))
 		return uq_cmd_stats(argc - 1, argv + 1);
+	if (!strcmp(cmd, "service"))
+		return uq_cmd_service(argc - 1, argv + 1);
 	if (!strcmp(cmd, "udev-name"))
 		return uq_cmd_udev_name(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {

@@ -238,7 +238,7 @@ static int close_result(unsigned id, const struct uq_state *before, bool was_run
 	return UQ_EXIT_OK;
 }
 
-static int close_device(unsigned id, unsigned timeout_s)
+int uq_close_device(unsigned id, unsigned timeout_s)
 {
 	struct uq_state s;
 
@@ -279,5 +279,5 @@ int uq_cmd_close(int argc, char **argv)
 	ret = uq_target_arg(argc, argv, use, &id);
 	if (ret >= 0)
 		return ret;
-	return close_device(id, timeout_s);
+	return uq_close_device(id, timeout_s);
 }

@@ -37,6 +37,7 @@
 #include "shared/control.h"
 #include "shared/names.h"
 #include "shared/number.h"
+#include "shared/openopt.h"
 #include "shared/opts.h"
 #include "shared/state.h"
 
@@ -405,6 +406,9 @@ void uq_state_remove(struct uq_dev *dev);
 int uq_state_load(unsigned id, struct uq_state *s);
 int uq_cmd_list(int argc, char **argv);
 int uq_cmd_close(int argc, char **argv);
+/* "close" of device id: SIGTERM to its daemon, or what a dead one left
+ * (the device, the state file, the name) removed.  The exit status. */
+int uq_close_device(unsigned id, unsigned timeout_s);
 /* stats.c */
 int uq_cmd_stats(int argc, char **argv);
 
@@ -437,5 +441,14 @@ int uq_cmd_udev_name(int argc, char **argv);
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);
 int uq_cmd_recover(int argc, char **argv);
+/* Serve what o asks for (o->image as given; the name defaults to the
+ * image's): in the foreground or as a daemon.  The exit status. */
+int uq_open_serve(struct uq_open_opts *o);
+/* Take over device id, whose daemon died, with the options it kept.  The
+ * exit status. */
+int uq_recover_serve(unsigned id, bool foreground);
+
+/* ------------------------------------------------------------- service.c */
+int uq_cmd_service(int argc, char **argv);
 
 #endif /* UBLK_QCOW_H */

@@ -114,6 +114,7 @@ struct uq_open_opts {
 	const char *image;		/* as given on the command line, for messages */
 	const char *snapshot;		/* snapshot_name, or NULL: uq_open_opts_bind */
 	bool foreground;
+	bool verbose;			/* -v: log what each step does */
 	bool name_given;		/* --name (or recover): not the default name */
 	int want_id;			/* --id: the device number to ask for; -1: any */
 	int recover_id;			/* "recover": the device to take over; -1 for "open" */

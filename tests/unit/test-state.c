@@ -88,6 +88,7 @@ struct kept_and_own {
 	const char *image;
 	const char *snapshot;
 	bool foreground;
+	bool verbose;
 	bool name_given;
 	int want_id;
 	int recover_id;

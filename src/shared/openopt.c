@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The options of "ublk-qcow open" (openopt.h): the long-option table and
+ * the one function that applies an option to struct uq_open_opts, used by
+ * the command line and by a service's configuration file alike.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "names.h"
+#include "number.h"
+#include "openopt.h"
+#include "ublk/ublk_abi.h"
+
+enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
+       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID };
+
+const struct option uq_open_long[] = {
+	{ "queues", required_argument, NULL, 'q' },
+	{ "depth", required_argument, NULL, 'd' },
+	{ "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
+	{ "read-only", no_argument, NULL, OPT_READ_ONLY },
+	{ "foreground", no_argument, NULL, OPT_FOREGROUND },
+	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
+	{ "cache", required_argument, NULL, OPT_CACHE },
+	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
+	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "id", required_argument, NULL, OPT_ID },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+const struct option *uq_open_opt_find(const char *name)
+{
+	const struct option *p;
+
+	for (p = uq_open_long; p->name; p++)
+		if (!strcmp(p->name, name))
+			return p;
+	return NULL;
+}
+
+static int bad_value(char *why, size_t len, const char *opt, const char *val, const char *want)
+{
+	snprintf(why, len, "invalid %s '%s': %s", opt, val, want);
+	return -EINVAL;
+}
+
+/* --snapshot NAME: kept with the device (recover serves it again), so it must fit. */
+static int snapshot_arg(struct uq_open_opts *o, const char *name, char *why, size_t len)
+{
+	if (strlen(name) > UQ_SNAPSHOT_NAME_MAX) {
+		snprintf(why, len, "--snapshot: a name longer than %d bytes is not served",
+			 UQ_SNAPSHOT_NAME_MAX);
+		return -EINVAL;
+	}
+	strcpy(o->snapshot_name, name);
+	/* a snapshot is served read-only: writes would change no image */
+	o->read_only = true;
+	return 0;
+}
+
+/* --name NAME: kept with the device, a link's and a run directory file's name. */
+static int name_arg(struct uq_open_opts *o, const char *name, char *why, size_t len)
+{
+	char rule[128];
+
+	if (uq_name_check(name, rule, sizeof(rule)) < 0)
+		return bad_value(why, len, "--name", name, rule);
+	strcpy(o->name, name);
+	o->name_given = true;
+	return 0;
+}
+
+static int cache_arg(struct uq_open_opts *o, const char *arg, char *why, size_t len)
+{
+	if (!strcmp(arg, "none"))
+		o->cache = UQ_CACHE_OPT_NONE;
+	else if (!strcmp(arg, "writeback"))
+		o->cache = UQ_CACHE_OPT_WRITEBACK;
+	else
+		return bad_value(why, len, "--cache", arg, "want none or writeback");
+	return 0;
+}
+
+static int zero_copy_arg(struct uq_open_opts *o, const char *arg, char *why, size_t len)
+{
+	int v = uq_name_index(uq_zc_names, arg);
+
+	if (v < 0)
+		return bad_value(why, len, "--zero-copy", arg, "want auto, on, off or register");
+	o->zero_copy = (enum uq_zc_mode)v;
+	return 0;
+}
+
+/* The options that take a number or a size. */
+static int number_arg(struct uq_open_opts *o, int val, const char *arg, char *why, size_t len)
+{
+	unsigned id;
+
+	switch (val) {
+	case 'q':
+		if (uq_parse_uint(arg, 1, UBLK_MAX_NR_QUEUES, &o->queues) < 0)
+			return bad_value(why, len, "queue count", arg, "want 1..4096");
+		return 0;
+	case 'd':
+		if (uq_parse_uint(arg, 1, UBLK_MAX_QUEUE_DEPTH, &o->depth) < 0)
+			return bad_value(why, len, "queue depth", arg, "want 1..4096");
+		return 0;
+	case OPT_ID:
+		if (uq_parse_uint(arg, 0, UQ_MAX_DEV_ID, &id) < 0)
+			return bad_value(why, len, "--id", arg, "want a device number 0..1048575");
+		o->want_id = (int)id;
+		return 0;
+	default:	/* OPT_L2_CACHE */
+		if (uq_parse_size(arg, false, &o->l2_cache) < 0 || !o->l2_cache)
+			return bad_value(why, len, "--l2-cache", arg,
+					 "want a size (suffixes B, K, M, G, T, P, E)");
+		return 0;
+	}
+}
+
+int uq_open_opt_apply(struct uq_open_opts *o, int val, const char *arg, char *why,
+		      size_t why_len)
+{
+	why[0] = '\0';
+	switch (val) {
+	case 'q': case 'd': case OPT_ID: case OPT_L2_CACHE:
+		return number_arg(o, val, arg, why, why_len);
+	case OPT_ZERO_COPY:
+		return zero_copy_arg(o, arg, why, why_len);
+	case OPT_CACHE:
+		return cache_arg(o, arg, why, why_len);
+	case OPT_READ_ONLY:
+		o->read_only = true;
+		return 0;
+	case OPT_FOREGROUND:
+		o->foreground = true;
+		return 0;
+	case OPT_RECOVERABLE:
+		o->recoverable = true;
+		return 0;
+	case OPT_SNAPSHOT:
+		return snapshot_arg(o, arg, why, why_len);
+	case OPT_NAME:
+		return name_arg(o, arg, why, why_len);
+	case 'v':
+		o->verbose = true;
+		return 0;
+	default:	/* getopt's '?' (it said why), or 'h' */
+		return -EINVAL;
+	}
+}
+
+int uq_open_parse_argv(int argc, char **argv, struct uq_open_opts *o, char *why,
+		       size_t why_len)
+{
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, UQ_OPEN_SHORT, uq_open_long, NULL)) != -1) {
+		if (c == 'h')
+			return 1;
+		if (uq_open_opt_apply(o, c, optarg, why, why_len) < 0)
+			return -EINVAL;
+	}
+	if (argc - optind != 1) {
+		snprintf(why, why_len, "open needs exactly one IMAGE");
+		return -EINVAL;
+	}
+	o->image = argv[optind];
+	return 0;
+}
