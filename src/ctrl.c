@@ -11,7 +11,8 @@
  * UBLK_F_UNPRIVILEGED_DEV, and the kernel then wants every later command
  * for such a device to start its buffer with the path of the device's
  * char node, "/dev/ublkcN" and its NUL (dev_path_len bytes), which it
- * checks the caller may open (ublk_ctrl_uring_cmd_permission).  Root's
+ * checks the caller may open (ublk_ctrl_uring_cmd_permission; the layout
+ * is ublk_abi.h's ublk_ctrl_cmd_prefix_path).  Root's
  * commands carry no path: the kernel drops UNPRIVILEGED_DEV for it, and
  * its commands stay exactly what they were before unprivileged devices.
  *
@@ -30,9 +31,8 @@
 
 #define UQ_CTRL_RING_DEPTH 8
 /* "/dev/ublkcN" and its NUL, then the largest payload (ublk_params). */
-#define UQ_CTRL_PATH_MAX	32
 #define UQ_CTRL_PAYLOAD_MAX	256
-#define UQ_CTRL_PREFIXED_MAX	(UQ_CTRL_PATH_MAX + UQ_CTRL_PAYLOAD_MAX)
+#define UQ_CTRL_PREFIXED_MAX	(32 + UQ_CTRL_PAYLOAD_MAX)
 _Static_assert(sizeof(struct ublk_params) <= UQ_CTRL_PAYLOAD_MAX, "params fit the prefix buffer");
 _Static_assert(sizeof(cpu_set_t) <= UQ_CTRL_PAYLOAD_MAX, "a CPU set fits the prefix buffer");
 
@@ -140,24 +140,6 @@ static int ctrl_wait(struct uq_ctrl *c, atomic_bool *cancel)
 	}
 }
 
-int uq_ctrl_prefix_path(struct ublksrv_ctrl_cmd *cmd, uint8_t *out, size_t cap)
-{
-	char path[UQ_CTRL_PATH_MAX];
-	int n = snprintf(path, sizeof(path), "/dev/ublkc%u", cmd->dev_id);
-	size_t path_len = (size_t)n + 1;	/* the kernel wants the NUL counted */
-
-	if (n < 0 || path_len > sizeof(path) || path_len + cmd->len > cap ||
-	    path_len + cmd->len > UINT16_MAX)
-		return -ENAMETOOLONG;
-	memcpy(out, path, path_len);
-	if (cmd->len)
-		memcpy(out + path_len, (const void *)(uintptr_t)cmd->addr, cmd->len);
-	cmd->dev_path_len = (uint16_t)path_len;
-	cmd->len = (uint16_t)(path_len + cmd->len);
-	cmd->addr = (uint64_t)(uintptr_t)out;
-	return 0;
-}
-
 /* Commands that name no device: the kernel looks for no path in them. */
 static bool op_names_device(uint32_t op)
 {
@@ -193,7 +175,7 @@ static int ctrl_cmd_cancel(struct uq_ctrl *c, uint32_t op, uint32_t dev_id, void
 	bool with_path = c->path_prefix && op_names_device(op);
 	int ret;
 
-	if (with_path && uq_ctrl_prefix_path(&cmd, prefixed, sizeof(prefixed)) < 0)
+	if (with_path && ublk_ctrl_cmd_prefix_path(&cmd, prefixed, sizeof(prefixed)) < 0)
 		return -ENAMETOOLONG;
 	ret = ctrl_submit(c, op, &cmd);
 	if (ret < 0)

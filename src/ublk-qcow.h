@@ -75,10 +75,6 @@ struct uq_ctrl {
 
 /* Not root: devices are added with UBLK_F_UNPRIVILEGED_DEV, copy mode only. */
 bool uq_unprivileged(void);
-/* Put "/dev/ublkcN\0" (dev_path_len) before cmd's buffer in out and point
- * cmd at it, as the kernel wants of an unprivileged device's commands:
- * 0 or -ENAMETOOLONG when it does not fit in cap bytes. */
-int uq_ctrl_prefix_path(struct ublksrv_ctrl_cmd *cmd, uint8_t *out, size_t cap);
 
 int uq_ctrl_open(struct uq_ctrl *c);
 void uq_ctrl_close(struct uq_ctrl *c);
