@@ -67,7 +67,7 @@ static bool link_ready(const char *leaf, const char *device)
 void uq_wait_name_link(const struct uq_dev *dev, const char *device)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
-	char leaf[UQ_DEV_NAME_MAX + 300];
+	char leaf[UQ_LINK_LEAF_MAX];
 	unsigned waited_ms;
 
 	if (!dev->opt.name[0] || access(UDEV_CONTROL, F_OK) < 0)
@@ -130,7 +130,7 @@ static bool user_state(unsigned id, unsigned *uid, struct uq_state *s)
 
 int uq_cmd_udev_name(int argc, char **argv)
 {
-	char leaf[UQ_DEV_NAME_MAX + 300];
+	char leaf[UQ_LINK_LEAF_MAX];
 	struct uq_state *s;
 	unsigned id, uid = 0;
 	int rc = UQ_EXIT_FAIL;

@@ -446,6 +446,8 @@ int uq_cmd_udev_name(int argc, char **argv);
  * mode, the depth lowered to what RLIMIT_MEMLOCK holds: 0 or -errno.
  * Root's: nothing changes. */
 int uq_unpriv_open_check(struct uq_open_opts *o);
+/* "@", a login name (at most 256 bytes), "/", NAME and its NUL. */
+#define UQ_LINK_LEAF_MAX	(UQ_DEV_NAME_MAX + 259)
 /* The link's name under UQ_LINK_DIR: NAME (root's device) or @USER/NAME
  * (uid's; the number when it has no passwd entry): 0 or -ENAMETOOLONG. */
 int uq_link_leaf(unsigned uid, const char *name, char *out, size_t len);

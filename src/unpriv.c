@@ -70,7 +70,7 @@ int uq_unpriv_open_check(struct uq_open_opts *o)
 		       (unsigned)geteuid());
 		return -EPERM;
 	}
-	o->zero_copy = UQ_ZC_OFF;	/* auto: copy, the only mode it has */
+	/* --zero-copy=auto stays as asked: ctrl_setup asks for copy mode */
 	return fit_memlock(o);
 }
 
