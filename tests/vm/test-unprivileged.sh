@@ -20,7 +20,8 @@
 #          of random data written through it (O_DIRECT) reads back equal;
 #          uq's list shows it (and its state file is in uq's run dir), root's
 #          list does not; stats by name; close by name: device, link and
-#          state file gone, no ublk device left.  host: the image passes
+#          state file gone; a user daemon killed with SIGKILL: close removes
+#          its dead device and files; no ublk device left.  host: the image passes
 #          qemu-img check and holds the data written; a root device opened meanwhile
 #          keeps /dev/ublk-qcow/NAME and root's nodes.
 . "$(dirname "$0")/lib.sh"
@@ -66,6 +67,9 @@ udev_owner_is() {	# NODE: udev-owner (as root) prints uq's ids
 		{ echo "    udev-owner $1: '$out'"; return 1; }
 }
 
+daemon_pid() {	# ID: the pid in uq's state file of device ID
+	sed 's/.*"pid":\([0-9]*\).*/\1/' "/run/user/1000/ublk-qcow/$1.json"
+}
 udev_owner_none() {	# NODE: root's device: nothing printed, exit 1
 	out=$(ublk-qcow udev-owner "$1")
 	rc=$?
@@ -102,8 +106,7 @@ DEV=$(as_uq ublk-qcow open /tmp/user.qcow2 2>/tmp/open.err)
 if [ $? = 0 ] && [ -b "$DEV" ]; then
 	id=${DEV#/dev/ublkb}
 	pass user-opens
-	check daemon-runs-as-user [ "$(stat -c %u "/proc/$(cat /run/user/1000/ublk-qcow/$id.json |
-		sed 's/.*"pid":\([0-9]*\).*/\1/')")" = 1000 ]
+	check daemon-runs-as-user [ "$(stat -c %u "/proc/$(daemon_pid "$id")")" = 1000 ]
 	check block-node-is-users owned_by "$DEV" 1000
 	check char-node-is-users owned_by "/dev/ublkc$id" 1000
 	check udev-owner-block udev_owner_is "ublkb$id"
@@ -122,6 +125,19 @@ if [ $? = 0 ] && [ -b "$DEV" ]; then
 	cp /tmp/user.qcow2 /share/user-after.qcow2 && cp /tmp/rand /share/rand
 else
 	fail user-opens "exit status, or '$DEV' is no block device: $(cat /tmp/open.err)"
+fi
+# A user's daemon killed with SIGKILL: its close removes the dead device
+# (GET_DEV_INFO and DEL_DEV with the path prefix) and what it left.
+DEV=$(as_uq ublk-qcow open --name killed /tmp/user.qcow2 2>/tmp/open.err)
+if [ $? = 0 ] && [ -b "$DEV" ]; then
+	id=${DEV#/dev/ublkb}
+	kill -KILL "$(daemon_pid "$id")"
+	sleep 0.5
+	check killed-user-close quiet as_uq ublk-qcow close killed
+	check killed-user-device-gone sh -c "[ ! -e $DEV ] && [ ! -e /dev/ublkc$id ]"
+	check killed-user-run-dir-empty nothing_in_run_dir /run/user/1000/ublk-qcow
+else
+	fail killed-user-opens "$(cat /tmp/open.err)"
 fi
 check root-link-kept link_to rootdev "$ROOTDEV"
 check root-close uq_close "$ROOTDEV"
