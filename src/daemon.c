@@ -252,6 +252,11 @@ static int ctrl_setup(struct uq_dev *dev, uint64_t *flags)
 		features = 0;
 	}
 	*flags = UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_URING_CMD_COMP_IN_TASK;
+	if (uq_unprivileged()) {
+		/* copy mode, not recoverable: uq_unpriv_open_check refused the rest */
+		*flags |= UBLK_F_UNPRIVILEGED_DEV;
+		return 0;
+	}
 	if (dev->opt.recoverable && dev->opt.recover_id < 0) {
 		if (features && !(features & UBLK_F_USER_RECOVERY)) {
 			uq_err("--recoverable: this kernel does not offer ublk user recovery "
@@ -324,6 +329,12 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	di->max_io_buf_bytes = UQ_MAX_IO_BYTES;
 	di->flags = flags;
 	ret = uq_ctrl_add_dev(&dev->ctrl, di);
+	if ((ret == -EPERM || ret == -EACCES) && uq_unprivileged()) {
+		uq_err("ADD_DEV: %s: the kernel refused an unprivileged device for uid %u "
+		       "(UBLK_F_UNPRIVILEGED_DEV needs Linux 6.3; -EACCES: its limit on "
+		       "unprivileged devices is reached)", strerror(-ret), (unsigned)geteuid());
+		return ret;
+	}
 	if (ret == -EPERM || ret == -EACCES) {
 		uq_err("ADD_DEV: permission denied: ublk-qcow must run as root");
 		return ret;
@@ -373,17 +384,31 @@ static int device_attach(struct uq_dev *dev)
 }
 
 /* /dev/ublkcN: devtmpfs may lag ADD_DEV a little, and udev may hold it briefly. */
+/* Can a failed open of /dev/ublkcN work a moment later? */
+static bool cdev_may_come(int err, bool unprivileged)
+{
+	return err == ENOENT || err == EBUSY || (unprivileged && err == EACCES);
+}
+
 static int open_cdev(struct uq_dev *dev)
 {
+	/* a user's: root's until udev gives it away (udev-owner), which may take longer */
+	bool unprivileged = uq_unprivileged();
+	int i, fd = -1, tries = unprivileged ? 200 : 60;
 	char path[64];
-	int i, fd = -1;
 
 	snprintf(path, sizeof(path), "/dev/ublkc%u", dev->dev_id);
-	for (i = 0; i < 60; i++) {
+	for (i = 0; i < tries; i++) {
 		fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd >= 0 || (errno != ENOENT && errno != EBUSY))
+		if (fd >= 0 || !cdev_may_come(errno, unprivileged))
 			break;
 		usleep(50 * 1000);
+	}
+	if (fd < 0 && errno == EACCES && unprivileged) {
+		uq_err("open %s: permission denied: udev did not give it to uid %u (is "
+		       "70-ublk-qcow-unprivileged.rules installed? see ublk-qcow(8))", path,
+		       (unsigned)geteuid());
+		return -EACCES;
 	}
 	if (fd < 0) {
 		uq_err("open %s: %d (%s)", path, -errno, strerror(errno));
@@ -646,7 +671,10 @@ static void lock_memory(void)
 	/* ASan's terabytes of reserved shadow cannot be locked */
 	uq_info("sanitizer build: memory not locked");
 #else
-	if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
+	/* a user's RLIMIT_MEMLOCK is spent on the registered tag buffers */
+	if (uq_unprivileged())
+		uq_info("unprivileged: memory not locked");
+	else if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
 		uq_warn("mlockall: %s", strerror(errno));
 #endif
 }
@@ -905,6 +933,8 @@ int uq_open_serve(struct uq_open_opts *o)
 	}
 	if (!o->name_given)
 		uq_name_default(o->image, o->name, sizeof(o->name));
+	if (uq_unpriv_open_check(o) < 0)
+		return UQ_EXIT_FAIL;
 	absolute_run_dir();
 	return o->foreground ? serve(o) : daemonize(o);
 }

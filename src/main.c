@@ -11,6 +11,7 @@
  *   ublk-qcow udev-name ublkbN         a device's name, for the udev rule
  *   ublk-qcow service NAME             serve /etc/ublk-qcow/NAME.conf in the
  *                                      foreground (the systemd unit's command)
+ *   ublk-qcow udev-owner ublkcN|ublkbN an unprivileged device's owner, for udev
  *
  * DEVICE is an id, /dev/ublkbN, or the device's name (open --name).
  *
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ublk-qcow.h"
 #include "shared/notify.h"
@@ -39,11 +41,30 @@ static void usage(FILE *f)
 		"       %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n"
 		"       %s udev-name ublkbN\n"
 		"       %s service [-v] NAME   (serve /etc/ublk-qcow/NAME.conf; ublk-qcow@NAME)\n"
+		"       %s udev-owner ublkcN|ublkbN\n"
 		"       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
-		"driver (modprobe ublk_drv; root only). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		"driver (modprobe ublk_drv; root, or a user where the host allows unprivileged\n"
+		"devices). See ublk-qcow(8).\n",
+		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+}
+
+/* A command that keeps or reads daemons' files, asked for more than its help. */
+static bool needs_run_dir(const char *cmd, int argc, char **argv)
+{
+	static const char *const cmds[] = { "open", "list", "close", "recover", "stats",
+					    "service" };
+	size_t i;
+	int a;
+
+	for (a = 2; a < argc; a++)
+		if (!strcmp(argv[a], "-h") || !strcmp(argv[a], "--help"))
+			return false;
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i]))
+			return true;
+	return false;
 }
 
 int main(int argc, char **argv)
@@ -62,6 +83,13 @@ int main(int argc, char **argv)
 	/* getopt's own messages name the program by argv[0]: "ublk-qcow open: ..." */
 	snprintf(name, sizeof(name), "%s %s", UQ_PROG, cmd);
 	argv[1] = name;
+	if (needs_run_dir(cmd, argc, argv) && !uq_run_dir_usable()) {
+		/* a user's daemons keep their files in the user's own run directory */
+		uq_err("no run directory for uid %u: set XDG_RUNTIME_DIR (or have %s/%u, "
+		       "as logind makes it)", (unsigned)geteuid(), UQ_RUN_USER_DIR,
+		       (unsigned)geteuid());
+		return UQ_EXIT_FAIL;
+	}
 	if (!strcmp(cmd, "open"))
 		return uq_cmd_open(argc - 1, argv + 1);
 	if (!strcmp(cmd, "list"))
@@ -76,6 +104,8 @@ int main(int argc, char **argv)
 		return uq_cmd_service(argc - 1, argv + 1);
 	if (!strcmp(cmd, "udev-name"))
 		return uq_cmd_udev_name(argc - 1, argv + 1);
+	if (!strcmp(cmd, "udev-owner"))
+		return uq_cmd_udev_owner(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
 		return UQ_EXIT_OK;

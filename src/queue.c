@@ -307,7 +307,7 @@ static int buffers_init(struct uq_queue *q)
 		q->bufs = NULL;
 		return uq_log_errno("mmap of the tag buffers", -errno);
 	}
-	if (mlock(q->bufs, q->bufs_len) < 0)
+	if (!uq_unprivileged() && mlock(q->bufs, q->bufs_len) < 0)
 		uq_warn("queue %u: cannot lock %zu bytes of tag buffers: %s", q->id,
 			q->bufs_len, strerror(errno));
 	iov = calloc(dev->depth, sizeof(*iov));
@@ -345,7 +345,7 @@ static int tags_init(struct uq_queue *q)
 	q->cbuf = malloc(q->dev->max_cluster);
 	if (!q->tags || !q->cbuf)
 		return uq_log_errno("allocating the tag state", -ENOMEM);
-	if (mlock(q->cbuf, q->dev->max_cluster) < 0)
+	if (!uq_unprivileged() && mlock(q->cbuf, q->dev->max_cluster) < 0)
 		uq_warn("queue %u: cannot lock the cluster buffer: %s", q->id, strerror(errno));
 	for (i = 0; i < q->dev->depth; i++) {
 		q->tags[i].q = q;

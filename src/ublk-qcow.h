@@ -71,7 +71,11 @@ struct uq_ctrl {
 	int fd;
 	struct io_uring ring;
 	bool ring_ok;
+	bool path_prefix;	/* unprivileged: "/dev/ublkcN" before each device's buffer */
 };
+
+/* Not root: devices are added with UBLK_F_UNPRIVILEGED_DEV, copy mode only. */
+bool uq_unprivileged(void);
 
 int uq_ctrl_open(struct uq_ctrl *c);
 void uq_ctrl_close(struct uq_ctrl *c);
@@ -84,6 +88,9 @@ int uq_ctrl_start_dev(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *
 int uq_ctrl_stop_dev(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_del_dev(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_get_info(struct uq_ctrl *c, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
+/* GET_DEV_INFO2, always with the path: any device's info, to root as well
+ * (GET_DEV_INFO without the path is refused for an unprivileged device). */
+int uq_ctrl_get_info2(struct uq_ctrl *c, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
 int uq_ctrl_start_recovery(struct uq_ctrl *c, uint32_t dev_id);
 int uq_ctrl_end_recovery(struct uq_ctrl *c, uint32_t dev_id, int pid, atomic_bool *cancel);
 
@@ -437,6 +444,20 @@ void uq_dev_name_release(struct uq_dev *dev);
  * /dev/ublk-qcow/NAME leads to device. */
 void uq_wait_name_link(const struct uq_dev *dev, const char *device);
 int uq_cmd_udev_name(int argc, char **argv);
+
+/* ------------------------------------------------------------ unpriv.c */
+/* A user's open: zero copy and --recoverable refused (why, said), copy
+ * mode, the depth lowered to what RLIMIT_MEMLOCK holds: 0 or -errno.
+ * Root's: nothing changes. */
+int uq_unpriv_open_check(struct uq_open_opts *o);
+/* "@", a login name (at most 256 bytes), "/", NAME and its NUL. */
+#define UQ_LINK_LEAF_MAX	(UQ_DEV_NAME_MAX + 259)
+/* The link's name under UQ_LINK_DIR: NAME (root's device) or @USER/NAME
+ * (uid's; the number when it has no passwd entry): 0 or -ENAMETOOLONG. */
+int uq_link_leaf(unsigned uid, const char *name, char *out, size_t len);
+/* Device id's owner (GET_DEV_INFO2) and whether it is unprivileged: 0 or -errno. */
+int uq_dev_owner(unsigned id, unsigned *uid, unsigned *gid, bool *unprivileged);
+int uq_cmd_udev_owner(int argc, char **argv);
 
 /* -------------------------------------------------------------- daemon.c */
 int uq_cmd_open(int argc, char **argv);

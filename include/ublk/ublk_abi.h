@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <linux/ioctl.h>
 
 /*
@@ -118,6 +120,33 @@ struct ublksrv_ctrl_cmd {
 	uint16_t pad;
 	uint32_t reserved;
 };
+
+/*
+ * An unprivileged device's commands (and GET_DEV_INFO2): the buffer at addr
+ * starts with the char node's path, "/dev/ublkcN" and its NUL, dev_path_len
+ * bytes, which len counts too; the payload follows it, and the kernel
+ * reads or writes it there (ublk_ctrl_uring_cmd_permission).  Copies the
+ * path and cmd's payload into out and points cmd at it: 0, or -ENAMETOOLONG
+ * (cmd unchanged) when they do not fit in cap bytes.
+ */
+static inline int ublk_ctrl_cmd_prefix_path(struct ublksrv_ctrl_cmd *cmd, uint8_t *out,
+					    size_t cap)
+{
+	char path[32];
+	int n = snprintf(path, sizeof(path), "/dev/ublkc%u", cmd->dev_id);
+	size_t path_len = (size_t)n + 1;	/* the NUL is counted */
+
+	if (n < 0 || path_len > sizeof(path) || path_len + cmd->len > cap ||
+	    path_len + cmd->len > UINT16_MAX)
+		return -ENAMETOOLONG;
+	memcpy(out, path, path_len);
+	if (cmd->len)
+		memcpy(out + path_len, (const void *)(uintptr_t)cmd->addr, cmd->len);
+	cmd->dev_path_len = (uint16_t)path_len;
+	cmd->len = (uint16_t)(path_len + cmd->len);
+	cmd->addr = (uint64_t)(uintptr_t)out;
+	return 0;
+}
 
 /* ADD_DEV input and output, GET_DEV_INFO(2) output. */
 struct ublksrv_ctrl_dev_info {

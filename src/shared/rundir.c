@@ -21,18 +21,57 @@
 #define STATE_MAX_BYTES		(128 << 10)
 #define DAEMON_NAME		"ublk-qcow"
 
+int uq_user_run_dir(unsigned uid, const char *xdg, const char *run_user, char *out,
+		    size_t len)
+{
+	char base[PATH_MAX];
+	struct stat st;
+	int n;
+
+	/* the session's own, as logind sets it; a relative one is not trusted */
+	if (xdg && xdg[0] == '/') {
+		n = snprintf(out, len, "%s/" DAEMON_NAME, xdg);
+		return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	}
+	n = snprintf(base, sizeof(base), "%s/%u", run_user, uid);
+	if (n < 0 || (size_t)n >= sizeof(base))
+		return -ENAMETOOLONG;
+	if (stat(base, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid)
+		return -ENOENT;
+	n = snprintf(out, len, "%s/" DAEMON_NAME, base);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 const char *uq_run_dir(void)
 {
+	static char user_dir[PATH_MAX];
 	const char *d = getenv("UBLK_QCOW_RUN_DIR");
 
-	return d && *d ? d : UQ_DEFAULT_RUN_DIR;
+	if (d && *d)
+		return d;
+	if (geteuid() == 0)
+		return UQ_DEFAULT_RUN_DIR;
+	if (!user_dir[0] && uq_user_run_dir(geteuid(), getenv("XDG_RUNTIME_DIR"),
+					    UQ_RUN_USER_DIR, user_dir, sizeof(user_dir)) < 0)
+		user_dir[0] = '\0';
+	return user_dir;	/* "" when the user has none: uq_run_dir_usable says so */
+}
+
+bool uq_run_dir_usable(void)
+{
+	return uq_run_dir()[0] != '\0';
+}
+
+int uq_run_path_in(const char *dir, unsigned id, const char *ext, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s/%u.%s", dir, id, ext);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 int uq_run_path(unsigned id, const char *ext, char *out, size_t len)
 {
-	int n = snprintf(out, len, "%s/%u.%s", uq_run_dir(), id, ext);
-
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	return uq_run_path_in(uq_run_dir(), id, ext, out, len);
 }
 
 /* mkdir -p */
@@ -104,12 +143,17 @@ static int read_state_file(const char *path, struct uq_state *s)
 	return ret;
 }
 
-int uq_state_read(unsigned id, struct uq_state *s)
+int uq_state_read_in(const char *dir, unsigned id, struct uq_state *s)
 {
 	char path[PATH_MAX];
-	int ret = uq_run_path(id, "json", path, sizeof(path));
+	int ret = uq_run_path_in(dir, id, "json", path, sizeof(path));
 
 	return ret < 0 ? ret : read_state_file(path, s);
+}
+
+int uq_state_read(unsigned id, struct uq_state *s)
+{
+	return uq_state_read_in(uq_run_dir(), id, s);
 }
 
 bool uq_daemon_alive(int pid)

@@ -4,7 +4,9 @@
  * for the daemon (which keeps its own file), "list", "close", "recover",
  * "stats" and qcow-tool (which find a daemon through them).
  *
- * RUN_DIR is $UBLK_QCOW_RUN_DIR or /run/ublk-qcow.  Each daemon keeps
+ * RUN_DIR is $UBLK_QCOW_RUN_DIR, or /run/ublk-qcow for root; a user's
+ * daemons (unprivileged devices) keep theirs in $XDG_RUNTIME_DIR/ublk-qcow
+ * or /run/user/UID/ublk-qcow, where udev-name finds them.  Each daemon keeps
  * RUN_DIR/ID.json, one flat JSON object of strings, counts and booleans:
  * what the device got (UQ_STATE_FIELDS) and the options it was opened with
  * (UQ_KEPT_OPTS, opts.h), for instance
@@ -33,6 +35,8 @@
 #include "opts.h"
 
 #define UQ_DEFAULT_RUN_DIR	"/run/ublk-qcow"
+/* Where logind makes each user's runtime directory, UID under it. */
+#define UQ_RUN_USER_DIR		"/run/user"
 
 /* Where a daemon is in its life: the state file's "state". */
 enum uq_life {
@@ -70,10 +74,21 @@ struct uq_state {
 	struct uq_open_opts opt;
 };
 
-/* RUN_DIR. */
+/* RUN_DIR: $UBLK_QCOW_RUN_DIR, else root's /run/ublk-qcow, else (not
+ * root) the user's own, uq_user_run_dir's; "" when the user has none. */
 const char *uq_run_dir(void);
+/* Has this user a run directory (uq_run_dir not "")? */
+bool uq_run_dir_usable(void);
+/* A user's run directory into out: XDG/ublk-qcow where xdg (the user's
+ * $XDG_RUNTIME_DIR) is absolute, else RUN_USER/UID/ublk-qcow where the
+ * user owns RUN_USER/UID (run_user: UQ_RUN_USER_DIR but in tests):
+ * 0, -ENOENT (neither) or -ENAMETOOLONG. */
+int uq_user_run_dir(unsigned uid, const char *xdg, const char *run_user, char *out,
+		    size_t len);
 /* RUN_DIR/ID.ext into out: 0 or -ENAMETOOLONG. */
 int uq_run_path(unsigned id, const char *ext, char *out, size_t len);
+/* DIR/ID.ext into out, for another run directory than this user's. */
+int uq_run_path_in(const char *dir, unsigned id, const char *ext, char *out, size_t len);
 
 /* *s as the state file spells it (one line, no newline): 0 or -EIO. */
 int uq_state_print(FILE *f, const struct uq_state *s);
@@ -85,6 +100,8 @@ int uq_state_parse(const char *text, struct uq_state *s);
 int uq_state_store(const struct uq_state *s, char *path, size_t len);
 /* Read RUN_DIR/ID.json: 0, -ENOENT, -EBADMSG (not a state file) or -errno. */
 int uq_state_read(unsigned id, struct uq_state *s);
+/* The same from DIR/ID.json (udev-name reading a user's run directory). */
+int uq_state_read_in(const char *dir, unsigned id, struct uq_state *s);
 /* Every running daemon's state, sorted by id, in *out (malloc'ed, *count
  * entries; NULL when none): 0 (also when RUN_DIR does not exist) or -errno. */
 int uq_state_collect(struct uq_state **out, size_t *count);

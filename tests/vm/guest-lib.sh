@@ -17,6 +17,8 @@
 #   no_ublk_devices              true when no /dev/ublkb* / /dev/ublkc* exist
 #   refused RC PATTERN CMD...    CMD fails with exit RC and a message
 #                                matching PATTERN, adding no device
+#   start_udevd [RULE...]        udevd with our rules from the share
+#   link_to LEAF DEV / no_link LEAF   /dev/ublk-qcow/LEAF leads to DEV / is gone
 #   guest_finish                 exit 1 if anything failed
 #
 # Trap (shared/ref/test-vm.md): writing to /dev/ublkbN when the device does
@@ -163,4 +165,45 @@ refused() {
 		echo "    devices before: $before; after: $(ublk_devices)"
 		return 1
 	fi
+}
+
+# start_udevd [RULE...]: udevd from the share (lib.sh's share_udev), with
+# only our rules (default 60-ublk-qcow.rules); its libraries from the share
+# too; /tmp/udev/udevadm beside it.
+start_udevd() {
+	[ -x /share/udev/bin/udevadm ] || { echo "    no udevadm in the share"; return 1; }
+	mkdir -p /etc/udev/rules.d /run/udev /tmp/udev
+	[ $# -gt 0 ] || set -- 60-ublk-qcow.rules
+	for rule in "$@"; do
+		cp "/share/udev/$rule" /etc/udev/rules.d/ || return 1
+	done
+	cp /share/udev/bin/udevadm /tmp/udev/udevadm
+	cp /share/udev/bin/udevadm /tmp/udev/systemd-udevd
+	cp /share/udev/lib/* /tmp/udev/
+	export LD_LIBRARY_PATH=/tmp/udev
+	/tmp/udev/systemd-udevd --daemon >/tmp/udevd.log 2>&1 || {
+		sed 's/^/    | /' /tmp/udevd.log | tail -n 5
+		return 1
+	}
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		[ -e /run/udev/control ] && return 0
+		sleep 0.5
+	done
+	echo "    udevd made no /run/udev/control"
+	return 1
+}
+
+# link_to LEAF DEV: /dev/ublk-qcow/LEAF (NAME, or @USER/NAME) leads to DEV, right now.
+link_to() {
+	target=$(readlink -f "/dev/ublk-qcow/$1")
+	[ "$target" = "$2" ] || { echo "    /dev/ublk-qcow/$1 leads to '$target', not $2"; return 1; }
+}
+# no_link LEAF: gone within 5 s (udev removes it with the device).
+no_link() {
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		[ -e "/dev/ublk-qcow/$1" ] || [ -L "/dev/ublk-qcow/$1" ] || return 0
+		sleep 0.5
+	done
+	echo "    /dev/ublk-qcow/$1 still there"
+	return 1
 }

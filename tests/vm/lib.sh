@@ -24,6 +24,7 @@
 #   host_fio_verify IMAGE      fio --verify_only of the job on qemu-img's raw conversion
 #   host_sum / host_unchanged  a file is byte-identical after the VM ran
 #   vm_finish                  exit status from every result line
+#   share_udev                 udevadm, its libraries and our udev rules into $SHARE/udev
 #
 # Variant: TEST_VARIANT (run-tests.sh sets it from "test-x.sh@VARIANT") is
 # KERNEL or KERNEL-DATA: KERNEL is 6.12 or new (fetch-kernel.sh), DATA is the
@@ -253,4 +254,27 @@ vm_finish() {
 	fi
 	echo "$TEST_NAME [$VM_LABEL]: all $VM_PASSES checks passed"
 	exit 0
+}
+
+# udevadm and the libraries it needs into $SHARE/udev (bin, lib), and the
+# rules (src/system/*.rules.in, optional/ too) with the guest's daemon path:
+# 0, or 1 when there is no udevadm (test-names, test-unprivileged).
+share_udev() {
+	local udevadm=${UDEVADM:-} cache=$SRC_ROOT/tests/build/udev lib rule
+	[ -n "$udevadm" ] || udevadm=$(PATH=$PATH:/usr/sbin:/sbin:/lib/systemd command -v udevadm)
+	if [ -z "$udevadm" ] && [ ! -x "$cache/root/bin/udevadm" ]; then
+		mkdir -p "$cache"
+		(cd "$cache" && apt-get download udev >/dev/null 2>&1 &&
+			dpkg-deb -x udev_*.deb root) || true
+	fi
+	[ -n "$udevadm" ] || udevadm=$cache/root/bin/udevadm
+	[ -x "$udevadm" ] || return 1
+	mkdir -p "$SHARE/udev/bin" "$SHARE/udev/lib"
+	cp -L "$udevadm" "$SHARE/udev/bin/udevadm"
+	for lib in $(ldd "$udevadm" | grep -o '/[^ ]*'); do
+		cp -L "$lib" "$SHARE/udev/lib/"
+	done
+	for rule in "$SRC_ROOT"/src/system/*.rules.in "$SRC_ROOT"/src/system/optional/*.rules.in; do
+		sed 's|@SBINDIR@|/usr/bin|g' "$rule" >"$SHARE/udev/$(basename "$rule" .in)"
+	done
 }

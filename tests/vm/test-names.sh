@@ -28,27 +28,6 @@
 # download udev") the link checks fail with a message saying so.
 . "$(dirname "$0")/lib.sh"
 
-# udevadm and the libraries it needs into $SHARE/udev (bin, lib), and the
-# rule with the guest's daemon path: 0, or 1 when there is no udevadm.
-share_udev() {
-	local udevadm=${UDEVADM:-} cache=$SRC_ROOT/tests/build/udev lib
-	[ -n "$udevadm" ] || udevadm=$(PATH=$PATH:/usr/sbin:/sbin:/lib/systemd command -v udevadm)
-	if [ -z "$udevadm" ] && [ ! -x "$cache/root/bin/udevadm" ]; then
-		mkdir -p "$cache"
-		(cd "$cache" && apt-get download udev >/dev/null 2>&1 &&
-			dpkg-deb -x udev_*.deb root) || true
-	fi
-	[ -n "$udevadm" ] || udevadm=$cache/root/bin/udevadm
-	[ -x "$udevadm" ] || return 1
-	mkdir -p "$SHARE/udev/bin" "$SHARE/udev/lib"
-	cp -L "$udevadm" "$SHARE/udev/bin/udevadm"
-	for lib in $(ldd "$udevadm" | grep -o '/[^ ]*'); do
-		cp -L "$lib" "$SHARE/udev/lib/"
-	done
-	sed 's|@SBINDIR@|/usr/bin|g' "$SRC_ROOT/src/system/60-ublk-qcow.rules.in" \
-		>"$SHARE/udev/60-ublk-qcow.rules"
-}
-
 vm_init
 for img in vm1 vm2 vm3 other plain rec; do
 	qemu-img create -q -f qcow2 "$SHARE/$img.qcow2" 16M || exit 1
@@ -56,39 +35,6 @@ done
 share_udev || echo "no udevadm on the host: the link checks will fail"
 
 vm_guest <<'GUEST'
-# udevd, from the share, with only our rule; its libraries from the share too.
-start_udevd() {
-	[ -x /share/udev/bin/udevadm ] || { echo "    no udevadm in the share"; return 1; }
-	mkdir -p /etc/udev/rules.d /run/udev /tmp/udev
-	cp /share/udev/60-ublk-qcow.rules /etc/udev/rules.d/
-	cp /share/udev/bin/udevadm /tmp/udev/systemd-udevd
-	cp /share/udev/lib/* /tmp/udev/
-	export LD_LIBRARY_PATH=/tmp/udev
-	/tmp/udev/systemd-udevd --daemon >/tmp/udevd.log 2>&1 || {
-		sed 's/^/    | /' /tmp/udevd.log | tail -n 5
-		return 1
-	}
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		[ -e /run/udev/control ] && return 0
-		sleep 0.5
-	done
-	echo "    udevd made no /run/udev/control"
-	return 1
-}
-# link_to NAME DEV: /dev/ublk-qcow/NAME leads to DEV, right now.
-link_to() {
-	target=$(readlink -f "/dev/ublk-qcow/$1")
-	[ "$target" = "$2" ] || { echo "    /dev/ublk-qcow/$1 leads to '$target', not $2"; return 1; }
-}
-# no_link NAME: gone within 5 s (udev removes it with the device).
-no_link() {
-	for i in 1 2 3 4 5 6 7 8 9 10; do
-		[ -e "/dev/ublk-qcow/$1" ] || [ -L "/dev/ublk-qcow/$1" ] || return 0
-		sleep 0.5
-	done
-	echo "    /dev/ublk-qcow/$1 still there"
-	return 1
-}
 name_of() {
 	dev_field "$1" name
 }

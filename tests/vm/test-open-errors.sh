@@ -11,7 +11,8 @@
 #          image's lock, not the name, refuses it); bad options (queues, depth, --zero-copy, --l2-cache,
 #          unknown option, no image, two images); --zero-copy=on and
 #          =register on a kernel without zero copy (6.12), and on one with
-#          it, the mode each --zero-copy value gives; a caller who is not root; close of a
+#          it, the mode each --zero-copy value gives; a caller who is not root (no
+#          access to /dev/ublk-control; no run directory of its own); close of a
 #          device that does not exist and of something that is not a
 #          device; after all that, list shows only the one good device;
 #          and last, with ublk_drv unloaded, a message saying what to load;
@@ -68,7 +69,13 @@ check unknown-command refused 2 "unknown command" ublk-qcow frobnicate
 # not root: the image is readable, /dev/ublk-control is not
 echo "tester:x:1000:1000::/tmp:/bin/sh" >>/etc/passwd
 echo "tester:x:1000:" >>/etc/group
-check not-root refused 1 "root" su tester -c "ublk-qcow open --read-only /share/good.qcow2"
+# (unprivileged devices: test-unprivileged): refused naming the node and the
+# permission; without a run directory of its own, refused saying so first
+mkdir -p /tmp/tester-run && chown 1000:1000 /tmp/tester-run
+check not-root refused 1 "/dev/ublk-control: permission denied.*uid 1000" su tester -c \
+	"XDG_RUNTIME_DIR=/tmp/tester-run ublk-qcow open --read-only /share/good.qcow2"
+check not-root-no-run-dir refused 1 "no run directory for uid 1000" su tester -c \
+	"unset XDG_RUNTIME_DIR; ublk-qcow open --read-only /share/good.qcow2"
 
 if uq_open good.qcow2; then
 	check already-open refused 1 "image is in use" ublk-qcow open --name good-2 good.qcow2
