@@ -13,7 +13,9 @@
 #     P/sbin/ublk-qcow in ExecStart (and the udev rule in D/P/lib/udev/rules.d);
 #     without PREFIX it goes to configure's directory (config-host.mak);
 #     with configure's --systemdunitdir (SYSTEMDUNITDIR_GIVEN) PREFIX does
-#     not move it; make uninstall removes it; nothing enables it;
+#     not move it; make uninstall removes it; nothing enables it; the
+#     optional unprivileged-device rule goes to P/share/doc/ublk-qcow/optional
+#     (with P/sbin/ublk-qcow in it), never into rules.d, and goes with uninstall;
 #   - configure --systemdunitdir=DIR is what config-host.mak says, and
 #     without it, pkg-config's systemdsystemunitdir or /usr/lib/systemd/system.
 #
@@ -77,8 +79,14 @@ check "unit under PREFIX/lib/systemd/system" has "$D/opt/uq/lib/systemd/system/u
 check "daemon under PREFIX/sbin" test -x "$D/opt/uq/sbin/ublk-qcow"
 check "udev rule under PREFIX/lib/udev" test -f "$D/opt/uq/lib/udev/rules.d/60-ublk-qcow.rules"
 check "not enabled" bash -c "! find '$D' -name '*.wants' | grep -q ."
+OPT_RULE=$D/opt/uq/share/doc/ublk-qcow/optional/70-ublk-qcow-unprivileged.rules
+check "optional rule beside the docs" has "$OPT_RULE" \
+	'KERNEL=="ublk-control", GROUP="ublk", MODE="0660"'
+check "optional rule runs PREFIX/sbin/ublk-qcow" grep -qF '/opt/uq/sbin/ublk-qcow udev-owner' "$OPT_RULE"
+check "optional rule not in rules.d" bash -c "! find '$D' -path '*rules.d*' -name '70-*' | grep -q ."
 check "uninstall PREFIX=/opt/uq" mk uninstall DESTDIR="$D" PREFIX=/opt/uq
 check "uninstall removes the unit" test ! -e "$D/opt/uq/lib/systemd/system/ublk-qcow@.service"
+check "uninstall removes the optional rule" test ! -e "$OPT_RULE"
 
 unitdir=$(conf_var systemdunitdir)
 check "configure found a unit directory" test -n "$unitdir"
