@@ -18,18 +18,24 @@
 #          udev-owner prints the owner for both nodes, udev-name prints
 #          @uq/NAME and /dev/ublk-qcow/@uq/NAME leads to the device; 4 MiB
 #          of random data written through it (O_DIRECT) reads back equal;
+#          fio, as uq, writes 8 MiB past them with crc32c verify (io_uring);
 #          uq's list shows it (and its state file is in uq's run dir), root's
 #          list does not; stats by name; close by name: device, link and
 #          state file gone; a user daemon killed with SIGKILL: close removes
 #          its dead device and files; no ublk device left.  host: the image passes
 #          qemu-img check and holds the data written; a root device opened meanwhile
-#          keeps /dev/ublk-qcow/NAME and root's nodes.
+#          keeps /dev/ublk-qcow/NAME and root's nodes; fio --verify_only of
+#          the image's raw conversion finds what fio wrote as uq.
 . "$(dirname "$0")/lib.sh"
 
 vm_init
 qemu-img create -q -f qcow2 "$SHARE/user.qcow2" 16M || exit 1
 qemu-img create -q -f qcow2 "$SHARE/rootdev.qcow2" 16M || exit 1
 share_udev || echo "no udevadm on the host: the udev checks will fail"
+SEED=${SEED:-$RANDOM}
+echo "SEED=$SEED"
+# past the 4 MiB the round trip writes, which the host compares too
+vm_fio_job user iodepth=16 bssplit=512/20:4k/50:64k/30 offset=4M size=8M
 
 vm_guest <<'GUEST'
 printf 'root:x:0:0:root:/root:/bin/sh\nuq:x:1000:1000:uq:/tmp:/bin/sh\nother:x:1001:1001:other:/tmp:/bin/sh\n' >/etc/passwd
@@ -114,6 +120,7 @@ if [ $? = 0 ] && [ -b "$DEV" ]; then
 	check udev-name-user [ "$(ublk-qcow udev-name "ublkb$id")" = "@uq/user" ]
 	check user-link link_to @uq/user "$DEV"
 	check data-round-trip data_round_trip "$DEV"
+	check user-fio-verify quiet as_uq env FILE="$DEV" ENGINE=io_uring fio job.fio
 	check user-list-shows-it quiet sh -c "run-as 1000 1000,900 ublk-qcow list | grep -q '^$id *$DEV *user '"
 	check user-list-copy-mode quiet sh -c "run-as 1000 1000,900 ublk-qcow list --output=json | grep -q '\"mode\":\"copy\"'"
 	check root-list-not-users quiet sh -c "! ublk-qcow list | grep -q '$DEV'"
@@ -149,5 +156,6 @@ if [ -f "$SHARE/user-after.qcow2" ]; then
 	host_check image-consistent qemu-img check -q "$SHARE/user-after.qcow2"
 	host_check image-holds-data bash -c "qemu-img convert -O raw '$SHARE/user-after.qcow2' \
 		'$WORK/after.raw' && cmp -n 4194304 '$SHARE/rand' '$WORK/after.raw'"
+	host_fio_verify "$SHARE/user-after.qcow2"
 fi
 vm_finish
