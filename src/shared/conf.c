@@ -13,8 +13,8 @@
 #include "conf.h"
 #include "openopt.h"
 
-/* One more than the entries of uq_open_long: the last slot is image=. */
-#define CONF_KEYS	32
+/* A slot per entry of uq_open_long, then one for image=. */
+#define CONF_KEYS	(UQ_OPEN_LONG_MAX + 1)
 
 /* What reading one file keeps: where we are, and the line each key came on. */
 struct conf_reader {

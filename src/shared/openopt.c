@@ -33,6 +33,9 @@ const struct option uq_open_long[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+_Static_assert(sizeof(uq_open_long) / sizeof(uq_open_long[0]) <= UQ_OPEN_LONG_MAX,
+	       "uq_open_long outgrew UQ_OPEN_LONG_MAX (conf.c keeps a slot per option)");
+
 const struct option *uq_open_opt_find(const char *name)
 {
 	const struct option *p;

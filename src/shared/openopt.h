@@ -17,6 +17,9 @@
 
 /* getopt_long's table (NULL-terminated) and short options for "open". */
 extern const struct option uq_open_long[];
+/* At most this many entries in uq_open_long, its end included (openopt.c
+ * checks it at compile time), so callers can keep a slot per option. */
+#define UQ_OPEN_LONG_MAX	31
 #define UQ_OPEN_SHORT	"q:d:vh"
 
 /* The entry of uq_open_long named name, or NULL. */
