@@ -7,12 +7,14 @@
  * died (a crash, SIGKILL, a unit restarted on failure):
  *   - opened --recoverable: "recover" it, so the device and the IO waiting
  *     on it survive (the options come from its state file, as recover's);
- *   - otherwise: remove what the dead daemon left (as "close" does), then
- *     open anew.
+ *   - otherwise, or when the device itself is gone (the state file
+ *     outlived it): remove what the dead daemon left (as "close" does),
+ *     then open anew.
  * A device of that name whose daemon is alive is left alone: open refuses
  * the name, naming the device.  Readiness (READY=1) and STOPPING=1 go to
  * $NOTIFY_SOCKET from the daemon's own start-up and shutdown (daemon.c).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +45,27 @@ static int service_args(int argc, char **argv, const char **name)
 }
 
 /*
+ * Whether the kernel still holds device id for a new server of the dead
+ * daemon's: not when the device is gone (deleted behind our back: the
+ * state file outlived it) or serves another live server under that id.
+ * When the kernel cannot be asked, recover says why.
+ */
+static bool device_awaits_recovery(unsigned id, pid_t dead_pid)
+{
+	struct ublksrv_ctrl_dev_info info;
+	struct uq_ctrl c;
+	int ret;
+
+	if (uq_ctrl_open(&c) < 0)
+		return true;
+	ret = uq_ctrl_get_info(&c, id, &info);
+	uq_ctrl_close(&c);
+	if (ret == -ENODEV)
+		return false;
+	return !(ret == 0 && info.state == UBLK_S_DEV_LIVE && info.ublksrv_pid != dead_pid);
+}
+
+/*
  * What a dead daemon left under name: recover it (its exit status), or
  * remove it (-1: open anew).  -1 too when there is nothing of name's, or
  * its daemon lives (open says the name is taken).
@@ -53,6 +76,12 @@ static int take_over_leftover(const char *name)
 
 	if (uq_state_by_name(name, &s) < 0 || uq_daemon_alive(s.pid))
 		return -1;
+	if (s.opt.recoverable && !device_awaits_recovery(s.id, s.pid)) {
+		uq_warn("%s: device %u's daemon (pid %d) died and the device is gone: "
+			"opening anew", name, s.id, s.pid);
+		uq_close_device(s.id, LEFTOVER_CLOSE_TIMEOUT_S);
+		return -1;
+	}
 	if (s.opt.recoverable) {
 		uq_warn("%s: device %u's daemon (pid %d) died: recovering it", name, s.id, s.pid);
 		return uq_recover_serve(s.id, true);

@@ -126,8 +126,9 @@ vm_initramfs() {
 	for b in "${VM_BINARIES[@]}"; do
 		paths+=("$(PATH=$PATH:/usr/sbin:/sbin command -v "$b")")
 	done
-	key=$(cat "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
-		"$KDIR/modules.load" | sha256sum | cut -c1-16)
+	# the names too: the guest runs each by its file name
+	key=$({ cat "${paths[@]}" "$VM_DIR/guest-init.sh" "$VM_DIR/build-initramfs.sh" \
+		"$KDIR/modules.load"; printf '%s\n' "${paths[@]##*/}"; } | sha256sum | cut -c1-16)
 	INITRAMFS=$cache/initramfs-$VM_KERNEL-$key.gz
 	[ -f "$INITRAMFS" ] && return 0
 	mkdir -p "$cache"

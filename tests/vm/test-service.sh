@@ -18,6 +18,11 @@
 #          vm1.conf again, SIGKILLed (no --recoverable): "service vm1" again
 #          removes the dead device and opens a new one that works; after
 #          SIGTERM no /dev/ublkc* or /dev/ublkb* is left (20 s at most);
+#          rec.conf again, SIGKILLed, its device then deleted with its state
+#          file put back (a state file that outlived its device): "service
+#          rec" says the device is gone and opens anew (not a recover that
+#          fails and is restarted for ever), the data is there, the stale
+#          state file goes;
 #          a bad conf (a bad value, no '=', a missing image= line) exits 2
 #          naming file:line, adding no device; a missing conf names the file.
 #   host:  qemu-img check of both images after the clean closes.
@@ -170,6 +175,26 @@ if check service-ready-again start vm1; then
 		check new-sigterm-closes stop
 	fi
 	check no-device-left none_left
+fi
+
+# --- rec again: its daemon killed, then its device deleted behind our back
+# (close, with the state file put back): service opens anew, no recover loop
+if check rec-ready-again start rec; then
+	KDEV=$DEV
+	kill -KILL "$SPID"
+	wait "$SPID" 2>/dev/null
+	KSTATE=/run/ublk-qcow/${KDEV#/dev/ublkb}.json
+	cp "$KSTATE" /tmp/kept-state.json
+	check dead-rec-closed quiet ublk-qcow close rec
+	cp /tmp/kept-state.json "$KSTATE"
+	if check service-without-device start rec; then
+		check device-gone-said grep -q "the device is gone: opening anew" /tmp/svc.err
+		check not-recovered sh -c "! grep -q recovered /tmp/notify.log"
+		check anew-data-kept pat_at "$DEV" 4
+		check anew-sigterm-closes stop
+	fi
+	check stale-state-gone [ ! -e "$KSTATE" ]
+	check no-device-left-rec none_left
 fi
 [ -n "${LPID:-}" ] && kill "$LPID"
 
