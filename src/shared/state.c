@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "names.h"
 #include "number.h"
 #include "state.h"
 
@@ -26,7 +27,10 @@ const char *const uq_life_names[] = {
 	[UQ_LIFE_STOPPING] = "stopping", [UQ_LIFE_FAILED] = "failed", NULL,
 };
 
-enum field_kind { F_STR, F_UINT, F_PID, F_U64, F_BOOL, F_ENUM };
+/* F_DEVNAME: a string that must pass names.h's rules (or be empty): a
+ * user's state file is the user's to write, and root's udev-name prints its
+ * name into a /dev link. */
+enum field_kind { F_STR, F_DEVNAME, F_UINT, F_PID, F_U64, F_BOOL, F_ENUM };
 
 struct field {
 	const char *key;
@@ -39,7 +43,7 @@ struct field {
 /* How each type of UQ_DECL_ is spelt. */
 #define KIND_PATH		F_STR, NULL
 #define KIND_NAME		F_STR, NULL
-#define KIND_DEVNAME		F_STR, NULL
+#define KIND_DEVNAME		F_DEVNAME, NULL
 #define KIND_DEVICE		F_STR, NULL
 #define KIND_ERROR		F_STR, NULL
 #define KIND_UINT		F_UINT, NULL
@@ -111,11 +115,12 @@ static bool print_field(FILE *f, const struct field *fd, const void *at, bool fi
 	unsigned u;
 	int pid;
 
-	if (fd->kind == F_STR && !*(const char *)at)
+	if ((fd->kind == F_STR || fd->kind == F_DEVNAME) && !*(const char *)at)
 		return false;
 	fprintf(f, "%s\"%s\":", first ? "" : ",", fd->key);
 	switch (fd->kind) {
 	case F_STR:
+	case F_DEVNAME:
 		print_str(f, at);
 		break;
 	case F_UINT:
@@ -269,10 +274,13 @@ static int set_bare(const struct field *fd, void *at, const char *val)
 /* A quoted value val into the field at at. */
 static int set_quoted(const struct field *fd, void *at, const char *val)
 {
+	char why[128];
 	int v;
 
-	if (fd->kind == F_STR) {
+	if (fd->kind == F_STR || fd->kind == F_DEVNAME) {
 		if (strlen(val) >= fd->size)
+			return -EINVAL;
+		if (fd->kind == F_DEVNAME && *val && uq_name_check(val, why, sizeof(why)) < 0)
 			return -EINVAL;
 		strcpy(at, val);
 		return 0;

@@ -163,7 +163,7 @@ static void test_file(void)
 	memset(a.opt.image_abs, '\x01', sizeof(a.opt.image_abs) - 1);
 	memset(a.opt.image_path, '"', sizeof(a.opt.image_path) - 1);
 	memset(a.opt.snapshot_name, '\\', sizeof(a.opt.snapshot_name) - 1);
-	memset(a.opt.name, '"', sizeof(a.opt.name) - 1);
+	memset(a.opt.name, 'n', sizeof(a.opt.name) - 1);	/* the longest name */
 	memset(a.error, '\n', sizeof(a.error) - 1);
 	a.id = 5;
 	CHECK(uq_state_store(&a, path, sizeof(path)) == 0, "uq_state_store: %s", strerror(errno));
@@ -202,6 +202,15 @@ static void test_refused(void)
 	CHECK(parse(text) == -EINVAL, "a device name too long for its field");
 	snprintf(text, sizeof(text), "{\"image\":\"%0*d\"}", PATH_MAX, 0);
 	CHECK(parse(text) == -EINVAL, "a path too long for its field");
+	/* a device name is a /dev link's leaf (udev-name, as root, reads users'
+	 * state files): the names rules hold for it, or the file is refused */
+	CHECK(parse("{\"name\":\"../../disk/by-label/root\"}") == -EINVAL, "a name with '/'");
+	CHECK(parse("{\"name\":\"..\"}") == -EINVAL, "a name '..'");
+	CHECK(parse("{\"name\":\"a b\"}") == -EINVAL, "a name with a space");
+	CHECK(parse("{\"name\":\"7\"}") == -EINVAL, "a name like a device id");
+	CHECK(parse("{\"name\":\"\"}") == 0, "no name");
+	CHECK(uq_state_parse("{\"name\":\"vm-1.web_2\"}", &s) == 0 &&
+	      !strcmp(s.opt.name, "vm-1.web_2"), "a good name");
 	CHECK(uq_state_parse("{ \"id\" : 4 , \"later\" : {\"x\":1} }", &s) == -EINVAL,
 	      "nested objects are not state files");
 	CHECK(uq_state_parse(" {\"id\":4,\"later_key\":\"x\",\"other\":true}", &s) == 0 &&

@@ -16,7 +16,9 @@
 #          recovery), adding no device.  uq opens its image (copy mode): the
 #          daemon runs as uid 1000, /dev/ublkbN and /dev/ublkcN are uq's,
 #          udev-owner prints the owner for both nodes, udev-name prints
-#          @uq/NAME and /dev/ublk-qcow/@uq/NAME leads to the device; 4 MiB
+#          @uq/NAME and /dev/ublk-qcow/@uq/NAME leads to the device; a
+#          name rewritten by the user in its state file to one that leaves
+#          /dev/ublk-qcow gives no udev-name and no link; 4 MiB
 #          of random data written through it (O_DIRECT) reads back equal;
 #          fio, as uq, writes 8 MiB past them with crc32c verify (io_uring);
 #          uq's list shows it (and its state file is in uq's run dir), root's
@@ -119,6 +121,20 @@ if [ $? = 0 ] && [ -b "$DEV" ]; then
 	check udev-owner-char udev_owner_is "ublkc$id"
 	check udev-name-user [ "$(ublk-qcow udev-name "ublkb$id")" = "@uq/user" ]
 	check user-link link_to @uq/user "$DEV"
+	# the user's state file is the user's to write: a name that leaves
+	# /dev/ublk-qcow must not become a link (root's udev-name refuses the file)
+	ST=/run/user/1000/ublk-qcow/$id.json
+	cp "$ST" /tmp/state.keep
+	as_uq sed -i 's|"name":"user"|"name":"../../disk/by-label/evil"|' "$ST"
+	check hostile-name-written grep -q 'by-label/evil' "$ST"
+	check hostile-name-no-udev-name sh -c "! ublk-qcow udev-name ublkb$id"
+	/tmp/udev/udevadm trigger --action=change "$DEV"
+	/tmp/udev/udevadm settle
+	check hostile-name-no-link sh -c "[ ! -e /dev/disk/by-label/evil ] && [ ! -L /dev/disk/by-label/evil ]"
+	as_uq cp /tmp/state.keep "$ST"
+	/tmp/udev/udevadm trigger --action=change "$DEV"
+	/tmp/udev/udevadm settle
+	check user-link-back link_to @uq/user "$DEV"
 	check data-round-trip data_round_trip "$DEV"
 	check user-fio-verify quiet as_uq env FILE="$DEV" ENGINE=io_uring fio job.fio
 	check user-list-shows-it quiet sh -c "run-as 1000 1000,900 ublk-qcow list | grep -q '^$id *$DEV *user '"
