@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +121,22 @@ int uq_state_store(const struct uq_state *s, char *path, size_t len)
 	return 0;
 }
 
+/* path opened for reading when it is a regular file (not through a link,
+ * never blocking): the descriptor, or -errno (-EINVAL: not a regular file). */
+static int open_regular(const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	return fd;
+}
+
 static int read_state_file(const char *path, struct uq_state *s)
 {
 	char *buf = malloc(STATE_MAX_BYTES);
@@ -129,9 +146,15 @@ static int read_state_file(const char *path, struct uq_state *s)
 
 	if (!buf)
 		return -ENOMEM;
-	f = fopen(path, "r");
+	/*
+	 * A state file is a regular file that a daemon renamed into place.
+	 * Root's udev-name reads users' run directories: a link or a FIFO
+	 * planted there must not be followed or block it.
+	 */
+	ret = open_regular(path);
+	f = ret < 0 ? NULL : fdopen(ret, "r");
 	if (!f) {
-		ret = -errno;
+		ret = ret < 0 ? ret : -errno;
 		free(buf);
 		return ret;
 	}

@@ -171,6 +171,13 @@ static void test_file(void)
 	CHECK(uq_state_read(5, &b) == 0 && !memcmp(&a, &b, sizeof(a)),
 	      "the file did not read back as written");
 	CHECK(uq_state_read(6, &b) == -ENOENT, "a missing file");
+	/* planted in a run directory: neither followed nor waited on */
+	CHECK(symlink(path, t_path("run/sub/7.json")) == 0, "symlink: %s", strerror(errno));
+	CHECK(uq_state_read(7, &b) == -ELOOP, "a link to a good state file is not followed");
+	CHECK(mkfifo(t_path("run/sub/8.json"), 0600) == 0, "mkfifo: %s", strerror(errno));
+	CHECK(uq_state_read(8, &b) == -EINVAL, "a FIFO is refused, not waited on");
+	unlink(t_path("run/sub/7.json"));
+	unlink(t_path("run/sub/8.json"));
 	/* the pid is no ublk-qcow: not collected */
 	CHECK(uq_state_collect(&v, &n) == 0 && n == 0 && !v, "collected %zu", n);
 	unsetenv("UBLK_QCOW_RUN_DIR");
