@@ -383,13 +383,13 @@ static int device_attach(struct uq_dev *dev)
 	return adopt_dev_info(dev);
 }
 
-/* /dev/ublkcN: devtmpfs may lag ADD_DEV a little, and udev may hold it briefly. */
 /* Can a failed open of /dev/ublkcN work a moment later? */
 static bool cdev_may_come(int err, bool unprivileged)
 {
 	return err == ENOENT || err == EBUSY || (unprivileged && err == EACCES);
 }
 
+/* /dev/ublkcN: devtmpfs may lag ADD_DEV a little, and udev may hold it briefly. */
 static int open_cdev(struct uq_dev *dev)
 {
 	/* a user's: root's until udev gives it away (udev-owner), which may take longer */

@@ -85,12 +85,11 @@ void uq_wait_name_link(const struct uq_dev *dev, const char *device)
 
 /* --------------------------------------------------------- udev-name */
 
-/* ublkbN (udev's %k), or a path to it: the device id. */
-static int kernel_name_id(const char *arg, unsigned *id)
+int uq_udev_node_id(const char *arg, bool char_node_too, unsigned *id)
 {
 	const char *p = strrchr(arg, '/') ? strrchr(arg, '/') + 1 : arg;
 
-	if (strncmp(p, "ublkb", 5))
+	if (strncmp(p, "ublkb", 5) && (!char_node_too || strncmp(p, "ublkc", 5)))
 		return -EINVAL;
 	return uq_parse_uint(p + 5, 0, UQ_MAX_DEV_ID, id);
 }
@@ -140,7 +139,7 @@ int uq_cmd_udev_name(int argc, char **argv)
 		return argc == 2 ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
 	s = malloc(sizeof(*s));
-	if (!s || kernel_name_id(argv[1], &id) < 0) {
+	if (!s || uq_udev_node_id(argv[1], false, &id) < 0) {
 		free(s);
 		return UQ_EXIT_FAIL;	/* not ours: print nothing, udev makes no link */
 	}

@@ -14,7 +14,6 @@
  * the name, naming the device.  Readiness (READY=1) and STOPPING=1 go to
  * $NOTIFY_SOCKET from the daemon's own start-up and shutdown (daemon.c).
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,17 +51,14 @@ static int service_args(int argc, char **argv, const char **name)
  */
 static bool device_awaits_recovery(unsigned id, pid_t dead_pid)
 {
-	struct ublksrv_ctrl_dev_info info;
 	struct uq_ctrl c;
 	int ret;
 
 	if (uq_ctrl_open(&c) < 0)
 		return true;
-	ret = uq_ctrl_get_info(&c, id, &info);
+	ret = uq_ctrl_left_by(&c, id, dead_pid);
 	uq_ctrl_close(&c);
-	if (ret == -ENODEV)
-		return false;
-	return !(ret == 0 && info.state == UBLK_S_DEV_LIVE && info.ublksrv_pid != dead_pid);
+	return ret != 0;
 }
 
 /*

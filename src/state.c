@@ -191,20 +191,30 @@ static bool wait_gone(int pid, unsigned timeout_s)
 	return false;
 }
 
+int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid)
+{
+	struct ublksrv_ctrl_dev_info info;
+	int ret = uq_ctrl_get_info(c, id, &info);
+
+	if (ret == -ENODEV)
+		return 0;
+	if (ret < 0)
+		return ret;
+	return info.state != UBLK_S_DEV_LIVE || info.ublksrv_pid == pid;
+}
+
 /*
  * The daemon is gone without cleaning up (SIGKILL, crash): delete the dead
  * device, unless the kernel has since given its id to a live server.
  */
 static void delete_leftover(const struct uq_state *s)
 {
-	struct ublksrv_ctrl_dev_info info;
 	struct uq_ctrl c;
 	int ret;
 
 	if (uq_ctrl_open(&c) < 0)
 		return;
-	ret = uq_ctrl_get_info(&c, s->id, &info);
-	if (ret == 0 && (info.state != UBLK_S_DEV_LIVE || info.ublksrv_pid == s->pid)) {
+	if (uq_ctrl_left_by(&c, s->id, s->pid) == 1) {
 		ret = uq_ctrl_del_dev(&c, s->id);
 		if (ret < 0 && ret != -ENODEV)
 			uq_log_errno("DEL_DEV", ret);

@@ -416,6 +416,10 @@ int uq_cmd_close(int argc, char **argv);
 /* "close" of device id: SIGTERM to its daemon, or what a dead one left
  * (the device, the state file, the name) removed.  The exit status. */
 int uq_close_device(unsigned id, unsigned timeout_s);
+/* Does the kernel still hold device id as the dead daemon pid left it (not
+ * deleted, not given to a live server since)?  1, 0, or -errno when it
+ * cannot say. */
+int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid);
 /* stats.c */
 int uq_cmd_stats(int argc, char **argv);
 
@@ -443,6 +447,9 @@ void uq_dev_name_release(struct uq_dev *dev);
 /* With udev running, wait (a few seconds, then a warning) until
  * /dev/ublk-qcow/NAME leads to device. */
 void uq_wait_name_link(const struct uq_dev *dev, const char *device);
+/* ublkbN (udev's %k; also ublkcN with char_node_too), or a path to one:
+ * the device id in *id, or -EINVAL. */
+int uq_udev_node_id(const char *arg, bool char_node_too, unsigned *id);
 int uq_cmd_udev_name(int argc, char **argv);
 
 /* ------------------------------------------------------------ unpriv.c */

@@ -92,16 +92,6 @@ int uq_link_leaf(unsigned uid, const char *name, char *out, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* ublkcN or ublkbN (udev's %k), or a path to one: the device id. */
-static int node_id(const char *arg, unsigned *id)
-{
-	const char *p = strrchr(arg, '/') ? strrchr(arg, '/') + 1 : arg;
-
-	if (strncmp(p, "ublkc", 5) && strncmp(p, "ublkb", 5))
-		return -EINVAL;
-	return uq_parse_uint(p + 5, 0, UQ_MAX_DEV_ID, id);
-}
-
 int uq_dev_owner(unsigned id, unsigned *uid, unsigned *gid, bool *unprivileged)
 {
 	struct ublksrv_ctrl_dev_info info;
@@ -132,7 +122,7 @@ int uq_cmd_udev_owner(int argc, char **argv)
 		return argc == 2 ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
 	/* root's devices (and devices gone already): print nothing, udev keeps root */
-	if (node_id(argv[1], &id) < 0 || uq_dev_owner(id, &uid, &gid, &unprivileged) < 0 ||
+	if (uq_udev_node_id(argv[1], true, &id) < 0 || uq_dev_owner(id, &uid, &gid, &unprivileged) < 0 ||
 	    !unprivileged)
 		return UQ_EXIT_FAIL;
 	printf("UBLK_QCOW_OWNER_UID=%u\nUBLK_QCOW_OWNER_GID=%u\n", uid, gid);
