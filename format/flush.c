@@ -530,11 +530,13 @@ static int flush_end(struct qcow_image *img, struct qcow_flush *fl)
 
 /* ----------------------------------------------------------------- API */
 
-int qcow_flush_start(struct qcow_image *img)
+int qcow_flush_start(struct qcow_image *img, unsigned flags)
 {
 	struct qcow_flush *fl = img->flush;
 	struct table_view rt, l1;
 	int ret;
+
+	(void)flags;
 
 	if (img->read_only)
 		return 1;
@@ -696,7 +698,7 @@ int qcow_flush(struct qcow_image *img)
 	struct qcow_io ios[16];
 	int ret, n;
 
-	ret = qcow_flush_start(img);
+	ret = qcow_flush_start(img, QCOW_FLUSH_BITMAPS);
 	if (ret == 1)
 		return 0;
 	if (ret < 0)

@@ -167,7 +167,7 @@ void engine_event_locked(struct uq_queue *self, enum qcow_wait what)
 int drive_start_locked(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
-	int ret = qcow_flush_start(dev->img);
+	int ret = qcow_flush_start(dev->img, 0);
 
 	if (ret == 0) {
 		t->driving = true;

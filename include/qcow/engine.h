@@ -392,9 +392,18 @@ struct qcow_io {
  * 0 or -errno (a short read is an error). */
 int qcow_io_do(struct qcow_image *img, const struct qcow_io *io);
 
-/* 0: started; 1: nothing to make durable (done, no IO); -EBUSY: a flush is
- * running (start again once it is over); else -errno. */
-int qcow_flush_start(struct qcow_image *img);
+/*
+ * flags: QCOW_FLUSH_BITMAPS, the flush a guest asked for: the persistent
+ * bitmaps' changes are written back too and, when nothing was written
+ * meanwhile, the bitmaps left consistent (not IN_USE) until the next write
+ * (bitmap_keep.c); an asked write-back not yet done is owed, and the next
+ * flush that starts does it.  0: only the metadata (a flush that makes room
+ * in a cache, or that --recoverable needs).
+ * 0: started; 1: nothing to make durable (done, no IO); -EBUSY: a flush is
+ * running (start again once it is over); else -errno.
+ */
+#define QCOW_FLUSH_BITMAPS (1U << 0)
+int qcow_flush_start(struct qcow_image *img, unsigned flags);
 /* > 0: the batch, that many IOs in ios (max >= 1); 0: the flush is over and
  * everything it covers durable; -errno: it failed. */
 int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max);

@@ -197,7 +197,7 @@ static void test_no_table_write_behind(void)
 	int n, r;
 
 	try_write_4k(img, 0, 1);
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	n = qcow_flush_next(img, ios, 8);
 	REQUIRE(n == 1 && ios[0].op == QCOW_IO_WRITE, "first batch: %d IOs", n);
 	block = ios[0].offset;			/* the refcount block's copy, in flight */
@@ -259,7 +259,7 @@ static void test_frees_after_start(void)
 	c0 = host_of(img, 0);
 	c1 = host_of(img, CS);
 	REQUIRE(qcow_discard(img, 0, CS) == 0, "discard");
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	REQUIRE(qcow_discard(img, CS, CS) == 0, "discard during the flush: %s", qcow_error(img));
 	r = finish_flush(img);
 	CHECK(r == 0, "flush: %d %s", r, qcow_error(img));
@@ -285,7 +285,7 @@ static void test_fsync_covers_only_before(void)
 	write_4k(img, 0, 1);
 	REQUIRE(qcow_flush(img) == 0, "flush");
 	write_4k(img, 0, 2);			/* in place */
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	k = qcow_flush_next(img, ios, 8);
 	REQUIRE(k == 1 && ios[0].op == QCOW_IO_FSYNC, "an in-place write's flush: %d IOs", k);
 	write_4k(img, 0, 3);			/* ends while the fsync is in flight */
@@ -305,18 +305,18 @@ static void test_one_at_a_time(void)
 	int r;
 
 	write_4k(img, 0, 1);
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	CHECK(qcow_flush_running(img), "not running after a start");
-	r = qcow_flush_start(img);
+	r = qcow_flush_start(img, 0);
 	CHECK(r == -EBUSY, "a second start: %d, wanted -EBUSY", r);
 	r = qcow_flush(img);
 	CHECK(r == -EBUSY, "qcow_flush during a flush: %d, wanted -EBUSY", r);
 	r = finish_flush(img);
 	CHECK(r == 0 && !qcow_flush_running(img), "flush: %d %s", r, qcow_error(img));
 	CHECK(try_write_4k(img, CS, 2) == 0, "the handle goes on: %s", qcow_error(img));
-	CHECK(qcow_flush_start(img) == 0, "the next flush starts: %s", qcow_error(img));
+	CHECK(qcow_flush_start(img, 0) == 0, "the next flush starts: %s", qcow_error(img));
 	CHECK(finish_flush(img) == 0, "and ends: %s", qcow_error(img));
-	CHECK(qcow_flush_start(img) == 1, "nothing left: start says so");
+	CHECK(qcow_flush_start(img, 0) == 1, "nothing left: start says so");
 	CHECK(qcow_close(img) == 0, "close");
 	cf_free(cf);
 }
@@ -328,7 +328,7 @@ static void test_failed_batch(void)
 	int n, r;
 
 	write_4k(img, 0, 1);
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	n = qcow_flush_next(img, ios, 8);
 	REQUIRE(n > 0, "a batch: %d", n);
 	qcow_flush_io_done(img, -EIO);
@@ -339,7 +339,7 @@ static void test_failed_batch(void)
 	r = try_write_4k(img, CS, 2);
 	CHECK(r < 0 && t_msg_has(qcow_error(img), "flush failed"),
 	      "a write after the failed flush: %d %s", r, qcow_error(img));
-	r = qcow_flush_start(img);
+	r = qcow_flush_start(img, 0);
 	CHECK(r == -EIO, "a start after the failed flush: %d", r);
 	r = qcow_close(img);
 	CHECK(r == -EIO, "close after the failed flush: %d", r);
@@ -376,7 +376,7 @@ static void test_frees_read_blocks(void)
 	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
 	/* 3072 clusters over some 13 blocks: discarded, their frees queued */
 	REQUIRE(qcow_discard(img, 0, len) == 0, "discard: %s", qcow_error(img));
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	while ((n = qcow_flush_next(img, ios, 8)) > 0) {
 		for (i = 0; i < n; i++)
 			reads += ios[i].op == QCOW_IO_READ;
@@ -436,7 +436,7 @@ static void test_nowait_growth(void)
 	REQUIRE(block, "no table entry waits for the flush");
 	rt_start = img->refcount_table_offset;
 	rt_len = (uint64_t)img->refcount_table_clusters << 9;
-	REQUIRE(qcow_flush_start(img) == 0, "start: %s", qcow_error(img));
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
 	while ((n = qcow_flush_next(img, ios, 8)) > 0) {
 		for (i = 0; i < n; i++, at++) {
 			if (ios[i].op == QCOW_IO_FSYNC) {

@@ -532,7 +532,7 @@ static int op_async_flush(struct workload *w, struct cf_gop *g)
 
 	g->kind = CF_G_FLUSH;
 	g->ev_begin = cf_nevents(w->cf);
-	r = qcow_flush_start(w->img);
+	r = qcow_flush_start(w->img, 0);
 	if (r < 0)
 		return r;
 	w->in_flush = true;
