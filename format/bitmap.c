@@ -246,9 +246,6 @@ int bitmap_dir_set_ext(struct qcow_image *img, const struct bitmap_dir *d)
 /* ------------------------------------------------- one bitmap, in pieces */
 
 /* Bitmap table entries (qemu's BME_TABLE_ENTRY_*). */
-#define TABLE_RESERVED  0xff000000000001feULL
-#define TABLE_OFFSET    0x00fffffffffffe00ULL
-#define TABLE_ALL_ONES  1ULL
 
 /* Pieces a disk of nb_bits granules needs. */
 static uint32_t pieces_for(const struct qcow_image *img, uint64_t nb_bits)
@@ -340,7 +337,7 @@ int bitmap_new(struct qcow_image *img, const char *name, unsigned gran_bits, uin
 	return alloc_delta(img, b);
 }
 
-static void drop_piece(struct bitmap *b, uint32_t i)
+void bitmap_drop_piece(struct bitmap *b, uint32_t i)
 {
 	if (!b->delta[i])
 		return;
@@ -357,7 +354,7 @@ int bitmap_resize(struct qcow_image *img, struct bitmap *b, uint64_t size)
 	uint8_t **d;
 
 	for (i = n; i < b->new_size; i++)
-		drop_piece(b, i);
+		bitmap_drop_piece(b, i);
 	d = realloc(b->delta, (n ? n : 1) * sizeof(*d));
 	if (!d)
 		return qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'", b->name);
@@ -434,8 +431,7 @@ bool bitmap_changed(const struct bitmap *b)
 	return false;
 }
 
-/* Bits from bit limit on of piece buf (whose first bit is first) cleared. */
-static void clear_from(uint8_t *buf, uint64_t cs, uint64_t first, uint64_t limit)
+void bitmap_clear_from(uint8_t *buf, uint64_t cs, uint64_t first, uint64_t limit)
 {
 	uint64_t n = limit > first ? limit - first : 0;
 
@@ -458,10 +454,10 @@ int bitmap_piece(struct qcow_image *img, const struct bitmap *b, uint64_t i, uin
 	if (ret < 0)
 		return ret;
 	/* what lay past the old disk's end is not the new disk's */
-	clear_from(buf, cs, i * cs * 8, b->old_nb_bits);
+	bitmap_clear_from(buf, cs, i * cs * 8, b->old_nb_bits);
 	for (j = 0; i < b->new_size && b->delta[i] && j < cs; j++)
 		buf[j] |= b->delta[i][j];
-	clear_from(buf, cs, i * cs * 8, b->nb_bits);
+	bitmap_clear_from(buf, cs, i * cs * 8, b->nb_bits);
 	return 0;
 }
 
@@ -606,9 +602,10 @@ void bitmap_release(struct bitmap *b)
 	uint32_t i;
 
 	for (i = 0; b->delta && i < b->new_size; i++)
-		drop_piece(b, i);
+		bitmap_drop_piece(b, i);
 	free(b->name);
 	free(b->table);
+	free(b->fresh);
 	free(b->new_entries);
 	free(b->delta);
 	memset(b, 0, sizeof(*b));

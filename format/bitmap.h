@@ -50,6 +50,12 @@ struct bitmap_dir {
 	uint8_t *buf;
 };
 
+/* A table entry: the piece's cluster, or with no cluster all clear (0) or
+ * all set (ALL_ONES). */
+#define TABLE_RESERVED  0xff000000000001feULL
+#define TABLE_OFFSET    0x00fffffffffffe00ULL
+#define TABLE_ALL_ONES  1ULL
+
 /* Where the fields an in-place rewrite changes lie in a directory entry. */
 #define BITMAP_ENTRY_TABLE_OFFSET 0
 #define BITMAP_ENTRY_FLAGS        12
@@ -70,6 +76,9 @@ struct bitmap {
 	bool resized;                 /* new_size, nb_bits: for a new disk size */
 	uint64_t *mem;                /* delta bytes held by its owner (or NULL) */
 	uint64_t mem_cap;             /* the most *mem may reach; 0: no cap */
+	bool table_dirty;             /* table has entries its clusters lack */
+	uint8_t *fresh;               /* per piece: its cluster came since it was
+				       * last written (nothing of it on disk) */
 	uint64_t *new_entries;        /* bitmap_write's table, host order */
 	uint64_t new_table;           /* its offset; 0: not written */
 };
@@ -102,6 +111,10 @@ int bitmap_resize(struct qcow_image *img, struct bitmap *b, uint64_t size);
 int bitmap_set(struct bitmap *b, uint64_t first, uint64_t last);
 /* Does b have bits set since it was loaded (or a new size)? */
 bool bitmap_changed(const struct bitmap *b);
+/* Bits from bit limit on of piece buf (whose first bit is first) cleared. */
+void bitmap_clear_from(uint8_t *buf, uint64_t cs, uint64_t first, uint64_t limit);
+/* Let go of piece i's delta. */
+void bitmap_drop_piece(struct bitmap *b, uint32_t i);
 /* Piece i as it stands (the bits on disk, then the delta), bits past the
  * disk's end clear: cluster_size bytes into buf. */
 int bitmap_piece(struct qcow_image *img, const struct bitmap *b, uint64_t i, uint8_t *buf);

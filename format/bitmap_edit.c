@@ -51,7 +51,7 @@ static int edit_begin(struct qcow_image *img, struct qcow_bitmap_info **v, uint3
 		return qcow_set_error(img, -EROFS, "image is open read-only");
 	ret = qcow_refuse_if_failed(img);
 	if (ret == 0)
-		ret = qcow_flush(img);
+		ret = qcow_guest_flush(img);
 	if (ret == 0)
 		ret = qcow_bitmaps_store(img);
 	return ret < 0 ? ret : qcow_bitmap_list(img, v, n);

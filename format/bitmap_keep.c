@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * Persistent dirty bitmaps kept up to date by a read-write handle, as QEMU
- * keeps them: marked IN_USE while it may write, every write, zero write
- * and discard setting the bits of every enabled bitmap, written back and
- * IN_USE cleared at close.
+ * Persistent dirty bitmaps kept up to date by a read-write handle: marked
+ * IN_USE while it may write, every write, zero write and discard setting
+ * the bits of every enabled bitmap, and written back by a flush that asks
+ * for it (QCOW_FLUSH_BITMAPS: a guest's flush, a tool's, the close), which
+ * leaves them consistent, IN_USE cleared, when nothing was written
+ * meanwhile, until the next write sets IN_USE again. QEMU writes them back
+ * only at close; here a copy of the file taken after a guest's flush on an
+ * idle device holds bitmaps as good as a closed image's.
  *
  * A read-write open (not a check open) of an image whose bitmaps autoclear
  * bit is set keeps every bitmap it must: enabled (AUTO), not IN_USE and
@@ -11,52 +15,90 @@
  * died holding it) and stays so, untouched; one with extra data we do not
  * know is left as it is (the spec's rule); a disabled one never changes,
  * so it is neither kept nor marked. A kept bitmap is held in pieces
- * (bitmap.h): its table, and the bits set since the open in the pieces
- * they fall in, so that qcow_bitmaps_mark, called by every write, zero
- * write and discard with its guest range once it is validated, is a memory
- * operation that never does IO (the daemon calls it under the engine
- * lock). The bits already on disk are read only at close, one piece at a
- * time, for the pieces that changed. The pieces held are bounded by
- * mem_cap (QCOW_BITMAP_MEM_CAP): a bitmap that would need more is dropped
- * (its pieces freed, nothing more marked) and stays IN_USE at close, so
- * that QEMU treats it as inconsistent, as after a failure of its own;
- * tables count against the cap too, and an open whose tables alone pass
- * it fails, naming the bitmap.
+ * (bitmap.h): its table, and the bits set since its last write-back in the
+ * pieces they fall in, so that qcow_bitmaps_mark, called by every write,
+ * zero write and discard with its guest range once it is validated, is a
+ * memory operation (bar a piece's first cluster, below) and never waits
+ * for IO of its own. The pieces held are bounded by mem_cap
+ * (QCOW_BITMAP_MEM_CAP) between two write-backs: a bitmap that would need
+ * more is dropped (its pieces freed, nothing more marked or written) and
+ * stays IN_USE, so that QEMU treats it as inconsistent, as after a failure
+ * of its own; tables count against the cap too, and an open whose tables
+ * alone pass it fails, naming the bitmap.
+ *
+ * Written back in place. Nobody trusts the bits of a bitmap that is IN_USE
+ * on disk, so while it is, its pieces and table may be rewritten where
+ * they are, in any order, torn or not: only clearing IN_USE makes them
+ * count, and that comes after they are durable. A piece with no cluster
+ * (all clear: entry 0) gets one when a write first sets a bit in it, as a
+ * data cluster is allocated, by the write's own call; so a write-back
+ * allocates nothing and frees nothing, and a flush runs it as IO handed
+ * out like its own (flush.c: the MARK step before its step 1, the READS,
+ * WRITES and CLEAR steps after its step 5), with the server's lock held
+ * only between batches.
+ *
+ * What the directory on disk says of the kept bitmaps is one of four
+ * states (enum bitmaps_disk); a write may mark, and so change anything,
+ * only in IN_USE.
  *
  * Crash ordering (doc/design.md 15b). The directory is only ever rewritten
- * in place, and each rewrite changes one kind of field of whole entries:
- * table offsets (8 bytes, 8-aligned) or flags (4 bytes at 12 mod 8): such a
- * field never straddles a 512-byte sector, so a torn rewrite leaves each
- * field old or new, never half of each. (A size change rewrites whole
- * directories instead: bitmap_edit.c.)
- *  B1. Open: the kept bitmaps get IN_USE in the directory, written in
- *      place, fsync, before the handle changes anything (the open returns
- *      only then). Crash right after: QEMU sees them IN_USE (inconsistent),
- *      as after its own crash; a torn write marks some, and nothing has
- *      changed yet, so the unmarked ones are still exact.
- *  B2. Close, after the final flush: each changed bitmap gets a new table
- *      in new clusters; its changed pieces get new clusters too (all-clear
- *      ones none: entry 0, as QEMU), the others keep theirs, so a kept
- *      cluster is named by the old and the new table. A flush makes them
- *      and their refcounts durable. Crash right after: the directory still
- *      names the old tables, IN_USE: the new clusters are leaks.
- *  B3. The directory with the new table offsets, IN_USE still set, in
- *      place, fsync. Crash right after (or torn): every entry names its old
- *      or its new table, whole and counted, and is IN_USE; a cluster both
- *      tables keep is named once, by the one its entry names: leaks only.
- *  B4. The directory with IN_USE cleared, in place, fsync. Crash right after
- *      (or torn): an entry without IN_USE names its new table (durable in
- *      B3), which holds every bit set before the close began; the others
- *      are still IN_USE.
- *  B5. The old tables and the old pieces the new tables do not keep are
- *      freed (deferred) and a flush applies the frees: nothing durable
- *      names them since B3. Crash before the frees land: leaks.
- * A failure anywhere leaves the bitmaps IN_USE, as a crash does.
+ * in place, flags only (4 bytes at 12 mod 8 of an entry: never straddling
+ * a sector, so a torn rewrite leaves each entry's flags old or new).
+ *  B1. The open, and the first write after B4: the kept bitmaps get IN_USE
+ *      in the directory, in place, fsync, before the handle changes
+ *      anything (the open returns, the write goes on, only then; a
+ *      server's write waits with QCOW_WAIT_WRITEBACK while the flush it
+ *      runs does it, the MARK step). Crash right after: QEMU sees them
+ *      IN_USE (inconsistent), as after its own crash; a torn write marks
+ *      some, and nothing has changed yet, so the others are still exact.
+ *  B2. A write marks its range; a piece without a cluster gets one, its
+ *      refcount raised as a data cluster's is (durable by step 1 of the
+ *      next flush, which starts after it). Crash right after: a leak.
+ *  B3. A flush asked to write back takes, at its start, the pieces marked
+ *      so far (their bits leave the handle) and the tables with new
+ *      entries; after its steps 1-5 it reads the old bits of each piece
+ *      that had some on disk, adds the new, and writes pieces and tables
+ *      in place, fsync. Crash right after (or torn): the bitmaps are
+ *      IN_USE, trusted by nobody; every cluster they name is counted
+ *      (step 1 made the new pieces' refcounts durable, B2).
+ *  B4. Unless something was marked since the start, or a bit could not be
+ *      written (a piece without a cluster), or a write waits to mark: the
+ *      directory with IN_USE cleared, in place, fsync; writes wait
+ *      meanwhile (CLEARING). Crash right after (or torn): an entry without
+ *      IN_USE names a table whose bits, durable since B3, hold every write
+ *      marked before the start, and nothing marked after it (none was, and
+ *      none may be before B1) has changed the file.
+ * A failure anywhere fails the handle and leaves the bitmaps IN_USE, as a
+ * crash does. Close is a flush that writes back, then nothing more.
  */
 #include <inttypes.h>
 #include <stdlib.h>
 
 #include "bitmap.h"
+
+/* What the directory on disk says of the kept bitmaps. */
+enum bitmaps_disk {
+	DISK_IN_USE,                  /* IN_USE, durable: writes mark and go on */
+	DISK_CLEARING,                /* a flush clears it (B4): writes wait for its end */
+	DISK_CLEAN,                   /* consistent: a write waits for B1 first */
+	DISK_MARKING,                 /* a flush sets it again (B1): writes wait for its end */
+};
+
+/* A changed piece a write-back writes (B3). */
+struct wb_piece {
+	uint8_t *buf;                 /* the piece as written: a cluster, aligned */
+	uint8_t *delta;               /* the bits set since the last write-back */
+	uint64_t host;                /* its cluster */
+	uint64_t valid;               /* bits of it that are the disk's */
+	bool merge;                   /* bits on disk to read and keep */
+};
+
+/* A table with new entries, as a write-back writes it. */
+struct wb_table {
+	uint8_t *buf;
+	size_t len;
+	uint64_t offset;
+};
 
 struct qcow_bitmaps {
 	struct bitmap_dir d;          /* the directory, as last written */
@@ -64,7 +106,24 @@ struct qcow_bitmaps {
 	uint32_t n;
 	uint64_t mem;                 /* bytes of pieces held */
 	uint64_t mem_cap;
+	enum bitmaps_disk disk;
+	bool wb_owed;                 /* a write-back was asked for, not yet started */
+	bool mark_owed;               /* a write waits for B1 */
+	uint64_t marks;               /* marking calls so far */
+
+	/* the running flush's part */
+	bool wb;                      /* it writes back (B3, B4) */
+	bool unwritten;               /* a bit it could not write: no B4 */
+	uint64_t wb_marks;            /* marks at its start */
+	struct wb_piece *p;           /* pieces to merge first, [0, nmerge) */
+	uint32_t np, nmerge, pcap;
+	struct wb_table *t;
+	uint32_t nt, tcap;
+	uint8_t *dir_buf;             /* the directory as MARK or CLEAR writes it */
+	size_t dir_len;
 };
+
+static void wb_release(struct qcow_bitmaps *bm);
 
 void qcow_bitmaps_free(struct qcow_image *img)
 {
@@ -73,9 +132,13 @@ void qcow_bitmaps_free(struct qcow_image *img)
 
 	if (!bm)
 		return;
+	wb_release(bm);
 	for (i = 0; i < bm->n; i++)
 		bitmap_release(&bm->v[i]);
 	free(bm->v);
+	free(bm->p);
+	free(bm->t);
+	free(bm->dir_buf);
 	free(bm->d.buf);
 	free(bm);
 	img->bitmaps = NULL;
@@ -151,34 +214,62 @@ static int pick(struct qcow_image *img, struct qcow_bitmaps *bm)
 	return ret;
 }
 
-static int write_dir(struct qcow_image *img, struct qcow_bitmaps *bm)
+static void set_flags(struct qcow_bitmaps *bm, bool in_use)
 {
-	int ret = qcow_pwrite(img, bm->d.buf, bm->d.size, bm->d.offset);
+	uint32_t i, f;
 
-	return ret < 0 ? ret : qcow_fsync(img);
+	for (i = 0; i < bm->n; i++) {
+		uint8_t *at = bm->d.buf + bm->v[i].at + BITMAP_ENTRY_FLAGS;
+
+		memcpy(&f, at, 4);
+		f = be32toh(f);
+		f = in_use ? f | QCOW_BITMAP_IN_USE : f & ~QCOW_BITMAP_IN_USE;
+		f = htobe32(f);
+		memcpy(at, &f, 4);
+	}
 }
 
-static void set_flags(struct qcow_bitmaps *bm, const struct bitmap *b, bool in_use)
+/* A page-aligned buffer of len bytes, or NULL. */
+static void *aligned(size_t len)
 {
-	uint32_t f;
+	void *p;
 
-	memcpy(&f, bm->d.buf + b->at + BITMAP_ENTRY_FLAGS, 4);
-	f = be32toh(f);
-	f = in_use ? f | QCOW_BITMAP_IN_USE : f & ~QCOW_BITMAP_IN_USE;
-	f = htobe32(f);
-	memcpy(bm->d.buf + b->at + BITMAP_ENTRY_FLAGS, &f, 4);
+	return posix_memalign(&p, 4096, len) ? NULL : p;
 }
 
-/* B1: IN_USE on every kept bitmap, durable before any change. */
+/* The block a table or the directory is written in: a sector, or what
+ * direct IO needs, never more than the cluster it lies in. */
+static uint64_t write_block(const struct qcow_image *img)
+{
+	return QCOW_MIN(QCOW_MAX(512U, img->file.dio_off_align), img->cluster_size);
+}
+
+/* Room for the directory as the flush writes it (MARK, CLEAR): whole
+ * blocks, the tail zero; the directory's size never changes while kept. */
+static int dir_room(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	bm->dir_len = QCOW_ALIGN_UP(bm->d.size, write_block(img));
+	bm->dir_buf = aligned(bm->dir_len);
+	if (!bm->dir_buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap directory");
+	memset(bm->dir_buf, 0, bm->dir_len);
+	return 0;
+}
+
+/* B1, synchronously: IN_USE on every kept bitmap, durable before any change. */
 static int mark_in_use(struct qcow_image *img, struct qcow_bitmaps *bm)
 {
-	uint32_t i;
+	int ret;
 
 	if (!bm->n)
 		return 0;
-	for (i = 0; i < bm->n; i++)
-		set_flags(bm, &bm->v[i], true);
-	return write_dir(img, bm);
+	set_flags(bm, true);
+	ret = qcow_pwrite(img, bm->d.buf, bm->d.size, bm->d.offset);
+	if (ret == 0)
+		ret = qcow_fsync(img);
+	if (ret == 0)
+		bm->disk = DISK_IN_USE;
+	return ret;
 }
 
 int qcow_bitmaps_open(struct qcow_image *img)
@@ -198,83 +289,367 @@ int qcow_bitmaps_open(struct qcow_image *img)
 	if (ret == 0)
 		ret = pick(img, bm);
 	if (ret == 0)
+		ret = dir_room(img, bm);
+	if (ret == 0)
 		ret = mark_in_use(img, bm);
 	if (ret < 0)
 		qcow_bitmaps_free(img);
 	return ret;
 }
 
-/* A bitmap that cannot be kept whole any more: dropped, left IN_USE. */
-static void drop(struct qcow_bitmaps *bm, uint32_t i)
+/* A bitmap that cannot be kept whole any more: dropped, left IN_USE. The
+ * clusters B2 gave it since its last write-back are named by nothing
+ * durable (a write-back takes a table with the pieces it names), so they
+ * are freed as any cluster is (deferred; a failure only leaks them). */
+static void drop(struct qcow_image *img, struct qcow_bitmaps *bm, uint32_t i)
 {
 	struct bitmap gone = bm->v[i];
+	uint32_t j;
 
+	for (j = 0; gone.fresh && j < gone.table_size; j++) {
+		if (gone.fresh[j])
+			qcow_free_deferred(img, gone.table[j] & TABLE_OFFSET, img->cluster_size);
+	}
 	bm->v[i] = bm->v[--bm->n];
 	bitmap_release(&gone);
 }
 
-void qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len)
+/* B2: pieces first..last of b that have no cluster get one. */
+static int give_clusters(struct qcow_image *img, struct bitmap *b, uint64_t first,
+			 uint64_t last)
+{
+	uint64_t i;
+	int64_t host;
+
+	for (i = first; i <= last && i < b->table_size; i++) {
+		if (b->table[i])	/* a cluster, or all set already */
+			continue;
+		if (!b->fresh)
+			b->fresh = calloc(b->table_size, 1);
+		if (!b->fresh)
+			return qcow_set_error(img, -ENOMEM, "out of memory for bitmap '%s'",
+					      b->name);
+		host = qcow_alloc_clusters(img, 1);
+		if (host < 0)
+			return (int)host;
+		b->table[i] = (uint64_t)host;
+		b->fresh[i] = 1;
+		b->table_dirty = true;
+	}
+	return 0;
+}
+
+/* May a write mark now? 0 yes; -EBUSY with what it waits for; a
+ * synchronous caller does B1 itself. */
+static int may_mark(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	switch (bm->disk) {
+	case DISK_IN_USE:
+		return 0;
+	case DISK_CLEAN:
+		if (!img->need)
+			return mark_in_use(img, bm);
+		bm->mark_owed = true;
+		return qcow_busy(img, QCOW_WAIT_WRITEBACK, "the persistent bitmaps are "
+				 "consistent on disk: a flush marks them in use before a write");
+	default:
+		return qcow_busy(img, QCOW_WAIT_FLUSH, "the persistent bitmaps are being "
+				 "written: writes wait for the flush");
+	}
+}
+
+int qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	struct qcow_bitmaps *bm = img->bitmaps;
 	uint32_t i;
+	int ret;
 
-	if (!bm || !len)
-		return;
+	if (!bm || !bm->n || !len)
+		return 0;
+	ret = may_mark(img, bm);
+	if (ret < 0)
+		return ret;
+	bm->marks++;
 	for (i = 0; i < bm->n; i++) {
 		struct bitmap *b = &bm->v[i];
+		uint64_t first = off >> b->gran_bits, last = (off + len - 1) >> b->gran_bits;
+		uint64_t per = img->cluster_size * 8;
 
-		if (bitmap_set(b, off >> b->gran_bits, (off + len - 1) >> b->gran_bits) < 0)
-			drop(bm, i--);
+		if (bitmap_set(b, first, last) < 0) {
+			drop(img, bm, i--);
+			continue;
+		}
+		ret = give_clusters(img, b, first / per, last / per);
+		if (ret < 0)
+			return ret;
 	}
+	return 0;
 }
 
-/* B2 and B3: the changed bitmaps' new tables, then the directory names them. */
-static int store_changed(struct qcow_image *img, struct qcow_bitmaps *bm, bool *any)
+/* ------------------------------------------------- the flush's steps */
+
+static void wb_release(struct qcow_bitmaps *bm)
 {
 	uint32_t i;
-	int ret = 0;
 
-	*any = false;
-	for (i = 0; ret == 0 && i < bm->n; i++) {
-		if (bitmap_changed(&bm->v[i])) {
-			ret = bitmap_write(img, &bm->v[i]);
-			*any = true;
-		}
+	for (i = 0; i < bm->np; i++) {
+		free(bm->p[i].buf);
+		free(bm->p[i].delta);
 	}
-	if (ret < 0 || !*any)
-		return ret;
-	qcow_sync_owed(img, QCOW_SYNC_DATA);
-	ret = qcow_flush(img);
-	for (i = 0; ret == 0 && i < bm->n; i++) {
-		uint64_t t = htobe64(bm->v[i].new_table);
-
-		if (bm->v[i].new_table)
-			memcpy(bm->d.buf + bm->v[i].at + BITMAP_ENTRY_TABLE_OFFSET, &t, 8);
-	}
-	return ret < 0 ? ret : write_dir(img, bm);
+	for (i = 0; i < bm->nt; i++)
+		free(bm->t[i].buf);
+	bm->np = bm->nmerge = bm->nt = 0;
+	bm->wb = bm->unwritten = false;
 }
 
+static int grow(struct qcow_image *img, void **v, uint32_t *cap, uint32_t need, size_t size)
+{
+	uint32_t n = *cap ? *cap : 16;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	p = realloc(*v, (size_t)n * size);
+	if (!p)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap write-back");
+	*v = p;
+	*cap = n;
+	return 0;
+}
+
+/* B3's start: piece i of b leaves the handle for the write-back. */
+static int take_piece(struct qcow_image *img, struct qcow_bitmaps *bm, struct bitmap *b,
+		      uint32_t i)
+{
+	uint64_t cs = img->cluster_size, e = b->table[i];
+	struct wb_piece *p;
+	int ret;
+
+	if (!(e & TABLE_OFFSET)) {
+		if (e & TABLE_ALL_ONES)
+			bitmap_drop_piece(b, i);	/* every bit set already */
+		else
+			bm->unwritten = true;		/* B2 failed: kept for later */
+		return 0;
+	}
+	ret = grow(img, (void **)&bm->p, &bm->pcap, bm->np + 1, sizeof(*bm->p));
+	if (ret < 0)
+		return ret;
+	p = &bm->p[bm->np];
+	p->buf = aligned(cs);
+	if (!p->buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap write-back");
+	bm->np++;
+	p->delta = b->delta[i];
+	b->delta[i] = NULL;
+	*b->mem -= cs;
+	p->host = e & TABLE_OFFSET;
+	p->valid = QCOW_MIN(cs * 8, b->nb_bits - (uint64_t)i * cs * 8);
+	p->merge = !(b->fresh && b->fresh[i]);
+	if (b->fresh)
+		b->fresh[i] = 0;
+	return 0;
+}
+
+/* B3's start: b's table, when it has new entries. */
+static int take_table(struct qcow_image *img, struct qcow_bitmaps *bm, struct bitmap *b)
+{
+	size_t len = QCOW_ALIGN_UP((size_t)b->table_size * 8, write_block(img));
+	struct wb_table *t;
+	uint64_t *e;
+	uint32_t i;
+	int ret;
+
+	if (!b->table_dirty)
+		return 0;
+	ret = grow(img, (void **)&bm->t, &bm->tcap, bm->nt + 1, sizeof(*bm->t));
+	if (ret < 0)
+		return ret;
+	t = &bm->t[bm->nt];
+	t->buf = aligned(len);
+	if (!t->buf)
+		return qcow_set_error(img, -ENOMEM, "out of memory for the bitmap write-back");
+	bm->nt++;
+	memset(t->buf, 0, len);
+	e = (uint64_t *)t->buf;
+	for (i = 0; i < b->table_size; i++)
+		e[i] = htobe64(b->table[i]);
+	t->len = len;
+	t->offset = b->table_offset;
+	b->table_dirty = false;
+	return 0;
+}
+
+/* The pieces that merge go first: READS hands out [0, nmerge). */
+static void merges_first(struct qcow_bitmaps *bm)
+{
+	uint32_t i;
+
+	bm->nmerge = 0;
+	for (i = 0; i < bm->np; i++) {
+		if (bm->p[i].merge) {
+			struct wb_piece tmp = bm->p[bm->nmerge];
+
+			bm->p[bm->nmerge++] = bm->p[i];
+			bm->p[i] = tmp;
+		}
+	}
+}
+
+/* B3's start, under the caller's lock: everything marked so far. */
+static int wb_take(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	uint32_t i, j;
+	int ret = 0;
+
+	bm->wb = true;
+	bm->wb_marks = bm->marks;
+	for (i = 0; ret == 0 && i < bm->n; i++) {
+		struct bitmap *b = &bm->v[i];
+
+		for (j = 0; ret == 0 && j < b->new_size; j++) {
+			if (b->delta[j])
+				ret = take_piece(img, bm, b, j);
+		}
+		if (ret == 0)
+			ret = take_table(img, bm, b);
+	}
+	merges_first(bm);
+	return ret;
+}
+
+void qcow_bitmaps_ask(struct qcow_image *img, unsigned flags)
+{
+	if (img->bitmaps && (flags & QCOW_FLUSH_BITMAPS))
+		img->bitmaps->wb_owed = true;
+}
+
+int qcow_bitmaps_flush_start(struct qcow_image *img)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+	int ret;
+
+	if (!bm)
+		return 0;
+	if (!bm->n || bm->disk == DISK_CLEAN) {
+		bm->wb_owed = false;	/* nothing kept, or consistent already */
+		return bm->n && bm->mark_owed;
+	}
+	if (!bm->wb_owed)
+		return 0;
+	bm->wb_owed = false;
+	ret = wb_take(img, bm);
+	return ret < 0 ? ret : 1;
+}
+
+/* B4 now? Only when nothing can be missing from what B3 wrote. */
+static bool may_clear(const struct qcow_bitmaps *bm)
+{
+	return bm->wb && !bm->unwritten && !bm->mark_owed && bm->marks == bm->wb_marks &&
+	       bm->disk == DISK_IN_USE && bm->n;
+}
+
+/* B3 after the reads: the new bits over the old, bits past the disk clear. */
+static void merge(struct qcow_image *img, struct qcow_bitmaps *bm)
+{
+	uint64_t cs = img->cluster_size, j;
+	uint32_t i;
+
+	for (i = 0; i < bm->np; i++) {
+		struct wb_piece *p = &bm->p[i];
+
+		if (!p->merge)
+			memset(p->buf, 0, cs);
+		for (j = 0; j < cs; j++)
+			p->buf[j] |= p->delta[j];
+		bitmap_clear_from(p->buf, cs, 0, p->valid);
+		free(p->delta);
+		p->delta = NULL;
+	}
+}
+
+unsigned qcow_bitmaps_step_begin(struct qcow_image *img, enum qcow_bitmaps_step s)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+
+	if (!bm)
+		return 0;
+	switch (s) {
+	case QCOW_BITMAPS_MARK:
+		if (bm->disk != DISK_CLEAN || !bm->mark_owed || !bm->n)
+			return 0;
+		set_flags(bm, true);
+		bm->disk = DISK_MARKING;
+		break;
+	case QCOW_BITMAPS_READS:
+		return bm->wb ? bm->nmerge : 0;
+	case QCOW_BITMAPS_WRITES:
+		if (!bm->wb)
+			return 0;
+		merge(img, bm);
+		return bm->np + bm->nt;
+	default:
+		if (!may_clear(bm))
+			return 0;
+		set_flags(bm, false);
+		bm->disk = DISK_CLEARING;
+		break;
+	}
+	memcpy(bm->dir_buf, bm->d.buf, bm->d.size);
+	return 1;
+}
+
+void qcow_bitmaps_step_io(struct qcow_image *img, enum qcow_bitmaps_step s, unsigned i,
+			  struct qcow_io *io)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+	uint64_t cs = img->cluster_size;
+
+	if (s == QCOW_BITMAPS_MARK || s == QCOW_BITMAPS_CLEAR)
+		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->dir_buf, bm->dir_len, bm->d.offset };
+	else if (s == QCOW_BITMAPS_READS)
+		*io = (struct qcow_io){ QCOW_IO_READ, bm->p[i].buf, cs, bm->p[i].host };
+	else if (i < bm->np)
+		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->p[i].buf, cs, bm->p[i].host };
+	else
+		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->t[i - bm->np].buf, bm->t[i - bm->np].len,
+					bm->t[i - bm->np].offset };
+}
+
+void qcow_bitmaps_step_end(struct qcow_image *img, enum qcow_bitmaps_step s)
+{
+	struct qcow_bitmaps *bm = img->bitmaps;
+
+	if (!bm)
+		return;
+	if (s == QCOW_BITMAPS_MARK && bm->disk == DISK_MARKING) {
+		bm->disk = DISK_IN_USE;
+		bm->mark_owed = false;
+	} else if (s == QCOW_BITMAPS_CLEAR && bm->disk == DISK_CLEARING) {
+		bm->disk = DISK_CLEAN;
+	}
+}
+
+void qcow_bitmaps_flush_end(struct qcow_image *img)
+{
+	if (img->bitmaps)
+		wb_release(img->bitmaps);
+}
+
+/* Close, or an edit: the bitmaps let go, consistent on disk (B4 done). */
 int qcow_bitmaps_store(struct qcow_image *img)
 {
 	struct qcow_bitmaps *bm = img->bitmaps;
 	uint32_t i;
-	bool any;
-	int ret;
+	int ret = 0;
 
 	if (!bm || !bm->n)
 		return 0;
-	ret = store_changed(img, bm, &any);
-	if (ret < 0)
-		return ret;
-	for (i = 0; i < bm->n; i++)
-		set_flags(bm, &bm->v[i], false);
-	ret = write_dir(img, bm);
-	for (i = 0; ret == 0 && i < bm->n; i++) {
-		if (bm->v[i].new_table)
-			ret = bitmap_free_replaced(img, &bm->v[i]);
-	}
-	if (ret == 0 && any)
-		ret = qcow_flush(img);
+	if (bm->disk != DISK_CLEAN)
+		ret = qcow_set_error(img, -EIO, "the persistent bitmaps were not written back; "
+				     "they stay in use (inconsistent)");
 	/* stored: nothing is IN_USE any more, so nothing may be marked */
 	for (i = 0; i < bm->n; i++)
 		bitmap_release(&bm->v[i]);

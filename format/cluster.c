@@ -64,10 +64,10 @@ int qcow_check_guest_range(struct qcow_image *img, uint64_t off, uint64_t len, c
 
 /*
  * Writable image and a range inside the disk. Every write, zero write and
- * discard (synchronous or nowait) passes here with the caller's range, so
- * here the persistent bitmaps get its bits, as QEMU marks every request
- * whatever it changes; a call repeated after -EAGAIN marks them again,
- * which changes nothing.
+ * discard (synchronous or nowait) passes here with the caller's range
+ * before it changes anything, so here the persistent bitmaps get its bits,
+ * as QEMU marks every request whatever it changes; a call repeated after
+ * -EAGAIN or -EBUSY marks them again, which changes nothing.
  */
 static int check_write(struct qcow_image *img, uint64_t off, uint64_t len, const char *what)
 {
@@ -76,7 +76,7 @@ static int check_write(struct qcow_image *img, uint64_t off, uint64_t len, const
 	if (ret == 0)
 		ret = qcow_check_guest_range(img, off, len, what);
 	if (ret == 0)
-		qcow_bitmaps_mark(img, off, len);
+		ret = qcow_bitmaps_mark(img, off, len);
 	return ret;
 }
 

@@ -8,12 +8,15 @@
  *
  * qcow_flush_start() takes a snapshot, under the caller's lock: the dirty
  * refcount blocks and L2 tables (copied and pinned, cache.c), the dirty L1
- * sectors (copied), how many frees are queued, and which fsyncs are owed.
+ * sectors (copied), how many frees are queued, which fsyncs are owed, and
+ * with QCOW_FLUSH_BITMAPS the bitmap pieces marked so far (bitmap_keep.c).
  * The snapshot is consistent: every L2 entry in it was published after its
  * data write completed (rule 1) and after its refcount increment reached a
  * refcount block, which is in the same snapshot (rule 2). Then, each step
  * its writes (any order among them) and then its fsync:
  *
+ *   0 MARK       a write waits for the persistent bitmaps to be IN_USE
+ *                again (bitmap_keep.c B1): the directory; fsync.
  *   1 REFCOUNTS  the refcount block copies; fsync if there were any, if
  *                data was written since the last fsync, or if step 1b has
  *                entries to write.
@@ -44,6 +47,11 @@
  *                again; fsync. Crash right after: decrements lost leak.
  *   5 LAST       no fsync yet, and something written since the last one
  *                (an in-place write): fsync.
+ *   6 BITMAPS    with QCOW_FLUSH_BITMAPS, the bitmaps written back in
+ *                place (bitmap_keep.c B3: reads of the old bits, then the
+ *                pieces and tables; fsync) and, when nothing was marked
+ *                since the start, the directory without IN_USE (B4);
+ *                fsync. The new pieces' refcounts are durable since step 1.
  *
  * Meanwhile requests go on. What they change is newer than the snapshot
  * and waits for the next flush: a table changed while its copy is written
@@ -66,12 +74,16 @@
 
 enum flush_step {
 	FLUSH_IDLE,                   /* no flush running */
+	FLUSH_BITMAPS_MARK,
 	FLUSH_REFCOUNTS,
 	FLUSH_REFTABLE,
 	FLUSH_L2,
 	FLUSH_L1,
 	FLUSH_FREES,
 	FLUSH_LAST,
+	FLUSH_BITMAPS_READS,
+	FLUSH_BITMAPS_WRITES,
+	FLUSH_BITMAPS_CLEAR,
 	FLUSH_OVER,                   /* every step done: next() ends it */
 };
 
@@ -119,6 +131,7 @@ struct qcow_flush {
 	bool owed_any, owed_data;     /* at the start: something / data unsynced */
 	size_t nb_frees;              /* frees queued before the start */
 	size_t punch_pos;             /* step 4's punches: frees looked at so far */
+	unsigned bitmap_ios;          /* a bitmap step's IOs (bitmap_keep.c) */
 	enum frees_phase frees;
 	struct qcow_meta_read *loads; /* step 4's batch of block reads */
 	unsigned nb_loads;
@@ -301,8 +314,33 @@ static unsigned step_writes(const struct qcow_flush *fl)
 		return fl->nb_l2;
 	case FLUSH_L1:
 		return fl->l1.nb_runs;
+	case FLUSH_BITMAPS_MARK:
+	case FLUSH_BITMAPS_READS:
+	case FLUSH_BITMAPS_WRITES:
+	case FLUSH_BITMAPS_CLEAR:
+		return fl->bitmap_ios;
 	default:
 		return 0;
+	}
+}
+
+static bool bitmap_step(enum flush_step s, enum qcow_bitmaps_step *b)
+{
+	switch (s) {
+	case FLUSH_BITMAPS_MARK:
+		*b = QCOW_BITMAPS_MARK;
+		return true;
+	case FLUSH_BITMAPS_READS:
+		*b = QCOW_BITMAPS_READS;
+		return true;
+	case FLUSH_BITMAPS_WRITES:
+		*b = QCOW_BITMAPS_WRITES;
+		return true;
+	case FLUSH_BITMAPS_CLEAR:
+		*b = QCOW_BITMAPS_CLEAR;
+		return true;
+	default:
+		return false;
 	}
 }
 
@@ -321,6 +359,10 @@ static bool step_needs_fsync(struct qcow_image *img, const struct qcow_flush *fl
 		return fl->nb_frees > 0;
 	case FLUSH_LAST:
 		return !fl->synced && fl->owed_any;
+	case FLUSH_BITMAPS_MARK:
+	case FLUSH_BITMAPS_WRITES:
+	case FLUSH_BITMAPS_CLEAR:
+		return fl->bitmap_ios > 0;
 	default:
 		return false;
 	}
@@ -329,6 +371,12 @@ static bool step_needs_fsync(struct qcow_image *img, const struct qcow_flush *fl
 /* Write i of the current step. */
 static int step_io(struct qcow_image *img, struct qcow_flush *fl, unsigned i, struct qcow_io *io)
 {
+	enum qcow_bitmaps_step b;
+
+	if (bitmap_step(fl->step, &b)) {
+		qcow_bitmaps_step_io(img, b, i, io);
+		return 0;
+	}
 	switch (fl->step) {
 	case FLUSH_REFCOUNTS:
 	case FLUSH_FREES:
@@ -487,15 +535,29 @@ static int frees_apply(struct qcow_image *img, struct qcow_flush *fl)
 	return 0;
 }
 
-static void step_next(struct qcow_flush *fl)
+/* Step s begins. */
+static void step_begin(struct qcow_image *img, struct qcow_flush *fl, enum flush_step s)
 {
-	fl->step++;
+	enum qcow_bitmaps_step b;
+
+	fl->step = s;
 	fl->cursor = 0;
 	fl->step_synced = false;
-	if (fl->step == FLUSH_FREES) {
+	if (s == FLUSH_FREES) {
 		fl->frees = fl->nb_frees ? FREES_LOAD : FREES_APPLIED;
 		fl->nb_rc = 0;
 	}
+	fl->bitmap_ios = bitmap_step(s, &b) ? qcow_bitmaps_step_begin(img, b) : 0;
+}
+
+/* The step is over, its writes and fsync done: the next begins. */
+static void step_next(struct qcow_image *img, struct qcow_flush *fl)
+{
+	enum qcow_bitmaps_step b;
+
+	if (bitmap_step(fl->step, &b))
+		qcow_bitmaps_step_end(img, b);
+	step_begin(img, fl, fl->step + 1);
 }
 
 /* Give back everything the snapshot still holds, unwritten. */
@@ -505,6 +567,10 @@ static void release_all(struct qcow_image *img, struct qcow_flush *fl)
 	unsigned i;
 
 	step_release(img, fl, fl->cursor, step_writes(fl), false);
+	if (fl->step < FLUSH_REFCOUNTS) {
+		for (i = 0; i < fl->nb_rc; i++)
+			qcow_cache_snapshot_done(img->refcount_cache, fl->rc[i], false);
+	}
 	if (fl->step < FLUSH_REFTABLE)
 		copy_unwritten(&fl->rt, &rt, 0);
 	if (fl->step < FLUSH_L2) {
@@ -522,6 +588,7 @@ static int flush_end(struct qcow_image *img, struct qcow_flush *fl)
 
 	if (err)
 		release_all(img, fl);
+	qcow_bitmaps_flush_end(img);
 	fl->step = FLUSH_IDLE;
 	fl->batch = BATCH_NONE;
 	fl->error = 0;
@@ -534,9 +601,7 @@ int qcow_flush_start(struct qcow_image *img, unsigned flags)
 {
 	struct qcow_flush *fl = img->flush;
 	struct table_view rt, l1;
-	int ret;
-
-	(void)flags;
+	int ret, bitmaps;
 
 	if (img->read_only)
 		return 1;
@@ -545,8 +610,14 @@ int qcow_flush_start(struct qcow_image *img, unsigned flags)
 		return ret;
 	if (!fl)
 		return qcow_set_error(img, -EINVAL, "flush on an image opened without flush state");
+	qcow_bitmaps_ask(img, flags);
 	if (fl->step != FLUSH_IDLE)
 		return qcow_busy(img, QCOW_WAIT_FLUSH, "a flush is in progress already");
+	bitmaps = qcow_bitmaps_flush_start(img);
+	if (bitmaps < 0) {
+		qcow_bitmaps_flush_end(img);
+		return qcow_fail_handle(img, bitmaps, "flush");
+	}
 	rt = rt_view(img);
 	l1 = l1_view(img);
 	ret = copy_snapshot(img, &fl->rt, &rt);
@@ -563,11 +634,9 @@ int qcow_flush_start(struct qcow_image *img, unsigned flags)
 	fl->error = 0;
 	fl->batch = BATCH_NONE;
 	if (!fl->nb_rc && !fl->rt.nb_runs && !fl->nb_l2 && !fl->l1.nb_runs && !fl->nb_frees &&
-	    !fl->owed_any)
+	    !fl->owed_any && !bitmaps)
 		return 1;
-	fl->step = FLUSH_REFCOUNTS;
-	fl->cursor = 0;
-	fl->step_synced = false;
+	step_begin(img, fl, FLUSH_BITMAPS_MARK);
 	return 0;
 }
 
@@ -580,7 +649,7 @@ static int hand_out_writes(struct qcow_image *img, struct qcow_flush *fl, struct
 
 	for (i = 0; ret == 0 && i < n; i++) {
 		ret = step_io(img, fl, fl->cursor + i, &ios[i]);
-		if (ret == 0)
+		if (ret == 0 && ios[i].op == QCOW_IO_WRITE)
 			qcow_note_write(img, ios[i].offset, ios[i].len);
 	}
 	if (ret < 0) {
@@ -633,7 +702,7 @@ int qcow_flush_next(struct qcow_image *img, struct qcow_io *ios, unsigned max)
 			fl->batch = BATCH_FSYNC;
 			return 1;
 		}
-		step_next(fl);
+		step_next(img, fl);
 	}
 }
 
@@ -650,8 +719,9 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 	} else if (fl->batch == BATCH_WRITES) {
 		step_release(img, fl, fl->cursor - fl->batch_n, fl->cursor, result == 0);
 		if (result < 0) {
-			fl->error = qcow_set_error(img, result, "writing metadata failed: %s",
-						   strerror(-result));
+			fl->error = qcow_set_error(img, result, "%s metadata failed: %s",
+						   fl->step == FLUSH_BITMAPS_READS ? "reading" :
+						   "writing", strerror(-result));
 		}
 	} else if (fl->batch == BATCH_FSYNC && result == 0) {
 		memcpy(img->synced, fl->covers, sizeof(fl->covers));
@@ -693,12 +763,12 @@ static int run_batch(struct qcow_image *img, const struct qcow_io *ios, int n)
 	return ret;
 }
 
-int qcow_flush(struct qcow_image *img)
+static int flush_sync(struct qcow_image *img, unsigned flags)
 {
 	struct qcow_io ios[16];
 	int ret, n;
 
-	ret = qcow_flush_start(img, QCOW_FLUSH_BITMAPS);
+	ret = qcow_flush_start(img, flags);
 	if (ret == 1)
 		return 0;
 	if (ret < 0)
@@ -706,4 +776,14 @@ int qcow_flush(struct qcow_image *img)
 	while ((n = qcow_flush_next(img, ios, 16)) > 0)
 		qcow_flush_io_done(img, run_batch(img, ios, n));
 	return n;
+}
+
+int qcow_flush(struct qcow_image *img)
+{
+	return flush_sync(img, 0);
+}
+
+int qcow_guest_flush(struct qcow_image *img)
+{
+	return flush_sync(img, QCOW_FLUSH_BITMAPS);
 }

@@ -354,7 +354,7 @@ int qcow_close(struct qcow_image *img)
 	if (!img)
 		return 0;
 	if (!img->read_only)
-		ret = qcow_flush(img);
+		ret = qcow_guest_flush(img);
 	if (ret == 0 && !img->read_only)
 		ret = qcow_bitmaps_store(img);
 	if (ret == 0)

@@ -489,12 +489,43 @@ int qcow_bitmaps_open(struct qcow_image *img);
 bool qcow_bitmaps_present(const struct qcow_image *img);
 /* Tests: from now on, at most bytes more of pieces (then bitmaps drop). */
 void qcow_bitmaps_limit_pieces(struct qcow_image *img, uint64_t bytes);
-/* A write, zero write or discard of [off, off+len): set the bits of every
- * kept bitmap. Memory only, no IO. */
-void qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len);
-/* Close, after the final flush: write the changed bitmaps back and clear
- * IN_USE (rules B2-B5). Nothing may be marked after it. */
+/* A write, zero write or discard of [off, off+len), before it changes
+ * anything: set the bits of every kept bitmap (B2: a piece's first bit
+ * takes a cluster, so -EAGAIN with img->need as any allocation). Once a
+ * write-back left them consistent, a nowait caller gets -EBUSY
+ * (QCOW_WAIT_WRITEBACK: the flush it runs marks them IN_USE again, B1), a
+ * synchronous one does B1 itself; -EBUSY (QCOW_WAIT_FLUSH) while a flush
+ * writes the directory. */
+int qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len);
+/* Close or an edit, after a flush that wrote the bitmaps back: let go of
+ * them (-EIO if they are not consistent on disk: they stay IN_USE).
+ * Nothing may be marked after it. */
 int qcow_bitmaps_store(struct qcow_image *img);
+/*
+ * The bitmap steps of a flush (bitmap_keep.c B1, B3, B4; flush.c runs
+ * them). qcow_bitmaps_ask: a flush was asked for with these flags (a
+ * write-back asked for is owed until a flush starts it).
+ * qcow_bitmaps_flush_start, at the flush's start under the caller's lock:
+ * 1 if a step will have IO, 0 if none, -errno (the handle must fail: bits
+ * were taken). Then per step, in this order:
+ * qcow_bitmaps_step_begin says how many IOs it has (READS: reads; the
+ * others writes, then an fsync), qcow_bitmaps_step_io gives IO i, and
+ * qcow_bitmaps_step_end comes once they and the fsync are over.
+ * qcow_bitmaps_flush_end at the flush's end, failed or not.
+ */
+enum qcow_bitmaps_step {
+	QCOW_BITMAPS_MARK,            /* B1: the directory with IN_USE, for a write that waits */
+	QCOW_BITMAPS_READS,           /* B3: the old bits of the changed pieces */
+	QCOW_BITMAPS_WRITES,          /* B3: pieces and tables, in place */
+	QCOW_BITMAPS_CLEAR,           /* B4: the directory without IN_USE */
+};
+void qcow_bitmaps_ask(struct qcow_image *img, unsigned flags);
+int qcow_bitmaps_flush_start(struct qcow_image *img);
+unsigned qcow_bitmaps_step_begin(struct qcow_image *img, enum qcow_bitmaps_step s);
+void qcow_bitmaps_step_io(struct qcow_image *img, enum qcow_bitmaps_step s, unsigned i,
+			  struct qcow_io *io);
+void qcow_bitmaps_step_end(struct qcow_image *img, enum qcow_bitmaps_step s);
+void qcow_bitmaps_flush_end(struct qcow_image *img);
 void qcow_bitmaps_free(struct qcow_image *img);
 /* Resize an image that has bitmaps (rules R1-R4, bitmap_edit.c): resize()
  * changes the disk's size, every bitmap follows. Refused before anything

@@ -414,7 +414,7 @@ int disk_flush(struct disk *d)
 	int ret;
 
 	if (d->img) {
-		ret = qcow_flush(d->img);
+		ret = qcow_guest_flush(d->img);
 		return ret < 0 ? disk_fail(d, ret) : 0;
 	}
 	if (fdatasync(d->fd) < 0 && errno != EINVAL)

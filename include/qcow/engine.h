@@ -357,6 +357,10 @@ int qcow_partial_zeroes_nowait(struct qcow_image *img, uint64_t off, uint64_t le
  * the image is closed and reopened. A failed header write does the same.
  */
 int qcow_flush(struct qcow_image *img);
+/* The flush a user asks for (a tool's flush, a close): qcow_flush, and the
+ * persistent bitmaps written back and left consistent (not IN_USE) until
+ * the next write (QCOW_FLUSH_BITMAPS, below). */
+int qcow_guest_flush(struct qcow_image *img);
 
 /* ------------------------------------------------------------------------
  * Flush, step by step, for a caller that does the IO itself (an io_uring

@@ -5,8 +5,10 @@
  * bitmaps (enabled at 64 KiB, 4 KiB and 512-byte granularity, one
  * disabled), which qemu-io wrote once so that they hold data clusters, is
  * opened read-write on the recording backend (B1 marks the enabled ones
- * IN_USE), gets random writes, zero writes and discards with a flush among
- * them, and is closed (B2-B5 write the bitmaps back). Its 512-byte clusters
+ * IN_USE), gets random writes, zero writes and discards with two guest
+ * flushes among them (each writes the bitmaps back in place and clears
+ * IN_USE, B3-B4; the write after each sets it again first, B1), and is
+ * closed (the same once more). Its 512-byte clusters
  * split the 512-byte-granularity bitmap into eight pieces of 2 MiB each; the
  * requests stay in the first half, so the pieces of the second (one holding
  * data) keep their clusters across the store, named by the old and the new
@@ -20,7 +22,10 @@
  *     workload plus every granule touched by an op issued before the cut
  *     (an op whose first file event was before it), and no others: a
  *     bitmap that claims to be consistent never misses a write that may
- *     have reached the disk;
+ *     have reached the disk; the one exception is the write right after a
+ *     flush, cut while it sets IN_USE again (its first events): then its
+ *     bits may be missing, and so must every byte of its data (a pattern
+ *     no other op writes);
  *   - take a write and a close, and pass qemu-img check again (every 4th).
  * The last state (everything landed) must be clean, no bitmap IN_USE.
  * On the old code (bitmaps dropped on a read-write open) every state past
@@ -53,11 +58,12 @@ struct op {
 	int kind;                 /* 0 write, 1 zero write, 2 discard */
 	uint64_t off, len;
 	size_t ev_begin;
+	bool after_flush;         /* the first op after a guest flush: a write */
 };
 
 static struct op ops[NOPS];
 static bool *initial[NB_BITMAPS];
-static uint64_t g_states, g_seed;
+static uint64_t g_states, g_seed, g_consistent;
 static const char *g_path;
 
 static uint64_t nbits(unsigned g)
@@ -139,13 +145,47 @@ static unsigned ops_before(size_t k)
 	return n;
 }
 
+/* Did any byte of op o's data reach the image at g_path? */
+static bool landed(unsigned o)
+{
+	struct qcow_open_opts ro = { .read_only = true, .no_backing = true };
+	struct qcow_image *img = NULL;
+	static uint8_t buf[64 << 10];
+	char err[512] = "";
+	bool any = true;
+	uint64_t j;
+
+	if (qcow_open(g_path, &ro, &img, err, sizeof(err)) < 0)
+		return true;
+	if (qcow_read(img, buf, ops[o].off, ops[o].len) == 0) {
+		for (j = 0, any = false; j < ops[o].len && !any; j++)
+			any = buf[j] == (uint8_t)(o + 1);
+	}
+	qcow_close(img);
+	return any;
+}
+
+/* Are bits those of the ops [0, nops)? */
+static bool bits_are(const bool *bits, unsigned i, unsigned nops, uint64_t *bad)
+{
+	uint64_t b;
+
+	for (b = 0; b < nbits(bitmaps[i].gran_bits); b++) {
+		if (bits[b] != marked(i, b, nops)) {
+			*bad = b;
+			return false;
+		}
+	}
+	return true;
+}
+
 static bool check_bitmap(const uint8_t *data, uint64_t size, unsigned i, size_t k, bool last,
 			 char *why, size_t whylen)
 {
 	uint32_t flags = 0;
 	bool *bits = read_bits(data, size, i, &flags, why, whylen), ok = true;
 	unsigned nops = bitmaps[i].enabled ? ops_before(k) : 0;
-	uint64_t b;
+	uint64_t b = 0, b2;
 
 	if (!bits)
 		return false;
@@ -155,10 +195,16 @@ static bool check_bitmap(const uint8_t *data, uint64_t size, unsigned i, size_t 
 			snprintf(why, whylen, "bitmap %s is IN_USE", bitmaps[i].name);
 		return bitmaps[i].enabled && !last;
 	}
-	for (b = 0; ok && b < nbits(bitmaps[i].gran_bits); b++) {
-		if (bits[b] != marked(i, b, nops)) {
+	if (!last && nops > 0 && nops < NOPS)
+		g_consistent++;
+	if (!bits_are(bits, i, nops, &b)) {
+		ok = nops && ops[nops - 1].after_flush && bits_are(bits, i, nops - 1, &b2);
+		if (!ok)
 			snprintf(why, whylen, "bitmap %s: bit %" PRIu64 " is %d, want %d (%u ops "
 				 "issued)", bitmaps[i].name, b, bits[b], !bits[b], nops);
+		if (ok && landed(nops - 1)) {
+			snprintf(why, whylen, "bitmap %s: consistent without op %u's bits, whose "
+				 "data landed", bitmaps[i].name, nops - 1);
 			ok = false;
 		}
 	}
@@ -257,6 +303,9 @@ static void workload(struct crashfile *cf)
 		struct op *o = &ops[i];
 
 		o->kind = (int)t_rand_below(4) % 3;
+		o->after_flush = i == NOPS / 3 + 1 || i == 2 * NOPS / 3 + 1;
+		if (o->after_flush)
+			o->kind = 0;
 		o->len = 1 + t_rand_below(sizeof(buf));
 		/* the first half: pieces of the second stay as they were */
 		o->off = t_rand_below(DISK / 2 - o->len);
@@ -271,8 +320,8 @@ static void workload(struct crashfile *cf)
 		else
 			REQUIRE(qcow_discard(img, o->off, o->len) == 0, "discard: %s",
 				qcow_error(img));
-		if (i == NOPS / 2)
-			REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+		if (i == NOPS / 3 || i == 2 * NOPS / 3)
+			REQUIRE(qcow_guest_flush(img) == 0, "flush: %s", qcow_error(img));
 	}
 	REQUIRE(qcow_close(img) == 0, "close");
 }
@@ -308,7 +357,10 @@ int main(void)
 	cf_free(cf);
 	for (v = 0; v < NB_BITMAPS; v++)
 		free(initial[v]);
-	printf("test-powercut-bitmaps: %" PRIu64 " crash states checked\n", g_states);
+	printf("test-powercut-bitmaps: %" PRIu64 " crash states checked, %" PRIu64 " bitmaps "
+	       "consistent mid-workload\n", g_states, g_consistent);
+	/* the flushes' write-backs must have left some: else B4 went untested */
+	CHECK(g_consistent > 0, "no crash state had a consistent bitmap mid-workload");
 	if (t_nfail)
 		fprintf(stderr, "replay: SEED=%" PRIu64 " BITMAP_STATES=%" PRIu64 "\n", g_seed,
 			budget);
