@@ -867,7 +867,7 @@ static void open_usage(FILE *f)
 {
 	fprintf(f, "usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH]\n"
 		"                      [--zero-copy=auto|on|off|register]\n"
-		"                      [--cache=none|writeback] [--read-only]\n"
+		"                      [--cache=none|writeback] [--bitmaps=flush|close] [--read-only]\n"
 		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
 		"                      [--l2-cache BYTES] [-v] IMAGE\n", UQ_PROG);
 }

@@ -11,7 +11,8 @@
  * is left to do: it was covered).  A request whose load finds only dirty
  * tables to evict runs one too (io.c, park_locked), then goes on.  A driving
  * request never fails itself mid-flush (what it cannot queue fails the
- * batch), so the engine's flush always ends.
+ * batch), so the engine's flush always ends.  A FLUSH's flush also writes
+ * the persistent bitmaps back (tag.c, flush_flags; not --bitmaps=close).
  */
 #include <errno.h>
 #include <linux/falloc.h>

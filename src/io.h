@@ -32,7 +32,9 @@ void tag_log(const struct uq_tag *t, const char *what, int err, const char *deta
 void eng_log_locked(const struct uq_tag *t, const char *what, int err);
 bool parkable(const struct uq_dev *dev, int err);
 void park_locked(struct uq_tag *t, int err);
-/* Start the engine's flush with t driving it: qcow_flush_start's result. */
+/* Start the engine's flush with t driving it (a guest FLUSH's writes the
+ * persistent bitmaps back too, unless --bitmaps=close): qcow_flush_start's
+ * result. */
 int drive_start_locked(struct uq_tag *t);
 void engine_event_locked(struct uq_queue *self, enum qcow_wait what);
 /* One engine call for t under the lock: -EAGAIN a table read for t to

@@ -164,10 +164,24 @@ void engine_event_locked(struct uq_queue *self, enum qcow_wait what)
 	}
 }
 
+/*
+ * The engine flush's flags for t: a guest's FLUSH writes the persistent
+ * bitmaps back too, unless --bitmaps=close keeps them for close (as QEMU).
+ * Every other flush (a FUA write's, --recoverable's metadata, one that
+ * makes room in the caches) writes only metadata: a bitmap write-back costs
+ * fsyncs, and only a FLUSH says the guest wants a consistent image.
+ */
+static unsigned flush_flags(const struct uq_tag *t)
+{
+	bool bitmaps = t->q->dev->opt.bitmaps == UQ_BITMAPS_FLUSH;
+
+	return t->op == UBLK_IO_OP_FLUSH && bitmaps ? QCOW_FLUSH_BITMAPS : 0;
+}
+
 int drive_start_locked(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
-	int ret = qcow_flush_start(dev->img, 0);
+	int ret = qcow_flush_start(dev->img, flush_flags(t));
 
 	if (ret == 0) {
 		t->driving = true;

@@ -14,7 +14,7 @@
 #include "ublk/ublk_abi.h"
 
 enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
-       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID };
+       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID, OPT_BITMAPS };
 
 const struct option uq_open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -25,6 +25,7 @@ const struct option uq_open_long[] = {
 	{ "l2-cache", required_argument, NULL, OPT_L2_CACHE },
 	{ "cache", required_argument, NULL, OPT_CACHE },
 	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
+	{ "bitmaps", required_argument, NULL, OPT_BITMAPS },
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "id", required_argument, NULL, OPT_ID },
@@ -89,14 +90,31 @@ static int cache_arg(struct uq_open_opts *o, const char *arg, char *why, size_t 
 	return 0;
 }
 
-static int zero_copy_arg(struct uq_open_opts *o, const char *arg, char *why, size_t len)
+/* A value named in names (opts.h): its index, or -EINVAL with why. */
+static int named_value(const char *const *names, const char *opt, const char *want,
+		       const char *arg, char *why, size_t len)
 {
-	int v = uq_name_index(uq_zc_names, arg);
+	int v = uq_name_index(names, arg);
 
-	if (v < 0)
-		return bad_value(why, len, "--zero-copy", arg, "want auto, on, off or register");
-	o->zero_copy = (enum uq_zc_mode)v;
-	return 0;
+	return v < 0 ? bad_value(why, len, opt, arg, want) : v;
+}
+
+/* The options whose value is a mode, one of its names. */
+static int mode_arg(struct uq_open_opts *o, int val, const char *arg, char *why, size_t len)
+{
+	int v;
+
+	if (val == OPT_ZERO_COPY) {
+		v = named_value(uq_zc_names, "--zero-copy", "want auto, on, off or register",
+				arg, why, len);
+		if (v >= 0)
+			o->zero_copy = (enum uq_zc_mode)v;
+	} else {	/* OPT_BITMAPS */
+		v = named_value(uq_bitmaps_names, "--bitmaps", "want flush or close", arg, why, len);
+		if (v >= 0)
+			o->bitmaps = (enum uq_bitmaps_mode)v;
+	}
+	return v < 0 ? v : 0;
 }
 
 /* The options that take a number or a size. */
@@ -133,8 +151,8 @@ int uq_open_opt_apply(struct uq_open_opts *o, int val, const char *arg, char *wh
 	switch (val) {
 	case 'q': case 'd': case OPT_ID: case OPT_L2_CACHE:
 		return number_arg(o, val, arg, why, why_len);
-	case OPT_ZERO_COPY:
-		return zero_copy_arg(o, arg, why, why_len);
+	case OPT_ZERO_COPY: case OPT_BITMAPS:
+		return mode_arg(o, val, arg, why, why_len);
 	case OPT_CACHE:
 		return cache_arg(o, arg, why, why_len);
 	case OPT_READ_ONLY:

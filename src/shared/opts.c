@@ -19,6 +19,10 @@ const char *const uq_cache_opt_names[] = {
 	[UQ_CACHE_OPT_WRITEBACK] = "writeback", NULL,
 };
 
+const char *const uq_bitmaps_names[] = {
+	[UQ_BITMAPS_FLUSH] = "flush", [UQ_BITMAPS_CLOSE] = "close", NULL,
+};
+
 const char *const uq_cache_mode_names[] = {
 	[UQ_CACHE_NONE] = "none", [UQ_CACHE_WRITEBACK] = "writeback",
 	[UQ_CACHE_WRITEBACK_FALLBACK] = "writeback-fallback", NULL,
@@ -46,6 +50,7 @@ void uq_open_opts_init(struct uq_open_opts *o)
 	o->depth = UQ_DEFAULT_DEPTH;
 	o->zero_copy = UQ_ZC_AUTO;
 	o->cache = UQ_CACHE_OPT_DEFAULT;
+	o->bitmaps = UQ_BITMAPS_FLUSH;
 	o->want_id = -1;
 	o->recover_id = -1;
 }

@@ -33,6 +33,18 @@ enum uq_cache_opt {
 	UQ_CACHE_OPT_WRITEBACK,		/* the page cache */
 };
 
+/*
+ * --bitmaps: when the persistent dirty bitmaps are written back.  FLUSH
+ * (the default, 0: a state file from before the option reads as it): at
+ * every guest FLUSH too, which leaves them consistent in the file while the
+ * device is idle; CLOSE: only at close, as QEMU (each write-back costs
+ * fsyncs, for guests that flush very often).
+ */
+enum uq_bitmaps_mode {
+	UQ_BITMAPS_FLUSH,
+	UQ_BITMAPS_CLOSE,
+};
+
 /* What the device got: list and the state file show these names. */
 enum uq_cache_mode {
 	UQ_CACHE_NONE,			/* O_DIRECT */
@@ -53,6 +65,7 @@ enum uq_data_mode {
 /* The names of each enum's values, by value, NULL-terminated. */
 extern const char *const uq_zc_names[];
 extern const char *const uq_cache_opt_names[];
+extern const char *const uq_bitmaps_names[];
 extern const char *const uq_cache_mode_names[];
 extern const char *const uq_data_mode_names[];
 
@@ -94,6 +107,7 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 	X(U64, l2_cache, "l2_cache")		/* 0: the engine's default */		\
 	X(ZC, zero_copy, "zero_copy")							\
 	X(CACHE, cache, "cache_option")		/* list's "cache": what it got */	\
+	X(BITMAPS, bitmaps, "bitmaps")							\
 	X(UINT, queues, "queues_option")	/* list's "queues": what ADD_DEV granted */ \
 	X(UINT, depth, "depth_option")		/* list's "depth": the same */
 
@@ -105,6 +119,7 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 #define UQ_DECL_U64(f)	uint64_t f
 #define UQ_DECL_ZC(f)	enum uq_zc_mode f
 #define UQ_DECL_CACHE(f)	enum uq_cache_opt f
+#define UQ_DECL_BITMAPS(f)	enum uq_bitmaps_mode f
 #define UQ_DECL(type, field, key)	UQ_DECL_##type(field);
 
 struct uq_open_opts {

@@ -52,6 +52,7 @@ struct field {
 #define KIND_BOOL		F_BOOL, NULL
 #define KIND_ZC			F_ENUM, uq_zc_names
 #define KIND_CACHE		F_ENUM, uq_cache_opt_names
+#define KIND_BITMAPS		F_ENUM, uq_bitmaps_names
 #define KIND_CACHE_MODE		F_ENUM, uq_cache_mode_names
 #define KIND_DATA		F_ENUM, uq_data_mode_names
 #define KIND_LIFE		F_ENUM, uq_life_names
@@ -73,6 +74,7 @@ static const struct field fields[] = {
 /* Named values are stored as enums: read and written as unsigned. */
 _Static_assert(sizeof(enum uq_zc_mode) == sizeof(unsigned) &&
 	       sizeof(enum uq_cache_opt) == sizeof(unsigned) &&
+	       sizeof(enum uq_bitmaps_mode) == sizeof(unsigned) &&
 	       sizeof(enum uq_cache_mode) == sizeof(unsigned) &&
 	       sizeof(enum uq_data_mode) == sizeof(unsigned) &&
 	       sizeof(enum uq_life) == sizeof(unsigned), "an enum is not an unsigned");

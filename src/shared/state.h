@@ -14,7 +14,7 @@
  *   {"id":0,"pid":123,"device":"/dev/ublkb0","queues":1,"depth":64,
  *    "mode":"copy","cache":"none","state":"live","name":"vm","image":"/srv/vm.qcow2",
  *    "image_path":"/srv/vm.qcow2","read_only":false,"recoverable":false,
- *    "l2_cache":0,"zero_copy":"auto","cache_option":"default",
+ *    "l2_cache":0,"zero_copy":"auto","cache_option":"default","bitmaps":"flush",
  *    "queues_option":1,"depth_option":64}
  *
  * An empty string is left out ("snapshot" for the active image, "error"

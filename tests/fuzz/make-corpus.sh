@@ -291,7 +291,7 @@ gen_state() {
 	# j: a state file (uq_state_parse); z: uq_parse_size; u: uq_parse_uint
 	printf 'j{"id":0,"pid":123,"device":"/dev/ublkb0","image":"/abs/vm.qcow2","queues":1,"depth":64,"mode":"copy","read_only":false,"state":"live"}\n' \
 		| seed $d state-live
-	printf 'j{"id":3,"pid":4242,"device":"/dev/ublkb3","queues":2,"depth":64,"mode":"auto-buf-reg","cache":"writeback","state":"live","image":"/tmp/disk.qcow2","image_path":"/tmp/link.qcow2","snapshot":"snap-a","read_only":true,"recoverable":true,"l2_cache":65536,"zero_copy":"register","cache_option":"writeback","queues_option":2,"depth_option":64}\n' \
+	printf 'j{"id":3,"pid":4242,"device":"/dev/ublkb3","queues":2,"depth":64,"mode":"auto-buf-reg","cache":"writeback","state":"live","image":"/tmp/disk.qcow2","image_path":"/tmp/link.qcow2","snapshot":"snap-a","read_only":true,"recoverable":true,"l2_cache":65536,"zero_copy":"register","cache_option":"writeback","bitmaps":"close","queues_option":2,"depth_option":64}\n' \
 		| seed $d state-every-key
 	printf 'j{"id":7,"pid":99,"device":"/dev/ublkb7","image":"/a \\"b\\"\\\\c\\u0001\\u00e9","queues":4,"depth":128,"mode":"zero-copy","read_only":true,"state":"failed","error":"DEL_DEV: -16 (Device or resource busy)\\nx\\ty"}' \
 		| seed $d state-failed

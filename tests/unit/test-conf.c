@@ -66,7 +66,7 @@ static struct uq_conf conf;
 static void test_every_option(void)
 {
 	const char *args[] = { "-q", "2", "--depth=128", "--zero-copy=off", "--read-only",
-			       "--recoverable", "--cache=writeback", "--l2-cache", "4M",
+			       "--recoverable", "--cache=writeback", "--bitmaps=close", "--l2-cache", "4M",
 			       "--snapshot", "snap1", "--id", "7", "--name", "web", "-v",
 			       "--foreground", "/srv/images/vm1.qcow2", NULL };
 	struct uq_open_opts want;
@@ -81,6 +81,7 @@ static void test_every_option(void)
 		   "read-only=yes\n"
 		   "recoverable=true\n"
 		   "cache=writeback\n"
+		   "bitmaps=close\n"
 		   "  # indented comment\n"
 		   "l2-cache=4M\n"
 		   "snapshot=snap1\n"
@@ -92,7 +93,8 @@ static void test_every_option(void)
 	open_parse(args, &want);
 	check_same("every option", &conf.opt, &want);
 	CHECK(conf.opt.queues == 2 && conf.opt.depth == 128 && conf.opt.want_id == 7 &&
-	      conf.opt.l2_cache == 4 << 20 && conf.opt.read_only && conf.opt.recoverable,
+	      conf.opt.l2_cache == 4 << 20 && conf.opt.read_only && conf.opt.recoverable &&
+	      conf.opt.bitmaps == UQ_BITMAPS_CLOSE,
 	      "the values themselves");
 }
 
@@ -138,6 +140,8 @@ static const struct bad_case {
 	{ "bad size", "badsize", "image=/a.qcow2\nl2-cache=lots\n", ":2: invalid --l2-cache 'lots'" },
 	{ "bad mode", "badzc", "zero-copy=maybe\nimage=/a.qcow2\n",
 	  ":1: invalid --zero-copy 'maybe': want auto, on, off or register" },
+	{ "bad bitmaps mode", "badbitmaps", "image=/a.qcow2\nbitmaps=never\n",
+	  ":2: invalid --bitmaps 'never': want flush or close" },
 	{ "bad flag", "badflag", "image=/a.qcow2\nread-only=1\n",
 	  ":2: invalid read-only '1': want yes, no, true or false" },
 	{ "bad name", "badname", "image=/a.qcow2\nname=.x\n", ":2: invalid --name '.x'" },

@@ -75,6 +75,7 @@ static void fill_all(struct uq_state *s)
 	s->opt.l2_cache = 123456789012345ULL;
 	s->opt.zero_copy = UQ_ZC_REGISTER;
 	s->opt.cache = UQ_CACHE_OPT_WRITEBACK;
+	s->opt.bitmaps = UQ_BITMAPS_CLOSE;
 	s->opt.queues = 7;
 	s->opt.depth = 1000;
 }
@@ -132,6 +133,10 @@ static void test_every_enum_value(void)
 	}
 	for (v = 0; uq_cache_opt_names[v]; v++) {
 		a.opt.cache = (enum uq_cache_opt)v;
+		round_trip(&a, &b);
+	}
+	for (v = 0; uq_bitmaps_names[v]; v++) {
+		a.opt.bitmaps = (enum uq_bitmaps_mode)v;
 		round_trip(&a, &b);
 	}
 	for (v = 0; uq_cache_mode_names[v]; v++) {
@@ -199,6 +204,7 @@ static void test_refused(void)
 	CHECK(parse("{\"id\":\"1\"}") == -EINVAL, "a quoted count");
 	CHECK(parse("{\"image\":17}") == -EINVAL, "a bare string");
 	CHECK(parse("{\"read_only\":1}") == -EINVAL, "a boolean as a count");
+	CHECK(parse("{\"bitmaps\":\"never\"}") == -EINVAL, "an unknown --bitmaps mode");
 	CHECK(parse("{\"id\":-1}") == -EINVAL, "a negative count");
 	CHECK(parse("{\"pid\":2147483648}") == -EINVAL, "a pid past INT_MAX");
 	CHECK(parse("{\"queues\":4294967296}") == -EINVAL, "a count past 32 bits");
@@ -221,8 +227,9 @@ static void test_refused(void)
 	CHECK(uq_state_parse("{ \"id\" : 4 , \"later\" : {\"x\":1} }", &s) == -EINVAL,
 	      "nested objects are not state files");
 	CHECK(uq_state_parse(" {\"id\":4,\"later_key\":\"x\",\"other\":true}", &s) == 0 &&
-	      s.id == 4 && !s.opt.recoverable && !s.opt.snapshot_name[0] && !s.opt.l2_cache,
-	      "unknown keys are skipped, missing ones zero");
+	      s.id == 4 && !s.opt.recoverable && !s.opt.snapshot_name[0] && !s.opt.l2_cache &&
+	      s.opt.bitmaps == UQ_BITMAPS_FLUSH,
+	      "unknown keys are skipped, missing ones zero (a file from before --bitmaps: flush)");
 }
 
 int main(void)
