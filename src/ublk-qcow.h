@@ -197,7 +197,8 @@ enum uq_qstat {
 	UQ_QS_L2_READS,			/* L2 tables read through the ring */
 	UQ_QS_REFCOUNT_READS,		/* refcount blocks read through the ring */
 	UQ_QS_WAITS,			/* times a request was parked */
-	UQ_QS_WRITEBACKS,		/* flushes run to make room in the L2 cache */
+	UQ_QS_WRITEBACKS,		/* flushes a request ran to go on: room in a
+					 * cache, or bitmaps in use again */
 	UQ_QS_FLUSH_JOINS,		/* flush stages another request's flush covered */
 	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */
 	UQ_QS_FLUSH_MAX_NS,
