@@ -33,9 +33,10 @@
  * (all clear: entry 0) gets one when a write first sets a bit in it, as a
  * data cluster is allocated, by the write's own call; so a write-back
  * allocates nothing and frees nothing, and a flush runs it as IO handed
- * out like its own (flush.c: the MARK step before its step 1, the READS,
- * WRITES and CLEAR steps after its step 5), with the server's lock held
- * only between batches.
+ * out like its own, sharing its fsyncs where the order allows (flush.c:
+ * MARK and READS before its step 1, the pieces with step 1's refcount
+ * blocks, the tables with step 2's L2 tables, CLEAR after step 5), with
+ * the server's lock held only between batches.
  *
  * What the directory on disk says of the kept bitmaps is one of four
  * states (enum bitmaps_disk); a write may mark, and so change anything,
@@ -56,11 +57,14 @@
  *      next flush, which starts after it). Crash right after: a leak.
  *  B3. A flush asked to write back takes, at its start, the pieces marked
  *      so far (their bits leave the handle) and the tables with new
- *      entries; after its steps 1-5 it reads the old bits of each piece
- *      that had some on disk, adds the new, and writes pieces and tables
- *      in place, fsync. Crash right after (or torn): the bitmaps are
- *      IN_USE, trusted by nobody; every cluster they name is counted
- *      (step 1 made the new pieces' refcounts durable, B2).
+ *      entries; before its step 1 it reads the old bits of each piece that
+ *      had some on disk, only the blocks around those that changed, and
+ *      adds the new; it writes those blocks (a new piece whole) in place
+ *      with step 1 (its fsync), the tables with step 2, after step 1's
+ *      fsync (and step 2's fsync). Crash anywhere in it (or torn): the
+ *      bitmaps are IN_USE, trusted by nobody; every cluster a table names
+ *      is counted (step 1 made the new pieces' refcounts durable, B2,
+ *      before any table names them).
  *  B4. Unless something was marked since the start, or a bit could not be
  *      written (a piece without a cluster), or a write waits to mark: the
  *      directory with IN_USE cleared, in place, fsync; writes wait
@@ -90,6 +94,9 @@ struct wb_piece {
 	uint8_t *delta;               /* the bits set since the last write-back */
 	uint64_t host;                /* its cluster */
 	uint64_t valid;               /* bits of it that are the disk's */
+	uint64_t from, len;           /* the bytes of it read and written: whole
+				       * blocks around the changed ones (in place, a
+				       * piece is written only where it changed) */
 	bool merge;                   /* bits on disk to read and keep */
 };
 
@@ -419,6 +426,22 @@ static int grow(struct qcow_image *img, void **v, uint32_t *cap, uint32_t need, 
 	return 0;
 }
 
+/* The blocks of p to read and write: around its changed bytes; all of a
+ * new piece's cluster, which holds nothing of it yet. */
+static void changed_span(const struct qcow_image *img, struct wb_piece *p)
+{
+	uint64_t cs = img->cluster_size, blk = write_block(img), first = 0, last = cs - 1;
+
+	if (p->merge) {
+		while (first < last && !p->delta[first])
+			first++;
+		while (last > first && !p->delta[last])
+			last--;
+	}
+	p->from = first / blk * blk;
+	p->len = QCOW_ALIGN_UP(last + 1, blk) - p->from;
+}
+
 /* B3's start: piece i of b leaves the handle for the write-back. */
 static int take_piece(struct qcow_image *img, struct qcow_bitmaps *bm, struct bitmap *b,
 		      uint32_t i)
@@ -450,6 +473,7 @@ static int take_piece(struct qcow_image *img, struct qcow_bitmaps *bm, struct bi
 	p->merge = !(b->fresh && b->fresh[i]);
 	if (b->fresh)
 		b->fresh[i] = 0;
+	changed_span(img, p);
 	return 0;
 }
 
@@ -562,7 +586,7 @@ static void merge(struct qcow_image *img, struct qcow_bitmaps *bm)
 
 		if (!p->merge)
 			memset(p->buf, 0, cs);
-		for (j = 0; j < cs; j++)
+		for (j = p->from; j < p->from + p->len; j++)
 			p->buf[j] |= p->delta[j];
 		bitmap_clear_from(p->buf, cs, 0, p->valid);
 		free(p->delta);
@@ -585,11 +609,13 @@ unsigned qcow_bitmaps_step_begin(struct qcow_image *img, enum qcow_bitmaps_step 
 		break;
 	case QCOW_BITMAPS_READS:
 		return bm->wb ? bm->nmerge : 0;
-	case QCOW_BITMAPS_WRITES:
+	case QCOW_BITMAPS_PIECES:
 		if (!bm->wb)
 			return 0;
 		merge(img, bm);
-		return bm->np + bm->nt;
+		return bm->np;
+	case QCOW_BITMAPS_TABLES:
+		return bm->wb ? bm->nt : 0;
 	default:
 		if (!may_clear(bm))
 			return 0;
@@ -605,17 +631,17 @@ void qcow_bitmaps_step_io(struct qcow_image *img, enum qcow_bitmaps_step s, unsi
 			  struct qcow_io *io)
 {
 	struct qcow_bitmaps *bm = img->bitmaps;
-	uint64_t cs = img->cluster_size;
+	const struct wb_piece *p;
 
-	if (s == QCOW_BITMAPS_MARK || s == QCOW_BITMAPS_CLEAR)
+	if (s == QCOW_BITMAPS_MARK || s == QCOW_BITMAPS_CLEAR) {
 		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->dir_buf, bm->dir_len, bm->d.offset };
-	else if (s == QCOW_BITMAPS_READS)
-		*io = (struct qcow_io){ QCOW_IO_READ, bm->p[i].buf, cs, bm->p[i].host };
-	else if (i < bm->np)
-		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->p[i].buf, cs, bm->p[i].host };
-	else
-		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->t[i - bm->np].buf, bm->t[i - bm->np].len,
-					bm->t[i - bm->np].offset };
+	} else if (s == QCOW_BITMAPS_READS || s == QCOW_BITMAPS_PIECES) {
+		p = &bm->p[i];
+		*io = (struct qcow_io){ s == QCOW_BITMAPS_READS ? QCOW_IO_READ : QCOW_IO_WRITE,
+					p->buf + p->from, p->len, p->host + p->from };
+	} else {
+		*io = (struct qcow_io){ QCOW_IO_WRITE, bm->t[i].buf, bm->t[i].len, bm->t[i].offset };
+	}
 }
 
 void qcow_bitmaps_step_end(struct qcow_image *img, enum qcow_bitmaps_step s)

@@ -17,7 +17,10 @@
  *
  *   0 MARK       a write waits for the persistent bitmaps to be IN_USE
  *                again (bitmap_keep.c B1): the directory; fsync.
- *   1 REFCOUNTS  the refcount block copies; fsync if there were any, if
+ *   0b READS     with QCOW_FLUSH_BITMAPS, the old bits of the bitmap
+ *                pieces marked since the last write-back (B3); no fsync.
+ *   1 REFCOUNTS  the refcount block copies, and the bitmap pieces (B3,
+ *                in place: they are IN_USE); fsync if there were any, if
  *                data was written since the last fsync, or if step 1b has
  *                entries to write.
  *                Crash right after: blocks hold extra increments, and
@@ -30,8 +33,10 @@
  *                made only between flushes), so step 1 made it durable.
  *                Crash right after: the entries point at durable blocks;
  *                nothing durable uses the clusters they describe yet.
- *   2 L2         the L2 table copies; fsync if there were any or an L2
- *                table evicted since the last fsync owes one.
+ *   2 L2         the L2 table copies, and the bitmap tables with new
+ *                entries (B3: the pieces those name are counted durably
+ *                now); fsync if there were any or an L2 table evicted
+ *                since the last fsync owes one.
  *                Crash right after: any subset of the tables landed; each
  *                entry points at data and refcounts that are durable, and
  *                the clusters the old entries used are not freed yet.
@@ -47,11 +52,9 @@
  *                again; fsync. Crash right after: decrements lost leak.
  *   5 LAST       no fsync yet, and something written since the last one
  *                (an in-place write): fsync.
- *   6 BITMAPS    with QCOW_FLUSH_BITMAPS, the bitmaps written back in
- *                place (bitmap_keep.c B3: reads of the old bits, then the
- *                pieces and tables; fsync) and, when nothing was marked
- *                since the start, the directory without IN_USE (B4);
- *                fsync. The new pieces' refcounts are durable since step 1.
+ *   6 CLEAR      with QCOW_FLUSH_BITMAPS, when nothing was marked since
+ *                the start, the bitmap directory without IN_USE (B4):
+ *                pieces and tables are durable since steps 1 and 2; fsync.
  *
  * Meanwhile requests go on. What they change is newer than the snapshot
  * and waits for the next flush: a table changed while its copy is written
@@ -75,14 +78,13 @@
 enum flush_step {
 	FLUSH_IDLE,                   /* no flush running */
 	FLUSH_BITMAPS_MARK,
+	FLUSH_BITMAPS_READS,
 	FLUSH_REFCOUNTS,
 	FLUSH_REFTABLE,
 	FLUSH_L2,
 	FLUSH_L1,
 	FLUSH_FREES,
 	FLUSH_LAST,
-	FLUSH_BITMAPS_READS,
-	FLUSH_BITMAPS_WRITES,
 	FLUSH_BITMAPS_CLEAR,
 	FLUSH_OVER,                   /* every step done: next() ends it */
 };
@@ -131,7 +133,7 @@ struct qcow_flush {
 	bool owed_any, owed_data;     /* at the start: something / data unsynced */
 	size_t nb_frees;              /* frees queued before the start */
 	size_t punch_pos;             /* step 4's punches: frees looked at so far */
-	unsigned bitmap_ios;          /* a bitmap step's IOs (bitmap_keep.c) */
+	unsigned bitmap_ios;          /* the bitmaps' part of the step (bitmap_keep.c) */
 	enum frees_phase frees;
 	struct qcow_meta_read *loads; /* step 4's batch of block reads */
 	unsigned nb_loads;
@@ -301,8 +303,8 @@ static void copy_io(const struct table_copy *tc, unsigned i, struct qcow_io *io)
 
 /* ------------------------------------------------------------- the steps */
 
-/* The current step's writes. */
-static unsigned step_writes(const struct qcow_flush *fl)
+/* The current step's own writes: its tables. */
+static unsigned own_writes(const struct qcow_flush *fl)
 {
 	switch (fl->step) {
 	case FLUSH_REFCOUNTS:
@@ -314,17 +316,19 @@ static unsigned step_writes(const struct qcow_flush *fl)
 		return fl->nb_l2;
 	case FLUSH_L1:
 		return fl->l1.nb_runs;
-	case FLUSH_BITMAPS_MARK:
-	case FLUSH_BITMAPS_READS:
-	case FLUSH_BITMAPS_WRITES:
-	case FLUSH_BITMAPS_CLEAR:
-		return fl->bitmap_ios;
 	default:
 		return 0;
 	}
 }
 
-static bool bitmap_step(enum flush_step s, enum qcow_bitmaps_step *b)
+/* The current step's IOs: its own, then the bitmaps' part of it. */
+static unsigned step_writes(const struct qcow_flush *fl)
+{
+	return own_writes(fl) + fl->bitmap_ios;
+}
+
+/* The bitmaps' part of step s (bitmap_keep.c B1, B3, B4), if any. */
+static bool bitmap_part(enum flush_step s, enum qcow_bitmaps_step *b)
 {
 	switch (s) {
 	case FLUSH_BITMAPS_MARK:
@@ -333,8 +337,11 @@ static bool bitmap_step(enum flush_step s, enum qcow_bitmaps_step *b)
 	case FLUSH_BITMAPS_READS:
 		*b = QCOW_BITMAPS_READS;
 		return true;
-	case FLUSH_BITMAPS_WRITES:
-		*b = QCOW_BITMAPS_WRITES;
+	case FLUSH_REFCOUNTS:
+		*b = QCOW_BITMAPS_PIECES;
+		return true;
+	case FLUSH_L2:
+		*b = QCOW_BITMAPS_TABLES;
 		return true;
 	case FLUSH_BITMAPS_CLEAR:
 		*b = QCOW_BITMAPS_CLEAR;
@@ -346,35 +353,34 @@ static bool bitmap_step(enum flush_step s, enum qcow_bitmaps_step *b)
 
 static bool step_needs_fsync(struct qcow_image *img, const struct qcow_flush *fl)
 {
+	bool bitmap_writes = fl->bitmap_ios > 0 && fl->step != FLUSH_BITMAPS_READS;
+
 	switch (fl->step) {
 	case FLUSH_REFCOUNTS:
-		return fl->nb_rc || fl->owed_data || fl->rt.nb_runs;
+		return fl->nb_rc || fl->owed_data || fl->rt.nb_runs || bitmap_writes;
 	case FLUSH_REFTABLE:
 		return fl->rt.nb_runs > 0;
 	case FLUSH_L2:
-		return fl->nb_l2 || qcow_sync_needed(img, QCOW_SYNC_L2);
+		return fl->nb_l2 || qcow_sync_needed(img, QCOW_SYNC_L2) || bitmap_writes;
 	case FLUSH_L1:
 		return fl->l1.nb_runs > 0;
 	case FLUSH_FREES:
 		return fl->nb_frees > 0;
 	case FLUSH_LAST:
 		return !fl->synced && fl->owed_any;
-	case FLUSH_BITMAPS_MARK:
-	case FLUSH_BITMAPS_WRITES:
-	case FLUSH_BITMAPS_CLEAR:
-		return fl->bitmap_ios > 0;
 	default:
-		return false;
+		return bitmap_writes;
 	}
 }
 
-/* Write i of the current step. */
+/* IO i of the current step. */
 static int step_io(struct qcow_image *img, struct qcow_flush *fl, unsigned i, struct qcow_io *io)
 {
+	unsigned own = own_writes(fl);
 	enum qcow_bitmaps_step b;
 
-	if (bitmap_step(fl->step, &b)) {
-		qcow_bitmaps_step_io(img, b, i, io);
+	if (i >= own && bitmap_part(fl->step, &b)) {
+		qcow_bitmaps_step_io(img, b, i - own, io);
 		return 0;
 	}
 	switch (fl->step) {
@@ -398,6 +404,7 @@ static void step_release(struct qcow_image *img, struct qcow_flush *fl, unsigned
 {
 	unsigned i;
 
+	to = QCOW_MIN(to, own_writes(fl));	/* the bitmaps' IOs hold nothing */
 	for (i = from; i < to; i++) {
 		if (fl->step == FLUSH_REFCOUNTS || fl->step == FLUSH_FREES)
 			qcow_cache_snapshot_done(img->refcount_cache, fl->rc[i], written);
@@ -547,7 +554,7 @@ static void step_begin(struct qcow_image *img, struct qcow_flush *fl, enum flush
 		fl->frees = fl->nb_frees ? FREES_LOAD : FREES_APPLIED;
 		fl->nb_rc = 0;
 	}
-	fl->bitmap_ios = bitmap_step(s, &b) ? qcow_bitmaps_step_begin(img, b) : 0;
+	fl->bitmap_ios = bitmap_part(s, &b) ? qcow_bitmaps_step_begin(img, b) : 0;
 }
 
 /* The step is over, its writes and fsync done: the next begins. */
@@ -555,7 +562,7 @@ static void step_next(struct qcow_image *img, struct qcow_flush *fl)
 {
 	enum qcow_bitmaps_step b;
 
-	if (bitmap_step(fl->step, &b))
+	if (bitmap_part(fl->step, &b))
 		qcow_bitmaps_step_end(img, b);
 	step_begin(img, fl, fl->step + 1);
 }

@@ -507,16 +507,17 @@ int qcow_bitmaps_store(struct qcow_image *img);
  * write-back asked for is owed until a flush starts it).
  * qcow_bitmaps_flush_start, at the flush's start under the caller's lock:
  * 1 if a step will have IO, 0 if none, -errno (the handle must fail: bits
- * were taken). Then per step, in this order:
- * qcow_bitmaps_step_begin says how many IOs it has (READS: reads; the
- * others writes, then an fsync), qcow_bitmaps_step_io gives IO i, and
- * qcow_bitmaps_step_end comes once they and the fsync are over.
- * qcow_bitmaps_flush_end at the flush's end, failed or not.
+ * were taken). Then per step, in this order: qcow_bitmaps_step_begin
+ * says how many IOs it has (READS: reads; the others writes, made durable
+ * by the fsync of the flush step they ride with), qcow_bitmaps_step_io
+ * gives IO i, and qcow_bitmaps_step_end comes once they and that fsync
+ * are over. qcow_bitmaps_flush_end at the flush's end, failed or not.
  */
 enum qcow_bitmaps_step {
 	QCOW_BITMAPS_MARK,            /* B1: the directory with IN_USE, for a write that waits */
 	QCOW_BITMAPS_READS,           /* B3: the old bits of the changed pieces */
-	QCOW_BITMAPS_WRITES,          /* B3: pieces and tables, in place */
+	QCOW_BITMAPS_PIECES,          /* B3: the pieces, in place, with the flush's step 1 */
+	QCOW_BITMAPS_TABLES,          /* B3: the tables, in place, with its step 2 */
 	QCOW_BITMAPS_CLEAR,           /* B4: the directory without IN_USE */
 };
 void qcow_bitmaps_ask(struct qcow_image *img, unsigned flags);

@@ -2,7 +2,8 @@
 /*
  * Persistent bitmaps written back by a flush, as a server runs it
  * (format/bitmap_keep.c B1-B4, flush.c's bitmap steps): a qemu-made image
- * with an enabled bitmap (64 KiB granularity) takes writes the daemon's way
+ * with two enabled bitmaps (64 KiB granularity, and 512 bytes, whose piece
+ * then changes in several blocks at once) takes writes the daemon's way
  * (t_nowait_write) and flushes driven batch by batch; after each step a
  * copy of the file, as a backup tool would take it, is looked at with
  * qemu-img (check, info) and its bits read back:
@@ -24,13 +25,19 @@
 #include "testlib.h"
 
 #define DISK (16ULL << 20)
-#define GRAN (64ULL << 10)
-#define NBITS (DISK / GRAN)
+#define MAX_BITS (DISK / 512)
+#define MAX_WRITES 16
 #define BITMAPS_EXT 0x23852875U
 
+static const struct {
+	const char *name;
+	uint64_t gran;
+} bitmaps[] = { { "b", 64 << 10 }, { "fine", 512 } };
+#define NB_BITMAPS (sizeof(bitmaps) / sizeof(bitmaps[0]))
+
 static const char *g_path;
-static bool g_want[NBITS];
-static unsigned g_copies;
+static struct { uint64_t off, len; } g_writes[MAX_WRITES];
+static unsigned g_nwrites, g_copies;
 
 /* The bitmap directory's offset, from the header's bitmaps extension. */
 static uint64_t dir_offset(void)
@@ -52,13 +59,26 @@ static uint64_t dir_offset(void)
 static void write_at(struct qcow_image *img, uint64_t off, uint64_t len)
 {
 	static uint8_t buf[256 << 10];
-	uint64_t g;
 
 	memset(buf, 0x5c, len);
 	REQUIRE(t_nowait_write(img, buf, off, len, NULL, NULL) == 0, "write at %" PRIu64 ": %s",
 		off, qcow_error(img));
-	for (g = off / GRAN; g <= (off + len - 1) / GRAN; g++)
-		g_want[g] = true;
+	REQUIRE(g_nwrites < MAX_WRITES, "too many writes");
+	g_writes[g_nwrites].off = off;
+	g_writes[g_nwrites++].len = len;
+}
+
+/* Must granule k of a bitmap of granularity gran be set? */
+static bool wanted(uint64_t gran, uint64_t k)
+{
+	unsigned w;
+
+	for (w = 0; w < g_nwrites; w++) {
+		if (k >= g_writes[w].off / gran &&
+		    k <= (g_writes[w].off + g_writes[w].len - 1) / gran)
+			return true;
+	}
+	return false;
 }
 
 /* One batch with the file ops, as the daemon's ring would do it. */
@@ -84,32 +104,35 @@ static int flush_run(struct qcow_image *img, unsigned flags)
 	return n;
 }
 
-/* Bitmap "b" of the file at path: its bits into bits, its flags. */
-static bool read_bits(const char *path, bool *bits, uint32_t *flags)
+/* Bitmap b of the file at path: its bits into bits, its flags. */
+static bool read_bits(const char *path, unsigned b, bool *bits, uint32_t *flags)
 {
 	struct qcow_open_opts ro = { .read_only = true, .no_backing = true };
 	struct qcow_image *img = NULL;
 	struct qcow_bitmap_info *v = NULL;
-	uint8_t piece[64 << 10];
-	uint64_t e = 0;
-	uint32_t n = 0;
+	static uint8_t piece[64 << 10];
+	uint64_t e = 0, nbits = DISK / bitmaps[b].gran, k;
+	uint32_t n = 0, j = 0;
 	char err[512] = "";
 	bool ok;
-	unsigned k;
 
 	if (qcow_open(path, &ro, &img, err, sizeof(err)) < 0) {
 		CHECK(0, "open %s: %s", path, err);
 		return false;
 	}
-	ok = qcow_bitmap_list(img, &v, &n) == 0 && n == 1 && v[0].table_size == 1;
-	CHECK(ok, "%s: one bitmap of one piece (%u): %s", path, n, qcow_error(img));
+	ok = qcow_bitmap_list(img, &v, &n) == 0 && n == NB_BITMAPS;
+	for (j = 0; ok && j < n && strcmp(v[j].name, bitmaps[b].name); j++)
+		;
+	ok = ok && j < n && v[j].table_size == 1;
+	CHECK(ok, "%s: bitmap %s of one piece among %u: %s", path, bitmaps[b].name, n,
+	      qcow_error(img));
 	if (ok) {
-		*flags = v[0].flags;
-		e = t_be64_at(path, v[0].table_offset) & 0x00fffffffffffe00ULL;
+		*flags = v[j].flags;
+		e = t_be64_at(path, v[j].table_offset) & 0x00fffffffffffe00ULL;
 		memset(piece, 0, sizeof(piece));
 		if (e)
-			ok = t_read_at(path, e, piece, NBITS / 8) == 0;
-		for (k = 0; k < NBITS; k++)
+			ok = t_read_at(path, e, piece, nbits / 8) == 0;
+		for (k = 0; k < nbits; k++)
 			bits[k] = piece[k / 8] >> (k % 8) & 1;
 	}
 	qcow_bitmap_list_free(v, n);
@@ -125,21 +148,25 @@ static bool read_bits(const char *path, bool *bits, uint32_t *flags)
 static void copy_is(const char *what, bool consistent)
 {
 	const char *copy = t_path("copy-%u.qcow2", ++g_copies);
-	bool bits[NBITS];
+	static bool bits[MAX_BITS];
 	uint32_t flags = 0;
-	unsigned k;
+	unsigned b;
+	uint64_t k, bad;
 	int r;
 
 	REQUIRE(t_copy_file(g_path, copy) == 0, "copy %s", copy);
 	r = t_qemu_check(copy);
 	CHECK(consistent ? r == 0 : r == 0 || r == 3, "%s: qemu-img check exits %d", what, r);
-	if (!read_bits(copy, bits, &flags))
-		return;
-	CHECK(!(flags & QCOW_BITMAP_IN_USE) == consistent, "%s: the bitmap is %sin use", what,
-	      flags & QCOW_BITMAP_IN_USE ? "" : "not ");
-	for (k = 0; consistent && k < NBITS; k++)
-		CHECK(bits[k] == g_want[k], "%s: granule %u is %d, want %d", what, k, bits[k],
-		      g_want[k]);
+	for (b = 0; b < NB_BITMAPS; b++) {
+		if (!read_bits(copy, b, bits, &flags))
+			return;
+		CHECK(!(flags & QCOW_BITMAP_IN_USE) == consistent, "%s: bitmap %s is %sin use",
+		      what, bitmaps[b].name, flags & QCOW_BITMAP_IN_USE ? "" : "not ");
+		for (k = 0, bad = 0; consistent && k < DISK / bitmaps[b].gran; k++)
+			bad += bits[k] != wanted(bitmaps[b].gran, k);
+		CHECK(!bad, "%s: bitmap %s has %" PRIu64 " granules wrong", what,
+		      bitmaps[b].name, bad);
+	}
 }
 
 /* A write now: -EBUSY waiting for why, nothing else. */
@@ -244,7 +271,8 @@ int main(void)
 		      (unsigned long long)DISK) == 0, "qemu-img create");
 	REQUIRE(t_run(NULL, 0, "qemu-io -f qcow2 -c 'write -q -P 1 0 256k' '%s'", g_path) == 0,
 		"qemu-io");
-	REQUIRE(t_run(NULL, 0, "qemu-img bitmap --add -g 64k '%s' b", g_path) == 0,
+	REQUIRE(t_run(NULL, 0, "qemu-img bitmap --add -g 64k '%s' b", g_path) == 0 &&
+		t_run(NULL, 0, "qemu-img bitmap --add -g 512 '%s' fine", g_path) == 0,
 		"qemu-img bitmap");
 	scenario();
 	return t_finish();

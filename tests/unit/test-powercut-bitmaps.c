@@ -8,7 +8,9 @@
  * IN_USE), gets random writes, zero writes and discards with two guest
  * flushes among them (each writes the bitmaps back in place and clears
  * IN_USE, B3-B4; the write after each sets it again first, B1), and is
- * closed (the same once more). Its 512-byte clusters
+ * closed (the same once more). Every other write goes the daemon's way
+ * (t_nowait_write), whose allocations, a bitmap piece's first cluster
+ * among them, reach the file only with the next flush. Its 512-byte clusters
  * split the 512-byte-granularity bitmap into eight pieces of 2 MiB each; the
  * requests stay in the first half, so the pieces of the second (one holding
  * data) keep their clusters across the store, named by the old and the new
@@ -62,6 +64,7 @@ struct op {
 };
 
 static struct op ops[NOPS];
+static unsigned g_nops;           /* ops of the workload that runs */
 static bool *initial[NB_BITMAPS];
 static uint64_t g_states, g_seed, g_consistent;
 static const char *g_path;
@@ -140,7 +143,7 @@ static unsigned ops_before(size_t k)
 {
 	unsigned n = 0;
 
-	while (n < NOPS && ops[n].ev_begin < k)
+	while (n < g_nops && ops[n].ev_begin < k)
 		n++;
 	return n;
 }
@@ -195,7 +198,7 @@ static bool check_bitmap(const uint8_t *data, uint64_t size, unsigned i, size_t 
 			snprintf(why, whylen, "bitmap %s is IN_USE", bitmaps[i].name);
 		return bitmaps[i].enabled && !last;
 	}
-	if (!last && nops > 0 && nops < NOPS)
+	if (!last && nops > 0 && nops < g_nops)
 		g_consistent++;
 	if (!bits_are(bits, i, nops, &b)) {
 		ok = nops && ops[nops - 1].after_flush && bits_are(bits, i, nops - 1, &b2);
@@ -299,6 +302,7 @@ static void workload(struct crashfile *cf)
 	cf_record_start(cf);
 	cf_get_file(cf, &f);
 	REQUIRE(qcow_open_file(&f, "bitmaps", NULL, &img, err, sizeof(err)) == 0, "open: %s", err);
+	g_nops = NOPS;
 	for (i = 0; i < NOPS; i++) {
 		struct op *o = &ops[i];
 
@@ -311,7 +315,10 @@ static void workload(struct crashfile *cf)
 		o->off = t_rand_below(DISK / 2 - o->len);
 		o->ev_begin = cf_nevents(cf);
 		memset(buf, (int)i + 1, o->len);
-		if (o->kind == 0)
+		if (o->kind == 0 && i % 2)	/* the daemon's way: allocations wait for a flush */
+			REQUIRE(t_nowait_write(img, buf, o->off, o->len, NULL, NULL) == 0,
+				"write: %s", qcow_error(img));
+		else if (o->kind == 0)
 			REQUIRE(qcow_write(img, buf, o->off, o->len) == 0, "write: %s",
 				qcow_error(img));
 		else if (o->kind == 1)
@@ -326,22 +333,49 @@ static void workload(struct crashfile *cf)
 	REQUIRE(qcow_close(img) == 0, "close");
 }
 
-int main(void)
+/*
+ * The write-back's own window, cut at every event many times: one write
+ * the daemon's way into the half of the 512-byte-granularity bitmap that
+ * has no piece yet (its first cluster allocated, its refcount in a block
+ * the flush writes), a guest flush (pieces with step 1, the table naming
+ * the new piece with step 2, the clear), the write after it, the close.
+ */
+static void workload_write_back(struct crashfile *cf)
 {
-	uint64_t budget;
-	struct crashfile *cf;
+	struct qcow_image *img = NULL;
+	struct qcow_file f;
+	char err[512] = "";
+	static uint8_t buf[8192];
+	unsigned i;
+
+	cf_record_start(cf);
+	cf_get_file(cf, &f);
+	REQUIRE(qcow_open_file(&f, "bitmaps", NULL, &img, err, sizeof(err)) == 0, "open: %s", err);
+	g_nops = 2;
+	for (i = 0; i < g_nops; i++) {
+		struct op *o = &ops[i];
+
+		*o = (struct op){ .kind = 0, .off = (6ULL << 20) + i * (1ULL << 20) + 1000,
+				  .len = sizeof(buf), .ev_begin = cf_nevents(cf),
+				  .after_flush = i == 1 };
+		memset(buf, (int)i + 1, sizeof(buf));
+		REQUIRE(t_nowait_write(img, buf, o->off, o->len, NULL, NULL) == 0, "write: %s",
+			qcow_error(img));
+		if (i == 0)
+			REQUIRE(qcow_guest_flush(img) == 0, "flush: %s", qcow_error(img));
+	}
+	REQUIRE(qcow_close(img) == 0, "close");
+}
+
+/* Run workload on a fresh image and check budget crash states across it. */
+static void run(void (*workload_fn)(struct crashfile *), uint64_t budget)
+{
+	struct crashfile *cf = make_image();
 	struct cf_replay *rp;
 	size_t k, total;
 	unsigned n, v;
 
-	t_init("test-powercut-bitmaps");
-	g_seed = t_rng_state;
-	if (!t_want_qemu())
-		return T_SKIP;
-	budget = t_env_u64("BITMAP_STATES", DEFAULT_STATES);
-	g_path = t_path("bitmaps.qcow2");
-	cf = make_image();
-	workload(cf);
+	workload_fn(cf);
 	total = cf_nevents(cf);
 	rp = cf_replay_new(cf);
 	REQUIRE(rp, "out of memory");
@@ -357,6 +391,20 @@ int main(void)
 	cf_free(cf);
 	for (v = 0; v < NB_BITMAPS; v++)
 		free(initial[v]);
+}
+
+int main(void)
+{
+	uint64_t budget;
+
+	t_init("test-powercut-bitmaps");
+	g_seed = t_rng_state;
+	if (!t_want_qemu())
+		return T_SKIP;
+	budget = t_env_u64("BITMAP_STATES", DEFAULT_STATES);
+	g_path = t_path("bitmaps.qcow2");
+	run(workload, budget);
+	run(workload_write_back, budget);
 	printf("test-powercut-bitmaps: %" PRIu64 " crash states checked, %" PRIu64 " bitmaps "
 	       "consistent mid-workload\n", g_states, g_consistent);
 	/* the flushes' write-backs must have left some: else B4 went untested */
