@@ -111,6 +111,16 @@ uq_close() {
 	return 0
 }
 
+# without --recoverable the kernel removes the block device of a dead server
+bdev_goes_away() {
+	i=0
+	while [ -b "$DEV" ] && [ $i -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	! [ -b "$DEV" ]
+}
+
 # busybox has no mountpoint(1)
 is_mounted() {
 	grep -q " $1 " /proc/mounts

@@ -221,6 +221,38 @@ host_qemu_check() {
 	fi
 }
 
+# Persistent dirty bitmaps, as qemu's own tools see them.
+# host_bitmap_in_use IMG: 0 a bitmap is in use, 1 none is, 2 no answer;
+# shows the flags.
+host_bitmap_in_use() {
+	local info
+	info=$(qemu-img info --output=json "$1") || return 2
+	echo "$info" | grep -A 4 '"flags"'
+	echo "$info" | grep -q '"in-use"'
+}
+host_bitmap_not_in_use() {
+	host_bitmap_in_use "$1"
+	[ $? = 1 ]
+}
+# host_dirty_map IMG BITMAP: the bitmap's dirty ranges, as qemu exports them
+host_dirty_map() {
+	local sock=$WORK/nbd.sock pid=$WORK/nbd.pid out rc=0
+	rm -f "$sock" "$pid"
+	qemu-nbd --fork --pid-file="$pid" -t -r -k "$sock" -B "$2" -f qcow2 "$1" || return 1
+	out=$(nbdinfo --map="qemu:dirty-bitmap:$2" "nbd+unix:///?socket=$sock") || rc=1
+	kill "$(cat "$pid")" 2>/dev/null
+	echo "$out"
+	return $rc
+}
+# host_same_map IMG TWIN BITMAP: the bitmap's dirty ranges in IMG are those
+# in TWIN (which qemu-io wrote), and not empty
+host_same_map() {
+	local ours theirs
+	ours=$(host_dirty_map "$1" "$3") && theirs=$(host_dirty_map "$2" "$3") || return 1
+	echo "ours:"; echo "$ours"; echo "qemu's:"; echo "$theirs"
+	[ -n "$ours" ] && [ "$ours" = "$theirs" ]
+}
+
 # host_sum FILE / host_unchanged NAME FILE SUM: FILE is byte for byte what
 # it was when host_sum printed SUM (an image served read-only).
 host_sum() { sha256sum <"$1"; }

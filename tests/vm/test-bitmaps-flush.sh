@@ -69,15 +69,6 @@ listed_as() {	# MODE: list shows the device live with --bitmaps=MODE
 		return 1
 	}
 }
-# without --recoverable the kernel removes the block device of a dead server
-bdev_goes_away() {
-	i=0
-	while [ -b "$DEV" ] && [ $i -lt 50 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	! [ -b "$DEV" ]
-}
 
 check bogus-mode-refused refused 2 "invalid --bitmaps 'bogus': want flush or close" \
 	ublk-qcow open --bitmaps=bogus disk.qcow2
@@ -109,43 +100,17 @@ check no-device-left-at-end no_ublk_devices
 GUEST
 vm_run
 
-# in_use IMG: 0 in use, 1 not, 2 no answer; shows the bitmap's flags
-in_use() {
-	local info
-	info=$(qemu-img info --output=json "$1") || return 2
-	echo "$info" | grep -A 4 '"flags"'
-	echo "$info" | grep -q '"in-use"'
-}
-not_in_use() {
-	in_use "$1"
-	[ $? = 1 ]
-}
-dirty_map() {	# IMG: bitmap live's dirty ranges, as qemu exports them
-	local sock=$WORK/nbd.sock pid=$WORK/nbd.pid out rc=0
-	rm -f "$sock" "$pid"
-	qemu-nbd --fork --pid-file="$pid" -t -r -k "$sock" -B live -f qcow2 "$1" || return 1
-	out=$(nbdinfo --map="qemu:dirty-bitmap:live" "nbd+unix:///?socket=$sock") || rc=1
-	kill "$(cat "$pid")" 2>/dev/null
-	echo "$out"
-	return $rc
-}
-same_map() {	# IMG TWIN
-	local ours theirs
-	ours=$(dirty_map "$1") && theirs=$(dirty_map "$2") || return 1
-	echo "ours:"; echo "$ours"; echo "qemu's:"; echo "$theirs"
-	[ -n "$ours" ] && [ "$ours" = "$theirs" ]
-}
 # consistent N IMG TWIN: what a FLUSH on an idle device leaves in the file
 consistent() {
 	host_qemu_check "$1-check" "$2"
-	host_check "$1-not-in-use" not_in_use "$2"
-	host_check "$1-map-as-qemu" same_map "$2" "$3"
+	host_check "$1-not-in-use" host_bitmap_not_in_use "$2"
+	host_check "$1-map-as-qemu" host_same_map "$2" "$3" live
 	host_check "$1-same-content" qemu-img compare -q -f qcow2 -F qcow2 "$2" "$3"
 }
 # left_in_use N IMG: a copy no FLUSH covered (or --bitmaps=close's)
 left_in_use() {
 	host_qemu_check "$1-check" "$2" leaks-ok
-	host_check "$1-in-use" in_use "$2"
+	host_check "$1-in-use" host_bitmap_in_use "$2"
 }
 consistent copy-1 "$SHARE/copy-1.qcow2" "$WORK/twin-1.qcow2"
 left_in_use copy-2 "$SHARE/copy-2.qcow2"

@@ -45,24 +45,8 @@ vm_run
 
 host_qemu_check qemu-img-check "$img"
 host_check same-content qemu-img compare -q -f qcow2 -F qcow2 "$img" "$twin"
-not_in_use() { ! qemu-img info --output=json "$1" | grep -q '"in-use"'; }
-host_check no-bitmap-in-use not_in_use "$img"
-dirty_map() {	# IMG BITMAP: the bitmap's dirty ranges, as qemu exports them
-	local sock=$WORK/nbd.sock pid=$WORK/nbd.pid out rc=0
-	rm -f "$sock" "$pid"
-	qemu-nbd --fork --pid-file="$pid" -t -r -k "$sock" -B "$2" -f qcow2 "$1" || return 1
-	out=$(nbdinfo --map="qemu:dirty-bitmap:$2" "nbd+unix:///?socket=$sock") || rc=1
-	kill "$(cat "$pid")" 2>/dev/null
-	echo "$out"
-	return $rc
-}
-same_map() {	# BITMAP
-	local ours theirs
-	ours=$(dirty_map "$img" "$1") && theirs=$(dirty_map "$twin" "$1") || return 1
-	echo "ours:"; echo "$ours"; echo "qemu's:"; echo "$theirs"
-	[ -n "$ours" ] && [ "$ours" = "$theirs" ]
-}
+host_check no-bitmap-in-use host_bitmap_not_in_use "$img"
 for b in live frozen; do
-	host_check "bitmap-$b-as-qemu" same_map "$b"
+	host_check "bitmap-$b-as-qemu" host_same_map "$img" "$twin" "$b"
 done
 vm_finish

@@ -54,15 +54,6 @@ io_fails() {
 	[ $? != 124 ] || { echo "    a read after the kill hung"; return 1; }
 }
 
-# without --recoverable the kernel removes the block device of a dead server
-bdev_goes_away() {
-	i=0
-	while [ -b "$DEV" ] && [ $i -lt 50 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
-	! [ -b "$DEV" ]
-}
 
 not_listed() {
 	! ublk-qcow list | grep -q "$DEV"
