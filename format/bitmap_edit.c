@@ -40,7 +40,7 @@
 
 #include "bitmap.h"
 
-/* An edit runs with nothing kept: store what the open loaded (IN_USE off). */
+/* An edit runs with nothing kept: what the open loaded written back (IN_USE off), let go. */
 static int edit_begin(struct qcow_image *img, struct qcow_bitmap_info **v, uint32_t *n)
 {
 	int ret;
@@ -53,7 +53,7 @@ static int edit_begin(struct qcow_image *img, struct qcow_bitmap_info **v, uint3
 	if (ret == 0)
 		ret = qcow_guest_flush(img);
 	if (ret == 0)
-		ret = qcow_bitmaps_store(img);
+		ret = qcow_bitmaps_let_go(img);
 	return ret < 0 ? ret : qcow_bitmap_list(img, v, n);
 }
 

@@ -665,7 +665,7 @@ void qcow_bitmaps_flush_end(struct qcow_image *img)
 }
 
 /* Close, or an edit: the bitmaps let go, consistent on disk (B4 done). */
-int qcow_bitmaps_store(struct qcow_image *img)
+int qcow_bitmaps_let_go(struct qcow_image *img)
 {
 	struct qcow_bitmaps *bm = img->bitmaps;
 	uint32_t i;

@@ -356,7 +356,7 @@ int qcow_close(struct qcow_image *img)
 	if (!img->read_only)
 		ret = qcow_guest_flush(img);
 	if (ret == 0 && !img->read_only)
-		ret = qcow_bitmaps_store(img);
+		ret = qcow_bitmaps_let_go(img);
 	if (ret == 0)
 		trim_grown_tail(img);
 	free_image(img);

@@ -500,7 +500,7 @@ int qcow_bitmaps_mark(struct qcow_image *img, uint64_t off, uint64_t len);
 /* Close or an edit, after a flush that wrote the bitmaps back: let go of
  * them (-EIO if they are not consistent on disk: they stay IN_USE).
  * Nothing may be marked after it. */
-int qcow_bitmaps_store(struct qcow_image *img);
+int qcow_bitmaps_let_go(struct qcow_image *img);
 /*
  * The bitmap steps of a flush (bitmap_keep.c B1, B3, B4; flush.c runs
  * them). qcow_bitmaps_ask: a flush was asked for with these flags (a
