@@ -191,11 +191,33 @@ static bool wait_gone(int pid, unsigned timeout_s)
 	return false;
 }
 
+/*
+ * How long a device may look live with no server: a dead process's io_uring
+ * rings are torn down after it is gone, and only then does the kernel see
+ * the server go (its last reference to /dev/ublkcN).
+ */
+#define LEFT_BY_SETTLE_S	10
+
 int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid)
 {
 	struct ublksrv_ctrl_dev_info info;
-	int ret = uq_ctrl_get_info(c, id, &info);
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+	unsigned i;
+	int ret;
 
+	/*
+	 * 7.x reports ublksrv_pid -1 once no task has the server's pid: live
+	 * with no server is that moment of a dead one's teardown, so ask again
+	 * until the state leaves LIVE (a server the kernel lets us see, live,
+	 * has a pid).
+	 */
+	for (i = 0;; i++) {
+		ret = uq_ctrl_get_info(c, id, &info);
+		if (ret < 0 || info.state != UBLK_S_DEV_LIVE || info.ublksrv_pid > 0 ||
+		    i == LEFT_BY_SETTLE_S * 50)
+			break;
+		nanosleep(&ts, NULL);
+	}
 	if (ret == -ENODEV)
 		return 0;
 	if (ret < 0)
@@ -214,7 +236,10 @@ static void delete_leftover(const struct uq_state *s)
 
 	if (uq_ctrl_open(&c) < 0)
 		return;
-	if (uq_ctrl_left_by(&c, s->id, s->pid) == 1) {
+	ret = uq_ctrl_left_by(&c, s->id, s->pid);
+	if (ret < 0)
+		uq_log_errno("GET_DEV_INFO", ret);
+	if (ret == 1) {
 		ret = uq_ctrl_del_dev(&c, s->id);
 		if (ret < 0 && ret != -ENODEV)
 			uq_log_errno("DEL_DEV", ret);

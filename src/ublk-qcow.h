@@ -419,7 +419,8 @@ int uq_cmd_close(int argc, char **argv);
 int uq_close_device(unsigned id, unsigned timeout_s);
 /* Does the kernel still hold device id as the dead daemon pid left it (not
  * deleted, not given to a live server since)?  1, 0, or -errno when it
- * cannot say. */
+ * cannot say.  Waits (up to 10 s) while the kernel is still tearing the dead
+ * server down. */
 int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid);
 /* stats.c */
 int uq_cmd_stats(int argc, char **argv);

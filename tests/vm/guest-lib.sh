@@ -133,6 +133,18 @@ no_ublk_devices() {
 	return 0
 }
 
+# wait_for SECONDS CMD...: CMD succeeds within SECONDS (polled every 0.1 s).
+wait_for() {
+	n=$(($1 * 10))
+	shift
+	while [ $n -gt 0 ]; do
+		"$@" 2>/dev/null && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	"$@"
+}
+
 # A benchmark's figures mean nothing once the guest's clock has leapt (seen
 # under software emulation): say so in a line the host side looks for.
 bench_clock_check() {

@@ -10,7 +10,9 @@
 #          without a flush; SIGKILL the daemon; IO on the device now fails
 #          (it does not hang) and the block device goes away; list no longer shows the device; close
 #          removes what the dead daemon left; the killed image is copied
-#          out; reopened, the flushed data reads back through the daemon;
+#          out; killed again while another process holds its /dev/ublkcN
+#          for 2 s, close right away still removes the device; reopened,
+#          the flushed data reads back through the daemon;
 #   host:  the image as the kill left it passes qemu-img check (leaked
 #          clusters allowed, nothing else) and qemu-img convert shows the
 #          flushed data; after the guest's reopen and clean close, qemu-img
@@ -73,6 +75,20 @@ if uq_open disk.qcow2; then
 	check copy-killed-image cp disk.qcow2 killed.qcow2
 fi
 check no-device-left no_ublk_devices
+# close at once after a kill, while the dead daemon's /dev/ublkcN stays open
+# 2 s more (the kernel tears a dead process's rings down after it is gone,
+# and sees the server go only then; meanwhile 7.x reports the device live
+# with no server): close waits for the kernel and removes the device
+if uq_open disk.qcow2; then
+	pid=$(pidof ublk-qcow)
+	hold-fd "$pid" "/dev/ublkc${DEV#/dev/ublkb}" 2 >/tmp/held &
+	check holder-has-cdev wait_for 10 grep -q held /tmp/held
+	kill -KILL "$pid"
+	check killed-daemon-gone wait_for 10 sh -c "! pidof ublk-qcow"
+	check close-while-held quiet ublk-qcow close "$DEV"
+	check no-device-after-held-close no_ublk_devices
+	wait
+fi
 if uq_open disk.qcow2; then
 	check flushed-data-after-reopen read_flushed
 	check close-after-reopen uq_close "$DEV"

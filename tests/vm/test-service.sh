@@ -43,17 +43,6 @@ printf '# test-service\nimage = /tmp/vm1.qcow2\n\nqueues=2\n%s\n' "$ZC" >/tmp/co
 printf 'image=/tmp/rec.qcow2\nrecoverable=yes\n%s\n' "$ZC" >/tmp/conf/rec.conf
 dd if=/dev/urandom of=/tmp/pat bs=64k count=16 status=none
 
-# wait_for SECONDS CMD...: CMD succeeds within SECONDS (polled every 0.1 s).
-wait_for() {
-	n=$(($1 * 10))
-	shift
-	while [ $n -gt 0 ]; do
-		"$@" 2>/dev/null && return 0
-		sleep 0.1
-		n=$((n - 1))
-	done
-	"$@"
-}
 got() {	# PATTERN: the notify log has a line matching it
 	grep -q -E "$1" /tmp/notify.log
 }
