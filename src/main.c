@@ -34,7 +34,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off]\n"
 		"                      [--read-only] [--recoverable] [--foreground] [--l2-cache BYTES]\n"
-		"                      [--bitmaps=flush|close] [-v] IMAGE\n"
+		"                      [--bitmaps=flush|close] [--io-scheduler=none|kernel|NAME]\n"
+		"                      [--pin-queues] [-v] IMAGE\n"
 		"       %s list [--output=human|json]\n"
 		"       %s close [--timeout SECONDS] ID|/dev/ublkbN|NAME\n"
 		"       %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"

@@ -5,7 +5,7 @@
  * so each queue gets one thread that owns one io_uring and does everything
  * for its tags:
  *
- *   setup:  pin to the queue's CPUs (choose_cpus), create the ring
+ *   setup:  with --pin-queues, pin to the queue's CPUs (choose_cpus); create the ring
  *           (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them),
  *           register the files [/dev/ublkcN, image] and the per-tag buffers
  *           (copy mode; a sparse table, one index per tag, in the zero-copy
@@ -432,16 +432,21 @@ static void pin_thread(struct uq_queue *q)
 }
 
 /*
- * Queue q's thread runs on the CPUs whose IO goes to q (the whole mask the
- * kernel reports: the first CPU alone is the one its client runs on too),
- * or anywhere when that mask holds every CPU the daemon may use anyway.
+ * With --pin-queues, queue q's thread runs on the CPUs whose IO goes to q
+ * (the whole mask the kernel reports), or anywhere when that mask holds
+ * every CPU the daemon may use anyway.  Not by default: a client's requests
+ * go to the queue of the CPU it runs on, so a pinned thread shares that CPU
+ * with its busiest client while others idle; in the test VM's two CPUs a
+ * single fio job on two pinned queues read about a third as fast as on two
+ * free ones, and two jobs gained nothing from pinning (design.md 16.3).
  */
 static void choose_cpus(struct uq_dev *dev, struct uq_queue *q)
 {
 	cpu_set_t allowed, both;
 
 	q->pinned = false;
-	if (uq_ctrl_get_affinity(&dev->ctrl, dev->dev_id, q->id, &q->cpus) < 0 ||
+	if (!dev->opt.pin_queues ||
+	    uq_ctrl_get_affinity(&dev->ctrl, dev->dev_id, q->id, &q->cpus) < 0 ||
 	    sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
 		return;
 	CPU_AND(&both, &q->cpus, &allowed);

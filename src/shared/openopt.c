@@ -14,7 +14,8 @@
 #include "ublk/ublk_abi.h"
 
 enum { OPT_ZERO_COPY = 256, OPT_READ_ONLY, OPT_FOREGROUND, OPT_L2_CACHE, OPT_RECOVERABLE,
-       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID, OPT_BITMAPS };
+       OPT_SNAPSHOT, OPT_CACHE, OPT_NAME, OPT_ID, OPT_BITMAPS, OPT_IO_SCHEDULER,
+       OPT_PIN_QUEUES };
 
 const struct option uq_open_long[] = {
 	{ "queues", required_argument, NULL, 'q' },
@@ -26,6 +27,8 @@ const struct option uq_open_long[] = {
 	{ "cache", required_argument, NULL, OPT_CACHE },
 	{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 	{ "bitmaps", required_argument, NULL, OPT_BITMAPS },
+	{ "io-scheduler", required_argument, NULL, OPT_IO_SCHEDULER },
+	{ "pin-queues", no_argument, NULL, OPT_PIN_QUEUES },
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "id", required_argument, NULL, OPT_ID },
@@ -76,6 +79,22 @@ static int name_arg(struct uq_open_opts *o, const char *name, char *why, size_t 
 		return bad_value(why, len, "--name", name, rule);
 	strcpy(o->name, name);
 	o->name_given = true;
+	return 0;
+}
+
+/*
+ * --io-scheduler NAME: "kernel" (leave the kernel's choice) or the name of
+ * a scheduler, written to the device's queue/scheduler at start; which
+ * names the kernel has is known only then.
+ */
+static int io_scheduler_arg(struct uq_open_opts *o, const char *arg, char *why, size_t len)
+{
+	size_t n = strlen(arg);
+
+	if (!n || n > UQ_IOSCHED_NAME_MAX || strspn(arg, "abcdefghijklmnopqrstuvwxyz0123456789-_") != n)
+		return bad_value(why, len, "--io-scheduler", arg,
+				 "want none, kernel, or a scheduler's name (mq-deadline, bfq, kyber)");
+	strcpy(o->io_scheduler, arg);
 	return 0;
 }
 
@@ -155,6 +174,11 @@ int uq_open_opt_apply(struct uq_open_opts *o, int val, const char *arg, char *wh
 		return mode_arg(o, val, arg, why, why_len);
 	case OPT_CACHE:
 		return cache_arg(o, arg, why, why_len);
+	case OPT_IO_SCHEDULER:
+		return io_scheduler_arg(o, arg, why, why_len);
+	case OPT_PIN_QUEUES:
+		o->pin_queues = true;
+		return 0;
 	case OPT_READ_ONLY:
 		o->read_only = true;
 		return 0;

@@ -89,6 +89,8 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 #define UQ_SNAPSHOT_NAME_MAX	1023
 /* The longest device name (--name; shared/names.h has its rules). */
 #define UQ_DEV_NAME_MAX		64
+/* The longest --io-scheduler name (the kernel's ELV_NAME_MAX is 16 with its NUL). */
+#define UQ_IOSCHED_NAME_MAX	15
 
 /*
  * X(TYPE, field, "state file key") for each option a device keeps.  TYPE
@@ -108,12 +110,15 @@ static inline const char *uq_data_mode_name(enum uq_data_mode m)
 	X(ZC, zero_copy, "zero_copy")							\
 	X(CACHE, cache, "cache_option")		/* list's "cache": what it got */	\
 	X(BITMAPS, bitmaps, "bitmaps")							\
+	X(IOSCHED, io_scheduler, "io_scheduler")	/* "": none, not asked for */	\
+	X(BOOL, pin_queues, "pin_queues")	/* --pin-queues */			\
 	X(UINT, queues, "queues_option")	/* list's "queues": what ADD_DEV granted */ \
 	X(UINT, depth, "depth_option")		/* list's "depth": the same */
 
 #define UQ_DECL_PATH(f)	char f[PATH_MAX]
 #define UQ_DECL_NAME(f)	char f[UQ_SNAPSHOT_NAME_MAX + 1]
 #define UQ_DECL_DEVNAME(f)	char f[UQ_DEV_NAME_MAX + 1]
+#define UQ_DECL_IOSCHED(f)	char f[UQ_IOSCHED_NAME_MAX + 1]
 #define UQ_DECL_BOOL(f)	bool f
 #define UQ_DECL_UINT(f)	unsigned f
 #define UQ_DECL_U64(f)	uint64_t f

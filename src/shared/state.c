@@ -44,6 +44,7 @@ struct field {
 #define KIND_PATH		F_STR, NULL
 #define KIND_NAME		F_STR, NULL
 #define KIND_DEVNAME		F_DEVNAME, NULL
+#define KIND_IOSCHED		F_STR, NULL
 #define KIND_DEVICE		F_STR, NULL
 #define KIND_ERROR		F_STR, NULL
 #define KIND_UINT		F_UINT, NULL

@@ -67,6 +67,7 @@ static void test_every_option(void)
 {
 	const char *args[] = { "-q", "2", "--depth=128", "--zero-copy=off", "--read-only",
 			       "--recoverable", "--cache=writeback", "--bitmaps=close", "--l2-cache", "4M",
+			       "--io-scheduler=kyber", "--pin-queues",
 			       "--snapshot", "snap1", "--id", "7", "--name", "web", "-v",
 			       "--foreground", "/srv/images/vm1.qcow2", NULL };
 	struct uq_open_opts want;
@@ -84,6 +85,8 @@ static void test_every_option(void)
 		   "bitmaps=close\n"
 		   "  # indented comment\n"
 		   "l2-cache=4M\n"
+		   "io-scheduler=kyber\n"
+		   "pin-queues=yes\n"
 		   "snapshot=snap1\n"
 		   "id=7\n"
 		   "name=web\n"
@@ -94,7 +97,8 @@ static void test_every_option(void)
 	check_same("every option", &conf.opt, &want);
 	CHECK(conf.opt.queues == 2 && conf.opt.depth == 128 && conf.opt.want_id == 7 &&
 	      conf.opt.l2_cache == 4 << 20 && conf.opt.read_only && conf.opt.recoverable &&
-	      conf.opt.bitmaps == UQ_BITMAPS_CLOSE,
+	      conf.opt.bitmaps == UQ_BITMAPS_CLOSE && !strcmp(conf.opt.io_scheduler, "kyber") &&
+	      conf.opt.pin_queues,
 	      "the values themselves");
 }
 
@@ -142,6 +146,8 @@ static const struct bad_case {
 	  ":1: invalid --zero-copy 'maybe': want auto, on, off or register" },
 	{ "bad bitmaps mode", "badbitmaps", "image=/a.qcow2\nbitmaps=never\n",
 	  ":2: invalid --bitmaps 'never': want flush or close" },
+	{ "bad scheduler", "badsched", "image=/a.qcow2\nio-scheduler=../x\n",
+	  ":2: invalid --io-scheduler '../x': want none, kernel, or a scheduler's name" },
 	{ "bad flag", "badflag", "image=/a.qcow2\nread-only=1\n",
 	  ":2: invalid read-only '1': want yes, no, true or false" },
 	{ "bad name", "badname", "image=/a.qcow2\nname=.x\n", ":2: invalid --name '.x'" },

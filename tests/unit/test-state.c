@@ -76,6 +76,8 @@ static void fill_all(struct uq_state *s)
 	s->opt.zero_copy = UQ_ZC_REGISTER;
 	s->opt.cache = UQ_CACHE_OPT_WRITEBACK;
 	s->opt.bitmaps = UQ_BITMAPS_CLOSE;
+	snprintf(s->opt.io_scheduler, sizeof(s->opt.io_scheduler), "mq-deadline");
+	s->opt.pin_queues = true;
 	s->opt.queues = 7;
 	s->opt.depth = 1000;
 }
@@ -228,8 +230,9 @@ static void test_refused(void)
 	      "nested objects are not state files");
 	CHECK(uq_state_parse(" {\"id\":4,\"later_key\":\"x\",\"other\":true}", &s) == 0 &&
 	      s.id == 4 && !s.opt.recoverable && !s.opt.snapshot_name[0] && !s.opt.l2_cache &&
-	      s.opt.bitmaps == UQ_BITMAPS_FLUSH,
-	      "unknown keys are skipped, missing ones zero (a file from before --bitmaps: flush)");
+	      s.opt.bitmaps == UQ_BITMAPS_FLUSH && !s.opt.io_scheduler[0] && !s.opt.pin_queues,
+	      "unknown keys are skipped, missing ones zero (a file from before --bitmaps: flush; "
+	      "before --io-scheduler and --pin-queues: their defaults)");
 }
 
 int main(void)

@@ -8,7 +8,7 @@
 # daemon runs with a 16 KiB L2 cache (4 tables, 8 MiB) and fio writes 64 MiB,
 # so tables are evicted and re-read through the ring all the time.  Blocks of
 # 512 B, 4 KiB, 64 KiB and 1 MiB + 7 sectors (larger than one request: the
-# block layer splits it), queue depth 32, 2 queues.
+# block layer splits it), queue depth 32, 2 queues (--pin-queues).
 #
 #   guest: each of the 2 queues' threads runs on its own CPU (the guest
 #          has 2); fio writes and verifies (the data read back through the
@@ -42,7 +42,7 @@ pinned_one_each() {
 	case $(queue_cpus 0)/$(queue_cpus 1) in 0/1|1/0) return 0 ;; esac
 	return 1
 }
-if uq_open -q 2 --l2-cache 16k disk.qcow2; then
+if uq_open -q 2 --pin-queues --l2-cache 16k disk.qcow2; then
 	export FILE=$DEV
 	check two-queues-one-cpu-each pinned_one_each
 	check fio-write-verify quiet fio job.fio
