@@ -4,8 +4,8 @@
 # vm-modes.sh (make bench): the daemon's data modes side by side, in one
 # boot of each test kernel (BENCH_KERNELS, default "6.12 new").
 #
-# In the guest, a 256 MiB image in its RAM file system (so the share's
-# speed does not count) is filled once, then served in every mode the
+# In the guest, a 256 MiB image on ext4 on a RAM disk (bench_disk in
+# guest-lib.sh: the share's speed does not count) is filled once, then served in every mode the
 # kernel offers (6.12: copy; the new kernel: copy, zero-copy with a
 # REGISTER_IO_BUF per request, auto-buf-reg), with one and with two queues,
 # and fio runs 4 KiB random read and write and 1 MiB sequential read and
@@ -40,8 +40,9 @@ run_fio() {	# name rw bs
 	# terse v3: field 8 read IOPS, field 49 write IOPS
 	awk -F';' '{ print $8 + $49 }' /tmp/fio.terse
 }
-qcow-tool create /tmp/bench.qcow2 256M >/dev/null
-if UQ_MODE= uq_open /tmp/bench.qcow2; then
+bench_disk 512 || exit 1
+qcow-tool create /bench/bench.qcow2 256M >/dev/null
+if UQ_MODE= uq_open /bench/bench.qcow2; then
 	check fill quiet fio --name=fill --filename="$DEV" --rw=write --bs=1M --iodepth=8 \
 		--ioengine=io_uring --direct=1
 	uq_close "$DEV"
@@ -49,7 +50,7 @@ fi
 for m in $MODES; do
 	mode=${m%%:*} zc=${m#*:}
 	for q in 1 2; do
-		UQ_MODE=$mode uq_open --zero-copy="$zc" -q "$q" /tmp/bench.qcow2 || { fail "open-$mode-q$q" "open failed"; continue; }
+		UQ_MODE=$mode uq_open --zero-copy="$zc" -q "$q" /bench/bench.qcow2 || { fail "open-$mode-q$q" "open failed"; continue; }
 		for w in "randread 4k" "randwrite 4k" "read 1M" "write 1M"; do
 			set -- $w
 			iops=$(run_fio "$mode-q$q-$1" "$1" "$2") || { fail "fio-$mode-q$q-$1" "fio failed"; continue; }

@@ -5,14 +5,17 @@
 # serve the same disk with, end to end through the real drivers, in one boot
 # of each test kernel (BENCH_KERNELS, default "6.12 new").
 #
-#   ublk-qcow -q 1 and -q 2   the kernel's best data mode
+#   ublk-qcow -q 1 and -q 2   the kernel's best data mode, the defaults
+#                             otherwise (I/O scheduler none)
 #   loop                      the kernel loop device on a raw copy, direct IO
-#                             where the file system takes it (the ceiling)
+#                             where the file system takes it (the ceiling);
+#                             its scheduler is none by default
 #   qemu-nbd                  qemu-nbd --connect with nbd.ko, --cache=none
-#                             --aio=native where the file system takes it
+#                             --aio=native where the file system takes it,
+#                             and nbd0's scheduler set to none (its best)
 #
-# Images live in the guest's RAM file system, so the share's speed does not
-# count.  Workloads (fio, io_uring, O_DIRECT, BENCH_SECONDS each, default 5):
+# Images live on ext4 on a RAM disk in the guest (bench_disk), so the
+# share's speed does not count.  Workloads (fio, io_uring, O_DIRECT, BENCH_SECONDS each, default 5):
 # 4 KiB random read and write at queue depth 32 on an allocated 256 MiB
 # image; 4 KiB random write at depth 32 on an empty 8 GiB image (every write
 # allocates; a sparse raw file for loop; at most 256 MiB written); 1 MiB sequential read and write at
@@ -30,6 +33,8 @@ vm_bench_per_kernel "$0"
 . "$HERE/../vm/lib.sh"
 VM_BINARIES+=(qemu-nbd losetup)
 
+# the RAM disk holds up to 1 GiB of images besides the guest's own memory
+export UBLK_QCOW_VM_MEM=${UBLK_QCOW_VM_MEM:-3072}
 vm_init
 cat >"$SHARE/bench.conf" <<EOF
 SECS=${BENCH_SECONDS:-5}
@@ -83,23 +88,25 @@ uq_pid() {
 		grep "\"device\":\"$1\"" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'
 }
 
-qcow-tool create /tmp/full.qcow2 256M >/dev/null
-if uq_open /tmp/full.qcow2; then
+bench_disk 1024 || exit 1
+cd /bench
+qcow-tool create /bench/full.qcow2 256M >/dev/null
+if uq_open /bench/full.qcow2; then
 	check fill quiet fio --name=fill --filename="$DEV" --rw=write --bs=1M --iodepth=8 \
 		--ioengine=io_uring --direct=1
 	uq_close "$DEV"
 fi
-check raw-copy quiet qcow-tool convert -O raw /tmp/full.qcow2 /tmp/full.raw
+check raw-copy quiet qcow-tool convert -O raw /bench/full.qcow2 /bench/full.raw
 
 for q in 1 2; do
-	uq_open -q "$q" /tmp/full.qcow2 || { fail "open-q$q" "open failed"; continue; }
+	uq_open -q "$q" /bench/full.qcow2 || { fail "open-q$q" "open failed"; continue; }
 	run_all "ublk-qcow-q$q" "$DEV" "$(uq_pid "$DEV")"
 	uq_close "$DEV"
-	qcow-tool create /tmp/empty.qcow2 8G >/dev/null
-	uq_open -q "$q" /tmp/empty.qcow2 || { fail "open-empty-q$q" "open failed"; continue; }
+	qcow-tool create /bench/empty.qcow2 8G >/dev/null
+	uq_open -q "$q" /bench/empty.qcow2 || { fail "open-empty-q$q" "open failed"; continue; }
 	bench "ublk-qcow-q$q" "$DEV" "$(uq_pid "$DEV")" empty-write randwrite 4k 32 1 0 256M
 	uq_close "$DEV"
-	rm -f /tmp/empty.qcow2
+	rm -f /bench/empty.qcow2
 done
 
 # loop: direct IO where the RAM file system takes it
@@ -108,19 +115,19 @@ loop_attach() {	# FILE: sets LOOP and LOOP_DIO
 		LOOP=$(/usr/bin/losetup -f --show "$1") || return 1
 	LOOP_DIO=$(cat "/sys/block/${LOOP#/dev/}/loop/dio" 2>/dev/null)
 }
-if loop_attach /tmp/full.raw; then
+if loop_attach /bench/full.raw; then
 	echo "bench: note loop direct-io=$LOOP_DIO"
 	run_all loop "$LOOP" ""
 	/usr/bin/losetup -d "$LOOP"
-	rm -f /tmp/full.raw
-	truncate -s 8G /tmp/empty.raw
-	loop_attach /tmp/empty.raw && bench loop "$LOOP" "" empty-write randwrite 4k 32 1 0 256M
+	rm -f /bench/full.raw
+	truncate -s 8G /bench/empty.raw
+	loop_attach /bench/empty.raw && bench loop "$LOOP" "" empty-write randwrite 4k 32 1 0 256M
 	/usr/bin/losetup -d "$LOOP"
-	rm -f /tmp/empty.raw
+	rm -f /bench/empty.raw
 else
 	fail loop-attach "$(cat /tmp/losetup.err)"
 fi
-rm -f /tmp/full.raw
+rm -f /bench/full.raw
 
 # qemu-nbd: --cache=none --aio=native where the file system takes O_DIRECT
 nbd_attach() {	# FILE: sets NBD_PID and NBD_CACHE
@@ -131,6 +138,7 @@ nbd_attach() {	# FILE: sets NBD_PID and NBD_CACHE
 		NBD_CACHE=
 	done
 	[ -n "$NBD_CACHE" ] || return 1
+	echo none >/sys/block/nbd0/queue/scheduler
 	NBD_PID=
 	for p in /proc/[0-9]*; do	# busybox has no pgrep
 		grep -q 'qemu-nbd' "$p/cmdline" 2>/dev/null && NBD_PID=${p#/proc/}
@@ -146,14 +154,14 @@ nbd_detach() {
 	while [ -d "/proc/$NBD_PID" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 }
 mkdir -p /var/lock	# qemu-nbd's socket
-if [ -b /dev/nbd0 ] && nbd_attach /tmp/full.qcow2; then
+if [ -b /dev/nbd0 ] && nbd_attach /bench/full.qcow2; then
 	echo "bench: note qemu-nbd cache=$NBD_CACHE"
 	run_all qemu-nbd /dev/nbd0 "$NBD_PID"
 	nbd_detach
-	qcow-tool create /tmp/empty.qcow2 8G >/dev/null
-	nbd_attach /tmp/empty.qcow2 && bench qemu-nbd /dev/nbd0 "$NBD_PID" empty-write randwrite 4k 32 1 0 256M
+	qcow-tool create /bench/empty.qcow2 8G >/dev/null
+	nbd_attach /bench/empty.qcow2 && bench qemu-nbd /dev/nbd0 "$NBD_PID" empty-write randwrite 4k 32 1 0 256M
 	nbd_detach
-	rm -f /tmp/empty.qcow2
+	rm -f /bench/empty.qcow2
 else
 	fail nbd-attach "no /dev/nbd0, or qemu-nbd failed: $(cat /tmp/nbd.err 2>/dev/null)"
 fi

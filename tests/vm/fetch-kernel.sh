@@ -45,15 +45,16 @@ CACHE=${UBLK_QCOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-qcow/kernel}
 # asks for by name rather than through a module dependency; later kernels
 # use the crc32c library directly); virtio_pci is listed in case the config
 # has it modular (it is skipped when built in); loop and nbd are the peers
-# make bench compares with (tests/bench/vm-peers.sh).
+# make bench compares with (tests/bench/vm-peers.sh), brd the RAM disk it
+# keeps its images on.
 case $KIND in
 6.12)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci virtio_blk loop nbd"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 crc32c_generic virtio_pci virtio_blk loop nbd brd"
 	PKG_RE='^linux-image-6\.12\..*-amd64-unsigned$'
 	CACHED_GLOB='linux-image-6.12.*'
 	;;
 new)
-	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_blk loop nbd"
+	WANT_MODULES="ublk_drv netfs 9pnet 9pnet_virtio 9p ext4 virtio_blk loop nbd brd"
 	PKG_RE='^linux-binary-unsigned-[0-9.]*\+deb13-amd64$'
 	CACHED_GLOB='linux-binary-unsigned-*'
 	;;

@@ -153,6 +153,18 @@ bench_clock_check() {
 	fi
 }
 
+# bench_disk MIB: ext4 on a RAM disk of MIB MiB (brd) at /bench, where the
+# benchmarks keep their images: a block device's file system, as a real
+# image has, rather than the RAM file system, where io_uring hands every
+# O_DIRECT read and write of the daemon (and loop's) to a worker thread.
+bench_disk() {
+	rmmod brd 2>/dev/null
+	insmod /lib/modules/brd.ko rd_nr=1 rd_size=$(($1 * 1024)) &&
+		mkfs.ext4 -q -E nodiscard /dev/ram0 && mkdir -p /bench && mount -o discard /dev/ram0 /bench ||
+		{ fail bench-disk "no ext4 on a $1 MiB brd RAM disk"; return 1; }
+	echo "bench: note images on ext4 on a $1 MiB RAM disk (brd)"
+}
+
 guest_finish() {
 	echo "guest: $GUEST_PASSES passed, $GUEST_FAILS failed"
 	[ "$GUEST_FAILS" = 0 ]
