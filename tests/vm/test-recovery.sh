@@ -5,7 +5,9 @@
 # takes the device over with the IO the kernel held for it.
 #
 #   guest: fio writes 96 MiB at random with crc32c verification (QD 16,
-#          2 queues) while the daemon is killed with SIGKILL three times;
+#          2 queues), four times over (so that it still runs at the third
+#          kill however fast the device serves), while the daemon is killed
+#          with SIGKILL three times;
 #          each time /dev/ublkbN stays, "recover" starts a new daemon, and
 #          fio goes on; fio ends with no IO error and every block verified;
 #          recover refuses a live device and a device opened without
@@ -28,7 +30,7 @@ SEED=${SEED:-$RANDOM}
 echo "SEED=$SEED"
 qemu-img create -q -f qcow2 "$SHARE/disk.qcow2" 128M || exit 1
 qemu-img create -q -f qcow2 "$SHARE/plain.qcow2" 16M || exit 1
-vm_fio_job recovery iodepth=16 bssplit=4k/40:64k/40:256k/20 size=96M
+vm_fio_job recovery iodepth=16 bssplit=4k/40:64k/40:256k/20 size=96M loops=4
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring
