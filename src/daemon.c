@@ -489,16 +489,7 @@ static int device_setup(struct uq_dev *dev)
 	return uq_io_zero_buf_alloc(dev);
 }
 
-/*
- * --io-scheduler: written to /sys/block/ublkbN/queue/scheduler once the
- * disk exists.  The block layer gives a device of one hardware queue
- * mq-deadline unless its driver asks for none, as loop does and ublk does
- * not; on 7.x kernels requests then reach us through the kblockd work queue,
- * a context switch each (one queue read 4 KiB at 0.25x the rate that none
- * gives, in the test VM; design.md 16.3).  A failure only warns: the device
- * serves either way (a user's device cannot write sysfs, which is said only
- * with -v unless the user asked for a scheduler).
- */
+/* Write value to the sysfs file path whole: 0 or -errno. */
 static int sysfs_write(const char *path, const char *value)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -513,6 +504,16 @@ static int sysfs_write(const char *path, const char *value)
 	return n == (ssize_t)strlen(value) ? 0 : n < 0 ? -err : -EIO;
 }
 
+/*
+ * --io-scheduler: written to /sys/block/ublkbN/queue/scheduler once the
+ * disk exists.  The block layer gives a device of one hardware queue
+ * mq-deadline unless its driver asks for none, as loop does and ublk does
+ * not; on 7.x kernels requests then reach us through the kblockd work queue,
+ * a context switch each (one queue read 4 KiB at 0.25x the rate that none
+ * gives, in the test VM; design.md 16.3).  A failure only warns: the device
+ * serves either way (a user's device cannot write sysfs, which is said only
+ * with -v unless the user asked for a scheduler).
+ */
 static void io_scheduler_set(struct uq_dev *dev)
 {
 	const char *want = dev->opt.io_scheduler[0] ? dev->opt.io_scheduler : "none";

@@ -121,6 +121,14 @@ bdev_goes_away() {
 	! [ -b "$DEV" ]
 }
 
+# queue_cpus N: the CPUs queue N's thread may run on (Cpus_allowed_list)
+queue_cpus() {
+	for t in /proc/$(pidof ublk-qcow)/task/*; do
+		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] &&
+			awk '/^Cpus_allowed_list/ { print $2 }' "$t/status"
+	done
+}
+
 # busybox has no mountpoint(1)
 is_mounted() {
 	grep -q " $1 " /proc/mounts

@@ -28,13 +28,6 @@ vm_fio_job verify iodepth=32 bssplit=512/25:4k/25:64k/25:1052160/25 size=64M
 
 vm_guest <<'GUEST'
 export ENGINE=io_uring
-# queue_cpus N: the CPUs queue N's thread may run on (Cpus_allowed_list)
-queue_cpus() {
-	for t in /proc/$(pidof ublk-qcow)/task/*; do
-		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] &&
-			awk '/^Cpus_allowed_list/ { print $2 }' "$t/status"
-	done
-}
 # the guest has 2 CPUs: with a queue each, each thread runs on its own
 # CPU; one queue for both runs on either
 pinned_one_each() {

@@ -28,13 +28,6 @@ is_sched() {	# DEV WANT
 	[ "$(sched "$1")" = "$2" ] ||
 		{ echo "    $1: scheduler '$(sched "$1")' ($(cat "/sys/block/${1#/dev/}/queue/scheduler")), wanted '$2'"; return 1; }
 }
-# queue_cpus N: the CPUs queue N's thread may run on (Cpus_allowed_list)
-queue_cpus() {
-	for t in /proc/$(pidof ublk-qcow)/task/*; do
-		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] &&
-			awk '/^Cpus_allowed_list/ { print $2 }' "$t/status"
-	done
-}
 cpus_are() {	# WANT_Q0 [WANT_Q1]: either way round (the kernel's map of CPUs to queues)
 	got="$(queue_cpus 0)${2:+/$(queue_cpus 1)}"
 	[ "$got" = "$1${2:+/$2}" ] || [ "$got" = "${2:+$2/}$1" ] ||
