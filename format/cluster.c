@@ -734,6 +734,7 @@ static void plan_set(struct qcow_write_plan *plan, uint64_t off, uint64_t len, u
 	plan->nb_clusters = nb;
 	plan->new_host_cluster = 0;
 	plan->inflight_slot = UINT32_MAX;
+	plan->fresh = false;
 	plan->cow[0].kind = plan->cow[1].kind = QCOW_COW_NONE;
 }
 
@@ -795,6 +796,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 	}
 	qcow_sync_owed(img, QCOW_SYNC_DATA);
 	qcow_grow_for(img, (uint64_t)host + n * cs);
+	plan->fresh = (uint64_t)host >= img->zero_from;
 	qcow_note_write(img, (uint64_t)host, n * cs);
 	plan->new_host_cluster = (uint64_t)host;
 	plan->inflight_slot = (uint32_t)slot;

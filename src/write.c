@@ -307,10 +307,13 @@ static bool needs_old(const struct qcow_write_plan *p)
 	return p->cow[0].kind >= QCOW_COW_COPY || p->cow[1].kind >= QCOW_COW_COPY;
 }
 
-/* Queue an image write of len bytes, counted as a piece of the plan. */
+/* Queue an image write of len bytes, counted as a piece of the plan.  A
+ * write into fresh clusters cannot complete without blocking (the file
+ * system allocates), so it goes to the ring's worker (ring.c) at once
+ * rather than being tried on the queue thread first. */
 static void write_queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t len)
 {
-	sqe->flags |= IOSQE_FIXED_FILE;
+	sqe->flags |= IOSQE_FIXED_FILE | (t->plan.fresh ? IOSQE_ASYNC : 0);
 	queued(t, sqe, uq_ud(UQ_UD_WRITE, t->tag, len));
 	t->pieces++;
 }

@@ -481,6 +481,9 @@ struct qcow_write_plan {
 	uint64_t nb_clusters;
 	uint64_t new_host_cluster;    /* 0: written in place, nothing to publish */
 	uint32_t inflight_slot;
+	/* the new clusters lie where the file was never written: a write
+	 * there makes the file system allocate blocks, which blocks */
+	bool fresh;
 };
 int qcow_write_begin(struct qcow_image *img, uint64_t off, uint64_t len,
 		     struct qcow_write_plan *plan);

@@ -20,6 +20,10 @@
  *          qemu-img check finds it clean.
  *  stats   qcow_get_stats counts what happened: clusters allocated, a
  *          copy-on-write after a snapshot, L2 table reads and cache hits.
+ *  plan    a plan says fresh (the file system must allocate: the daemon
+ *          sends the write straight to a worker) for new clusters where the
+ *          file was never written, and for nothing else: not a write in
+ *          place, not a freed cluster inside the file.
  *
  * Each case checks the guest bytes of the whole cluster, and the POSIX
  * image passes qemu-img check.
@@ -294,6 +298,43 @@ static void test_stats(void)
 	cf_free(cf);
 }
 
+/* Plan a write of 4 KiB at off, check plan.fresh, write it as a server does. */
+static uint64_t plan_fresh_is(struct qcow_image *img, struct crashfile *cf, uint64_t off,
+			      bool want, const char *what)
+{
+	struct qcow_write_plan plan;
+	struct qcow_file f;
+	uint8_t b[4 * KB];
+	int r;
+
+	memset(b, 0x3c, sizeof(b));
+	cf_get_file(cf, &f);
+	r = qcow_write_begin(img, off, sizeof(b), &plan);
+	REQUIRE(r == 0, "plan, %s: write_begin: %d %s", what, r, qcow_error(img));
+	CHECK(plan.fresh == want, "plan, %s: fresh is %d, wanted %d", what, plan.fresh, want);
+	r = f.ops->pwrite(f.ctx, b, sizeof(b), plan.host_offset);
+	must(img, qcow_write_end(img, &plan, r), "write_end");
+	return host_of(img, off);
+}
+
+static void test_plan(void)
+{
+	struct crashfile *cf = new_cf_image();
+	struct qcow_image *img = open_cf(cf);
+	uint64_t freed;
+
+	freed = plan_fresh_is(img, cf, 0, true, "a new cluster past the end of the file");
+	plan_fresh_is(img, cf, 16 * KB, false, "in place");
+	must(img, qcow_flush(img), "flush");
+	must(img, qcow_discard(img, 0, CS), "discard");
+	must(img, qcow_flush(img), "flush");
+	REQUIRE(plan_fresh_is(img, cf, 3 * CS, false, "a freed cluster inside the file") == freed,
+		"plan: the freed cluster was not reused: this case no longer covers reuse");
+	plan_fresh_is(img, cf, 9 * CS, true, "the next new cluster past the end");
+	must(img, qcow_close(img), "close");
+	cf_free(cf);
+}
+
 int main(void)
 {
 	t_init("test-alloc");
@@ -302,5 +343,6 @@ int main(void)
 	test_tail();
 	test_grow();
 	test_stats();
+	test_plan();
 	return t_finish();
 }
