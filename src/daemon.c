@@ -770,10 +770,12 @@ static void announce(struct uq_dev *dev)
 	uq_state_write(dev, UQ_LIFE_LIVE, NULL);
 	lock_memory();
 	uq_wait_name_link(dev, device);
-	uq_info("%s serves %s (%s mode, cache %s, %u-byte blocks, %u queue%s, depth %u%s%s)",
+	uq_info("%s serves %s (%s mode, cache %s, %u-byte blocks, %u queue%s, depth %u, %s%s%s)",
 		device, dev->opt.image_abs, uq_data_mode_name(dev->data_mode),
 		uq_cache_mode_name(dev->cache), dev->block_bytes, dev->nr_queues,
-		dev->nr_queues == 1 ? "" : "s", dev->depth, dev->opt.read_only ? ", read-only" : "",
+		dev->nr_queues == 1 ? "" : "s", dev->depth,
+		uq_ring_io_workers(dev) ? "one io-wq worker a queue" : "io-wq workers as the kernel sets",
+		dev->opt.read_only ? ", read-only" : "",
 		dev->opt.recover_id >= 0 ? ", recovered" : dev->opt.recoverable ? ", recoverable" : "");
 	notify_ready(dev, device);
 	if (dev->opt.foreground) {

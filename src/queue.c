@@ -364,11 +364,8 @@ static int queue_setup(struct uq_queue *q)
 	ret = tags_init(q);
 	if (ret == 0)
 		ret = ring_init(q);
-	if (ret == 0) {
-		ret = uq_ring_register_files(&q->ring, dev, dev->cdev_fd);
-		if (ret < 0)
-			uq_log_errno("io_uring_register_files", ret);
-	}
+	if (ret == 0)
+		ret = uq_ring_attach(&q->ring, dev, dev->cdev_fd);
 	if (ret == 0)
 		ret = buffers_init(q);
 	if (ret == 0)

@@ -10,9 +10,22 @@
  * (SINGLE_ISSUER), and task work runs when it waits (DEFER_TASKRUN), where
  * the kernel has them (6.1+).  Its fixed files: /dev/ublkcN, the image and
  * the layers of its backing chain.
+ *
+ * One io-wq worker for the ring's blocking work, where every layer lies on
+ * a file system whose direct IO does not block (ext4, xfs, btrfs) or on a
+ * block device: there a worker gets only the writes that allocate file
+ * system blocks (write.c sends a fresh cluster's write straight to it), the
+ * fsync of a flush and the odd request that would have to wait.  The file
+ * system takes the inode's lock exclusively for each allocating write, so
+ * more workers only wait for it, spinning on CPUs its holder needs
+ * (doc/design.md 10.4 has the measurements).  Elsewhere (tmpfs, NFS, 9p:
+ * every request goes to a worker) the kernel's default stays, so that
+ * requests run in parallel.
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include "ublk-qcow.h"
 
@@ -48,13 +61,50 @@ int uq_ring_init(struct io_uring *ring, unsigned depth)
 	return ret;
 }
 
-int uq_ring_register_files(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd)
+/* Does direct IO to fd go to an io-wq worker only when it must block? */
+static bool direct_io_nowait(int fd)
+{
+	struct statfs fs;
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode))
+		return true;
+	if (fstatfs(fd, &fs) < 0)
+		return false;
+	switch ((unsigned long)fs.f_type) {
+	case 0xEF53:		/* ext4 (and ext2/3 through it) */
+	case 0x58465342:	/* xfs */
+	case 0x9123683E:	/* btrfs */
+		return true;
+	default:
+		return false;
+	}
+}
+
+unsigned uq_ring_io_workers(const struct uq_dev *dev)
+{
+	unsigned d;
+
+	for (d = 0; d < dev->nr_layers; d++)
+		if (!direct_io_nowait(dev->layers[d].fd))
+			return 0;
+	return 1;
+}
+
+int uq_ring_attach(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd)
 {
 	int files[UQ_FIXED_IMAGE + 1 + QCOW_MAX_CHAIN];
-	unsigned d;
+	unsigned d, workers[2] = { uq_ring_io_workers(dev), 0 };	/* bounded, unbounded */
+	int ret;
 
 	files[UQ_FIXED_CDEV] = cdev_fd;
 	for (d = 0; d < dev->nr_layers && d <= QCOW_MAX_CHAIN; d++)
 		files[UQ_FIXED_IMAGE + d] = dev->layers[d].fd;
-	return io_uring_register_files(ring, files, UQ_FIXED_IMAGE + d);
+	ret = io_uring_register_files(ring, files, UQ_FIXED_IMAGE + d);
+	if (ret < 0)
+		return uq_log_errno("io_uring_register_files", ret);
+	/* advisory: a kernel without it (before 5.15) keeps its default */
+	if (workers[0])
+		io_uring_register_iowq_max_workers(ring, workers);
+	return 0;
 }

@@ -328,9 +328,14 @@ int uq_backend_limits(int fd, struct uq_backend_limits *out);
 /* ----------------------------------------------------------------- ring.c */
 /* A queue's ring, for depth requests in flight. 0 or -errno. */
 int uq_ring_init(struct io_uring *ring, unsigned depth);
-/* Register cdev_fd and the file of every layer of dev's image (io.c's
- * dev->layers) as ring's fixed files: UQ_FIXED_CDEV, UQ_FIXED_IMAGE + d. */
-int uq_ring_register_files(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd);
+/* Fit ring to what it serves: cdev_fd and the file of every layer of dev's
+ * image (io.c's dev->layers) as its fixed files, UQ_FIXED_CDEV and
+ * UQ_FIXED_IMAGE + d, and its io-wq workers bounded to suit their file
+ * systems.  0 or -errno (logged). */
+int uq_ring_attach(struct io_uring *ring, const struct uq_dev *dev, int cdev_fd);
+/* The io-wq workers a ring for dev's layers gets: 1, or 0 where the kernel's
+ * default stays (a layer on a file system whose direct IO always blocks). */
+unsigned uq_ring_io_workers(const struct uq_dev *dev);
 
 /* ---------------------------------------------------------------- queue.c */
 int uq_queues_start(struct uq_dev *dev);

@@ -253,7 +253,7 @@ static int setup(struct usersrc *s)
 		return ret;
 	q->ring_ok = true;
 	/* no /dev/ublkcN: its slot holds the image, never used */
-	ret = uq_ring_register_files(&q->ring, dev, f->fd);
+	ret = uq_ring_attach(&q->ring, dev, f->fd);
 	return ret < 0 ? ret : setup_buffers(s);
 }
 
