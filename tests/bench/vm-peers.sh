@@ -97,6 +97,10 @@ if uq_open /bench/full.qcow2; then
 	uq_close "$DEV"
 fi
 check raw-copy quiet qcow-tool convert -O raw /bench/full.qcow2 /bench/full.raw
+# The convert left both files in the page cache, and a direct write drops
+# the cached pages it covers: the first 4 KiB random writes after it ran at
+# half the rate of the next ones (6.12: 34,930 against 64,301 IOPS).
+sync && echo 3 >/proc/sys/vm/drop_caches
 
 for q in 1 2; do
 	uq_open -q "$q" /bench/full.qcow2 || { fail "open-q$q" "open failed"; continue; }
