@@ -483,11 +483,9 @@ static uint64_t inflight_free_prefix(const struct qcow_image *img, uint64_t firs
 {
 	unsigned i;
 
-	for (i = 0; i < QCOW_MAX_INFLIGHT; i++) {
-		const struct qcow_inflight *f = &img->inflight[i];
+	for (i = 0; i < img->nr_inflight; i++) {
+		const struct qcow_inflight *f = &img->inflight[img->inflight_live[i]];
 
-		if (!f->used)
-			continue;
 		if (f->first_cluster <= first && first < f->first_cluster + f->nb_clusters)
 			return 0;
 		if (f->first_cluster > first && f->first_cluster < first + nb)
@@ -498,18 +496,31 @@ static uint64_t inflight_free_prefix(const struct qcow_image *img, uint64_t firs
 
 static int inflight_reserve(struct qcow_image *img, uint64_t first, uint64_t nb)
 {
+	struct qcow_inflight *f;
 	unsigned i;
 
-	for (i = 0; i < QCOW_MAX_INFLIGHT; i++) {
-		if (!img->inflight[i].used) {
-			img->inflight[i].first_cluster = first;
-			img->inflight[i].nb_clusters = nb;
-			img->inflight[i].used = true;
-			return (int)i;
-		}
-	}
-	return qcow_busy(img, QCOW_WAIT_WRITE, "%u cluster allocations in flight already",
-			 QCOW_MAX_INFLIGHT);
+	for (i = 0; i < QCOW_MAX_INFLIGHT && img->inflight[i].used; i++)
+		;
+	if (i == QCOW_MAX_INFLIGHT)
+		return qcow_busy(img, QCOW_WAIT_WRITE, "%u cluster allocations in flight already",
+				 QCOW_MAX_INFLIGHT);
+	f = &img->inflight[i];
+	f->first_cluster = first;
+	f->nb_clusters = nb;
+	f->used = true;
+	f->live_at = (uint16_t)img->nr_inflight;
+	img->inflight_live[img->nr_inflight++] = (uint16_t)i;
+	return (int)i;
+}
+
+static void inflight_drop(struct qcow_image *img, unsigned slot)
+{
+	struct qcow_inflight *f = &img->inflight[slot];
+	uint16_t last = img->inflight_live[--img->nr_inflight];
+
+	img->inflight_live[f->live_at] = last;
+	img->inflight[last].live_at = f->live_at;
+	f->used = false;
 }
 
 static struct qcow_inflight *inflight_of_plan(struct qcow_image *img,
@@ -781,7 +792,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		return slot;
 	host = qcow_alloc_clusters(img, n);
 	if (host < 0) {
-		img->inflight[slot].used = false;
+		inflight_drop(img, (unsigned)slot);
 		return (int)host;
 	}
 	end = QCOW_MIN(off + len, (first + n) << img->cluster_bits);
@@ -791,7 +802,7 @@ static int plan_alloc(struct qcow_image *img, const uint64_t *table, uint64_t of
 		ret = cow_plan(img, table, off, end, n, (uint64_t)host, plan);
 	if (ret < 0) {
 		release(img, (uint64_t)host, n * cs);
-		img->inflight[slot].used = false;
+		inflight_drop(img, (unsigned)slot);
 		return ret;
 	}
 	qcow_sync_owed(img, QCOW_SYNC_DATA);
@@ -924,7 +935,7 @@ int qcow_write_end(struct qcow_image *img, struct qcow_write_plan *plan, int res
 	}
 	qcow_cache_put(img->l2_cache, f->table);
 	f->table = NULL;
-	f->used = false;
+	inflight_drop(img, plan->inflight_slot);
 	plan->new_host_cluster = 0;
 	return result;
 }

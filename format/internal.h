@@ -127,6 +127,7 @@ struct qcow_inflight {
 	 * so that publishing needs no load (nor a write-back to make room) */
 	uint64_t *table;
 	bool used;
+	uint16_t live_at;	/* its index in qcow_image.inflight_live */
 };
 #define QCOW_MAX_INFLIGHT 256
 /* The most the file grows by ahead of data writes at once (image.c). */
@@ -300,6 +301,10 @@ struct qcow_image {
 	uint8_t *zero_cluster;        /* 1 cluster of zeros, never written */
 
 	struct qcow_inflight inflight[QCOW_MAX_INFLIGHT];
+	/* the used slots, the first nr_inflight: every write checks them, and
+	 * most of the time there are none or a few */
+	uint16_t inflight_live[QCOW_MAX_INFLIGHT];
+	unsigned nr_inflight;
 
 	/* the persistent bitmaps a read-write handle keeps (bitmap.c); NULL:
 	 * none, or the image has no valid bitmaps extension */

@@ -577,7 +577,6 @@ static int tx_switch(struct snap_tx *tx, uint64_t l1_off, uint64_t table_off)
 static int tx_init(struct snap_tx *tx, struct qcow_image *img)
 {
 	uint64_t file_size;
-	unsigned i;
 	int ret;
 
 	memset(tx, 0, sizeof(*tx));
@@ -586,9 +585,8 @@ static int tx_init(struct snap_tx *tx, struct qcow_image *img)
 		return qcow_set_error(img, -EROFS, "snapshot: the image is open read-only");
 	/* an allocation between write_begin and write_end is counted by no L2
 	 * entry yet: the rebuilt refcounts would free it under the write */
-	for (i = 0; i < QCOW_MAX_INFLIGHT; i++)
-		if (img->inflight[i].used)
-			return qcow_set_error(img, -EBUSY, "snapshot: writes are in flight");
+	if (img->nr_inflight)
+		return qcow_set_error(img, -EBUSY, "snapshot: writes are in flight");
 	ret = qcow_flush(img);			/* step 1 */
 	if (ret == 0)
 		ret = img->file.ops->get_size(img->file.ctx, &file_size);
