@@ -11,8 +11,9 @@
  *    on a cold cache: the L2 table (and refcount block) reads asked for,
  *    then the plan or the change;
  *  - qcow_write_begin/qcow_write_end: the plan, -EBUSY for an overlapping
- *    begin, in-place rewrites, rollback on a failed data write, partial
- *    clusters, multi-run ranges, several plans in flight at once;
+ *    begin (also with another plan ended before it), in-place rewrites,
+ *    rollback on a failed data write, partial clusters, multi-run ranges,
+ *    several plans in flight at once;
  *    qemu-img check clean at the end.
  */
 #include "internal.h"
@@ -252,6 +253,9 @@ static void test_write_split(void)
 	CHECK(pwrite_file(img, data, p1.length, p1.host_offset) == 0, "pwrite");
 	r = qcow_write_end(img, &p1, 0);
 	CHECK(r == 0, "write_end: %d %s", r, qcow_error(img));
+	/* p1 was the first of the two in flight: p2's range is still taken */
+	r = qcow_write_begin(img, 64 << 10, 512, &px);
+	CHECK(r == -EBUSY, "write_begin over p2 after p1 ended returned %d, want -EBUSY", r);
 	memcpy(model, data, p1.length);
 	CHECK(qcow_read(img, back, 0, 4096) == 0 && !memcmp(back, model, 4096),
 	      "data written through the plan");
