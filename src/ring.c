@@ -11,18 +11,22 @@
  * the kernel has them (6.1+).  Its fixed files: /dev/ublkcN, the image and
  * the layers of its backing chain.
  *
- * One io-wq worker for the ring's blocking work, where every layer lies on
- * a file system whose direct IO does not block (ext4, xfs, btrfs) or on a
- * block device: there a worker gets only the writes that allocate file
- * system blocks (write.c sends a fresh cluster's write straight to it), the
- * fsync of a flush and the odd request that would have to wait.  The file
+ * One io-wq worker for the ring's blocking work, where the image is opened
+ * for direct IO and every layer lies on a file system whose direct IO and
+ * buffered reads do not block (ext4, xfs, btrfs) or on a block device
+ * (backing files are read through the page cache): there a worker gets
+ * only the writes that allocate file system blocks (write.c sends a fresh
+ * cluster's write straight to it), the fsync of a flush and the odd request
+ * that would have to wait.  The file
  * system takes the inode's lock exclusively for each allocating write, so
  * more workers only wait for it, spinning on CPUs its holder needs
  * (doc/design.md 10.4 has the measurements).  Elsewhere (tmpfs, NFS, 9p:
  * every request goes to a worker) the kernel's default stays, so that
- * requests run in parallel.
+ * requests run in parallel; so it does for a buffered image
+ * (--cache=writeback), whose writes ext4 hands to a worker every time.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -61,8 +65,9 @@ int uq_ring_init(struct io_uring *ring, unsigned depth)
 	return ret;
 }
 
-/* Does direct IO to fd go to an io-wq worker only when it must block? */
-static bool direct_io_nowait(int fd)
+/* Does IO to fd (direct, or buffered reads) go to an io-wq worker only
+ * when it must block? */
+static bool io_nowait(int fd)
 {
 	struct statfs fs;
 	struct stat st;
@@ -83,10 +88,13 @@ static bool direct_io_nowait(int fd)
 
 unsigned uq_ring_io_workers(const struct uq_dev *dev)
 {
+	int flags = fcntl(dev->img_fd, F_GETFL);
 	unsigned d;
 
+	if (flags < 0 || !(flags & O_DIRECT))
+		return 0;
 	for (d = 0; d < dev->nr_layers; d++)
-		if (!direct_io_nowait(dev->layers[d].fd))
+		if (!io_nowait(dev->layers[d].fd))
 			return 0;
 	return 1;
 }

@@ -121,12 +121,17 @@ bdev_goes_away() {
 	! [ -b "$DEV" ]
 }
 
+# queue_tid N: the thread id of the daemon's queue N thread (ublk-qcow-qN)
+queue_tid() {
+	for t in /proc/$(pidof ublk-qcow)/task/*; do
+		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] && echo "${t##*/}"
+	done
+}
+
 # queue_cpus N: the CPUs queue N's thread may run on (Cpus_allowed_list)
 queue_cpus() {
-	for t in /proc/$(pidof ublk-qcow)/task/*; do
-		[ "$(cat "$t/comm")" = "ublk-qcow-q$1" ] &&
-			awk '/^Cpus_allowed_list/ { print $2 }' "$t/status"
-	done
+	tid=$(queue_tid "$1")
+	[ -n "$tid" ] && awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$tid/status"
 }
 
 # busybox has no mountpoint(1)

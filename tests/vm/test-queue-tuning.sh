@@ -18,8 +18,10 @@
 #          with the image on ext4 (a RAM disk), 4 KiB allocating writes at
 #          depth 32 get one io-wq worker for the queue's ring (ring.c; at
 #          most 2 threads: io-wq keeps an idle one besides, and without
-#          the bound there are 9), and open -v says so; on tmpfs, where
-#          every write needs a worker, it says the kernel's default stays.
+#          the bound there are 9), and open -v says so; with
+#          --cache=writeback on ext4 (a buffered write always needs a
+#          worker) and on tmpfs (every write needs one) it says the
+#          kernel's default stays.
 . "$(dirname "$0")/lib.sh"
 
 vm_init
@@ -78,34 +80,38 @@ if uq_open -q 2 --pin-queues disk.qcow2; then
 fi
 # q0_workers: the io-wq workers of queue 0's thread (named iou-wrk-TID)
 q0_workers() {
-	n=0 qtid=
-	for t in /proc/$(pidof ublk-qcow)/task/*; do
-		[ "$(cat "$t/comm")" = ublk-qcow-q0 ] && qtid=${t##*/}
-	done
+	n=0 qtid=$(queue_tid 0)
 	for t in /proc/$(pidof ublk-qcow)/task/*; do
 		[ "$(cat "$t/comm")" = "iou-wrk-$qtid" ] && n=$((n + 1))
 	done
 	echo "$n"
 }
-# workers_when_allocating DIR: queue 0's workers, 2 s into 4 KiB random
-# writes at depth 32 to a new image in DIR (io-wq lets idle workers go after
-# 5 s), opened with -v: /tmp/open.err has the line that says how the rings
-# were set up
+# workers_when_allocating DIR [OPTION...]: queue 0's workers, 2 s into 4 KiB
+# random writes at depth 32 to a new image in DIR (io-wq lets idle workers
+# go after 5 s), opened with -v and the options: /tmp/open.err has the line
+# that says how the rings were set up
 workers_when_allocating() {
-	qcow-tool create "$1/empty.qcow2" 1G >/dev/null && uq_open -v "$1/empty.qcow2" || return 1
+	dir=$1
+	shift
+	qcow-tool create "$dir/empty.qcow2" 1G >/dev/null && uq_open -v "$@" "$dir/empty.qcow2" || return 1
 	fio --name=alloc --filename="$DEV" --rw=randwrite --bs=4k --iodepth=32 --ioengine=io_uring \
 		--direct=1 --runtime=3 --time_based >/dev/null 2>&1 &
 	sleep 2
 	WORKERS=$(q0_workers)
 	wait
 	uq_close "$DEV"
-	rm -f "$1/empty.qcow2"
+	rm -f "$dir/empty.qcow2"
 }
 at_most() { [ "$2" -le "$3" ] || { echo "    $1: $2 workers, wanted at most $3"; return 1; }; }
 said() { grep -q "$1" /tmp/open.err || { echo "    open -v did not say '$1':"; sed 's/^/    | /' /tmp/open.err; return 1; }; }
 if bench_disk 256 && workers_when_allocating /bench; then
 	check ext4-one-worker at_most ext4 "$WORKERS" 2
 	check ext4-says-one-worker said "one io-wq worker a queue"
+fi
+# buffered writes to ext4 all go to io-wq: one worker would serve them one
+# at a time
+if workers_when_allocating /bench --cache=writeback; then
+	check ext4-writeback-says-kernel-workers said "io-wq workers as the kernel sets"
 fi
 mkdir -p /tmp/fs && mount -t tmpfs -o size=256m tmpfs /tmp/fs
 if workers_when_allocating /tmp/fs; then
