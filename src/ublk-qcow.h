@@ -240,6 +240,8 @@ struct uq_queue {
 	unsigned backend;		/* image / metadata / zc ops in flight */
 	bool stopping;			/* a command came back -ENODEV */
 	bool fatal;			/* the loop failed: exit */
+	bool writes_queued;		/* image writes wait for the next submit */
+	struct timespec stamped;	/* the clock tick of the last stamp_image */
 	/* ublk-qcow stats, and the report when the queue exits (-v or syslog) */
 	_Atomic uint64_t stats[UQ_QS_COUNT];
 };

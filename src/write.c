@@ -314,6 +314,7 @@ static bool needs_old(const struct qcow_write_plan *p)
 static void write_queued(struct uq_tag *t, struct io_uring_sqe *sqe, uint64_t len)
 {
 	sqe->flags |= IOSQE_FIXED_FILE | (t->plan.fresh ? IOSQE_ASYNC : 0);
+	t->q->writes_queued = true;
 	queued(t, sqe, uq_ud(UQ_UD_WRITE, t->tag, len));
 	t->pieces++;
 }

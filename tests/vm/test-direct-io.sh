@@ -11,7 +11,9 @@
 #          block size is the disk's 4096, and in the zero-copy modes its DMA
 #          alignment and segment limits are the disk's (the request's pages
 #          go to the disk as they are); fio writes and verifies with
-#          512-byte-aligned buffers and mixed sizes; reopened with
+#          512-byte-aligned buffers and mixed sizes; reading the device
+#          leaves the image's mtime as it was, a write moves it (the daemon
+#          sets it itself before writes); reopened with
 #          --cache=writeback (512-byte blocks) fio verifies it all again;
 #          an image with 512-byte clusters and one whose size is not a
 #          multiple of 4096 fall back to the page cache by default
@@ -55,6 +57,31 @@ falls_back() {
 	refused 1 "$2" ublk-qcow open --cache=none "$1"
 }
 
+# The daemon sets the image's modification time itself before it issues
+# writes (queue.c, stamp_image), and only then: reads through the device
+# leave it alone, a write moves it.
+mtime() { stat -c %y "$1"; }
+reads_keep_mtime() {
+	m=$(mtime "$1")
+	sleep 1.1
+	fio --name=r --filename="$DEV" --rw=randread --bs=4k --iodepth=16 --ioengine=io_uring \
+		--direct=1 --runtime=1 --time_based >/dev/null 2>&1 || return 1
+	[ "$(mtime "$1")" = "$m" ] && return 0
+	echo "    reads moved the image's mtime from $m to $(mtime "$1")"
+	return 1
+}
+write_moves_mtime() {
+	m=$(mtime "$1")
+	sleep 1.1
+	# the block as it is, so that fio's data stays to be verified
+	dd if="$DEV" of=/tmp/block bs=4k count=1 iflag=direct 2>/dev/null &&
+		dd if=/tmp/block of="$DEV" bs=4k count=1 oflag=direct conv=notrunc 2>/dev/null ||
+		return 1
+	[ "$(mtime "$1")" != "$m" ] && return 0
+	echo "    a write left the image's mtime at $m"
+	return 1
+}
+
 mkdir -p /mnt4k /mntram
 check disk-has-4k-sectors [ "$(blk vda logical_block_size)" = 4096 ]
 check mkfs-on-4k-disk quiet mkfs.ext4 -q -F /dev/vda
@@ -70,6 +97,8 @@ if uq_open -q 2 /mnt4k/big.qcow2; then
 		check max-segment-size same_limit max_segment_size
 	fi
 	check fio-write-verify-512-aligned-buffers quiet fio job.fio
+	check reads-keep-image-mtime reads_keep_mtime /mnt4k/big.qcow2
+	check write-moves-image-mtime write_moves_mtime /mnt4k/big.qcow2
 	check close-none uq_close "$DEV"
 fi
 if uq_open --cache=writeback /mnt4k/big.qcow2; then
