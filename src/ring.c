@@ -17,10 +17,10 @@
  * (backing files are read through the page cache): there a worker gets
  * only the writes that allocate file system blocks (write.c sends a fresh
  * cluster's write straight to it), the fsync of a flush and the odd request
- * that would have to wait.  The file
- * system takes the inode's lock exclusively for each allocating write, so
- * more workers only wait for it, spinning on CPUs its holder needs
- * (doc/design.md 10.4 has the measurements).  Elsewhere (tmpfs, NFS, 9p:
+ * that would have to wait.  The file system takes the inode's lock
+ * exclusively for each allocating write, so more workers only wait for it,
+ * spinning on CPUs its holder needs (doc/design.md 10.4 has the
+ * measurements).  Elsewhere (tmpfs, NFS, 9p:
  * every request goes to a worker) the kernel's default stays, so that
  * requests run in parallel; so it does for a buffered image
  * (--cache=writeback), whose writes ext4 hands to a worker every time.

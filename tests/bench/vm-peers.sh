@@ -39,12 +39,13 @@ VM_BINARIES+=(qemu-nbd losetup)
 
 # the RAM disk holds up to 1 GiB of images besides the guest's own memory
 export UBLK_QCOW_VM_MEM=${UBLK_QCOW_VM_MEM:-3072}
+ROUNDS=${BENCH_ROUNDS:-3} SECS=${BENCH_SECONDS:-5}
 # a round takes about 4 minutes with 5-second runs
-export UBLK_QCOW_VM_TIMEOUT=${UBLK_QCOW_VM_TIMEOUT:-$((120 + ${BENCH_ROUNDS:-3} * ${BENCH_SECONDS:-5} * 60))}
+export UBLK_QCOW_VM_TIMEOUT=${UBLK_QCOW_VM_TIMEOUT:-$((120 + ROUNDS * SECS * 60))}
 vm_init
 cat >"$SHARE/bench.conf" <<EOF
-SECS=${BENCH_SECONDS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
+SECS=$SECS
+ROUNDS=$ROUNDS
 EOF
 
 vm_guest <<'GUEST'
@@ -204,7 +205,7 @@ GUEST
 vm_run >/dev/null
 
 log=$WORK/console.log
-vm_bench_header "peers on KERNEL, $VM_MODE mode (medians of ${BENCH_ROUNDS:-3} rounds: IOPS, QD1: mean latency in us; ratio to ublk-qcow -q 1; server CPU us per request)"
+vm_bench_header "peers on KERNEL, $VM_MODE mode (medians of $ROUNDS rounds: IOPS, QD1: mean latency in us; ratio to ublk-qcow -q 1; server CPU us per request)"
 grep -a -o '^bench: note .*' "$log" | sed 's/^bench: note /  /'
 grep -a -o '^bench: [a-z0-9-]* [A-Za-z0-9-]* [0-9.]* [0-9.]* [0-9.-]* [0-9.-]* [0-9]*' "$log" | awk '
 	function median(list,   a, n, i, j, v) {
