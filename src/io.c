@@ -35,8 +35,9 @@
  * it waits for (enum qcow_wait, from the engine): an overlapping
  * allocation's waiters are retried when a write ends, a load's when a
  * metadata read completes, the flush's when it ends, and those whose wait
- * has no name after any of these; on this queue or, through its eventfd,
- * on any other.  The request is committed once, after its last piece: the full
+ * has no name after any of these; on this queue or, through its eventfd
+ * (uq_queue_wake; a read of it stays armed on each queue's ring,
+ * uq_io_arm_wake), on any other.  The request is committed once, after its last piece: the full
  * length, or a negative errno (never a short count, never stale bytes).
  *
  * Data modes (enum uq_data_mode):
@@ -687,6 +688,19 @@ int uq_io_zero_buf_alloc(struct uq_dev *dev)
 	return 0;
 }
 
+void uq_io_arm_wake(struct uq_queue *q)
+{
+	struct io_uring_sqe *sqe;
+
+	if (q->efd < 0)
+		return;
+	sqe = uq_get_sqe(q);
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_EVENT, 0, 0));
+}
+
 void uq_io_woken(struct uq_queue *q)
 {
 	pthread_mutex_lock(&q->dev->engine_lock);
@@ -694,6 +708,7 @@ void uq_io_woken(struct uq_queue *q)
 	q->retry |= q->wake_mask;
 	q->wake_mask = 0;
 	pthread_mutex_unlock(&q->dev->engine_lock);
+	uq_io_arm_wake(q);
 }
 
 void uq_io_retry_parked(struct uq_queue *q)

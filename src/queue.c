@@ -139,17 +139,6 @@ int uq_queue_buf_register(struct uq_tag *t)
 	return 0;
 }
 
-static void arm_event(struct uq_queue *q)
-{
-	struct io_uring_sqe *sqe = uq_get_sqe(q);
-
-	if (!sqe)
-		return;
-	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
-	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_EVENT, 0, 0));
-}
-
-/* Wake q's thread (parked work to retry, or abort). Any thread may call it. */
 void uq_queue_wake(struct uq_queue *q)
 {
 	uint64_t one = 1;
@@ -193,7 +182,6 @@ static void handle_event_cqe(struct uq_queue *q, int res)
 	if (atomic_load(&dev->abort))
 		return;
 	uq_io_woken(q);
-	arm_event(q);
 }
 
 static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
@@ -400,7 +388,7 @@ static int queue_setup(struct uq_queue *q)
 		ret = descs_init(q);
 	if (ret < 0)
 		return ret;
-	arm_event(q);
+	uq_io_arm_wake(q);
 	for (i = 0; i < dev->depth; i++)
 		queue_fetch_cmd(&q->tags[i], UBLK_U_IO_FETCH_REQ, 0);
 	ret = io_uring_submit(&q->ring);

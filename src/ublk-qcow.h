@@ -346,6 +346,7 @@ void uq_queues_join(struct uq_dev *dev);
 struct io_uring_sqe *uq_get_sqe(struct uq_queue *q);
 void uq_queue_commit(struct uq_tag *t, int result);
 int uq_queue_buf_register(struct uq_tag *t);
+/* Wake q's thread (parked work to retry, or abort). Any thread may call it. */
 void uq_queue_wake(struct uq_queue *q);
 
 /* Image IO from the daemon's own memory: aligned for any direct IO. */
@@ -407,7 +408,11 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res);
 void uq_io_advance(struct uq_tag *t);
 /* Retry the parked requests of the lists in q->retry (each may park again). */
 void uq_io_retry_parked(struct uq_queue *q);
-/* q's eventfd fired: take the lists other queues woke into q->retry. */
+/* A read of q's eventfd on its ring (UQ_UD_EVENT), so that uq_queue_wake
+ * from another thread wakes q's; nothing when q has no eventfd. */
+void uq_io_arm_wake(struct uq_queue *q);
+/* q's eventfd fired: take the lists other queues woke into q->retry, and
+ * read the eventfd again. */
 void uq_io_woken(struct uq_queue *q);
 /* Quiesce: tell the main thread when idle; start held requests after. */
 void uq_io_quiesce_step(struct uq_queue *q);

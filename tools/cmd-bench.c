@@ -18,21 +18,22 @@
 #include "usersrc.h"
 
 #define BENCH_MAX_DEPTH 1024
+#define BENCH_MAX_QUEUES 64
 #define BENCH_MAX_BUF   (512U << 10)	/* the daemon's largest request */
 
 static void bench_usage(void)
 {
 	printf("Usage: " TOOL_NAME " bench [-c COUNT] [-d DEPTH] [-f qcow2] "
 	       "[--flush-interval=N] [-n] [--no-drain]\n"
-	       "       [-o OFFSET] [--pattern=PATTERN] [-q] [-s BUFFER_SIZE] [-S STEP_SIZE]\n"
-	       "       [-t none|writeback] [-w] IMAGE\n\n"
+	       "       [-o OFFSET] [--pattern=PATTERN] [-q] [--queues=N] [-s BUFFER_SIZE]\n"
+	       "       [-S STEP_SIZE] [-t none|writeback] [-w] IMAGE\n\n"
 	       "Run qemu-img bench's sequential benchmark on IMAGE through ublk-qcow's request\n"
 	       "path: COUNT requests of BUFFER_SIZE bytes, DEPTH at a time, the first at\n"
 	       "OFFSET and each next one STEP_SIZE further on, wrapping at the end of the\n"
 	       "image. Reads unless -w. One thread, one io_uring, copy mode, as one queue\n"
-	       "of the daemon serves them.\n\n"
+	       "of the daemon serves them; or --queues of them, sharing the image.\n\n"
 	       "  -c COUNT             requests in all (default 75000)\n"
-	       "  -d DEPTH             requests in flight (default 64, at most %u)\n"
+	       "  -d DEPTH             requests in flight per queue (default 64, at most %u)\n"
 	       "  -f FMT               image format: qcow2 (the daemon serves nothing else)\n"
 	       "  --flush-interval=N   writes: flush whenever the requests left are a\n"
 	       "                       multiple of N, after the writes in flight complete\n"
@@ -42,6 +43,10 @@ static void bench_usage(void)
 	       "  -o OFFSET            offset of the first request (default 0)\n"
 	       "  --pattern=PATTERN    the byte writes write (default 0)\n"
 	       "  -q                   quiet: print nothing but errors\n"
+	       "  --queues=N           N queues, each on a thread and io_uring of its own, as\n"
+	       "                       the daemon's -q N (default 1, at most %u): the\n"
+	       "                       sequence is cut into N runs in a row, one per queue,\n"
+	       "                       and each queue flushes after its own share of them\n"
 	       "  -s BUFFER_SIZE       bytes per request (default 4K, at most 512K)\n"
 	       "  -S STEP_SIZE         from one request to the next (default, and for 0:\n"
 	       "                       BUFFER_SIZE)\n"
@@ -51,7 +56,7 @@ static void bench_usage(void)
 	       "  -h, --help           this text\n\n"
 	       "Offsets and sizes are multiples of 512 bytes, or of the file's direct IO\n"
 	       "block with -t none: the requests of a block device.\n\n"
-	       "Exit status: 0 success, 1 error.\n", BENCH_MAX_DEPTH);
+	       "Exit status: 0 success, 1 error.\n", BENCH_MAX_DEPTH, BENCH_MAX_QUEUES);
 }
 
 struct bench_args {
@@ -71,7 +76,7 @@ static int bench_number(const char *what, const char *arg, uint64_t min, uint64_
 	return 0;
 }
 
-enum { OPT_FLUSH_INTERVAL = 256, OPT_NO_DRAIN, OPT_PATTERN };
+enum { OPT_FLUSH_INTERVAL = 256, OPT_NO_DRAIN, OPT_PATTERN, OPT_QUEUES };
 
 static int bench_option(struct bench_args *a, int c, char **argv)
 {
@@ -108,6 +113,11 @@ static int bench_option(struct bench_args *a, int c, char **argv)
 	case OPT_FLUSH_INTERVAL:
 		return bench_number("flush interval", optarg, 0, INT32_MAX, &j->flush_interval);
 	case OPT_NO_DRAIN: j->drain = false; return 0;
+	case OPT_QUEUES:
+		if (bench_number("number of queues", optarg, 1, BENCH_MAX_QUEUES, &v))
+			return -1;
+		j->queues = (unsigned)v;
+		return 0;
 	case OPT_PATTERN:
 		if (!parse_pattern(optarg, &j->pattern))
 			return 0;
@@ -129,6 +139,7 @@ static int bench_parse_args(int argc, char **argv, struct bench_args *a)
 		{ "flush-interval", required_argument, NULL, OPT_FLUSH_INTERVAL },
 		{ "no-drain", no_argument, NULL, OPT_NO_DRAIN },
 		{ "pattern", required_argument, NULL, OPT_PATTERN },
+		{ "queues", required_argument, NULL, OPT_QUEUES },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, ret;
@@ -202,8 +213,8 @@ static double now(void)
 
 int cmd_bench(int argc, char **argv)
 {
-	struct bench_args a = { .job = { .depth = 64, .count = 75000, .bufsize = 4096,
-					 .drain = true } };
+	struct bench_args a = { .job = { .queues = 1, .depth = 64, .count = 75000,
+					 .bufsize = 4096, .drain = true } };
 	struct qcow_image *img = NULL;
 	char err[512];
 	uint32_t block;

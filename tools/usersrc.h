@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A request source in user space for the daemon's request path: src/io.c
- * serves requests that come from here instead of the ublk driver, on a real
- * io_uring, in copy mode, on one thread (so that callgrind can count it).
- * qcow-tool bench runs qemu-img bench's workload through it.
+ * serves requests that come from here instead of the ublk driver, on real
+ * io_urings, in copy mode: one queue on the calling thread (so that
+ * callgrind can count it), or several on threads of their own, sharing the
+ * engine as the daemon's queues do. qcow-tool bench runs qemu-img bench's
+ * workload through it.
  */
 #ifndef QCOW_TOOL_USERSRC_H
 #define QCOW_TOOL_USERSRC_H
@@ -19,7 +21,8 @@ struct usersrc_job {
 	uint32_t block_bytes;		/* requests' alignment: 512, or direct IO's */
 	bool write;
 	uint8_t pattern;		/* what writes write */
-	unsigned depth;			/* requests in flight */
+	unsigned queues;		/* each with a ring, and a thread when several */
+	unsigned depth;			/* requests in flight, per queue */
 	uint64_t count;			/* requests in all */
 	uint64_t bufsize;		/* bytes per request */
 	uint64_t offset;		/* the first request's */

@@ -24,6 +24,14 @@
 # image's pages serve every overlay), qemu-img with the image's, so -t none
 # would compare two different things.
 #
+# Two queues against one: qcow-tool bench --queues=2 (two threads, each with
+# its ring, one engine and its lock, as the daemon's -q 2) against one
+# queue, beside fio with two jobs against one on the raw file (each half
+# of the requests, the second starting where the first ends, as our second
+# queue does), for 4K reads from the page cache (no device time: what the
+# request path and the engine lock cost), and direct reads, overwrites and
+# allocating writes.
+#
 # Then user-space instructions per request, counted by callgrind for
 # qcow-tool bench and qemu-img bench (-i io_uring): the difference between
 # a run of 2N and one of N requests, over N, so start-up does not count.
@@ -54,12 +62,20 @@ fi
 
 # seconds CMD...: the run's time from its "Run completed in X seconds" line
 seconds() { "$@" | sed -n 's/^Run completed in \([0-9.]*\) seconds\./\1/p'; }
-# fio_seconds FILE RW [OPTIONS]: COUNT requests of 4K at depth 32
+# fio_seconds FILE RW [OPTIONS]: COUNT requests of 4K at depth 32 (wrapping
+# at the end of the file), direct IO unless OPTIONS say --direct=0; split
+# between JOBS (default 1) jobs, the second starting STRIDE bytes (for each
+# request) after the first
 fio_seconds() {
-	local f=$1 rw=$2
+	local f=$1 rw=$2 jobs=${JOBS:-1} per inc
 	shift 2
+	per=$((COUNT / jobs))
+	inc=$((per * ${STRIDE:-4096} % $(stat -c %s "$f")))
 	fio --name=b --filename="$f" --rw="$rw" --bs=4k --iodepth=32 --ioengine=io_uring \
-		--direct=1 --number_ios="$COUNT" "$@" --output-format=terse --terse-version=3 |
+		--direct=1 --numjobs="$jobs" --group_reporting --number_ios="$per" \
+		--io_size=$((per * 4096)) \
+		--offset_increment="$inc" "$@" \
+		--output-format=terse --terse-version=3 |
 		awk -F';' '{ ms = $9 > $50 ? $9 : $50; print ms / 1000 }'
 }
 # fresh: an empty 8 GiB image (and raw file) for allocating writes
@@ -119,8 +135,39 @@ run_round() {
 		"$TMP/top.qcow2" >>"$TMP/bcow.qemu"
 	fresh_top
 }
+# two queues against one, and fio's two jobs against one
+run_queues_round() {
+	local r=$1 q a=(-c "$COUNT" -d 32) j
+	# the cached reads first, with nothing between them that writes (a
+	# direct write drops the pages it covers), and ten times as many: a
+	# run of COUNT would be over in tens of milliseconds
+	"$TOOL" bench -q "${a[@]}" -t writeback "$TMP/full.qcow2"
+	cat "$TMP/full.raw" >/dev/null
+	for q in 1 2; do
+		seconds "$TOOL" bench -c $((COUNT * 10)) -d 32 --queues=$q -t writeback \
+			"$TMP/full.qcow2" >>"$TMP/cread.q$q"
+		COUNT=$((COUNT * 10)) JOBS=$q fio_seconds "$TMP/full.raw" read --direct=0 \
+			>>"$TMP/cread.j$q"
+	done
+	for q in 1 2; do
+		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none "$TMP/full.qcow2" >>"$TMP/dread.q$q"
+		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none -w --pattern="$r" \
+			"$TMP/full.qcow2" >>"$TMP/dover.q$q"
+		fresh
+		# shellcheck disable=SC2086
+		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none $ALLOC "$TMP/empty.qcow2" \
+			>>"$TMP/dalloc.q$q"
+	done
+	for j in 1 2; do
+		JOBS=$j fio_seconds "$TMP/full.raw" read >>"$TMP/dread.j$j"
+		JOBS=$j fio_seconds "$TMP/full.raw" write >>"$TMP/dover.j$j"
+		fresh
+		JOBS=$j STRIDE=65536 fio_seconds "$TMP/empty.raw" write:60k >>"$TMP/dalloc.j$j"
+	done
+}
 for ((r = 1; r <= ROUNDS; r++)); do
 	run_round "$r"
+	run_queues_round "$r"
 done
 
 echo "make bench: the request path on the host, no driver ($COUNT requests of 4K, depth 32, direct IO;"
@@ -142,6 +189,18 @@ done
 awk -v f="$(median <"$TMP/flat.ours")" -v c="$(median <"$TMP/chain.ours")" \
     -v qf="$(median <"$TMP/flat.qemu")" -v qc="$(median <"$TMP/chain.qemu")" 'BEGIN {
 	printf "  the cost of depth: a 3-deep read takes %.2fx the flat read\x27s time (qemu-img: %.2fx)\n", c / f, qc / qf }'
+
+echo "  two queues against one (qcow-tool bench --queues=2), fio's two jobs against one:"
+printf "  %-22s %12s %12s %9s %12s %12s %9s\n" workload "ours -q 1" "ours -q 2" "2 / 1" \
+	"fio 1 job" "fio 2 jobs" "2 / 1"
+for w in cread:"4K read, cached" dread:"4K read" dover:"4K overwrite" dalloc:"4K allocating"; do
+	k=${w%%:*} n=$COUNT
+	[ "$k" = cread ] && n=$((COUNT * 10))
+	awk -v w="${w#*:}" -v n="$n" -v a="$(median <"$TMP/$k.q1")" -v b="$(median <"$TMP/$k.q2")" \
+	    -v c="$(median <"$TMP/$k.j1")" -v d="$(median <"$TMP/$k.j2")" 'BEGIN {
+		printf "  %-22s %12.0f %12.0f %8.2fx %12.0f %12.0f %8.2fx\n", w, n / a, n / b, a / b,
+		       n / c, n / d, c / d }'
+done
 
 if ! command -v valgrind >/dev/null; then
 	echo "  (no valgrind: instructions per request not counted)"

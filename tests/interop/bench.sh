@@ -7,7 +7,11 @@
 # finds clean. Workloads: reads and writes, offsets and steps that are not
 # the buffer size, a start near the end so the offsets wrap, flushes with and
 # without draining, direct IO, patterns, cluster sizes from 4K to 2M, an
-# image with data, holes and zero clusters to start from.
+# image with data, holes and zero clusters to start from. With --queues
+# (ours only: QUEUES=N same ...), several queues on threads of their own
+# must leave what qemu-img's one queue leaves; on an empty image their runs
+# wrap over each other's clusters while allocating them, so requests wait
+# for another queue's allocation and are woken from that queue's thread.
 # Then the refusals: bad numbers, unaligned requests, another format, a
 # missing image, a request past the end, each with exit status 1 and a
 # message, and the image unchanged.
@@ -32,14 +36,15 @@ base() {
 	qemu-io -f qcow2 "${cmds[@]}" "$img" >/dev/null
 }
 
-# same WHAT BENCH_ARGS...: both benches on copies of $BASE, then compare.
+# same WHAT BENCH_ARGS...: both benches on copies of $BASE, then compare;
+# ours with --queues=$QUEUES when set.
 same() {
 	local what=$1 ours theirs
 	shift
 	cp "$BASE" "$TMP/ours.qcow2"
 	cp "$BASE" "$TMP/theirs.qcow2"
 	CHECKS=$((CHECKS + 1))
-	if ! ours=$("$QCOW_TOOL" bench "$@" "$TMP/ours.qcow2" 2>&1); then
+	if ! ours=$("$QCOW_TOOL" bench ${QUEUES:+"--queues=$QUEUES"} "$@" "$TMP/ours.qcow2" 2>&1); then
 		fail "$what: qcow-tool bench $* failed"
 		printf '%s\n' "$ours" | sed 's/^/    | /' >&2
 		return 0
@@ -67,6 +72,20 @@ for cs in 4096 65536 2097152; do
 	same "cs=$cs write, 512K requests" -w -c 200 -s 512k -d 4 --pattern=8
 	same "cs=$cs read, direct IO" -t none -c 1000 -d 8
 	same "cs=$cs write, direct IO" -t none -w -c 1000 -d 8 -S 20k --pattern=9
+	QUEUES=3 same "cs=$cs read, 3 queues" -c 3000 -d 16
+	QUEUES=3 same "cs=$cs write, 3 queues" -w -c 3001 -d 32 -S 12k --pattern=0xa5
+	QUEUES=2 same "cs=$cs write, 2 queues, flushes" -w -c 1000 -d 8 --flush-interval=100 \
+		--pattern=6
+	QUEUES=2 same "cs=$cs write, 2 queues, direct IO" -t none -w -c 2000 -d 8 -S 20k \
+		--pattern=10
+	BASE_SAVED=$BASE
+	BASE=$TMP/empty-$cs.qcow2
+	qemu-img create -q -f qcow2 -o "cluster_size=$cs" "$BASE" 8M
+	QUEUES=4 same "cs=$cs empty, 4 queues allocating the same clusters" -w -c 20000 -d 16 \
+		-S 12k --pattern=0x5a
+	QUEUES=4 same "cs=$cs empty, 4 queues allocating, direct IO" -t none -w -c 8000 -d 16 \
+		-s 8k --pattern=0x3c
+	BASE=$BASE_SAVED
 done
 
 BASE=$TMP/base-65536.qcow2
@@ -80,11 +99,20 @@ expect_rc 1 "an unaligned offset" "$QCOW_TOOL" bench -o 100 "$TMP/x.qcow2"
 expect_rc 1 "a raw image" "$QCOW_TOOL" bench -f raw "$TMP/x.qcow2"
 expect_rc 1 "flushes in a read test" "$QCOW_TOOL" bench --flush-interval=10 "$TMP/x.qcow2"
 expect_rc 1 "a bad cache mode" "$QCOW_TOOL" bench -t unsafe "$TMP/x.qcow2"
+expect_rc 1 "no queues" "$QCOW_TOOL" bench --queues=0 "$TMP/x.qcow2"
+expect_rc 1 "queues past the limit" "$QCOW_TOOL" bench --queues=65 "$TMP/x.qcow2"
+check "which says so" grep -q 'Invalid number of queues' "$TMP/last.out"
 expect_rc 1 "no image" "$QCOW_TOOL" bench
 expect_rc 1 "a missing image" "$QCOW_TOOL" bench "$TMP/missing.qcow2"
 check "which names it" grep -q 'missing.qcow2' "$TMP/last.out"
 expect_rc 1 "a request past the end" "$QCOW_TOOL" bench -w -c 2 -s 4k -o 64M "$TMP/x.qcow2"
 check "x.qcow2 unchanged by refusals" qemu-img compare -q "$BASE" "$TMP/x.qcow2"
+# the other queues' writes may land before the failure stops them
+expect_rc 1 "a request past the end, 3 queues" "$QCOW_TOOL" bench -w -c 200 -s 4k -o 64M \
+	--queues=3 "$TMP/x.qcow2"
+check "which names the queue and the request" grep -q 'queue 0: write of 4096 bytes at offset 67108864' \
+	"$TMP/last.out"
+check "x.qcow2 clean after it" qemu-img check -q "$TMP/x.qcow2"
 expect_rc 0 "--help" "$QCOW_TOOL" bench --help
 check "--help shows the options" grep -q -- '--flush-interval' "$TMP/last.out"
 
