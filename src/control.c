@@ -64,13 +64,6 @@ void uq_control_close(struct uq_dev *dev)
 
 /* ------------------------------------------------------------ quiesce */
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 static void wake_all(struct uq_dev *dev)
 {
 	unsigned i;
@@ -124,7 +117,7 @@ static int quiesce(struct uq_dev *dev)
 			log_unquiet(dev, gen);
 			return -ETIMEDOUT;
 		}
-		sleep_ms(1);
+		uq_sleep_ms(1);
 		waited++;
 	}
 	return 0;

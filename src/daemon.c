@@ -377,7 +377,7 @@ static int device_attach(struct uq_dev *dev)
 		ret = uq_ctrl_start_recovery(&dev->ctrl, id);
 		if (ret != -EBUSY)
 			break;
-		usleep(100 * 1000);
+		uq_sleep_ms(100);
 	}
 	if (ret < 0)
 		return uq_log_errno("START_USER_RECOVERY", ret);
@@ -403,7 +403,7 @@ static int open_cdev(struct uq_dev *dev)
 		fd = open(path, O_RDWR | O_CLOEXEC);
 		if (fd >= 0 || !cdev_may_come(errno, unprivileged))
 			break;
-		usleep(50 * 1000);
+		uq_sleep_ms(50);
 	}
 	if (fd < 0 && errno == EACCES && unprivileged) {
 		uq_err("open %s: permission denied: udev did not give it to uid %u (is "

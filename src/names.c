@@ -66,7 +66,6 @@ static bool link_ready(const char *leaf, const char *device)
 
 void uq_wait_name_link(const struct uq_dev *dev, const char *device)
 {
-	struct timespec ts = { 0, 20 * 1000 * 1000 };
 	char leaf[UQ_LINK_LEAF_MAX];
 	unsigned waited_ms;
 
@@ -77,7 +76,7 @@ void uq_wait_name_link(const struct uq_dev *dev, const char *device)
 	for (waited_ms = 0; waited_ms < LINK_WAIT_MS; waited_ms += 20) {
 		if (link_ready(leaf, device))
 			return;
-		nanosleep(&ts, NULL);
+		uq_sleep_ms(20);
 	}
 	uq_warn("%s/%s did not appear within %u s (is the udev rule 60-ublk-qcow.rules "
 		"installed?)", UQ_LINK_DIR, leaf, LINK_WAIT_MS / 1000);

@@ -180,13 +180,12 @@ int uq_target_arg(int argc, char **argv, const char *use, unsigned *id)
 
 static bool wait_gone(int pid, unsigned timeout_s)
 {
-	struct timespec ts = { 0, 50 * 1000 * 1000 };
-	unsigned long i, rounds = (unsigned long)timeout_s * 20;
+	unsigned long waited_ms;
 
-	for (i = 0; i <= rounds; i++) {
+	for (waited_ms = 0; waited_ms <= timeout_s * 1000UL; waited_ms += 50) {
 		if (!uq_daemon_alive(pid))
 			return true;
-		nanosleep(&ts, NULL);
+		uq_sleep_ms(50);
 	}
 	return false;
 }
@@ -201,8 +200,7 @@ static bool wait_gone(int pid, unsigned timeout_s)
 int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid)
 {
 	struct ublksrv_ctrl_dev_info info;
-	struct timespec ts = { 0, 20 * 1000 * 1000 };
-	unsigned i;
+	unsigned waited_ms;
 	int ret;
 
 	/*
@@ -211,12 +209,12 @@ int uq_ctrl_left_by(struct uq_ctrl *c, unsigned id, int pid)
 	 * until the state leaves LIVE (a server the kernel lets us see, live,
 	 * has a pid).
 	 */
-	for (i = 0;; i++) {
+	for (waited_ms = 0;; waited_ms += 20) {
 		ret = uq_ctrl_get_info(c, id, &info);
 		if (ret < 0 || info.state != UBLK_S_DEV_LIVE || info.ublksrv_pid > 0 ||
-		    i == LEFT_BY_SETTLE_S * 50)
+		    waited_ms >= LEFT_BY_SETTLE_S * 1000)
 			break;
-		nanosleep(&ts, NULL);
+		uq_sleep_ms(20);
 	}
 	if (ret == -ENODEV)
 		return 0;

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <syslog.h>
+#include <time.h>
 
 #include <liburing.h>
 
@@ -49,6 +50,15 @@
 #define UQ_EXIT_OK		0
 #define UQ_EXIT_FAIL		1
 #define UQ_EXIT_USAGE		2
+
+/* Sleep ms milliseconds (a signal may cut it short): the one step of every
+ * loop that polls for the kernel, udev or another process to get somewhere. */
+static inline void uq_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
 
 /* ------------------------------------------------------------------ log.c */
 void uq_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
