@@ -913,16 +913,6 @@ static int daemonize(const struct uq_open_opts *o)
 
 /* ------------------------------------------------------ command line */
 
-static void open_usage(FILE *f)
-{
-	fprintf(f, "usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH]\n"
-		"                      [--zero-copy=auto|on|off|register]\n"
-		"                      [--cache=none|writeback] [--bitmaps=flush|close] [--read-only]\n"
-		"                      [--recoverable] [--snapshot NAME] [--foreground]\n"
-		"                      [--l2-cache BYTES] [--io-scheduler=none|kernel|NAME]\n"
-		"                      [--pin-queues] [-v] IMAGE\n", UQ_PROG);
-}
-
 /*
  * open's options from argv (shared/openopt.c: the one mapping of option
  * names, which a service's conf file goes through too), IMAGE into
@@ -934,12 +924,12 @@ static int open_args(int argc, char **argv, struct uq_open_opts *o)
 	int ret = uq_open_parse_argv(argc, argv, o, why, sizeof(why));
 
 	if (ret == 1)
-		open_usage(stdout);
+		uq_usage(stdout, "open");
 	if (ret >= 0)
 		return ret == 1 ? UQ_EXIT_OK : -1;
 	if (why[0])
 		fprintf(stderr, "%s: %s\n", UQ_PROG, why);
-	open_usage(stderr);
+	uq_usage(stderr, "open");
 	return UQ_EXIT_USAGE;
 }
 
@@ -1009,13 +999,6 @@ static const struct option recover_long[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-#define RECOVER_USE "usage: %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"
-
-static void recover_usage(FILE *f)
-{
-	fprintf(f, RECOVER_USE, UQ_PROG);
-}
-
 /*
  * The options the dead daemon ran with, from its state file: all it kept
  * (shared/opts.h), in one piece, and the cache mode its device was set up
@@ -1070,7 +1053,7 @@ int uq_cmd_recover(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "vh", recover_long, NULL)) != -1) {
 		if (c == 'h' || (c != 'F' && c != 'v')) {
-			recover_usage(c == 'h' ? stdout : stderr);
+			uq_usage(c == 'h' ? stdout : stderr, "recover");
 			return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 		}
 		if (c == 'v')
@@ -1078,7 +1061,7 @@ int uq_cmd_recover(int argc, char **argv)
 		else
 			foreground = true;
 	}
-	ret = uq_target_arg(argc, argv, RECOVER_USE, &id);
+	ret = uq_target_arg(argc, argv, "recover", &id);
 	if (ret >= 0)
 		return ret;
 	return uq_recover_serve(id, foreground);

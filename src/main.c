@@ -23,32 +23,57 @@
 #include <unistd.h>
 
 #include "ublk-qcow.h"
+#include "shared/conf.h"
 #include "shared/notify.h"
 
 #ifndef UQ_VERSION
 #define UQ_VERSION "0.1"
 #endif
 
+/*
+ * Each command's synopsis, said once: the program's usage lists them all,
+ * and a command's own usage prints its line (uq_usage). Continuation lines
+ * line up under "usage: ublk-qcow open ".
+ */
+static const struct {
+	const char *cmd, *synopsis;
+} synopses[] = {
+	{ "open", "[--name NAME] [--id N] [-q QUEUES] [-d DEPTH]\n"
+		  "                      [--zero-copy=auto|on|off|register]\n"
+		  "                      [--cache=none|writeback] [--bitmaps=flush|close] [--read-only]\n"
+		  "                      [--recoverable] [--snapshot NAME] [--foreground]\n"
+		  "                      [--l2-cache BYTES] [--io-scheduler=none|kernel|NAME]\n"
+		  "                      [--pin-queues] [-v] IMAGE" },
+	{ "list", "[--output=human|json]" },
+	{ "close", "[--timeout SECONDS] ID|/dev/ublkbN|NAME" },
+	{ "recover", "[--foreground] [-v] ID|/dev/ublkbN|NAME" },
+	{ "stats", "[--output=human|json] ID|/dev/ublkbN|NAME" },
+	{ "udev-name", "ublkbN" },
+	{ "service", "[-v] NAME   (serves " UQ_CONF_DIR "/NAME.conf; ublk-qcow@NAME)" },
+	{ "udev-owner", "ublkcN|ublkbN" },
+};
+
+void uq_usage(FILE *f, const char *cmd)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(synopses) / sizeof(synopses[0]); i++)
+		if (!strcmp(cmd, synopses[i].cmd))
+			fprintf(f, "usage: %s %s %s\n", UQ_PROG, cmd, synopses[i].synopsis);
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: %s open [--name NAME] [--id N] [-q QUEUES] [-d DEPTH] [--zero-copy=auto|on|off]\n"
-		"                      [--read-only] [--recoverable] [--foreground] [--l2-cache BYTES]\n"
-		"                      [--bitmaps=flush|close] [--io-scheduler=none|kernel|NAME]\n"
-		"                      [--pin-queues] [-v] IMAGE\n"
-		"       %s list [--output=human|json]\n"
-		"       %s close [--timeout SECONDS] ID|/dev/ublkbN|NAME\n"
-		"       %s recover [--foreground] [-v] ID|/dev/ublkbN|NAME\n"
-		"       %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n"
-		"       %s udev-name ublkbN\n"
-		"       %s service [-v] NAME   (serve /etc/ublk-qcow/NAME.conf; ublk-qcow@NAME)\n"
-		"       %s udev-owner ublkcN|ublkbN\n"
-		"       %s --help | --version\n"
+	size_t i;
+
+	for (i = 0; i < sizeof(synopses) / sizeof(synopses[0]); i++)
+		fprintf(f, "%s %s %s %s\n", i ? "      " : "usage:", UQ_PROG, synopses[i].cmd,
+			synopses[i].synopsis);
+	fprintf(f, "       %s --help | --version\n"
 		"\n"
 		"Serve a qcow2 image as the block device /dev/ublkbN through the kernel's ublk\n"
 		"driver (modprobe ublk_drv; root, or a user where the host allows unprivileged\n"
-		"devices). See ublk-qcow(8).\n",
-		UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG, UQ_PROG);
+		"devices). See ublk-qcow(8).\n", UQ_PROG);
 }
 
 /* A command that keeps or reads daemons' files, asked for more than its help. */

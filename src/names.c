@@ -134,7 +134,7 @@ int uq_cmd_udev_name(int argc, char **argv)
 	int rc = UQ_EXIT_FAIL;
 
 	if (argc != 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		fprintf(argc == 2 ? stdout : stderr, "usage: %s udev-name ublkbN\n", UQ_PROG);
+		uq_usage(argc == 2 ? stdout : stderr, "udev-name");
 		return argc == 2 ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
 	s = malloc(sizeof(*s));

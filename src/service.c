@@ -20,7 +20,6 @@
 #include "ublk-qcow.h"
 #include "shared/conf.h"
 
-#define SERVICE_USE "usage: %s service [-v] NAME   (serves CONF_DIR/NAME.conf)\n"
 #define LEFTOVER_CLOSE_TIMEOUT_S 60
 
 static int service_args(int argc, char **argv, const char **name)
@@ -32,11 +31,11 @@ static int service_args(int argc, char **argv, const char **name)
 		i++;
 	}
 	if (argc > i && (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))) {
-		printf(SERVICE_USE, UQ_PROG);
+		uq_usage(stdout, "service");
 		return UQ_EXIT_OK;
 	}
 	if (argc - i != 1 || argv[i][0] == '-') {
-		fprintf(stderr, SERVICE_USE, UQ_PROG);
+		uq_usage(stderr, "service");
 		return UQ_EXIT_USAGE;
 	}
 	*name = argv[i];

@@ -103,7 +103,7 @@ static void print_json(const struct uq_state *v, size_t n)
 	fputs(n ? "\n]\n" : "]\n", stdout);
 }
 
-int uq_output_opts(int argc, char **argv, const char *use, bool *json)
+int uq_output_opts(int argc, char **argv, const char *cmd, bool *json)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, 'o' },
@@ -119,7 +119,7 @@ int uq_output_opts(int argc, char **argv, const char *use, bool *json)
 			*json = !strcmp(optarg, "json");
 			continue;
 		}
-		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
+		uq_usage(c == 'h' ? stdout : stderr, cmd);
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
 	return -1;
@@ -127,17 +127,16 @@ int uq_output_opts(int argc, char **argv, const char *use, bool *json)
 
 int uq_cmd_list(int argc, char **argv)
 {
-	const char *use = "usage: %s list [--output=human|json]\n";
 	struct uq_state *v;
 	bool json;
 	size_t n;
 	int ret;
 
-	ret = uq_output_opts(argc, argv, use, &json);
+	ret = uq_output_opts(argc, argv, "list", &json);
 	if (ret >= 0)
 		return ret;
 	if (optind != argc) {
-		fprintf(stderr, use, UQ_PROG);
+		uq_usage(stderr, "list");
 		return UQ_EXIT_USAGE;
 	}
 	ret = uq_state_collect(&v, &n);
@@ -155,13 +154,13 @@ int uq_cmd_list(int argc, char **argv)
 
 /* ------------------------------------------------------------- close */
 
-int uq_target_arg(int argc, char **argv, const char *use, unsigned *id)
+int uq_target_arg(int argc, char **argv, const char *cmd, unsigned *id)
 {
 	const char *arg = argv[optind];
 	int ret;
 
 	if (argc - optind != 1) {
-		fprintf(stderr, use, UQ_PROG);
+		uq_usage(stderr, cmd);
 		return UQ_EXIT_USAGE;
 	}
 	ret = uq_target_resolve(arg, id);
@@ -172,7 +171,7 @@ int uq_target_arg(int argc, char **argv, const char *use, unsigned *id)
 	if (ret < 0) {
 		fprintf(stderr, "%s: '%s' is not a device id, /dev/ublkbN or device name\n",
 			UQ_PROG, arg);
-		fprintf(stderr, use, UQ_PROG);
+		uq_usage(stderr, cmd);
 		return ret == -EINVAL ? UQ_EXIT_USAGE : UQ_EXIT_FAIL;
 	}
 	return -1;
@@ -298,7 +297,6 @@ int uq_cmd_close(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *use = "usage: %s close [--timeout SECONDS] ID|/dev/ublkbN|NAME\n";
 	unsigned id, timeout_s = UQ_CLOSE_TIMEOUT_S;
 	int c, ret;
 
@@ -306,10 +304,10 @@ int uq_cmd_close(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
 		if (c == 't' && uq_parse_uint(optarg, 1, 86400, &timeout_s) == 0)
 			continue;
-		fprintf(c == 'h' ? stdout : stderr, use, UQ_PROG);
+		uq_usage(c == 'h' ? stdout : stderr, "close");
 		return c == 'h' ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
-	ret = uq_target_arg(argc, argv, use, &id);
+	ret = uq_target_arg(argc, argv, "close", &id);
 	if (ret >= 0)
 		return ret;
 	return uq_close_device(id, timeout_s);

@@ -226,15 +226,14 @@ static int stats_of(unsigned id, bool json)
 
 int uq_cmd_stats(int argc, char **argv)
 {
-	const char *use = "usage: %s stats [--output=human|json] ID|/dev/ublkbN|NAME\n";
 	bool json;
 	unsigned id;
 	int ret;
 
-	ret = uq_output_opts(argc, argv, use, &json);
+	ret = uq_output_opts(argc, argv, "stats", &json);
 	if (ret >= 0)
 		return ret;
-	ret = uq_target_arg(argc, argv, use, &id);
+	ret = uq_target_arg(argc, argv, "stats", &id);
 	if (ret >= 0)
 		return ret;
 	return stats_of(id, json);

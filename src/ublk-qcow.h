@@ -449,12 +449,15 @@ int uq_cmd_stats(int argc, char **argv);
 
 /* The one operand left after getopt, a device (uq_target_resolve: ID,
  * /dev/ublkbN or NAME) into *id: -1 to go on, else the exit status, with
- * its message (usage from the format use for a missing or bad operand). */
-int uq_target_arg(int argc, char **argv, const char *use, unsigned *id);
+ * its message (cmd's usage for a missing or bad operand). */
+int uq_target_arg(int argc, char **argv, const char *cmd, unsigned *id);
 /* Options [--output=human|json] [--help] of list and stats, from optind 1:
  * -1 to go on (*json set, optind at the operands), else the exit status
- * (usage from the format use, with the program name, printed). */
-int uq_output_opts(int argc, char **argv, const char *use, bool *json);
+ * (cmd's usage printed). */
+int uq_output_opts(int argc, char **argv, const char *cmd, bool *json);
+
+/* main.c: "usage: ublk-qcow CMD SYNOPSIS", each command's synopsis said once. */
+void uq_usage(FILE *f, const char *cmd);
 
 /* ------------------------------------------------------------- control.c */
 int uq_control_open(struct uq_dev *dev);

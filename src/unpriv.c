@@ -117,8 +117,7 @@ int uq_cmd_udev_owner(int argc, char **argv)
 	bool unprivileged;
 
 	if (argc != 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-		fprintf(argc == 2 ? stdout : stderr, "usage: %s udev-owner ublkcN|ublkbN\n",
-			UQ_PROG);
+		uq_usage(argc == 2 ? stdout : stderr, "udev-owner");
 		return argc == 2 ? UQ_EXIT_OK : UQ_EXIT_USAGE;
 	}
 	/* root's devices (and devices gone already): print nothing, udev keeps root */

@@ -5,7 +5,8 @@
 #
 #   - --help of every command exits 0 and prints its usage, also for a user
 #     who has no run directory (no XDG_RUNTIME_DIR, no /run/user/UID): help
-#     asks nothing of the host;
+#     asks nothing of the host; the program's own usage gives each command's
+#     synopsis exactly as the command's usage does;
 #   - for that user, the commands that keep or read daemons' files (open,
 #     list, close, recover, stats, service) exit 1 naming the missing run
 #     directory and XDG_RUNTIME_DIR;
@@ -30,9 +31,16 @@ as_user() {
 		--regid=65534 --clear-groups "$TMP/ublk-qcow" "$@")
 }
 
+# in_program_usage: every line of $TMP/synopsis is a line of the program's usage
+in_program_usage() {
+	[ -s "$TMP/synopsis" ] && ! grep -vFx -f "$TMP/program-usage" "$TMP/synopsis"
+}
+"$DAEMON" --help | sed 's/^usage: //; s/^       \(ublk-qcow \)/\1/' >"$TMP/program-usage"
 for cmd in open list close recover stats service udev-name udev-owner; do
 	expect_rc 0 "$cmd --help as a user without a run directory" as_user "$cmd" --help
 	check "$cmd --help prints its usage" grep -q "usage: ublk-qcow $cmd" "$TMP/last.out"
+	sed -n '/^usage: /,/^$/{/^$/d; s/^usage: //; p}' "$TMP/last.out" >"$TMP/synopsis"
+	check "ublk-qcow --help gives $cmd's synopsis as $cmd --help does" in_program_usage
 done
 for args in "open /nonexistent.qcow2" "list" "close 0" "recover 0" "stats 0" "service vm1"; do
 	# shellcheck disable=SC2086 # a command and its argument
