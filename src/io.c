@@ -37,8 +37,9 @@
  * metadata read completes, the flush's when it ends, and those whose wait
  * has no name after any of these; on this queue or, through its eventfd
  * (uq_queue_wake; a read of it stays armed on each queue's ring,
- * uq_io_arm_wake), on any other.  The request is committed once, after its last piece: the full
- * length, or a negative errno (never a short count, never stale bytes).
+ * uq_io_arm_wake), on any other.  The request is committed once, after its
+ * last piece: the full length, or a negative errno (never a short count,
+ * never stale bytes).
  *
  * Data modes (enum uq_data_mode):
  *   copy          image IO reads into and writes from the tag's registered
