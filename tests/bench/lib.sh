@@ -42,6 +42,15 @@ vm_bench_per_kernel() {
 	VM_TESTS_REQUIRED=1
 }
 
+# vm_bench_run: vm_run, with its PASS lines left out (the table says what
+# ran) and anything else, a failed check or the guest's exit, kept.
+vm_bench_run() {
+	local rc=0
+	vm_run >"$WORK/vm-run.out" || rc=$?
+	grep -a -v -e '^vm: PASS' -e '^vm: ran in' "$WORK/vm-run.out" || true
+	return "$rc"
+}
+
 # vm_bench_header TITLE: after vm_run, the table's title line (KERNEL in it
 # becomes the kernel's version), and a warning when the boot was spoiled.
 vm_bench_header() {

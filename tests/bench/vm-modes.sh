@@ -62,7 +62,7 @@ done
 bench_clock_check
 pass bench-ran
 GUEST
-vm_run >/dev/null
+vm_bench_run
 
 log=$WORK/console.log
 vm_bench_header "data modes on KERNEL (IOPS; ratio to copy mode with the same queues)"
