@@ -55,7 +55,7 @@ struct usersrc_queue {
 
 struct usersrc {
 	const struct usersrc_job *job;
-	struct uq_dev dev;		/* first: of_queue finds us from q->dev */
+	struct uq_dev dev;		/* of_dev finds us from q->dev */
 	struct usersrc_queue *qs;	/* one per dev.queues[] */
 	atomic_int first_failed;	/* the queue whose error is reported, or -1 */
 };
@@ -70,14 +70,22 @@ static struct usersrc_queue *of_queue(struct uq_queue *q)
 	return &of_dev(q->dev)->qs[q->id];
 }
 
-/* u failed (its error is set): stop every queue, and say u's error unless
- * another queue failed first (the others may then stall, waiting for it). */
-static void stop_all(struct usersrc_queue *u)
+/*
+ * u failed with ret: keep u's first error, stop every queue, and report u's
+ * error unless another queue failed first (the others may then stall,
+ * waiting for it).
+ */
+static int queue_fail(struct usersrc_queue *u, int ret, const char *what)
 {
 	int none = -1;
 
+	if (!u->error) {
+		u->error = ret;
+		snprintf(u->err, sizeof(u->err), "%s", what);
+	}
 	atomic_compare_exchange_strong(&of_dev(u->q->dev)->first_failed, &none, (int)u->q->id);
 	atomic_store(&u->q->dev->abort, true);
+	return ret;
 }
 
 /* ------------------------------------------------ what io.c calls back */
@@ -98,13 +106,14 @@ void uq_queue_commit(struct uq_tag *t, int result)
 	struct usersrc_queue *u = of_queue(t->q);
 	bool flush = t->op == UBLK_IO_OP_FLUSH;
 
-	if (result < 0 && !u->error) {
-		u->error = result;
-		snprintf(u->err, sizeof(u->err), "%s of %llu bytes at offset %llu failed: %s",
+	if (result < 0) {
+		char what[sizeof(u->err)];
+
+		snprintf(what, sizeof(what), "%s of %llu bytes at offset %llu failed: %s",
 			 flush ? "flush" : t->op == UBLK_IO_OP_WRITE ? "write" : "read",
 			 (unsigned long long)t->len, (unsigned long long)t->off,
 			 strerror(-result));
-		stop_all(u);
+		queue_fail(u, result, what);
 	}
 	if (flush)
 		u->flush_running = false;
@@ -192,14 +201,6 @@ static int reap(struct uq_queue *q)
 		uq_io_complete(q, ud, res);
 	}
 	return 0;
-}
-
-static int queue_fail(struct usersrc_queue *u, int ret, const char *what)
-{
-	snprintf(u->err, sizeof(u->err), "%s", what);
-	u->error = ret;
-	stop_all(u);
-	return ret;
 }
 
 #define STALLED "request path stalled: requests wait with nothing in flight"
@@ -350,10 +351,10 @@ static void serve_queue(struct usersrc_queue *u, const struct usersrc_job *j)
 	int ret = ring_setup(u->q, j->pattern);
 
 	if (ret < 0) {
-		snprintf(u->err, sizeof(u->err), "setting up the request path: %s",
-			 strerror(-ret));
-		u->error = ret;
-		stop_all(u);
+		char what[sizeof(u->err)];
+
+		snprintf(what, sizeof(what), "setting up the request path: %s", strerror(-ret));
+		queue_fail(u, ret, what);
 	} else {
 		run_queue(u, j);
 	}

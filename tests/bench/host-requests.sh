@@ -137,7 +137,7 @@ run_round() {
 }
 # two queues against one, and fio's two jobs against one
 run_queues_round() {
-	local r=$1 q a=(-c "$COUNT" -d 32) j
+	local r=$1 q a=(-c "$COUNT" -d 32)
 	# the cached reads first, with nothing between them that writes (a
 	# direct write drops the pages it covers), and ten times as many: a
 	# run of COUNT would be over in tens of milliseconds
@@ -149,21 +149,17 @@ run_queues_round() {
 		COUNT=$((COUNT * 10)) JOBS=$q fio_seconds "$TMP/full.raw" read --direct=0 \
 			>>"$TMP/cread.j$q"
 	done
-	for q in 1 2; do
-		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none "$TMP/full.qcow2" >>"$TMP/dread.q$q"
-		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none -w --pattern="$r" \
-			"$TMP/full.qcow2" >>"$TMP/dover.q$q"
-		fresh
-		# shellcheck disable=SC2086
-		seconds "$TOOL" bench "${a[@]}" --queues=$q -t none $ALLOC "$TMP/empty.qcow2" \
-			>>"$TMP/dalloc.q$q"
-	done
-	for j in 1 2; do
-		JOBS=$j fio_seconds "$TMP/full.raw" read >>"$TMP/dread.j$j"
-		JOBS=$j fio_seconds "$TMP/full.raw" write >>"$TMP/dover.j$j"
-		fresh
-		JOBS=$j STRIDE=65536 fio_seconds "$TMP/empty.raw" write:60k >>"$TMP/dalloc.j$j"
-	done
+	# direct IO with two: run_round's rows are the one queue and one job
+	seconds "$TOOL" bench "${a[@]}" --queues=2 -t none "$TMP/full.qcow2" >>"$TMP/read.q2"
+	seconds "$TOOL" bench "${a[@]}" --queues=2 -t none -w --pattern="$r" "$TMP/full.qcow2" \
+		>>"$TMP/over.q2"
+	fresh
+	# shellcheck disable=SC2086
+	seconds "$TOOL" bench "${a[@]}" --queues=2 -t none $ALLOC "$TMP/empty.qcow2" >>"$TMP/alloc.q2"
+	JOBS=2 fio_seconds "$TMP/full.raw" read >>"$TMP/read.j2"
+	JOBS=2 fio_seconds "$TMP/full.raw" write >>"$TMP/over.j2"
+	fresh
+	JOBS=2 STRIDE=65536 fio_seconds "$TMP/empty.raw" write:60k >>"$TMP/alloc.j2"
 }
 for ((r = 1; r <= ROUNDS; r++)); do
 	run_round "$r"
@@ -193,11 +189,11 @@ awk -v f="$(median <"$TMP/flat.ours")" -v c="$(median <"$TMP/chain.ours")" \
 echo "  two queues against one (qcow-tool bench --queues=2), fio's two jobs against one:"
 printf "  %-22s %12s %12s %9s %12s %12s %9s\n" workload "ours -q 1" "ours -q 2" "2 / 1" \
 	"fio 1 job" "fio 2 jobs" "2 / 1"
-for w in cread:"4K read, cached" dread:"4K read" dover:"4K overwrite" dalloc:"4K allocating"; do
-	k=${w%%:*} n=$COUNT
-	[ "$k" = cread ] && n=$((COUNT * 10))
-	awk -v w="${w#*:}" -v n="$n" -v a="$(median <"$TMP/$k.q1")" -v b="$(median <"$TMP/$k.q2")" \
-	    -v c="$(median <"$TMP/$k.j1")" -v d="$(median <"$TMP/$k.j2")" 'BEGIN {
+for w in cread:"4K read, cached" read:"4K read" over:"4K overwrite" alloc:"4K allocating"; do
+	k=${w%%:*} n=$COUNT one=ours fio=fio
+	[ "$k" = cread ] && n=$((COUNT * 10)) one=q1 fio=j1
+	awk -v w="${w#*:}" -v n="$n" -v a="$(median <"$TMP/$k.$one")" -v b="$(median <"$TMP/$k.q2")" \
+	    -v c="$(median <"$TMP/$k.$fio")" -v d="$(median <"$TMP/$k.j2")" 'BEGIN {
 		printf "  %-22s %12.0f %12.0f %8.2fx %12.0f %12.0f %8.2fx\n", w, n / a, n / b, a / b,
 		       n / c, n / d, c / d }'
 done
