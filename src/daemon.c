@@ -293,8 +293,8 @@ static int adopt_dev_info(struct uq_dev *dev)
 	dev->dev_id = di->dev_id;
 	dev->nr_queues = di->nr_hw_queues;
 	dev->depth = di->queue_depth;
-	dev->buf_bytes = di->max_io_buf_bytes < UQ_MAX_IO_BYTES ? di->max_io_buf_bytes
-								  : UQ_MAX_IO_BYTES;
+	dev->buf_bytes = di->max_io_buf_bytes < UQ_COPY_IO_BYTES ? di->max_io_buf_bytes
+								  : UQ_COPY_IO_BYTES;
 	dev->data_mode = data_mode_of(di->flags);
 	if (dev->nr_queues < dev->opt.queues)
 		uq_warn("the kernel allows %u queues (one per CPU); using %u", dev->nr_queues,
@@ -327,7 +327,7 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	di->dev_id = dev->opt.want_id >= 0 ? (uint32_t)dev->opt.want_id : UBLK_DEV_ID_ANY;
 	di->nr_hw_queues = (uint16_t)dev->opt.queues;
 	di->queue_depth = (uint16_t)dev->opt.depth;
-	di->max_io_buf_bytes = UQ_MAX_IO_BYTES;
+	di->max_io_buf_bytes = UQ_COPY_IO_BYTES;
 	di->flags = flags;
 	ret = uq_ctrl_add_dev(&dev->ctrl, di);
 	if ((ret == -EPERM || ret == -EACCES) && uq_unprivileged()) {

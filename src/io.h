@@ -13,9 +13,12 @@
 
 #include "ublk-qcow.h"
 
-/* user_data extra bits of a read: buffer offset and length, 20 bits each */
-#define UQ_EXTRA_SHIFT 20
+/* user_data extra bits of a read or a fill: the offset in the request and
+ * the length, 21 bits each (a length of the largest request takes 21) */
+#define UQ_EXTRA_SHIFT 21
 #define UQ_EXTRA_MASK ((1ULL << UQ_EXTRA_SHIFT) - 1)
+_Static_assert(UQ_MAX_IO_BYTES <= UQ_EXTRA_MASK && 2 * UQ_EXTRA_SHIFT <= UQ_UD_EXTRA_BITS,
+	       "a request's offsets and lengths fit a user_data");
 /* user_data extra of a copy-on-write read: the part, | this for its
  * compressed stream */
 #define UQ_OLD_STREAM 2u

@@ -44,7 +44,11 @@
 #include "shared/state.h"
 
 #define UQ_PROG			"ublk-qcow"
-#define UQ_MAX_IO_BYTES		(512U << 10)
+/* The largest request the request path takes (a user_data carries its
+ * offsets and lengths), and the largest the daemon asks the driver for:
+ * copy mode keeps a buffer this size per tag, locked in memory. */
+#define UQ_MAX_IO_BYTES		(1024U << 10)
+#define UQ_COPY_IO_BYTES	(512U << 10)
 #define UQ_CONTROL_PATH		"/dev/ublk-control"
 
 /* Exit codes (documented in ublk-qcow.8). */
@@ -368,7 +372,11 @@ void uq_queue_wake(struct uq_queue *q);
 #define UQ_FIXED_IMAGE		1	/* the image; layer d of its backing chain
 					 * at UQ_FIXED_IMAGE + d */
 
-/* user_data: kind in the top byte, tag in the low 16 bits, op-specific bits between. */
+/* user_data: kind in the top byte, tag in the low 12 bits (any tag of a
+ * queue of UBLK_MAX_QUEUE_DEPTH), op-specific extra bits between. */
+#define UQ_UD_TAG_BITS		12
+#define UQ_UD_EXTRA_BITS	(56 - UQ_UD_TAG_BITS)
+_Static_assert(UBLK_MAX_QUEUE_DEPTH <= 1u << UQ_UD_TAG_BITS, "every tag fits a user_data");
 enum uq_ud_kind {
 	UQ_UD_CMD = 1,			/* FETCH / COMMIT_AND_FETCH */
 	UQ_UD_DATA,			/* image READ_FIXED of a READ */
@@ -388,7 +396,7 @@ enum uq_ud_kind {
 
 static inline uint64_t uq_ud(enum uq_ud_kind kind, unsigned tag, uint64_t extra)
 {
-	return ((uint64_t)kind << 56) | (extra << 16) | tag;
+	return ((uint64_t)kind << 56) | (extra << UQ_UD_TAG_BITS) | tag;
 }
 
 static inline enum uq_ud_kind uq_ud_kind(uint64_t ud)
@@ -398,12 +406,12 @@ static inline enum uq_ud_kind uq_ud_kind(uint64_t ud)
 
 static inline unsigned uq_ud_tag(uint64_t ud)
 {
-	return (unsigned)(ud & 0xffff);
+	return (unsigned)(ud & ((1u << UQ_UD_TAG_BITS) - 1));
 }
 
 static inline uint64_t uq_ud_extra(uint64_t ud)
 {
-	return (ud >> 16) & ((1ULL << 40) - 1);
+	return (ud >> UQ_UD_TAG_BITS) & ((1ULL << UQ_UD_EXTRA_BITS) - 1);
 }
 
 /* ------------------------------------------------------------------- io.c */

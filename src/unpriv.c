@@ -26,7 +26,7 @@
 /* Depth that the registered tag buffers of every queue fit in limit bytes. */
 static unsigned depth_within(rlim_t limit, unsigned queues)
 {
-	rlim_t per_tag = (rlim_t)queues * UQ_MAX_IO_BYTES;
+	rlim_t per_tag = (rlim_t)queues * UQ_COPY_IO_BYTES;
 
 	return limit / per_tag > UBLK_MAX_QUEUE_DEPTH ? UBLK_MAX_QUEUE_DEPTH
 						      : (unsigned)(limit / per_tag);
@@ -43,7 +43,7 @@ static int fit_memlock(struct uq_open_opts *o)
 	if (!fits) {
 		uq_err("RLIMIT_MEMLOCK (%llu bytes) cannot hold one %u-byte tag buffer per "
 		       "queue (%u queues): raise it (ulimit -l) or use fewer queues",
-		       (unsigned long long)rl.rlim_cur, UQ_MAX_IO_BYTES, o->queues);
+		       (unsigned long long)rl.rlim_cur, UQ_COPY_IO_BYTES, o->queues);
 		return -ENOMEM;
 	}
 	if (o->depth > fits) {

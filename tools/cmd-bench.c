@@ -19,7 +19,6 @@
 
 #define BENCH_MAX_DEPTH 1024
 #define BENCH_MAX_QUEUES 64
-#define BENCH_MAX_BUF   (512U << 10)	/* the daemon's largest request */
 
 static void bench_usage(void)
 {
@@ -47,7 +46,7 @@ static void bench_usage(void)
 	       "                       the daemon's -q N (default 1, at most %u): the\n"
 	       "                       sequence is cut into N runs in a row, one per queue,\n"
 	       "                       and each queue flushes after its own share of them\n"
-	       "  -s BUFFER_SIZE       bytes per request (default 4K, at most 512K)\n"
+	       "  -s BUFFER_SIZE       bytes per request (default 4K, at most 1M)\n"
 	       "  -S STEP_SIZE         from one request to the next (default, and for 0:\n"
 	       "                       BUFFER_SIZE)\n"
 	       "  -t CACHE             none (O_DIRECT) or writeback (default), as qemu-img\n"
@@ -99,7 +98,7 @@ static int bench_option(struct bench_args *a, int c, char **argv)
 	case 'n': return 0;
 	case 'o': return bench_number("offset", optarg, 0, INT64_MAX, &j->offset);
 	case 'q': a->quiet = true; return 0;
-	case 's': return bench_number("buffer size", optarg, 1, BENCH_MAX_BUF, &j->bufsize);
+	case 's': return bench_number("buffer size", optarg, 1, usersrc_max_request(), &j->bufsize);
 	case 'S': return bench_number("step size", optarg, 0, INT64_MAX, &j->step);
 	case 't':
 		if (strcmp(optarg, "none") && strcmp(optarg, "writeback")) {

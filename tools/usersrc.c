@@ -461,6 +461,11 @@ static int run(struct usersrc *s, char *err, size_t errlen)
 	return s->qs[k].error;
 }
 
+uint32_t usersrc_max_request(void)
+{
+	return UQ_MAX_IO_BYTES;
+}
+
 int usersrc_run(const struct usersrc_job *job, char *err, size_t errlen)
 {
 	struct usersrc s;

@@ -31,6 +31,9 @@ struct usersrc_job {
 	bool drain;			/* ... after the writes in flight completed */
 };
 
+/* The largest request the daemon's path takes: a job's bufsize at most. */
+uint32_t usersrc_max_request(void);
+
 /* Run the job to the end. 0, or -errno with a message in err. */
 int usersrc_run(const struct usersrc_job *job, char *err, size_t errlen);
 

@@ -70,6 +70,11 @@ for cs in 4096 65536 2097152; do
 	same "cs=$cs write, flushes" -w -c 1000 -d 8 --flush-interval=100 --pattern=6
 	same "cs=$cs write, flushes, no drain" -w -c 1000 -d 8 --flush-interval=64 --no-drain --pattern=7
 	same "cs=$cs write, 512K requests" -w -c 200 -s 512k -d 4 --pattern=8
+	# the largest request: reads of the 3 MiB written in one piece at 32M,
+	# and writes into new clusters, each 1 MiB in one image IO
+	same "cs=$cs read, 1M requests" -c 200 -s 1M -d 4
+	same "cs=$cs write, 1M requests" -w -c 100 -s 1M -d 4 --pattern=11
+	same "cs=$cs read, 1M requests, direct IO" -t none -c 200 -s 1M -d 4
 	same "cs=$cs read, direct IO" -t none -c 1000 -d 8
 	same "cs=$cs write, direct IO" -t none -w -c 1000 -d 8 -S 20k --pattern=9
 	QUEUES=3 same "cs=$cs read, 3 queues" -c 3000 -d 16
@@ -92,7 +97,7 @@ BASE=$TMP/base-65536.qcow2
 cp "$BASE" "$TMP/x.qcow2"
 expect_rc 1 "count 0" "$QCOW_TOOL" bench -c 0 "$TMP/x.qcow2"
 expect_rc 1 "depth past the limit" "$QCOW_TOOL" bench -d 100000 "$TMP/x.qcow2"
-expect_rc 1 "a buffer larger than a request" "$QCOW_TOOL" bench -s 1M "$TMP/x.qcow2"
+expect_rc 1 "a buffer larger than a request" "$QCOW_TOOL" bench -s 2M "$TMP/x.qcow2"
 expect_rc 1 "an unaligned buffer size" "$QCOW_TOOL" bench -s 1000 "$TMP/x.qcow2"
 check "which says why" grep -q 'multiples of 512' "$TMP/last.out"
 expect_rc 1 "an unaligned offset" "$QCOW_TOOL" bench -o 100 "$TMP/x.qcow2"

@@ -266,7 +266,7 @@ static uint8_t *io_memory(unsigned qi, const struct io_uring_sqe *e)
 	if (data_mode == UQ_DATA_COPY) {
 		base = req_mem(qi * DEPTH + tag);
 		CHECK(e->buf_index == tag && (uint8_t *)(uintptr_t)e->addr >= base &&
-		      (uint8_t *)(uintptr_t)e->addr + e->len <= base + BUF_BYTES,
+		      (uint8_t *)(uintptr_t)e->addr + e->len <= base + dev.buf_bytes,
 		      "queue %u tag %u: fixed buffer IO outside the tag's buffer", qi, tag);
 		return (uint8_t *)(uintptr_t)e->addr;
 	}
@@ -409,6 +409,16 @@ static void deliver_sqe(unsigned i)
 	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD || kind == UQ_UD_STREAM ||
 	      kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
 	      kind == UQ_UD_FLUSH || kind == UQ_UD_BASE, "completion of kind %d", (int)kind);
+	/* what an IO's user_data says matches the IO: a write is a write, a
+	 * read of a request's bytes or a fill names its length */
+	CHECK(kind != UQ_UD_WRITE || e.opcode == IORING_OP_WRITE_FIXED ||
+	      e.opcode == IORING_OP_WRITE || e.opcode == IORING_OP_WRITEV, "queue %u tag %u: opcode %u completes as an image "
+	      "write", qi, uq_ud_tag(e.user_data), e.opcode);
+	if (kind == UQ_UD_DATA || kind == UQ_UD_FILL)
+		CHECK(uq_ud_extra(e.user_data) >> UQ_EXTRA_SHIFT == e.len,
+		      "queue %u tag %u: a %u-byte IO's user_data says %llu bytes", qi,
+		      uq_ud_tag(e.user_data), e.len,
+		      (unsigned long long)(uq_ud_extra(e.user_data) >> UQ_EXTRA_SHIFT));
 	uq_io_complete(&queues[qi], e.user_data, res);
 }
 
@@ -1124,6 +1134,39 @@ static void test_hostile_descriptors(void)
 	teardown(path);
 }
 
+/*
+ * The largest request the daemon takes (UQ_MAX_IO_BYTES) in slot 0, alone
+ * (its memory runs over the other slots'): a read of a hole (zero copy: the
+ * whole request zero-filled by one user-copy write), a write into new
+ * clusters, and a read of them, which lie in one piece of the file.  The
+ * offset and length of each IO come back in its completion's user_data.
+ */
+static void test_largest_request(void)
+{
+	const char *path = t_path("largest.qcow2");
+	uint32_t bytes = UQ_MAX_IO_BYTES, sectors = bytes >> 9;
+	uint64_t at = 3u << 20;
+	int r;
+
+	setup(path, 4);
+	dev.buf_bytes = bytes;
+	free(dev.zero_buf);
+	REQUIRE(uq_io_zero_buf_alloc(&dev) == 0, "zero buffer");
+	memset(req_mem(0), 0xa5, bytes);
+	r = one(UBLK_IO_OP_READ, 0, at >> 9, sectors);
+	CHECK(r == (int)bytes, "read of a %u-byte hole: %d", bytes, r);
+	t_fill_random(req_mem(0), bytes);
+	memcpy(model + at, req_mem(0), bytes);
+	r = one(UBLK_IO_OP_WRITE, 0, at >> 9, sectors);
+	CHECK(r == (int)bytes, "write of %u bytes: %d", bytes, r);
+	memset(req_mem(0), 0xa5, bytes);
+	r = one(UBLK_IO_OP_READ, 0, at >> 9, sectors);
+	CHECK(r == (int)bytes, "read of the %u bytes written: %d", bytes, r);
+	r = one(UBLK_IO_OP_READ, 0, at >> 9, sectors + 1);
+	CHECK(r == -EINVAL, "read one sector larger: %d", r);
+	teardown(path);
+}
+
 /* Injected IO errors: the request fails with -EIO, nothing else changes. */
 static void test_injected_errors(void)
 {
@@ -1534,6 +1577,8 @@ int main(void)
 	unsigned rounds = (unsigned)t_env_u64("IO_PATH_ROUNDS", 2000);
 
 	t_init("io-path");
+	/* test_largest_request's one request needs UQ_MAX_IO_BYTES */
+	_Static_assert((size_t)NT * BUF_BYTES >= UQ_MAX_IO_BYTES, "slot 0 holds the largest request");
 	bufs = malloc((size_t)NT * BUF_BYTES);
 	model = malloc(DISK_BYTES);
 	REQUIRE(bufs && model, "malloc");
@@ -1542,6 +1587,7 @@ int main(void)
 	for (data_mode = UQ_DATA_COPY; data_mode <= UQ_DATA_AUTO_BUF_REG; data_mode++) {
 		printf("data mode %s\n", uq_data_mode_name(data_mode));
 		test_hostile_descriptors();
+		test_largest_request();
 		test_injected_errors();
 		test_failed_flush();
 		test_copy_on_write();
