@@ -285,6 +285,17 @@ static int alloc_queues(struct uq_dev *dev)
 	return 0;
 }
 
+/*
+ * The largest request to ask for: copy mode's is its tag buffers' size;
+ * with zero copy the request's own pages carry it, and a 1 MiB write
+ * (which the kernel's loop device passes on whole) stays one request and
+ * one image write.
+ */
+static uint32_t max_io_bytes(enum uq_data_mode mode)
+{
+	return mode == UQ_DATA_COPY ? UQ_COPY_IO_BYTES : UQ_MAX_IO_BYTES;
+}
+
 /* Take what ADD_DEV negotiated: queues, depth, request size, flags. */
 static int adopt_dev_info(struct uq_dev *dev)
 {
@@ -293,9 +304,10 @@ static int adopt_dev_info(struct uq_dev *dev)
 	dev->dev_id = di->dev_id;
 	dev->nr_queues = di->nr_hw_queues;
 	dev->depth = di->queue_depth;
-	dev->buf_bytes = di->max_io_buf_bytes < UQ_COPY_IO_BYTES ? di->max_io_buf_bytes
-								  : UQ_COPY_IO_BYTES;
 	dev->data_mode = data_mode_of(di->flags);
+	dev->buf_bytes = max_io_bytes(dev->data_mode);
+	if (di->max_io_buf_bytes < dev->buf_bytes)
+		dev->buf_bytes = di->max_io_buf_bytes;
 	if (dev->nr_queues < dev->opt.queues)
 		uq_warn("the kernel allows %u queues (one per CPU); using %u", dev->nr_queues,
 			dev->nr_queues);
@@ -327,7 +339,7 @@ static int device_add(struct uq_dev *dev, uint64_t flags)
 	di->dev_id = dev->opt.want_id >= 0 ? (uint32_t)dev->opt.want_id : UBLK_DEV_ID_ANY;
 	di->nr_hw_queues = (uint16_t)dev->opt.queues;
 	di->queue_depth = (uint16_t)dev->opt.depth;
-	di->max_io_buf_bytes = UQ_COPY_IO_BYTES;
+	di->max_io_buf_bytes = max_io_bytes(data_mode_of(flags));
 	di->flags = flags;
 	ret = uq_ctrl_add_dev(&dev->ctrl, di);
 	if ((ret == -EPERM || ret == -EACCES) && uq_unprivileged()) {

@@ -8,9 +8,13 @@
 # daemon runs with a 16 KiB L2 cache (4 tables, 8 MiB) and fio writes 64 MiB,
 # so tables are evicted and re-read through the ring all the time.  Blocks of
 # 512 B, 4 KiB, 64 KiB and 1 MiB + 7 sectors (larger than one request: the
-# block layer splits it), queue depth 32, 2 queues (--pin-queues).
+# block layer splits it, into requests of 1 MiB, the largest the device takes
+# in the zero-copy modes, or of 512 KiB in copy mode), queue depth 32, 2
+# queues (--pin-queues).
 #
-#   guest: each of the 2 queues' threads runs on its own CPU (the guest
+#   guest: the device's largest request is 1 MiB in the zero-copy modes
+#          and 512 KiB in copy mode;
+#          each of the 2 queues' threads runs on its own CPU (the guest
 #          has 2); fio writes and verifies (the data read back through the
 #          daemon right after writing); close; reopen with the default cache
 #          and 1 queue, whose thread may run on both CPUs; fio --verify_only
@@ -35,8 +39,21 @@ pinned_one_each() {
 	case $(queue_cpus 0)/$(queue_cpus 1) in 0/1|1/0) return 0 ;; esac
 	return 1
 }
+# the largest request: a buffer per tag in copy mode, the request's own
+# pages in the zero-copy modes
+largest_request_kb() {
+	kb=$(cat "/sys/block/${DEV#/dev/}/queue/max_hw_sectors_kb")
+	[ "$kb" = "$1" ] && return 0
+	echo "    max_hw_sectors_kb is $kb, wanted $1"
+	return 1
+}
 if uq_open -q 2 --pin-queues --l2-cache 16k disk.qcow2; then
 	export FILE=$DEV
+	if [ "$(dev_field "$DEV" mode)" = copy ]; then
+		check largest-request-copy largest_request_kb 512
+	else
+		check largest-request-zero-copy largest_request_kb 1024
+	fi
 	check two-queues-one-cpu-each pinned_one_each
 	check fio-write-verify quiet fio job.fio
 	check close-after-write uq_close "$DEV"
