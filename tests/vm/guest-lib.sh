@@ -21,6 +21,10 @@
 #   link_to LEAF DEV / no_link LEAF   /dev/ublk-qcow/LEAF leads to DEV / is gone
 #   guest_finish                 exit 1 if anything failed
 #
+# Once a device is live the daemon logs to syslog: a busybox syslogd keeps
+# it in $DAEMON_LOG, and a failed check shows the warnings and errors the
+# daemon logged since the last failure.
+#
 # Trap (shared/ref/test-vm.md): writing to /dev/ublkbN when the device does
 # not exist creates a regular file in devtmpfs and "works", so every helper
 # checks that DEV is a block device before it is used.
@@ -46,6 +50,20 @@ pass() {
 fail() {
 	echo "vm: FAIL $1: $2"
 	GUEST_FAILS=$((GUEST_FAILS + 1))
+	show_daemon_log
+}
+
+DAEMON_LOG=/tmp/daemon.log
+DAEMON_LOG_SHOWN=0
+[ -S /dev/log ] || syslogd -O "$DAEMON_LOG" || echo "    no syslogd: the daemon's log is lost"
+
+# The warnings and errors logged since the last look, indented.
+show_daemon_log() {
+	[ -f "$DAEMON_LOG" ] || return 0
+	n=$(wc -l <"$DAEMON_LOG")
+	tail -n "+$((DAEMON_LOG_SHOWN + 1))" "$DAEMON_LOG" |
+		grep -E 'daemon\.(warn|err|crit|alert|emerg)' | sed 's/^/    syslog| /'
+	DAEMON_LOG_SHOWN=$n
 }
 
 # Seconds since boot, with hundredths.
