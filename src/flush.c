@@ -21,7 +21,7 @@
 
 #define UQ_FLUSH_BATCH 16
 /* a punch's user data: no length a table write has */
-#define UQ_FLUSH_PUNCH ((1ULL << 40) - 1)
+#define UQ_FLUSH_PUNCH ((1ULL << UQ_UD_EXTRA_BITS) - 1)
 
 /*
  * What the request's flush stage asks for (uq_io_start sets it):

@@ -412,8 +412,9 @@ static void deliver_sqe(unsigned i)
 	/* what an IO's user_data says matches the IO: a write is a write, a
 	 * read of a request's bytes or a fill names its length */
 	CHECK(kind != UQ_UD_WRITE || e.opcode == IORING_OP_WRITE_FIXED ||
-	      e.opcode == IORING_OP_WRITE || e.opcode == IORING_OP_WRITEV, "queue %u tag %u: opcode %u completes as an image "
-	      "write", qi, uq_ud_tag(e.user_data), e.opcode);
+	      e.opcode == IORING_OP_WRITE || e.opcode == IORING_OP_WRITEV,
+	      "queue %u tag %u: opcode %u completes as an image write", qi,
+	      uq_ud_tag(e.user_data), e.opcode);
 	if (kind == UQ_UD_DATA || kind == UQ_UD_FILL)
 		CHECK(uq_ud_extra(e.user_data) >> UQ_EXTRA_SHIFT == e.len,
 		      "queue %u tag %u: a %u-byte IO's user_data says %llu bytes", qi,
