@@ -568,6 +568,13 @@ int qcow_bitmaps_flush_start(struct qcow_image *img)
 	return ret < 0 ? ret : 1;
 }
 
+bool qcow_bitmaps_settled(const struct qcow_image *img)
+{
+	const struct qcow_bitmaps *bm = img->bitmaps;
+
+	return !bm || !bm->n || (bm->disk == DISK_CLEAN && !bm->mark_owed);
+}
+
 /* B4 now? Only when nothing can be missing from what B3 wrote. */
 static bool may_clear(const struct qcow_bitmaps *bm)
 {

@@ -303,10 +303,10 @@ static void copy_io(const struct table_copy *tc, unsigned i, struct qcow_io *io)
 
 /* ------------------------------------------------------------- the steps */
 
-/* The current step's own writes: its tables. */
-static unsigned own_writes(const struct qcow_flush *fl)
+/* Step s's own writes: its tables (step 4's once its frees are applied). */
+static unsigned tables_of(const struct qcow_flush *fl, enum flush_step s)
 {
-	switch (fl->step) {
+	switch (s) {
 	case FLUSH_REFCOUNTS:
 	case FLUSH_FREES:
 		return fl->nb_rc;
@@ -319,6 +319,12 @@ static unsigned own_writes(const struct qcow_flush *fl)
 	default:
 		return 0;
 	}
+}
+
+/* The current step's own writes. */
+static unsigned own_writes(const struct qcow_flush *fl)
+{
+	return tables_of(fl, fl->step);
 }
 
 /* The current step's IOs: its own, then the bitmaps' part of it. */
@@ -731,7 +737,7 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 						   "writing", strerror(-result));
 		}
 	} else if (fl->batch == BATCH_FSYNC && result == 0) {
-		memcpy(img->synced, fl->covers, sizeof(fl->covers));
+		qcow_sync_covered(img, fl->covers);
 		fl->synced = fl->step_synced = true;
 	} else if (fl->batch == BATCH_FSYNC) {
 		/* design 9.7: the kernel may have dropped what it could not write */
@@ -741,6 +747,64 @@ void qcow_flush_io_done(struct qcow_image *img, int result)
 					   strerror(-result));
 	}
 	fl->batch = BATCH_NONE;
+}
+
+/* ------------------------------------------------ an fsync of one's own */
+
+_Static_assert(sizeof(((struct qcow_sync *)0)->covers) == QCOW_SYNC_KINDS * sizeof(uint64_t),
+	       "an own fsync records every kind of event");
+
+/*
+ * Has the running flush written every table of steps 1-3 (refcount
+ * blocks, refcount table entries, L2 tables, L1 sectors), none of those
+ * writes in flight, none left to hand out? Step 4's writes only apply
+ * frees, which nothing waits for.
+ */
+static bool tables_written(const struct qcow_flush *fl)
+{
+	enum flush_step s;
+
+	if (fl->step > FLUSH_L1)
+		return true;
+	if (fl->step < FLUSH_REFCOUNTS || fl->batch == BATCH_WRITES || fl->cursor < step_writes(fl))
+		return false;
+	for (s = fl->step + 1; s <= FLUSH_L1; s++)
+		if (tables_of(fl, s))
+			return false;
+	return true;
+}
+
+/*
+ * What a new flush would make durable is in the file already, only not
+ * synced, when nothing is dirty (what requests changed since the running
+ * flush's start would be dirty) and the running flush's tables are
+ * written: the tables it snapshotted, in its order, and every older one
+ * before them. An fsync issued now covers it all, so the caller need not
+ * wait for the running flush's end, and then a flush of its own. Frees
+ * queued meanwhile are not its concern: what dropped those references
+ * is dirty, or was evicted (refused while a flush runs).
+ */
+bool qcow_sync_begin(struct qcow_image *img, unsigned flags, struct qcow_sync *s)
+{
+	if (!qcow_flush_running(img) || img->fatal_error || !tables_written(img->flush) ||
+	    qcow_metadata_unwritten(img))
+		return false;
+	if ((flags & QCOW_FLUSH_BITMAPS) && !qcow_bitmaps_settled(img))
+		return false;
+	memcpy(s->covers, img->events, sizeof(s->covers));
+	return true;
+}
+
+int qcow_sync_end(struct qcow_image *img, const struct qcow_sync *s, int result)
+{
+	if (result == 0) {
+		qcow_sync_covered(img, s->covers);
+		return 0;
+	}
+	/* design 9.7: the kernel may have dropped what it could not write */
+	qcow_fail_handle(img, result, "fsync");
+	return qcow_set_error(img, result, "fsync failed: %s; further writes and flushes are "
+			      "refused until the image is reopened", strerror(-result));
 }
 
 /* ------------------------------------------------------- the sync flush */

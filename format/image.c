@@ -205,7 +205,7 @@ int qcow_fsync(struct qcow_image *img)
 		return qcow_set_error(img, ret, "fsync failed: %s; further writes and flushes are "
 				      "refused until the image is reopened", strerror(-ret));
 	}
-	memcpy(img->synced, covers, sizeof(covers));
+	qcow_sync_covered(img, covers);
 	return 0;
 }
 

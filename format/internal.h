@@ -228,7 +228,7 @@ struct qcow_image {
 
 	/*
 	 * What an fsync must cover, as counts of events: each rises when such
-	 * an event happens, and an fsync that completes sets synced to the
+	 * an event happens, and an fsync that completes raises synced to the
 	 * counts it saw when it was issued (an asynchronous flush's fsync
 	 * covers nothing that happened after that). Kinds:
 	 *  - QCOW_SYNC_ANY: anything was written, or planned for a caller, or
@@ -339,6 +339,15 @@ static inline void qcow_sync_owed(struct qcow_image *img, enum qcow_sync_kind ki
 	img->events[kind]++;
 	if (kind != QCOW_SYNC_ANY)
 		img->events[QCOW_SYNC_ANY]++;
+}
+/* An fsync issued when events were covers is over: what it covers is
+ * durable. Fsyncs in flight together may end in any order, so an older
+ * one's counts never lower what a newer one made durable. */
+static inline void qcow_sync_covered(struct qcow_image *img, const uint64_t *covers)
+{
+	for (int k = 0; k < QCOW_SYNC_KINDS; k++)
+		if (covers[k] > img->synced[k])
+			img->synced[k] = covers[k];
 }
 /* Has an event of kind happened since the last fsync was issued? */
 static inline bool qcow_sync_needed(const struct qcow_image *img, enum qcow_sync_kind kind)
@@ -527,6 +536,9 @@ enum qcow_bitmaps_step {
 };
 void qcow_bitmaps_ask(struct qcow_image *img, unsigned flags);
 int qcow_bitmaps_flush_start(struct qcow_image *img);
+/* Would a flush with QCOW_FLUSH_BITMAPS now have no bitmap step with IO
+ * (none kept, or all consistent on disk and none marked since)? */
+bool qcow_bitmaps_settled(const struct qcow_image *img);
 unsigned qcow_bitmaps_step_begin(struct qcow_image *img, enum qcow_bitmaps_step s);
 void qcow_bitmaps_step_io(struct qcow_image *img, enum qcow_bitmaps_step s, unsigned i,
 			  struct qcow_io *io);

@@ -417,6 +417,23 @@ void qcow_flush_io_done(struct qcow_image *img, int result);
 bool qcow_flush_running(const struct qcow_image *img);
 
 /*
+ * A flush asked for (with qcow_flush_start's flags) while one is running
+ * need not wait for its end when everything it would make durable is
+ * written already, only not synced: qcow_sync_begin says so (true, and s
+ * records what an fsync issued from now on covers), and the caller issues
+ * an fdatasync of its own; false: start a flush as usual (-EBUSY, wait).
+ * qcow_sync_end reports that fsync: 0, or its failure, which fails the
+ * handle as a flush's does. Any number may be in flight, beside the flush,
+ * where the file's writes bypass the page cache (direct IO): through it, a
+ * writeback error is reported to one fsync of a file description only.
+ */
+struct qcow_sync {
+	uint64_t covers[3];
+};
+bool qcow_sync_begin(struct qcow_image *img, unsigned flags, struct qcow_sync *s);
+int qcow_sync_end(struct qcow_image *img, const struct qcow_sync *s, int result);
+
+/*
  * True while the engine holds metadata changes (L1 entries, L2 tables,
  * refcount blocks) that are not yet written to the file: a process that
  * died now would lose them.  Data and fsyncs are not its concern.  While a

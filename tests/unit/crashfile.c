@@ -719,8 +719,10 @@ void cf_model_seek(struct cf_model *m, size_t k)
 	size_t i, last = m->folded;
 	bool found = false;
 
-	for (i = m->folded; i < m->nops && m->ops[i].ev_end <= k; i++) {
-		if (cf_is_durability_point(&m->ops[i])) {
+	/* ops are in the order they started; one may end before an op
+	 * before it (an fsync of its own beside a running flush) */
+	for (i = m->folded; i < m->nops && m->ops[i].ev_begin <= k; i++) {
+		if (m->ops[i].ev_end <= k && cf_is_durability_point(&m->ops[i])) {
 			last = i;
 			found = true;
 		}

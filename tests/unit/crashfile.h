@@ -153,8 +153,9 @@ uint64_t cf_count(const struct crashfile *cf, enum cf_op op);
  * then says, for a cut, which bytes are certain and which may hold any of
  * several values:
  *
- *   - ops up to the last flush-type op (qcow_flush, a resize, a close) that
- *     completed before the cut are durable: their bytes read back exactly;
+ *   - ops up to the last flush-type op (qcow_flush, a resize, a close, an
+ *     fsync of the caller's own) that completed before the cut, in the
+ *     order the ops started, are durable: their bytes read back exactly;
  *   - ops after it that had started by the cut (ev_begin < cut) may or may
  *     not have landed, byte by byte;
  *   - failed ops never become certain.

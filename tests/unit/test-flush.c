@@ -31,7 +31,10 @@
  *    batch of its own before applying them;
  *  - a new refcount block a nowait write needs costs that write no IO: the
  *    flush writes the block, fsyncs, then writes its refcount table entry
- *    (whole sectors), fsyncs, and only then the L2 tables that use it.
+ *    (whole sectors), fsyncs, and only then the L2 tables that use it;
+ *  - an fsync of a caller's own beside the running flush (qcow_sync_begin)
+ *    only once the flush's tables are written and nothing else is dirty;
+ *    the flush's older fsync ending after it takes nothing back.
  */
 #include "crashfile.h"
 #include "internal.h"
@@ -299,6 +302,81 @@ static void test_fsync_covers_only_before(void)
 	cf_free(cf);
 }
 
+/* An fsync of the caller's own, as the daemon issues one: its result. */
+static int own_sync(struct qcow_image *img, const struct qcow_sync *s)
+{
+	const struct qcow_io fsync = { .op = QCOW_IO_FSYNC };
+
+	return qcow_sync_end(img, s, qcow_io_do(img, &fsync));
+}
+
+static void test_own_sync(void)
+{
+	struct qcow_image *img = open_new();
+	struct qcow_io ios[8];
+	struct qcow_sync s;
+	unsigned fsyncs = 0, given = 0, given_at = 0;
+	uint64_t n;
+	int k, r;
+
+	CHECK(!qcow_sync_begin(img, 0, &s), "an own fsync with no flush running");
+	write_4k(img, 0, 1);		/* refcounts, L2 table and L1 entry to write */
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
+	while ((k = qcow_flush_next(img, ios, 8)) > 0) {
+		fsyncs += ios[0].op == QCOW_IO_FSYNC;
+		if (qcow_sync_begin(img, 0, &s)) {
+			given++;
+			given_at = fsyncs;
+			CHECK(own_sync(img, &s) == 0, "own fsync: %s", qcow_error(img));
+		}
+		qcow_flush_io_done(img, do_batch(img, ios, k));
+	}
+	CHECK(k == 0, "flush: %d %s", k, qcow_error(img));
+	CHECK(fsyncs == 3 && given == 1 && given_at == 3, "%u own fsyncs given, the last at the "
+	      "flush's fsync %u of %u: wanted one, at its last (after the L1 entry)", given,
+	      given_at, fsyncs);
+
+	/* a table dirty: the next flush must write it first */
+	write_4k(img, 0, 2);		/* in place: the flush is an fsync alone */
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
+	k = qcow_flush_next(img, ios, 8);
+	REQUIRE(k == 1 && ios[0].op == QCOW_IO_FSYNC, "an in-place write's flush: %d IOs", k);
+	write_4k(img, CS, 3);		/* allocates */
+	CHECK(!qcow_sync_begin(img, 0, &s), "an own fsync with an L2 table dirty");
+	qcow_flush_io_done(img, do_batch(img, ios, k));
+	REQUIRE(finish_flush(img) == 0, "flush: %s", qcow_error(img));
+	REQUIRE(qcow_flush(img) == 0, "flush: %s", qcow_error(img));
+
+	/* the own fsync ends first and covers more than the flush's */
+	write_4k(img, 0, 4);
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
+	k = qcow_flush_next(img, ios, 8);
+	REQUIRE(k == 1 && ios[0].op == QCOW_IO_FSYNC, "an in-place write's flush: %d IOs", k);
+	write_4k(img, 0, 5);		/* after the flush's fsync was issued */
+	REQUIRE(qcow_sync_begin(img, 0, &s), "no own fsync beside an fsync alone");
+	CHECK(own_sync(img, &s) == 0, "own fsync: %s", qcow_error(img));
+	qcow_flush_io_done(img, do_batch(img, ios, k));
+	REQUIRE(finish_flush(img) == 0, "flush: %s", qcow_error(img));
+	n = fsyncs_of_flush(img);
+	CHECK(n == 0, "the flush's older fsync, ending last, took back what the own one "
+	      "covered: the next flush did %" PRIu64 " fsyncs", n);
+
+	/* an own fsync that fails fails the handle */
+	write_4k(img, 0, 6);
+	REQUIRE(qcow_flush_start(img, 0) == 0, "start: %s", qcow_error(img));
+	k = qcow_flush_next(img, ios, 8);
+	REQUIRE(qcow_sync_begin(img, 0, &s), "no own fsync");
+	r = qcow_sync_end(img, &s, -EIO);
+	CHECK(r == -EIO && t_msg_has(qcow_error(img), "fsync failed"), "a failed own fsync: %d %s",
+	      r, qcow_error(img));
+	qcow_flush_io_done(img, do_batch(img, ios, k));
+	finish_flush(img);
+	r = try_write_4k(img, CS, 7);
+	CHECK(r == -EIO, "a write after a failed own fsync: %d", r);
+	CHECK(qcow_close(img) == -EIO, "close after a failed own fsync");
+	cf_free(cf);
+}
+
 static void test_one_at_a_time(void)
 {
 	struct qcow_image *img = open_new();
@@ -482,5 +560,6 @@ int main(void)
 	test_failed_batch();
 	test_frees_read_blocks();
 	test_nowait_growth();
+	test_own_sync();
 	return t_finish();
 }

@@ -100,7 +100,9 @@ struct workload {
 	uint64_t req_of[64][2];       /* a discard's req_off, req_len */
 	unsigned nb_during;
 	bool in_flush;
+	bool syncs_only;              /* this flush: only own fsyncs run during it */
 	unsigned async_flushes, ops_during, ops_refused;   /* for the summary */
+	unsigned own_syncs;
 	unsigned nowait_growths;      /* refcount blocks a nowait write added */
 	unsigned compressed;          /* compressed clusters written */
 	const char *base1, *base2;    /* backing workloads: the base, the one rebased onto */
@@ -110,6 +112,7 @@ static bool have_qemu;
 static uint64_t g_seed;
 static uint64_t g_states, g_qemu_checks, g_budget;
 static unsigned g_nowait_growths;   /* over the workloads run */
+static unsigned g_own_syncs;
 static unsigned g_qemu_every = 1;
 static bool g_only;
 static unsigned g_only_w;
@@ -477,16 +480,36 @@ static int op_trim_scan_flush(struct workload *w, struct cf_gop *g)
  * meanwhile after it, never durable through it. One refused with -EBUSY (a
  * table write that must wait for the flush) or -ENOMEM (every cache slot
  * pinned by it) may have done part of its work: it counts as failed, and
- * is done again once the flush is over.
+ * is done again once the flush is over. A guest flush that finds nothing
+ * but an fsync to do may issue its own (qcow_sync_begin, as the daemon
+ * does): a durability point for everything before it, the flush's ops
+ * and those run meanwhile, even while the flush's own fsyncs are to come.
+ * Those are rare beside ops that dirty tables, so some flushes run only
+ * them.
  */
 static void during_flush(struct workload *w)
 {
+	const struct qcow_io fsync = { .op = QCOW_IO_FSYNC };
 	struct cf_gop g = { .id = 0 };
+	struct qcow_sync s;
 	int r;
 
-	if (w->nb_during == sizeof(w->during) / sizeof(w->during[0]) || t_rand_below(2))
+	if (w->nb_during == sizeof(w->during) / sizeof(w->during[0]))
 		return;
 	g.id = 100000 + (uint32_t)cf_model_nops(w->model) * 64 + w->nb_during;
+	if ((w->syncs_only || t_rand_below(2) == 0) && qcow_sync_begin(w->img, 0, &s)) {
+		g.kind = CF_G_FLUSH;
+		g.ev_begin = cf_nevents(w->cf);
+		r = qcow_sync_end(w->img, &s, qcow_io_do(w->img, &fsync));
+		CHECK(r == 0, "%s: own fsync: %d %s", w->cfg->name, r, qcow_error(w->img));
+		g.ev_end = cf_nevents(w->cf);
+		g.failed = r < 0;
+		w->during[w->nb_during++] = g;
+		w->own_syncs++;
+		return;
+	}
+	if (w->syncs_only || t_rand_below(2))
+		return;
 	switch (t_rand_below(4)) {
 	case 0:
 		r = op_zero(w, &g);
@@ -536,6 +559,7 @@ static int op_async_flush(struct workload *w, struct cf_gop *g)
 	if (r < 0)
 		return r;
 	w->in_flush = true;
+	w->syncs_only = t_rand_below(3) == 0;
 	w->nb_during = 0;
 	while (r == 0 && (n = qcow_flush_next(w->img, ios, 1 + (unsigned)t_rand_below(4))) != 0) {
 		if (n < 0) {
@@ -555,7 +579,7 @@ static int op_async_flush(struct workload *w, struct cf_gop *g)
 	for (i = 0; i < w->nb_during; i++) {
 		struct cf_gop redo = w->during[i];
 
-		if (!w->during[i].failed)
+		if (!w->during[i].failed || redo.kind == CF_G_FLUSH)
 			continue;
 		w->ops_refused++;
 		w->zero_flags = w->zero_flags_of[i];
@@ -651,10 +675,11 @@ static void wl_describe(struct workload *w)
 	       "clusters at 0x%" PRIx64 "\n", w->cfg->name, info.file_size, info.l1_size,
 	       info.l1_table_offset, info.refcount_table_clusters, info.refcount_table_offset);
 	printf("%s: %u flushes run step by step, %u guest ops during them (%u refused until "
-	       "they ended), %u refcount blocks added by nowait writes, %u compressed "
-	       "clusters\n", w->cfg->name, w->async_flushes, w->ops_during, w->ops_refused,
-	       w->nowait_growths, w->compressed);
+	       "they ended, %u own fsyncs), %u refcount blocks added by nowait writes, %u "
+	       "compressed clusters\n", w->cfg->name, w->async_flushes, w->ops_during,
+	       w->ops_refused, w->own_syncs, w->nowait_growths, w->compressed);
 	g_nowait_growths += w->nowait_growths;
+	g_own_syncs += w->own_syncs;
 }
 
 static void wl_run(struct workload *w)
@@ -1072,6 +1097,8 @@ int main(int argc, char **argv)
 	/* the growth a flush writes (step 1b) must be among the states */
 	CHECK(g_nowait_growths > 0 || g_only || g_workload >= 0,
 	      "no nowait write added a refcount block");
+	CHECK(g_own_syncs > 0 || g_only || g_workload >= 0,
+	      "no guest flush issued an fsync of its own beside a running flush");
 	if (t_nfail)
 		fprintf(stderr, "replay the whole run: SEED=%" PRIu64 " POWERCUT_STATES=%" PRIu64
 			" %s\n", g_seed, g_budget, g_argv0);
