@@ -8,11 +8,16 @@
  * system) are queued batch by batch, and the engine lock is held only to
  * report a batch and ask for the next.  One flush runs at a time; a request
  * that finds one running waits for its end and asks again (usually nothing
- * is left to do: it was covered).  A request whose load finds only dirty
- * tables to evict runs one too (io.c, park_locked), then goes on.  A driving
- * request never fails itself mid-flush (what it cannot queue fails the
- * batch), so the engine's flush always ends.  A FLUSH's flush also writes
- * the persistent bitmaps back (tag.c, flush_flags; not --bitmaps=close).
+ * is left to do: it was covered), unless all it needs is an fsync: the
+ * running flush has written its tables and nothing else is unwritten
+ * (qcow_sync_begin).  Then it issues an fsync of its own on its ring and
+ * is done when that is (the block layer sends a queue one FLUSH at a time,
+ * so this is how two queues' FLUSHes overlap: design 16.3).  A request
+ * whose load finds only dirty tables to evict runs one too (io.c,
+ * park_locked), then goes on.  A driving request never fails itself
+ * mid-flush (what it cannot queue fails the batch), so the engine's flush
+ * always ends.  A FLUSH's flush also writes the persistent bitmaps back
+ * (tag.c, flush_flags; not --bitmaps=close).
  */
 #include <errno.h>
 #include <linux/falloc.h>
@@ -157,6 +162,36 @@ bool flush_drive(struct uq_tag *t)
 	}
 }
 
+/* t's own fsync, beside the running flush (own_sync_begin_locked). */
+static void issue_own_sync(struct uq_tag *t)
+{
+	struct io_uring_sqe *sqe = uq_get_sqe(t->q);
+
+	if (!sqe) {
+		tag_error(t, -EIO);
+		return;
+	}
+	io_uring_prep_fsync(sqe, UQ_FIXED_IMAGE, IORING_FSYNC_DATASYNC);
+	sqe->flags |= IOSQE_FIXED_FILE;
+	queued(t, sqe, uq_ud(UQ_UD_SYNC, t->tag, 0));
+	uq_count(t->q, UQ_QS_OWN_SYNCS, 1);
+}
+
+void uq_io_sync_done(struct uq_tag *t, int res)
+{
+	struct uq_dev *dev = t->q->dev;
+	int ret;
+
+	t->ops--;
+	eng_lock(dev);
+	ret = qcow_sync_end(dev->img, &t->sync, res < 0 ? res : 0);
+	if (ret < 0)
+		eng_log_locked(t, "fsync", ret);
+	eng_unlock(dev);
+	if (ret < 0)
+		tag_error(t, io_errno(ret));
+}
+
 /*
  * The request's flush stage, at its end: start a flush, or wait for the one
  * running to end; uq_io_advance drives the one it starts and comes back
@@ -164,12 +199,14 @@ bool flush_drive(struct uq_tag *t)
  * (it snapshots everything completed before its start), so a request that
  * waited is done once such a flush has succeeded, whoever ran it: FLUSHes
  * that arrive while one runs join the next (by generation), they do not
- * each start their own.
+ * each start their own; or, when an fsync is all they need, they issue
+ * one of their own and do not wait.
  */
 void flush_step(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;
 	struct qcow_image *img = dev->img;
+	bool own = false;
 	int ret = 1;
 
 	if (t->ops)
@@ -178,6 +215,8 @@ void flush_step(struct uq_tag *t)
 		eng_lock(dev);
 		if (t->flush_gen && dev->flushes_done >= t->flush_gen) {
 			uq_count(t->q, UQ_QS_FLUSH_JOINS, 1);
+		} else if (own_sync_begin_locked(t)) {
+			own = true;
 		} else if (t->flush == UQ_FLUSH_ALL || qcow_flush_running(img) ||
 			   qcow_metadata_unwritten(img)) {
 			if (!t->flush_gen)
@@ -188,6 +227,8 @@ void flush_step(struct uq_tag *t)
 		if (t->parked)
 			return;
 		t->flush = UQ_FLUSH_NONE;
+		if (own)
+			issue_own_sync(t);
 		if (ret < 0)
 			tag_error(t, io_errno(ret));
 		if (t->driving)

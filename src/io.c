@@ -639,9 +639,15 @@ void uq_io_complete(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_FLUSH:
 		uq_io_flush_done(t, uq_ud_extra(ud), res);
 		break;
-	default:
+	case UQ_UD_SYNC:
+		uq_io_sync_done(t, res);
+		break;
+	case UQ_UD_FILL:
 		uq_io_fill_done(t, uq_ud_extra(ud), res);
 		break;
+	case UQ_UD_CMD:
+	case UQ_UD_EVENT:
+		return;		/* the queue's own (queue.c): never routed here */
 	}
 	uq_io_advance(t);
 }

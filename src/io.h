@@ -39,6 +39,9 @@ void park_locked(struct uq_tag *t, int err);
  * persistent bitmaps back too, unless --bitmaps=close): qcow_flush_start's
  * result. */
 int drive_start_locked(struct uq_tag *t);
+/* A flush stage that wants everything durable, while the engine's flush
+ * runs: may it issue an fsync of its own instead (qcow_sync_begin)? */
+bool own_sync_begin_locked(struct uq_tag *t);
 void engine_event_locked(struct uq_queue *self, enum qcow_wait what);
 /* One engine call for t under the lock: -EAGAIN a table read for t to
  * issue (issue_meta), a wait parks t, a failure is logged. */
@@ -71,5 +74,6 @@ enum uq_flush_stage flush_wanted(const struct uq_tag *t);
 void flush_step(struct uq_tag *t);
 bool flush_drive(struct uq_tag *t);
 void uq_io_flush_done(struct uq_tag *t, uint64_t len, int res);
+void uq_io_sync_done(struct uq_tag *t, int res);
 
 #endif

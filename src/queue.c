@@ -193,20 +193,22 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 		uq_err("queue %u: completion for tag %u out of range", q->id, tag);
 		return;
 	}
+	/* every kind named, no default: a new kind must be routed here
+	 * (-Wswitch), or its request would never complete */
 	switch (kind) {
 	case UQ_UD_CMD:
 		handle_cmd_cqe(q, tag, res);
-		break;
+		return;
 	case UQ_UD_ZC:
 		if (uq_ud_extra(ud)) {
 			/* an unregister failed: the buffer table is not what we think */
 			uq_err("queue %u tag %u: UNREGISTER_IO_BUF failed: %d (%s)", q->id, tag,
 			       res, strerror(-res));
 			q->fatal = true;
-			break;
+			return;
 		}
 		uq_io_complete(q, ud, res);
-		break;
+		return;
 	case UQ_UD_DATA:
 	case UQ_UD_WRITE:
 	case UQ_UD_OLD:
@@ -215,15 +217,14 @@ static void handle_cqe(struct uq_queue *q, uint64_t ud, int res)
 	case UQ_UD_FILL:
 	case UQ_UD_FLUSH:
 	case UQ_UD_BASE:
+	case UQ_UD_SYNC:
 		uq_io_complete(q, ud, res);
-		break;
+		return;
 	case UQ_UD_EVENT:
 		handle_event_cqe(q, res);
-		break;
-	default:
-		uq_err("queue %u: completion of unknown kind %d", q->id, (int)kind);
-		break;
+		return;
 	}
+	uq_err("queue %u: completion of unknown kind %d", q->id, (int)kind);
 }
 
 static bool queue_done(const struct uq_queue *q)

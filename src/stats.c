@@ -34,6 +34,7 @@ static const char *const qstat_names[UQ_QS_COUNT] = {
 	[UQ_QS_WAITS] = "waits",
 	[UQ_QS_WRITEBACKS] = "writebacks",
 	[UQ_QS_FLUSH_JOINS] = "flush_joins",
+	[UQ_QS_OWN_SYNCS] = "own_syncs",
 	[UQ_QS_FLUSH_NS] = "flush_ns",
 	[UQ_QS_FLUSH_MAX_NS] = "flush_max_ns",
 	[UQ_QS_CQES] = "completions",
@@ -172,10 +173,11 @@ static void print_human(const struct uq_state *s, const struct stats *st)
 	}
 	if (st->nq > 1)
 		human_row("total", &st->total);
-	printf("flushes: %llu, mean %.3f ms, longest %.3f ms; %llu covered by another's flush\n",
-	       (unsigned long long)t[UQ_QS_FLUSHES],
+	printf("flushes: %llu, mean %.3f ms, longest %.3f ms; %llu covered by another's flush, "
+	       "%llu by an fsync of their own beside one\n", (unsigned long long)t[UQ_QS_FLUSHES],
 	       t[UQ_QS_FLUSHES] ? (double)t[UQ_QS_FLUSH_NS] / 1e6 / (double)t[UQ_QS_FLUSHES] : 0.0,
-	       (double)t[UQ_QS_FLUSH_MAX_NS] / 1e6, (unsigned long long)t[UQ_QS_FLUSH_JOINS]);
+	       (double)t[UQ_QS_FLUSH_MAX_NS] / 1e6, (unsigned long long)t[UQ_QS_FLUSH_JOINS],
+	       (unsigned long long)t[UQ_QS_OWN_SYNCS]);
 	printf("L2 cache: %llu hits, %llu misses (%llu tables read through the ring, %llu "
 	       "flushes to make room); %llu waits for another request\n",
 	       (unsigned long long)st->engine[0], (unsigned long long)st->engine[1],

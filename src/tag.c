@@ -178,6 +178,19 @@ static unsigned flush_flags(const struct uq_tag *t)
 	return t->op == UBLK_IO_OP_FLUSH && bitmaps ? QCOW_FLUSH_BITMAPS : 0;
 }
 
+/*
+ * Only with direct IO: through the page cache, a writeback error is
+ * reported to one fsync of a file description, and another in flight
+ * beside it could succeed over data that was lost.
+ */
+bool own_sync_begin_locked(struct uq_tag *t)
+{
+	struct uq_dev *dev = t->q->dev;
+
+	return t->flush == UQ_FLUSH_ALL && dev->cache == UQ_CACHE_NONE &&
+	       qcow_sync_begin(dev->img, flush_flags(t), &t->sync);
+}
+
 int drive_start_locked(struct uq_tag *t)
 {
 	struct uq_dev *dev = t->q->dev;

@@ -153,6 +153,7 @@ struct uq_tag {
 	uint64_t flush_gen;		/* its flush stage is over once dev->flushes_done
 					 * reaches this (0: none asked for yet) */
 	int flush_result;		/* first failure in the flush batch in flight */
+	struct qcow_sync sync;		/* its own fsync in flight: what it covers */
 	uint64_t off;			/* request start, bytes */
 	uint64_t len;			/* request length, bytes */
 	uint64_t pos;			/* bytes done or issued */
@@ -215,6 +216,8 @@ enum uq_qstat {
 	UQ_QS_WRITEBACKS,		/* flushes a request ran to go on: room in a
 					 * cache, or bitmaps in use again */
 	UQ_QS_FLUSH_JOINS,		/* flush stages another request's flush covered */
+	UQ_QS_OWN_SYNCS,		/* ... that issued an fsync of their own instead
+					 * of waiting for the running flush (flush.c) */
 	UQ_QS_FLUSH_NS,			/* FLUSH requests: time from start to commit */
 	UQ_QS_FLUSH_MAX_NS,
 	UQ_QS_CQES,			/* completions handled */
@@ -392,6 +395,7 @@ enum uq_ud_kind {
 	UQ_UD_BASE,			/* copy-on-write: a piece of a part's old bytes read
 					 * from the backing chain (extra: its place in the
 					 * scratch buffer and length, in sectors) */
+	UQ_UD_SYNC,			/* a flush stage's own fsync beside the engine's flush */
 };
 
 static inline uint64_t uq_ud(enum uq_ud_kind kind, unsigned tag, uint64_t extra)

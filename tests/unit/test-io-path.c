@@ -360,7 +360,8 @@ static int injected(enum uq_ud_kind kind)
 {
 	if (kind == UQ_UD_ZC)
 		return 0;	/* fail_next_register, when queued */
-	int *which = kind == UQ_UD_META ? &fail_next_meta : kind == UQ_UD_FLUSH ? &fail_next_flush :
+	int *which = kind == UQ_UD_META ? &fail_next_meta :
+		     kind == UQ_UD_FLUSH || kind == UQ_UD_SYNC ? &fail_next_flush :
 		     kind == UQ_UD_WRITE ? &fail_next_write : &fail_next_read;
 	int err = *which;
 
@@ -408,7 +409,8 @@ static void deliver_sqe(unsigned i)
 	layer_streams += (kind == UQ_UD_STREAM || kind == UQ_UD_OLD) && e.fd > UQ_FIXED_IMAGE;
 	CHECK(kind == UQ_UD_DATA || kind == UQ_UD_WRITE || kind == UQ_UD_OLD || kind == UQ_UD_STREAM ||
 	      kind == UQ_UD_META || kind == UQ_UD_ZC || kind == UQ_UD_FILL ||
-	      kind == UQ_UD_FLUSH || kind == UQ_UD_BASE, "completion of kind %d", (int)kind);
+	      kind == UQ_UD_FLUSH || kind == UQ_UD_BASE || kind == UQ_UD_SYNC,
+	      "completion of kind %d", (int)kind);
 	/* what an IO's user_data says matches the IO: a write is a write, a
 	 * read of a request's bytes or a fill names its length */
 	CHECK(kind != UQ_UD_WRITE || e.opcode == IORING_OP_WRITE_FIXED ||
@@ -1254,21 +1256,40 @@ static void test_failed_flush(void)
 	close_dev(path, -EIO, true);	/* what the failed flush held is leaked */
 }
 
+/* Where slot g's first queued IO of kind is in sq (any kind: 0); -1: none. */
+static int queued_of(unsigned g, enum uq_ud_kind kind)
+{
+	unsigned qi = g / DEPTH, tag = g % DEPTH, i;
+
+	for (i = 0; i < sq_len; i++)
+		if (sq_q[i] == qi && uq_ud_tag(sq[i].user_data) == tag &&
+		    (!kind || uq_ud_kind(sq[i].user_data) == kind))
+			return (int)i;
+	return -1;
+}
+
+/* Complete sq[i] as its queue's loop does. */
+static void deliver_on_queue(unsigned i)
+{
+	unsigned qi = sq_q[i];
+
+	running_q = (int)qi;
+	deliver_sqe(i);
+	loop_tail(&queues[qi]);
+	running_q = -1;
+}
+
 /* Deliver only slot g's IO until its request commits. */
 static void finish_slot(unsigned g)
 {
-	unsigned qi = g / DEPTH, tag = g % DEPTH, i, steps = 0;
+	unsigned steps = 0;
+	int i;
 
 	while (!slots[g].commits) {
-		for (i = 0; i < sq_len; i++)
-			if (sq_q[i] == qi && uq_ud_tag(sq[i].user_data) == tag)
-				break;
-		REQUIRE(i < sq_len, "slot %u waits for something but its own IO", g);
+		i = queued_of(g, 0);
+		REQUIRE(i >= 0, "slot %u waits for something but its own IO", g);
 		REQUIRE(++steps < 10000, "slot %u never commits", g);
-		running_q = (int)qi;
-		deliver_sqe(i);
-		loop_tail(&queues[qi]);
-		running_q = -1;
+		deliver_on_queue((unsigned)i);
 	}
 }
 
@@ -1317,6 +1338,82 @@ static void test_flush_joins(void)
 	CHECK(COUNTER(UQ_QS_FLUSH_JOINS) == 1, "%llu flush stages joined another's flush, wanted 1",
 	      COUNTER(UQ_QS_FLUSH_JOINS));
 	teardown(path);
+}
+
+/*
+ * A FLUSH that finds the running flush past its table writes, with nothing
+ * left unwritten, issues an fsync of its own and commits once that is
+ * over, before the running flush ends; at the running flush's earlier
+ * fsyncs (its L2 or L1 writes still to come), or with a table dirty, it
+ * waits for the flush.  An own fsync that fails fails its FLUSH and the
+ * handle.  Everything on one queue, so that no completion comes unasked.
+ */
+static void test_own_sync(void)
+{
+	const char *path = t_path("own-sync.qcow2");
+	unsigned g = 1, s;
+	int i;
+
+	setup(path, 1);
+	start_write(0, 0);
+	finish_slot(0);
+	start(0, UBLK_IO_OP_FLUSH, 0, 0, 0);	/* refcounts, L2 and L1 to write */
+	REQUIRE(tags[0].driving, "the FLUSH does not run the flush");
+	while (!slots[0].commits) {
+		i = queued_of(0, UQ_UD_FLUSH);
+		REQUIRE(i >= 0 && g < DEPTH, "the flush stalls (%d) or has %u fsyncs", i, g);
+		if (sq[i].opcode == IORING_OP_FSYNC) {
+			start(g, UBLK_IO_OP_FLUSH, 0, 0, 0);
+			g++;
+		}
+		deliver_on_queue((unsigned)i);
+	}
+	/* the last FLUSH came at the flush's last fsync: its own went first */
+	drain();
+	for (s = 0; s < g; s++)
+		CHECK(slots[s].commits == 1 && slots[s].result == 0,
+		      "slot %u: %u commits, result %d", s, slots[s].commits, slots[s].result);
+	CHECK(g >= 3 && COUNTER(UQ_QS_OWN_SYNCS) == 1, "%u FLUSHes at the flush's fsyncs, %llu "
+	      "fsyncs of their own, wanted only the last one's", g - 1, COUNTER(UQ_QS_OWN_SYNCS));
+
+	/* an overwrite: the flush is an fsync alone, tables written */
+	start_write(1, 0);
+	finish_slot(1);
+	start(0, UBLK_IO_OP_FLUSH, 0, 0, 0);
+	start(2, UBLK_IO_OP_FLUSH, 0, 0, 0);
+	i = queued_of(2, UQ_UD_SYNC);
+	REQUIRE(i >= 0 && !tags[2].parked, "a FLUSH beside an fsync-only flush waits");
+	deliver_on_queue((unsigned)i);
+	CHECK(slots[2].commits == 1 && slots[2].result == 0 && !slots[0].commits,
+	      "the FLUSH with its own fsync did not commit first: %u commits, result %d",
+	      slots[2].commits, slots[2].result);
+	/* an allocation completes: now a FLUSH needs the L2 table written */
+	start_write(3, 8192);
+	finish_slot(3);
+	start(4, UBLK_IO_OP_FLUSH, 0, 0, 0);
+	CHECK(tags[4].parked && queued_of(4, 0) < 0, "a FLUSH with a dirty table did not wait");
+	drain();
+	CHECK(slots[0].result == 0 && slots[4].result == 0, "FLUSHes: %d %d", slots[0].result,
+	      slots[4].result);
+
+	/* an own fsync fails: its FLUSH and later writes fail */
+	start_write(1, 0);
+	finish_slot(1);
+	start(0, UBLK_IO_OP_FLUSH, 0, 0, 0);
+	start(2, UBLK_IO_OP_FLUSH, 0, 0, 0);
+	i = queued_of(2, UQ_UD_SYNC);
+	REQUIRE(i >= 0, "no own fsync to fail");
+	fail_next_flush = -EIO;
+	deliver_on_queue((unsigned)i);
+	CHECK(slots[2].commits == 1 && slots[2].result == -EIO, "FLUSH whose fsync failed: %d",
+	      slots[2].result);
+	slots[2].commits = 0;	/* checked: the next test's check_done must not see it */
+	drain();
+	CHECK(one(UBLK_IO_OP_WRITE, 1, (64u << 10) >> 9, 8) == -EIO,
+	      "a write after a failed fsync did not fail");
+	CHECK(COUNTER(UQ_QS_OWN_SYNCS) == 3, "%llu fsyncs of their own, wanted 3",
+	      COUNTER(UQ_QS_OWN_SYNCS));
+	close_dev(path, -EIO, true);
 }
 
 /*
@@ -1597,6 +1694,7 @@ int main(void)
 	}
 	data_mode = UQ_DATA_COPY;
 	test_flush_joins();
+	test_own_sync();
 	test_recoverable_workload(rounds / 3);
 	test_quiesce(rounds / 10);
 	test_kill_and_recover((unsigned)t_env_u64("IO_PATH_KILLS", 30));

@@ -7,6 +7,11 @@
 #   guest: a fresh 64 MiB image (64 KiB clusters) served with two queues;
 #          100 direct 4 KiB writes (one request each: dd writes one block at
 #          a time), 50 direct 4 KiB reads, and an fsync (a FLUSH); then
+#          two fio jobs, one on each CPU (so each queue gets requests),
+#          overwriting those clusters with an fdatasync every 4 writes for
+#          3 seconds: a FLUSH that finds the other queue's flush at its
+#          fsync issues one of its own (own_syncs, at least one), and every
+#          FLUSH completes; then
 #          stats --output=json must show, in total, at least those requests
 #          and bytes, a flush with a time, requests done equal to requests
 #          counted in (nothing in flight, nothing waiting, no errors), at
@@ -52,6 +57,10 @@ if uq_open -q 2 disk.qcow2; then
 	check read-50 dd if="$DEV" of=/dev/null bs=4k count=50 iflag=direct status=none
 	check fsync dd if=/dev/urandom of="$DEV" bs=4k count=1 seek=200 oflag=direct conv=fsync \
 		status=none
+	check flushes-on-both-queues quiet fio --name=flushes --filename="$DEV" --rw=randwrite \
+		--bs=4k --size=400k --iodepth=16 --numjobs=2 --cpus_allowed=0-1 \
+		--cpus_allowed_policy=split --fdatasync=4 --ioengine=io_uring --direct=1 \
+		--runtime=3 --time_based
 	check stats-json quiet sh -c "ublk-qcow stats --output=json $DEV >/tmp/stats.json"
 	sed 's/^/    /' /tmp/stats.json
 	check writes at_least writes "$(total writes)" 101
@@ -60,6 +69,7 @@ if uq_open -q 2 disk.qcow2; then
 	check read-bytes at_least read_bytes "$(total read_bytes)" $((50 * 4096))
 	check flushes at_least flushes "$(total flushes)" 1
 	check flush-time at_least flush_ns "$(total flush_ns)" 1
+	check own-syncs at_least own_syncs "$(total own_syncs)" 1
 	check all-done equal "done vs counted in" "$(total done)" "$(( $(total reads) + \
 		$(total writes) + $(total flushes) + $(total discards) + $(total write_zeroes) ))"
 	check nothing-in-flight equal in_flight "$(total in_flight)" 0
