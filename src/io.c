@@ -84,7 +84,7 @@ static void issue_fill(struct uq_tag *t, uint64_t pos, const uint8_t *src, uint6
 	io_uring_prep_write(sqe, UQ_FIXED_CDEV, src, (unsigned)len,
 			    ublk_user_copy_pos(q->id, t->tag, pos));
 	sqe->flags |= IOSQE_FIXED_FILE;
-	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FILL, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
+	io_uring_sqe_set_data64(sqe, uq_ud(UQ_UD_FILL, t->tag, uq_extra_pair(pos, len)));
 	t->ops++;
 	q->backend++;
 }
@@ -126,7 +126,7 @@ static int issue_read(struct uq_tag *t, uint64_t pos, uint64_t len, uint64_t hos
 
 	if (!sqe)
 		return -EIO;
-	queued(t, sqe, uq_ud(UQ_UD_DATA, t->tag, pos | (len << UQ_EXTRA_SHIFT)));
+	queued(t, sqe, uq_ud(UQ_UD_DATA, t->tag, uq_extra_pair(pos, len)));
 	return 0;
 }
 
@@ -553,7 +553,7 @@ void uq_io_start(struct uq_tag *t, const struct ublksrv_io_desc *desc)
 
 static void uq_io_read_done(struct uq_tag *t, uint64_t extra, int res)
 {
-	uint64_t pos = extra & UQ_EXTRA_MASK, len = extra >> UQ_EXTRA_SHIFT;
+	uint64_t pos = uq_extra_pos(extra), len = uq_extra_len(extra);
 
 	t->ops--;
 	if (res < 0) {
@@ -599,7 +599,7 @@ static void uq_io_register_done(struct uq_tag *t, int res)
 /* A write of bytes we made up into the request: all of it, or the request fails. */
 static void uq_io_fill_done(struct uq_tag *t, uint64_t extra, int res)
 {
-	uint64_t len = extra >> UQ_EXTRA_SHIFT;
+	uint64_t len = uq_extra_len(extra);
 
 	t->ops--;
 	if ((uint64_t)res != len) {

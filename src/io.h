@@ -11,14 +11,31 @@
 #ifndef UQ_IO_H
 #define UQ_IO_H
 
+#include "qcow/format.h"
 #include "ublk-qcow.h"
 
-/* user_data extra bits of a read or a fill: the offset in the request and
- * the length, 21 bits each (a length of the largest request takes 21) */
+/* user_data extra bits of a read or a fill (UQ_UD_DATA, UQ_UD_FILL): the
+ * offset in the request and the length, in bytes; of a backing piece
+ * (UQ_UD_BASE): its place in the scratch buffer and length, in sectors.
+ * 21 bits each (a length of the largest request takes 21). */
 #define UQ_EXTRA_SHIFT 21
 #define UQ_EXTRA_MASK ((1ULL << UQ_EXTRA_SHIFT) - 1)
 _Static_assert(UQ_MAX_IO_BYTES <= UQ_EXTRA_MASK && 2 * UQ_EXTRA_SHIFT <= UQ_UD_EXTRA_BITS,
 	       "a request's offsets and lengths fit a user_data");
+_Static_assert(((2ULL << QCOW_MAX_CLUSTER_BITS) + 2 * UQ_BUF_ALIGN) >> 9 <= UQ_EXTRA_MASK,
+	       "a scratch buffer's sectors fit a user_data");
+static inline uint64_t uq_extra_pair(uint64_t pos, uint64_t len)
+{
+	return pos | len << UQ_EXTRA_SHIFT;
+}
+static inline uint64_t uq_extra_pos(uint64_t extra)
+{
+	return extra & UQ_EXTRA_MASK;
+}
+static inline uint64_t uq_extra_len(uint64_t extra)
+{
+	return extra >> UQ_EXTRA_SHIFT;
+}
 /* user_data extra of a copy-on-write read: the part, | this for its
  * compressed stream */
 #define UQ_OLD_STREAM 2u

@@ -394,7 +394,7 @@ enum uq_ud_kind {
 	UQ_UD_FLUSH,			/* the engine's flush: a table write (extra: its length) or fsync */
 	UQ_UD_BASE,			/* copy-on-write: a piece of a part's old bytes read
 					 * from the backing chain (extra: its place in the
-					 * scratch buffer and length, in sectors) */
+					 * scratch buffer and length, in sectors: io.h) */
 	UQ_UD_SYNC,			/* a flush stage's own fsync beside the engine's flush */
 };
 

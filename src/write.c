@@ -187,7 +187,7 @@ static int backing_piece(struct uq_tag *t, unsigned i, const struct qcow_extent 
 		io_uring_prep_read(sqe, UQ_FIXED_IMAGE + (int)ext->depth, dst,
 				   (unsigned)ext->length, ext->host_offset);
 		sqe->flags |= IOSQE_FIXED_FILE;
-		queued(t, sqe, uq_ud(UQ_UD_BASE, t->tag, sect | (ext->length >> 9) << 20));
+		queued(t, sqe, uq_ud(UQ_UD_BASE, t->tag, uq_extra_pair(sect, ext->length >> 9)));
 		return 0;
 	case QCOW_EXTENT_COMPRESSED:
 		t->z.pos = at;
@@ -243,7 +243,7 @@ static int backing_old(struct uq_tag *t, unsigned i)
  * how many (a short read: past the end of a raw base's file, zeros). */
 void base_read_done(struct uq_tag *t, uint64_t extra, int res)
 {
-	uint64_t at = (extra & ((1U << 20) - 1)) << 9, len = (extra >> 20) << 9;
+	uint64_t at = uq_extra_pos(extra) << 9, len = uq_extra_len(extra) << 9;
 
 	t->ops--;
 	if (res < 0) {

@@ -412,16 +412,29 @@ static void deliver_sqe(unsigned i)
 	      kind == UQ_UD_FLUSH || kind == UQ_UD_BASE || kind == UQ_UD_SYNC,
 	      "completion of kind %d", (int)kind);
 	/* what an IO's user_data says matches the IO: a write is a write, a
-	 * read of a request's bytes or a fill names its length */
+	 * read of a request's bytes or a fill names its length, a backing
+	 * piece its place in the scratch buffer and its length */
 	CHECK(kind != UQ_UD_WRITE || e.opcode == IORING_OP_WRITE_FIXED ||
 	      e.opcode == IORING_OP_WRITE || e.opcode == IORING_OP_WRITEV,
 	      "queue %u tag %u: opcode %u completes as an image write", qi,
 	      uq_ud_tag(e.user_data), e.opcode);
 	if (kind == UQ_UD_DATA || kind == UQ_UD_FILL)
-		CHECK(uq_ud_extra(e.user_data) >> UQ_EXTRA_SHIFT == e.len,
+		CHECK(uq_extra_len(uq_ud_extra(e.user_data)) == e.len,
 		      "queue %u tag %u: a %u-byte IO's user_data says %llu bytes", qi,
 		      uq_ud_tag(e.user_data), e.len,
-		      (unsigned long long)(uq_ud_extra(e.user_data) >> UQ_EXTRA_SHIFT));
+		      (unsigned long long)uq_extra_len(uq_ud_extra(e.user_data)));
+	if (kind == UQ_UD_BASE) {
+		const struct uq_tag *bt = &tags[qi * DEPTH + uq_ud_tag(e.user_data)];
+		uint64_t x = uq_ud_extra(e.user_data);
+
+		CHECK(uq_extra_len(x) << 9 == e.len &&
+		      bt->scratch + (uq_extra_pos(x) << 9) == (uint8_t *)(uintptr_t)e.addr,
+		      "queue %u tag %u: a backing piece's user_data says %llu sectors at sector "
+		      "%llu of the scratch buffer, the read is %u bytes at +%lld", qi,
+		      uq_ud_tag(e.user_data), (unsigned long long)uq_extra_len(x),
+		      (unsigned long long)uq_extra_pos(x), e.len,
+		      (long long)((uint8_t *)(uintptr_t)e.addr - bt->scratch));
+	}
 	uq_io_complete(&queues[qi], e.user_data, res);
 }
 
